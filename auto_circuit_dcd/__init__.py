@@ -1,0 +1,47 @@
+"""auto-circuit-dcd: Data-driven Circuit Discovery on top of auto-circuit.
+
+Score every example separately (:func:`attribute`), cluster the examples by how the model
+processes them (:class:`GroupedDiscovery`), find one circuit per cluster, and measure
+them against a single circuit. Importing this package is fast and changes nothing: the
+public names below are loaded on first use, and nothing is registered with auto-circuit
+until :func:`register` is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict
+
+__version__ = "0.1.0"
+
+_EXPORTS: Dict[str, str] = {
+    # models and data
+    "load_model": "auto_circuit_dcd.models",
+    "make_patchable": "auto_circuit_dcd.models",
+    "prepare": "auto_circuit_dcd.data",
+    "make_loader": "auto_circuit_dcd.data",
+    "load_examples": "auto_circuit_dcd.data",
+    "ExampleLoader": "auto_circuit_dcd.data",
+    "DatasetError": "auto_circuit_dcd.data",
+    # attribution
+    "attribute": "auto_circuit_dcd.attribution",
+    "AttributionMatrix": "auto_circuit_dcd.matrix",
+    "sorted_edges": "auto_circuit_dcd.edges",
+    # registration with auto-circuit
+    "register": "auto_circuit_dcd.registry",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'auto_circuit_dcd' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_EXPORTS))

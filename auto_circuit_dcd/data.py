@@ -1,0 +1,343 @@
+"""Load auto-circuit's JSON prompt datasets into loaders that lose no example.
+
+auto-circuit's ``PromptDataLoader`` always drops the last partial batch, carries no
+example ids and left-pads prompts of different lengths. This module:
+
+1. reads the same JSON format (``prompts`` with ``clean``, ``corrupt``, ``answers``,
+   ``wrong_answers``; strings or token ids) plus optional per-prompt fields: a group
+   label (``group`` by default), an ``id`` and a ``split`` (train/val/test);
+2. tokenizes every prompt alone (BOS prepended, as auto-circuit does), checks each pair
+   (equal clean/corrupt lengths, one-token answers) and names the prompt at fault;
+3. batches examples by token length, so no padding and no shared KV cache is ever
+   needed, and keeps every example: the last batch of each length may be smaller;
+4. returns :class:`ExampleLoader`, a real ``PromptDataLoader`` (drop-in for
+   auto-circuit's functions) that also knows each batch's example ids and groups.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from auto_circuit.data import PromptDataLoader, PromptPair, collate_fn
+from torch.utils.data import DataLoader, Sampler
+
+__all__ = [
+    "Example",
+    "DatasetError",
+    "ExampleLoader",
+    "read_prompts",
+    "tokenize_examples",
+    "make_loader",
+    "load_examples",
+    "split_examples",
+    "prepare",
+]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be scored as it is; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized prompt pair. ``answers``/``wrong_answers`` are 1-D token-id tensors."""
+
+    id: Any
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    answers: torch.Tensor
+    wrong_answers: torch.Tensor
+    group: Optional[str] = None
+    split: Optional[str] = None
+
+    @property
+    def length(self) -> int:
+        return int(self.clean.shape[0])
+
+
+# ----------------------------------------------------------------------------- reading
+def read_prompts(source: str | Path | Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The list of prompt dicts of an auto-circuit JSON file (or an already-loaded dict)."""
+    if isinstance(source, dict):
+        data = source
+        where = "the given dict"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DatasetError(f"dataset file {path} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path} is not valid JSON: {err}") from err
+        where = str(path)
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    if not isinstance(prompts, list):
+        raise DatasetError(
+            f"{where} has no 'prompts' list: auto-circuit's format is "
+            '{"prompts": [{"clean": ..., "corrupt": ..., "answers": [...], '
+            '"wrong_answers": [...]}, ...]}'
+        )
+    if not prompts:
+        raise DatasetError(f"{where} has an empty 'prompts' list: nothing to score")
+    for i, p in enumerate(prompts):
+        missing = [k for k in ("clean", "corrupt", "answers", "wrong_answers") if k not in p]
+        if missing:
+            raise DatasetError(f"prompt {i} of {where} lacks {missing}")
+    return prompts
+
+
+def _tokenize_text(tokenizer: Any, text: Any) -> List[int]:
+    if isinstance(text, list):  # pre-tokenized
+        if text and isinstance(text[0], list):
+            if len(text) != 1:
+                raise DatasetError("pre-tokenized prompts must be one list of token ids")
+            text = text[0]
+        return [int(t) for t in text]
+    if tokenizer is None:
+        raise DatasetError("prompts are strings but the model has no tokenizer: "
+                           "give token ids instead")
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _answer_ids(tokenizer: Any, answers: Any, i: int, key: str) -> torch.Tensor:
+    if not isinstance(answers, list) or not answers:
+        raise DatasetError(f"prompt {i}: '{key}' must be a non-empty list")
+    ids = []
+    for a in answers:
+        if isinstance(a, int):
+            ids.append(a)
+            continue
+        toks = _tokenize_text(tokenizer, a)
+        if len(toks) != 1:
+            raise DatasetError(
+                f"prompt {i}: {key[:-1].replace('_', ' ')} {a!r} is {len(toks)} tokens "
+                f"({toks}); every answer must be exactly one token (a leading space "
+                "often makes a word one token; or give token ids)"
+            )
+        ids.append(toks[0])
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def tokenize_examples(
+    prompts: Sequence[Dict[str, Any]],
+    tokenizer: Any,
+    prepend_bos: bool = True,
+    label_field: Optional[str] = "group",
+) -> List[Example]:
+    """Tokenize and check every prompt pair; the error names the first bad prompt."""
+    bos: List[int] = []
+    if prepend_bos:
+        if tokenizer is None or getattr(tokenizer, "bos_token_id", None) is None:
+            raise DatasetError("prepend_bos=True needs a tokenizer with a BOS token")
+        bos = [int(tokenizer.bos_token_id)]
+    examples = []
+    for i, p in enumerate(prompts):
+        # Pre-tokenized prompts are taken as they are (auto-circuit does the same).
+        pre = isinstance(p["clean"], list)
+        clean = (bos if not pre else []) + _tokenize_text(tokenizer, p["clean"])
+        corrupt = (bos if not pre else []) + _tokenize_text(tokenizer, p["corrupt"])
+        if len(clean) != len(corrupt):
+            raise DatasetError(
+                f"prompt {i}: clean and corrupt prompts have different token lengths "
+                f"({len(clean)} vs {len(corrupt)}): clean={p['clean']!r}, "
+                f"corrupt={p['corrupt']!r}. Edge patching needs aligned positions: "
+                "choose corruptions that tokenize to the same length."
+            )
+        if len(clean) == 0:
+            raise DatasetError(f"prompt {i} is empty")
+        group = p.get(label_field) if label_field else None
+        examples.append(Example(
+            id=p.get("id", i),
+            clean=torch.tensor(clean, dtype=torch.long),
+            corrupt=torch.tensor(corrupt, dtype=torch.long),
+            answers=_answer_ids(tokenizer, p["answers"], i, "answers"),
+            wrong_answers=_answer_ids(tokenizer, p["wrong_answers"], i, "wrong_answers"),
+            group=None if group is None else str(group),
+            split=p.get("split"),
+        ))
+    ids = [e.id for e in examples]
+    if len(set(map(str, ids))) != len(ids):
+        raise DatasetError("prompt 'id' fields must be unique")
+    return examples
+
+
+# ----------------------------------------------------------------------------- loader
+class _FixedBatches(Sampler[List[int]]):
+    """Fixed batches of equal-length examples, in a deterministic order."""
+
+    def __init__(self, batches: List[List[int]]):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter([list(b) for b in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _ExampleDataset(torch.utils.data.Dataset):
+    def __init__(self, examples: Sequence[Example]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, idx: int) -> PromptPair:
+        e = self.examples[idx]
+        return PromptPair(e.clean, e.corrupt, e.answers, e.wrong_answers)
+
+
+def _length_batches(examples: Sequence[Example], batch_size: int) -> List[List[int]]:
+    by_len: Dict[int, List[int]] = {}
+    for i, e in enumerate(examples):
+        by_len.setdefault(e.length, []).append(i)
+    batches = []
+    for length in sorted(by_len):
+        idx = by_len[length]
+        batches.extend(idx[s:s + batch_size] for s in range(0, len(idx), batch_size))
+    return batches
+
+
+class ExampleLoader(PromptDataLoader):
+    """A ``PromptDataLoader`` that keeps every example and knows their ids.
+
+    Batches hold examples of one token length; the order is fixed (by length, then
+    dataset order). ``batch_example_ids[b]`` are the ids of batch ``b``'s rows. Usable
+    wherever auto-circuit takes a ``PromptDataLoader``.
+    """
+
+    def __init__(self, examples: Sequence[Example], batch_size: int = 16):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if len(examples) == 0:
+            raise DatasetError("no examples to load (empty dataset or empty split)")
+        self.examples: List[Example] = list(examples)
+        self.batch_size_hint = int(batch_size)
+        batches = _length_batches(self.examples, batch_size)
+        # Bypass PromptDataLoader.__init__: it forces drop_last=True.
+        DataLoader.__init__(
+            self, _ExampleDataset(self.examples),
+            batch_sampler=_FixedBatches(batches), collate_fn=collate_fn,
+        )
+        lengths = {e.length for e in self.examples}
+        self.seq_len = lengths.pop() if len(lengths) == 1 else None
+        self.diverge_idx = 0
+        self.kv_cache = None
+        self.seq_labels = None
+        self.word_idxs = {}
+        self.batch_positions: List[List[int]] = batches
+        self.batch_example_ids: List[List[Any]] = [
+            [self.examples[i].id for i in b] for b in batches]
+
+    @property
+    def example_ids(self) -> List[Any]:
+        """Ids of all examples in iteration order."""
+        return [i for b in self.batch_example_ids for i in b]
+
+    @property
+    def groups(self) -> Optional[List[Optional[str]]]:
+        """Group label of all examples in iteration order, or None when unlabelled."""
+        gs = [self.examples[i].group for b in self.batch_positions for i in b]
+        return None if all(g is None for g in gs) else gs
+
+    def subset(self, ids: Sequence[Any], batch_size: Optional[int] = None) -> "ExampleLoader":
+        """A loader over the examples with the given ids (every one kept)."""
+        by_id = {str(e.id): e for e in self.examples}
+        missing = [i for i in ids if str(i) not in by_id]
+        if missing:
+            raise KeyError(f"example ids not in this loader: {missing[:5]}")
+        return ExampleLoader([by_id[str(i)] for i in ids],
+                             batch_size=batch_size or self.batch_size_hint)
+
+    def __repr__(self) -> str:
+        return (f"ExampleLoader({len(self.examples)} examples, "
+                f"{len(self.batch_positions)} batches)")
+
+
+def make_loader(examples: Sequence[Example], batch_size: int = 16) -> ExampleLoader:
+    """An :class:`ExampleLoader` over ``examples`` (every example kept)."""
+    return ExampleLoader(examples, batch_size=batch_size)
+
+
+# ----------------------------------------------------------------------------- splits
+def load_examples(
+    dataset: str | Path | Dict[str, Any],
+    tokenizer: Any,
+    prepend_bos: bool = True,
+    label_field: Optional[str] = "group",
+    n: Optional[int] = None,
+) -> List[Example]:
+    """Read and tokenize a dataset; ``n`` keeps the first ``n`` prompts."""
+    prompts = read_prompts(dataset)
+    if n is not None:
+        prompts = prompts[:n]
+    return tokenize_examples(prompts, tokenizer, prepend_bos=prepend_bos,
+                             label_field=label_field)
+
+
+def split_examples(
+    examples: Sequence[Example],
+    test_fraction: float = 0.2,
+    seed: int = 42,
+    shuffle: bool = True,
+) -> Tuple[List[Example], List[Example]]:
+    """Train/test split. Uses the prompts' own ``split`` fields when every prompt has one."""
+    if all(e.split is not None for e in examples):
+        train = [e for e in examples if e.split == "train"]
+        test = [e for e in examples if e.split == "test"]
+        if not train or not test:
+            raise DatasetError("the dataset's 'split' fields leave the train or test split empty")
+        return train, test
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError("test_fraction must be in (0, 1)")
+    order = list(range(len(examples)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    n_test = max(1, int(round(len(order) * test_fraction)))
+    if n_test >= len(order):
+        raise DatasetError(f"{len(order)} examples are too few to split into train and test")
+    test_idx = sorted(order[:n_test])
+    train_idx = sorted(order[n_test:])
+    return [examples[i] for i in train_idx], [examples[i] for i in test_idx]
+
+
+def prepare(
+    model: Any,
+    dataset: str | Path | Dict[str, Any],
+    *,
+    test_fraction: float = 0.2,
+    batch_size: int = 16,
+    seed: int = 42,
+    n: Optional[int] = None,
+    label_field: Optional[str] = "group",
+    prepend_bos: bool = True,
+):
+    """Make ``model`` patchable and load ``dataset`` into train and test loaders.
+
+    Args:
+        model: a TransformerLens ``HookedTransformer`` (wrapped with
+            :func:`auto_circuit_dcd.models.make_patchable`) or an existing auto-circuit
+            ``PatchableModel`` (used as it is).
+        dataset: path to an auto-circuit JSON dataset, or its loaded dict.
+        test_fraction: share of examples held out (ignored when every prompt has a
+            ``split`` field).
+        batch_size: examples per batch; the last batch of each token length may be
+            smaller (nothing is dropped).
+        n: keep only the first ``n`` prompts.
+        label_field: per-prompt field holding the known group label (``None``: none).
+
+    Returns:
+        ``(patchable_model, train_loader, test_loader)``.
+    """
+    from .models import make_patchable
+
+    pm = make_patchable(model)
+    examples = load_examples(dataset, pm.tokenizer, prepend_bos=prepend_bos,
+                             label_field=label_field, n=n)
+    train, test = split_examples(examples, test_fraction=test_fraction, seed=seed)
+    return pm, make_loader(train, batch_size), make_loader(test, batch_size)
