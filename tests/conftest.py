@@ -1,0 +1,47 @@
+"""Shared test setup: one torch thread, offline hub, small fixtures."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def random_examples(n: int, lengths=(6, 7), d_vocab: int = 50, seed: int = 0,
+                    n_wrong: int = 2, groups=None):
+    """``n`` random prompt pairs (token ids) for the tiny random models.
+
+    Clean and corrupt differ in two positions; lengths cycle through ``lengths``.
+    """
+    from auto_circuit_dcd.data import Example
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        length = lengths[i % len(lengths)]
+        clean = torch.randint(0, d_vocab, (length,), generator=g)
+        corrupt = clean.clone()
+        corrupt[2:4] = torch.randint(0, d_vocab, (2,), generator=g)
+        answers = torch.randint(0, d_vocab, (1,), generator=g)
+        wrong = torch.randint(0, d_vocab, (n_wrong,), generator=g)
+        group = None if groups is None else groups[i % len(groups)]
+        out.append(Example(i, clean, corrupt, answers, wrong, group=group))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_pm():
+    """A patchable random 2-layer model with MLPs (d_vocab 50)."""
+    import auto_circuit_dcd as dcd
+
+    return dcd.make_patchable(dcd.load_model("tiny-random"))

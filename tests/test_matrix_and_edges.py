@@ -1,0 +1,94 @@
+"""AttributionMatrix storage and conversion; the fixed edge order across processes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from auto_circuit.prune import run_circuits
+from auto_circuit.types import PatchType
+
+import auto_circuit_dcd as dcd
+from auto_circuit_dcd.data import make_loader
+from auto_circuit_dcd.edges import edge_layout, sorted_edges
+from conftest import random_examples
+
+ORDER_SCRIPT = """
+import hashlib, torch, auto_circuit_dcd as dcd
+torch.set_num_threads(1)
+pm = dcd.make_patchable(dcd.load_model("tiny-random"))
+names = [e.name for e in dcd.sorted_edges(pm)]
+print(hashlib.sha256("|".join(names).encode()).hexdigest(), len(names))
+"""
+
+
+def test_edge_order_is_identical_across_processes():
+    outs = set()
+    for seed in ("1", "2"):  # different hash seeds reorder auto-circuit's sets
+        env = {"PYTHONHASHSEED": seed, "HF_HUB_OFFLINE": "1", "PATH": ""}
+        res = subprocess.run([sys.executable, "-c", ORDER_SCRIPT], capture_output=True,
+                             text=True, env=env, timeout=300, check=True)
+        outs.add(res.stdout.strip().splitlines()[-1])
+    assert len(outs) == 1
+
+
+def test_layout_agrees_with_auto_circuits_own_edge_lookup(tiny_pm):
+    names, layout = edge_layout(tiny_pm)
+    assert len(names) == tiny_pm.n_edges
+    vector = torch.arange(len(names), dtype=torch.float32)
+    ps = layout.to_prune_scores(vector)
+    for j, edge in enumerate(sorted_edges(tiny_pm)):
+        assert float(edge.prune_score(ps)) == j  # auto-circuit's own indexing
+    torch.testing.assert_close(layout.from_prune_scores(ps), vector)
+
+
+def test_save_and_load_round_trip(tiny_pm, tmp_path):
+    loader = make_loader(random_examples(5, seed=3, groups=["x", "y"]), batch_size=2)
+    A = dcd.attribute(tiny_pm, loader, progress=False)
+    A.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "attribution.json").read_text())
+    assert meta["edge_names"] == A.edge_names and meta["meta"]["method"] == "eap"
+    B = dcd.AttributionMatrix.load(tmp_path / "m")
+    assert torch.equal(A.scores, B.scores)
+    assert (B.edge_names, B.example_ids, B.groups) == (A.edge_names, A.example_ids, A.groups)
+    for k, v in A.prune_scores([0, 2]).items():
+        torch.testing.assert_close(B.prune_scores([0, 2])[k], v)
+
+
+def test_prune_scores_are_the_row_mean_and_run_in_auto_circuit(tiny_pm):
+    loader = make_loader(random_examples(4, lengths=(6,), seed=4), batch_size=4)
+    A = dcd.attribute(tiny_pm, loader, progress=False)
+    ps = A.prune_scores(rows=[1, 3])
+    expected = (A.scores[1] + A.scores[3]) / 2
+    torch.testing.assert_close(A.layout.from_prune_scores(ps), expected)
+    outs = run_circuits(tiny_pm, loader, [0, 10, tiny_pm.n_edges], ps,
+                        patch_type=PatchType.TREE_PATCH)
+    assert set(outs) == {0, 10, tiny_pm.n_edges}
+
+
+def test_plain_tensor_matrix_needs_the_model_for_prune_scores(tiny_pm):
+    names = [e.name for e in sorted_edges(tiny_pm)]
+    A = dcd.AttributionMatrix(torch.randn(3, len(names)), names)
+    assert A.example_ids == [0, 1, 2] and A.groups is None
+    with pytest.raises(ValueError, match="model=pm"):
+        A.prune_scores()
+    ps = A.prune_scores(model=tiny_pm)
+    assert set(ps) == {w.module_name for w in tiny_pm.dest_wrappers}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(scores=torch.zeros(2, 3), edge_names=["a", "b"]), "2 edge names for 3"),
+    (dict(scores=torch.zeros(2, 2), edge_names=["a", "a"]), "unique"),
+    (dict(scores=torch.zeros(2, 2), edge_names=["a", "b"], groups=["g"]), "1 groups for 2"),
+    (dict(scores=torch.zeros(4), edge_names=["a"]), "2-D"),
+])
+def test_inconsistent_matrices_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        dcd.AttributionMatrix(**kwargs)
+
+
+def test_empty_row_selection_is_refused():
+    A = dcd.AttributionMatrix(torch.zeros(2, 2), ["a", "b"])
+    with pytest.raises(ValueError, match="zero rows"):
+        A.mean([])
