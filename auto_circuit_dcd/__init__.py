@@ -27,6 +27,14 @@ _EXPORTS: Dict[str, str] = {
     "attribute": "auto_circuit_dcd.attribution",
     "AttributionMatrix": "auto_circuit_dcd.matrix",
     "sorted_edges": "auto_circuit_dcd.edges",
+    # grouped discovery and its baselines
+    "GroupedDiscovery": "auto_circuit_dcd.cluster",
+    "single_circuit": "auto_circuit_dcd.cluster",
+    "k_random_circuits": "auto_circuit_dcd.cluster",
+    "representative_circuits": "auto_circuit_dcd.cluster",
+    "random_circuits": "auto_circuit_dcd.cluster",
+    # datasets
+    "make_dataset": "auto_circuit_dcd.tasks",
     # registration with auto-circuit
     "register": "auto_circuit_dcd.registry",
 }

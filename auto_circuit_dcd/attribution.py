@@ -43,7 +43,7 @@ from torch import Tensor
 from .edges import EdgeLayout, edge_layout
 from .matrix import AttributionMatrix
 
-__all__ = ["attribute", "METRICS", "METHODS"]
+__all__ = ["attribute", "METRICS", "METHODS", "BACKENDS"]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -72,6 +72,10 @@ METRICS: Dict[str, Callable[[Tensor, Any], Tensor]] = {
     "avg_diff": avg_diff,
 }
 METHODS: Dict[str, Optional[int]] = {"eap": 1, "eap-ig": None}
+#: "fast": flag-free forward with closed-form norm Jacobians (fast_attribution.py);
+#: "hooks": this module's path through auto-circuit's per-head hook points;
+#: "auto": fast where the model is supported, else hooks. Both give the same rows.
+BACKENDS = ("auto", "fast", "hooks")
 
 
 # ----------------------------------------------------------------------------- plumbing
@@ -291,6 +295,22 @@ class _ChunkStore:
             p.unlink()
 
 
+def _choose_backend(model: Any, backend: str) -> Callable:
+    from .fast_attribution import fast_attribute_batch, unsupported_reason
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "hooks":
+        return _attribute_batch
+    why = unsupported_reason(model)
+    if why is None:
+        return fast_attribute_batch
+    if backend == "fast":
+        raise ValueError(f"backend='fast' does not support this model: {why}; "
+                         "use backend='hooks'")
+    return _attribute_batch
+
+
 # ----------------------------------------------------------------------------- public
 def attribute(
     model: Any,
@@ -303,6 +323,7 @@ def attribute(
     dtype: torch.dtype = torch.float32,
     nan_tolerance: float = 0.01,
     progress: bool = True,
+    backend: str = "auto",
 ) -> AttributionMatrix:
     """Per-example edge attribution: one row per example, columns in the fixed edge order.
 
@@ -320,6 +341,7 @@ def attribute(
         dtype: storage dtype of the scores (``torch.float32`` or ``torch.float16``).
         nan_tolerance: largest share of examples whose row is not finite that is dropped
             (with a warning naming them); above it, an error.
+        backend: ``"auto"`` (default), ``"fast"`` or ``"hooks"``; see :data:`BACKENDS`.
 
     Returns:
         an :class:`AttributionMatrix` with ``scores [n_examples, n_edges]``,
@@ -338,6 +360,7 @@ def attribute(
         raise ValueError("ig_steps must be at least 1")
     _check_model(model, dataloader)
     graph = _Graph(model)
+    batch_fn = _choose_backend(model, backend)
     alphas = [k / steps for k in range(steps, 0, -1)]  # alpha = 1 first
     batches = list(dataloader)
     if not batches:
@@ -372,7 +395,7 @@ def attribute(
         for b, batch in enumerate(bar):
             cached = store.get(b) if store is not None else None
             if cached is None:
-                rows, mu = _attribute_batch(model, graph, batch, METRICS[metric], alphas)
+                rows, mu = batch_fn(model, graph, batch, METRICS[metric], alphas)
                 rows = rows.to(dtype)
                 if store is not None:
                     store.put(b, rows, mu)
@@ -404,6 +427,7 @@ def attribute(
         groups = None if groups is None else [groups[i] for i in keep.tolist()]
         params["dropped_ids"] = bad_ids
 
+    params["backend"] = "hooks" if batch_fn is _attribute_batch else "fast"
     params["clean_metric"] = [float(x) for x in clean_metric]
     matrix = AttributionMatrix(scores=scores, edge_names=graph.names, example_ids=ids,
                                groups=groups, meta=params, layout=graph.layout)

@@ -18,12 +18,17 @@ def auto_circuit_eap(pm, loader):
                                       answer_function="avg_diff", mask_val=0.0)
 
 
+BACKENDS = ["hooks", "fast"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["tiny-random", "tiny-random-attn-only"])
-def test_each_row_equals_auto_circuit_on_that_example_alone(name):
+def test_each_row_equals_auto_circuit_on_that_example_alone(name, backend):
     pm = dcd.make_patchable(dcd.load_model(name))
     examples = random_examples(5, lengths=(6, 8), seed=1)
     A = dcd.attribute(pm, make_loader(examples, batch_size=2), metric="avg_diff",
-                      progress=False)
+                      progress=False, backend=backend)
+    assert A.meta["backend"] == backend
     assert A.shape == (5, pm.n_edges)
     for ex in examples:
         ref = A.layout.from_prune_scores(auto_circuit_eap(pm, make_loader([ex], 1)))
@@ -31,10 +36,11 @@ def test_each_row_equals_auto_circuit_on_that_example_alone(name):
         torch.testing.assert_close(row, ref, rtol=1e-4, atol=1e-6)
 
 
-def test_mean_of_rows_matches_auto_circuit_eap_on_the_same_examples(tiny_pm):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mean_of_rows_matches_auto_circuit_eap_on_the_same_examples(tiny_pm, backend):
     examples = random_examples(12, lengths=(7,), seed=2)
     loader = make_loader(examples, batch_size=4)  # three equal batches
-    A = dcd.attribute(tiny_pm, loader, metric="avg_diff", progress=False)
+    A = dcd.attribute(tiny_pm, loader, metric="avg_diff", progress=False, backend=backend)
     ref = A.layout.from_prune_scores(auto_circuit_eap(tiny_pm, loader))
     mean = A.scores.double().mean(0)
     # auto-circuit sums batch means: with 3 equal batches that is 3 x the mean.
@@ -53,10 +59,12 @@ def test_rows_follow_the_loader_and_keep_every_example(tiny_pm):
     assert len(A.meta["clean_metric"]) == 7
 
 
-def test_max_diff_metric_matches_a_direct_gradient(tiny_pm):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_diff_metric_matches_a_direct_gradient(tiny_pm, backend):
     """One edge by hand: (clean - corrupt source output) . d mu / d destination input."""
     ex = random_examples(1, lengths=(6,), seed=4, n_wrong=3)[0]
-    A = dcd.attribute(tiny_pm, make_loader([ex], 1), metric="max_diff", progress=False)
+    A = dcd.attribute(tiny_pm, make_loader([ex], 1), metric="max_diff", progress=False,
+                      backend=backend)
     model = tiny_pm.wrapped_model  # plain autograd through TransformerLens, no wrappers
     _, corrupt_cache = model.run_with_cache(ex.corrupt[None])
     cache = {}
@@ -93,7 +101,8 @@ def test_eap_ig_with_one_step_is_eap(tiny_pm):
     torch.testing.assert_close(eap.scores, ig1.scores)
 
 
-def test_eap_ig_completeness_on_input_edges(tiny_pm):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eap_ig_completeness_on_input_edges(tiny_pm, backend):
     """Edges out of the input embedding sum to the IG estimate of mu(clean) - mu(corrupt).
 
     Every path from the embedding to the output starts with one of its edges, so their
@@ -110,7 +119,8 @@ def test_eap_ig_completeness_on_input_edges(tiny_pm):
     target = mu_clean - mu_corrupt
     errors = []
     for steps in (4, 64):
-        A = dcd.attribute(tiny_pm, loader, method="eap-ig", ig_steps=steps, progress=False)
+        A = dcd.attribute(tiny_pm, loader, method="eap-ig", ig_steps=steps, progress=False,
+                          backend=backend)
         got = A.scores[:, start_cols].double().sum(1)
         order = [A.example_ids.index(e.id) for e in examples]
         errors.append(float((got[order] - target.double()).abs().max()))
@@ -165,7 +175,7 @@ def test_non_finite_rows_are_dropped_with_a_warning_or_refused(tiny_pm):
 
 def test_cache_resumes_after_interruption_and_loads_when_done(tiny_pm, tmp_path, monkeypatch):
     loader = make_loader(random_examples(6, lengths=(6,), seed=9), batch_size=2)
-    reference = dcd.attribute(tiny_pm, loader, progress=False)
+    reference = dcd.attribute(tiny_pm, loader, progress=False, backend="hooks")
     real = attribution._attribute_batch
     calls = []
 
@@ -177,15 +187,15 @@ def test_cache_resumes_after_interruption_and_loads_when_done(tiny_pm, tmp_path,
 
     monkeypatch.setattr(attribution, "_attribute_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False)
+        dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False, backend="hooks")
     calls.clear()
     monkeypatch.setattr(attribution, "_attribute_batch",
                         lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    resumed = dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False)
+    resumed = dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False, backend="hooks")
     assert len(calls) == 2  # batch 0 came from disk
     torch.testing.assert_close(resumed.scores, reference.scores)
     calls.clear()
-    again = dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False)
+    again = dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False, backend="hooks")
     assert calls == []
     torch.testing.assert_close(again.scores, reference.scores)
     assert again.edge_names == reference.edge_names
@@ -205,5 +215,7 @@ def test_bad_arguments_are_explained(tiny_pm):
         dcd.attribute(tiny_pm, loader, method="acdc")
     with pytest.raises(ValueError, match="metric must be one of"):
         dcd.attribute(tiny_pm, loader, metric="kl")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        dcd.attribute(tiny_pm, loader, backend="gpu")
     with pytest.raises(TypeError, match="PatchableModel"):
         dcd.attribute(tiny_pm.wrapped_model, loader)

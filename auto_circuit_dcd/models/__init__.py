@@ -112,7 +112,7 @@ def load_model(name: str, device: str | torch.device = "cpu", **kwargs: Any) -> 
         model = _transformer_lens(name, **kwargs)
     else:
         model = loader(**kwargs)
-    model = model.to(device)
+    model = model.to(device, print_details=False)
     model.eval()
     model.requires_grad_(False)
     return enable_patching_flags(model)

@@ -1,0 +1,38 @@
+"""Grouped discovery: cluster examples by their attribution rows, one circuit per cluster.
+
+Public names: :class:`GroupedDiscovery` (the estimator), the baselines
+(:func:`single_circuit`, :func:`k_random_circuits`, :func:`representative_circuits`,
+:func:`random_circuits`), :class:`DivisiveClustering`, and :func:`registry_entries`
+(the ``PruneAlgo`` objects :func:`auto_circuit_dcd.register` adds to auto-circuit).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .baselines import k_random_circuits, random_circuits, representative_circuits, single_circuit
+from .divisive import DivisiveClustering
+from .grouped import GroupedDiscovery
+
+__all__ = [
+    "GroupedDiscovery",
+    "DivisiveClustering",
+    "single_circuit",
+    "k_random_circuits",
+    "representative_circuits",
+    "random_circuits",
+    "registry_entries",
+]
+
+
+def registry_entries() -> Dict[str, Any]:
+    """``{PRUNE_ALGO_DICT key: PruneAlgo}``: the largest DCD cluster's circuit (EAP, EAP-IG)."""
+    from .. import keys
+    from .algos import largest_cluster_algo
+
+    return {
+        keys.ALGO_LARGEST_CLUSTER_EAP: largest_cluster_algo(
+            keys.ALGO_LARGEST_CLUSTER_EAP, method="eap"),
+        keys.ALGO_LARGEST_CLUSTER_EAP_IG: largest_cluster_algo(
+            keys.ALGO_LARGEST_CLUSTER_EAP_IG, method="eap-ig"),
+    }

@@ -1,0 +1,195 @@
+"""Choosing the number of clusters: silhouette, elbow, gap statistic, and the k=1 test.
+
+- **silhouette**: the ``k`` in ``2..K`` with the best mean silhouette (Euclidean, on the
+  reduced rows).
+- **elbow**: :func:`chord_elbow` on a decreasing curve over ``k = 1..K`` (k-means
+  inertia; divisive summed within-cluster distances), both axes normalised to [0, 1]:
+  the point farthest from the chord joining the first and last points.
+  Agglomerative uses :func:`largest_merge_gap`: the ``k`` whose next merge (the one that
+  would leave ``k - 1`` clusters) jumps the most in height.
+- **gap statistic** (Tibshirani, Walther & Hastie 2001): ``W_k`` is the pooled
+  within-cluster sum of squares; ``Gap(k) = mean_b log W*_kb - log W_k`` over ``B``
+  reference sets drawn uniformly in the box aligned with the data's principal axes
+  (their "method b") and clustered by the same algorithm; ``s_k = sd_b(log W*_kb)
+  * sqrt(1 + 1/B)``; the estimate is the smallest ``k`` with
+  ``Gap(k) >= Gap(k+1) - s_(k+1)``.
+- **k = 1 test** (:func:`single_cluster_test`): the gap statistic's own rule at ``k = 1``
+  with k-means: the data are called one cluster when ``Gap(1) >= Gap(2) - s_2``, that is
+  when splitting them in two lowers the within-cluster dispersion no more than
+  splitting structureless (uniform) data of the same extent does. Data whose rows are all
+  identical are one cluster without a test.
+- **combining rules** (:data:`COMBINE`): ``"largest"`` of the three (the method's
+  default), ``"smallest"``, ``"median"``, or one criterion alone.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "within_ss",
+    "silhouette_by_k",
+    "chord_elbow",
+    "largest_merge_gap",
+    "reference_sets",
+    "gap_statistic",
+    "gap_choice",
+    "single_cluster_test",
+    "COMBINE",
+    "combine",
+]
+
+LabelPath = Callable[[np.ndarray, int], Dict[int, np.ndarray]]
+
+
+def within_ss(X: np.ndarray, labels: np.ndarray) -> float:
+    """Pooled within-cluster sum of squared distances to the cluster means (``W_k``)."""
+    total = 0.0
+    for c in np.unique(labels):
+        block = X[labels == c]
+        total += float(((block - block.mean(0)) ** 2).sum())
+    return total
+
+
+def silhouette_by_k(X: np.ndarray, path: Mapping[int, np.ndarray]) -> Dict[int, float]:
+    """Mean silhouette of each labelling with ``2 <= n_labels <= n - 1`` (noise ``-1`` left out)."""
+    from sklearn.metrics import silhouette_score
+
+    out: Dict[int, float] = {}
+    for k, labels in path.items():
+        keep = labels >= 0
+        n_labels = len(np.unique(labels[keep]))
+        if 2 <= n_labels <= keep.sum() - 1:
+            out[k] = float(silhouette_score(X[keep], labels[keep], metric="euclidean"))
+    return out
+
+
+def chord_elbow(curve: Mapping[int, float]) -> int:
+    """The ``k`` of a curve farthest from the chord of its end points (axes normalised)."""
+    ks = np.array(sorted(curve), dtype=float)
+    ys = np.array([curve[int(k)] for k in ks], dtype=float)
+    if len(ks) < 3:
+        return int(ks[-1])
+    x = (ks - ks[0]) / (ks[-1] - ks[0])
+    span = ys.max() - ys.min()
+    y = (ys - ys.min()) / span if span > 0 else np.zeros_like(ys)
+    p0, p1 = np.array([x[0], y[0]]), np.array([x[-1], y[-1]])
+    d = p1 - p0
+    dist = np.abs(d[0] * (y - p0[1]) - d[1] * (x - p0[0])) / np.hypot(*d)
+    return int(ks[int(np.argmax(dist))])
+
+
+def largest_merge_gap(heights: np.ndarray, max_k: int) -> int:
+    """Agglomerative elbow: the ``k`` in ``2..max_k`` with the largest jump in merge height.
+
+    ``heights`` are the ``n - 1`` merge heights in merge order (non-decreasing for
+    average linkage); ``k`` clusters remain before merge ``n - k``.
+    """
+    h = np.sort(np.asarray(heights, dtype=float))
+    n = len(h) + 1
+    ks = range(2, min(max_k, n - 1) + 1)
+    gaps = {k: h[n - k] - h[n - k - 1] for k in ks}
+    if not gaps:
+        return 2
+    return int(max(gaps, key=lambda k: (gaps[k], -k)))
+
+
+def reference_sets(X: np.ndarray, n_refs: int, rng: np.random.RandomState) -> np.ndarray:
+    """``[n_refs, n, d]`` uniform samples in the box aligned with X's principal axes."""
+    Xc = X - X.mean(0)
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    Z = Xc @ vt.T
+    lo, hi = Z.min(0), Z.max(0)
+    return rng.uniform(lo, hi, size=(n_refs,) + Z.shape)
+
+
+def _log_w(X: np.ndarray, labels: np.ndarray, floor: float) -> float:
+    return float(np.log(max(within_ss(X, labels), floor)))
+
+
+def gap_statistic(X: np.ndarray, label_path: LabelPath, max_k: int, n_refs: int,
+                  rng: np.random.RandomState,
+                  data_path: Optional[Mapping[int, np.ndarray]] = None,
+                  ) -> Dict[str, Dict[int, float]]:
+    """``{"gap": {k: Gap(k)}, "se": {k: s_k}}`` for ``k = 1..max_k``.
+
+    ``label_path(X, max_k)`` must return labels for each ``k`` (the clusterer under
+    test); ``data_path`` is its result on ``X`` when already computed. A ``k`` missing
+    from the data's path is skipped.
+    """
+    if n_refs < 2:
+        raise ValueError(f"the gap statistic needs at least 2 reference sets, got {n_refs}")
+    floor = 1e-12 * max(within_ss(X, np.zeros(len(X), dtype=int)), 1e-300)
+    if data_path is None:
+        data_path = label_path(X, max_k)
+    data_path = {k: v for k, v in data_path.items() if k <= max_k}
+    refs = reference_sets(X, n_refs, rng)
+    ref_logw: Dict[int, list] = {k: [] for k in data_path}
+    for R in refs:
+        ref_path = label_path(R, max_k)
+        for k in data_path:
+            if k in ref_path:
+                ref_logw[k].append(_log_w(R, ref_path[k], floor))
+    gap, se = {}, {}
+    for k, labels in sorted(data_path.items()):
+        vals = np.array(ref_logw[k])
+        if len(vals) == 0:
+            continue
+        gap[k] = float(vals.mean() - _log_w(X, labels, floor))
+        se[k] = float(vals.std() * np.sqrt(1.0 + 1.0 / len(vals)))
+    return {"gap": gap, "se": se}
+
+
+def gap_choice(gap: Mapping[int, float], se: Mapping[int, float], min_k: int = 1) -> int:
+    """Smallest ``k >= min_k`` with ``Gap(k) >= Gap(k+1) - s_(k+1)``; else the largest k."""
+    ks = sorted(k for k in gap if k >= min_k)
+    for k in ks:
+        if k + 1 in gap and gap[k] >= gap[k + 1] - se[k + 1]:
+            return k
+    return ks[-1] if ks else min_k
+
+
+def single_cluster_test(X: np.ndarray, n_refs: int, rng: np.random.RandomState,
+                        n_init: int = 10) -> Dict[str, object]:
+    """The k=1 test (module docstring): ``{"one_cluster", "gap_1", "gap_2", "se_2"}``."""
+    from sklearn.cluster import KMeans
+
+    if len(X) < 3 or np.allclose(X, X[0]):
+        return {"one_cluster": True, "gap_1": None, "gap_2": None, "se_2": None,
+                "reason": "fewer than 3 examples" if len(X) < 3 else "all rows identical"}
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+
+    def path(data: np.ndarray, max_k: int) -> Dict[int, np.ndarray]:
+        km = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(data)
+        return {1: np.zeros(len(data), dtype=int), 2: km.labels_}
+
+    g = gap_statistic(X, path, 2, n_refs, rng)
+    gap1, gap2, se2 = g["gap"][1], g["gap"][2], g["se"][2]
+    return {"one_cluster": bool(gap1 >= gap2 - se2), "gap_1": gap1, "gap_2": gap2,
+            "se_2": se2, "reason": "gap statistic: Gap(1) >= Gap(2) - s_2"
+            if gap1 >= gap2 - se2 else "gap statistic: Gap(1) < Gap(2) - s_2"}
+
+
+COMBINE: Dict[str, Callable[[Mapping[str, int]], int]] = {
+    "largest": lambda ks: max(ks.values()),
+    "smallest": lambda ks: min(ks.values()),
+    "median": lambda ks: int(np.median(sorted(ks.values()))),
+    "silhouette": lambda ks: ks["silhouette"],
+    "elbow": lambda ks: ks["elbow"],
+    "gap": lambda ks: ks["gap"],
+}
+
+
+def combine(rule: str, choices: Mapping[str, int]) -> int:
+    """Combine the per-criterion choices ``{"silhouette": k, "elbow": k, "gap": k}``."""
+    try:
+        fn = COMBINE[rule]
+    except KeyError:
+        raise ValueError(f"k_rule must be one of {sorted(COMBINE)}, got {rule!r}") from None
+    return int(fn(choices))
+
+
+def candidate_ks(max_k: int) -> Sequence[int]:
+    return range(2, max_k + 1)

@@ -1,0 +1,93 @@
+"""Non-EAP base algorithms per cluster (ACDC), and DCD as auto-circuit PruneAlgos."""
+
+import types
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT, PruneAlgo, run_prune_algos
+
+import auto_circuit_dcd as dcd
+from auto_circuit_dcd import keys
+from auto_circuit_dcd.cluster import GroupedDiscovery, registry_entries
+from auto_circuit_dcd.data import make_loader
+from conftest import random_examples
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_pm):
+    examples = random_examples(10, lengths=(6,), seed=5)
+    loader = make_loader(examples, batch_size=3)
+    return dcd.attribute(tiny_pm, loader, progress=False), loader
+
+
+def test_acdc_runs_per_cluster_on_that_clusters_examples(tiny_pm, scored):
+    A, loader = scored
+    gd = GroupedDiscovery(base_algo="ACDC", n_clusters=2, random_state=0).fit(
+        A, model=tiny_pm, dataloader=loader)
+    assert set(gd.circuits_) == {0, 1}
+    for c, ps in gd.circuits_.items():
+        ids = [A.example_ids[i] for i in np.flatnonzero(gd.labels_ == c)]
+        # oracle: auto-circuit's ACDC on one batch holding exactly this cluster
+        ref = PRUNE_ALGO_DICT["ACDC"].func(tiny_pm, loader.subset(ids, batch_size=len(ids)), None)
+        assert set(ps) == set(ref)
+        for name in ps:
+            torch.testing.assert_close(ps[name], ref[name])
+
+
+def test_prune_algo_object_as_base_algo_and_length_warning(tiny_pm):
+    examples = random_examples(6, lengths=(6, 7), seed=6)
+    loader = make_loader(examples, batch_size=3)
+    A = dcd.attribute(tiny_pm, loader, progress=False)
+    with pytest.warns(UserWarning, match="uses only the first batch"):
+        gd = GroupedDiscovery(base_algo=PRUNE_ALGO_DICT["ACDC"], n_clusters=1).fit(
+            A, model=tiny_pm, dataloader=loader)
+    assert set(gd.circuits_) == {0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GroupedDiscovery(base_algo="Random", n_clusters=2, random_state=0).fit(
+            A, model=tiny_pm, dataloader=loader)
+
+
+def test_registry_entries_are_prune_algos_under_keys_constants():
+    entries = registry_entries()
+    assert set(entries) == {keys.ALGO_LARGEST_CLUSTER_EAP, keys.ALGO_LARGEST_CLUSTER_EAP_IG}
+    for key, algo in entries.items():
+        assert isinstance(algo, PruneAlgo) and algo.key == key
+        assert key.startswith(keys.ALGO_PREFIX)
+
+
+def test_register_adds_is_idempotent_and_refuses_foreign_keys():
+    from auto_circuit_dcd.registry import RegistrationError, register
+
+    before = {k: v for k, v in PRUNE_ALGO_DICT.items()}
+    try:
+        added = register(tasks=False, metrics=False)
+        assert set(added["algos"]) == set(registry_entries())
+        assert PRUNE_ALGO_DICT[keys.ALGO_LARGEST_CLUSTER_EAP].key == keys.ALGO_LARGEST_CLUSTER_EAP
+        register(tasks=False, metrics=False)  # again: fine
+        assert len(PRUNE_ALGO_DICT) == len(before) + 2
+        foreign = PruneAlgo(key=keys.ALGO_LARGEST_CLUSTER_EAP, name="other", func=lambda *a: {})
+        PRUNE_ALGO_DICT[keys.ALGO_LARGEST_CLUSTER_EAP] = foreign
+        with pytest.raises(RegistrationError, match="refusing to overwrite"):
+            register(tasks=False, metrics=False)
+        assert PRUNE_ALGO_DICT[keys.ALGO_LARGEST_CLUSTER_EAP] is foreign
+    finally:
+        PRUNE_ALGO_DICT.clear()
+        PRUNE_ALGO_DICT.update(before)
+
+
+def test_run_prune_algos_runs_the_largest_cluster_algo(tiny_pm, scored):
+    A, loader = scored
+    algo = registry_entries()[keys.ALGO_LARGEST_CLUSTER_EAP]
+    task = types.SimpleNamespace(key="tiny", name="tiny", model=tiny_pm, train_loader=loader,
+                                 true_edges=None)
+    out = run_prune_algos([task], [algo])
+    ps = out["tiny"][keys.ALGO_LARGEST_CLUSTER_EAP]
+    # oracle: the same pipeline by hand
+    gd = GroupedDiscovery(random_state=42).fit(A)
+    expect = A.prune_scores(np.flatnonzero(gd.labels_ == 0))
+    assert set(ps) == set(expect)
+    for name in ps:
+        torch.testing.assert_close(ps[name], expect[name])
