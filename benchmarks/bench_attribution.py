@@ -1,4 +1,4 @@
-"""Time and peak memory of the flag-free attribution path against the hooks path and floors.
+"""Time and peak memory of per-example edge attribution, against floors and auto-circuit.
 
 Each mode runs in a fresh process, on the same batches:
 
@@ -6,16 +6,20 @@ Each mode runs in a fresh process, on the same batches:
   clean forward + backward of the metric, weights frozen: the least a gradient
   attribution can cost;
 - ``floor-flags``: the same with auto-circuit's flags on;
-- ``fast-eap`` / ``fast-eap-ig``: ``fast_attribution.fast_attribute_batch``;
-- ``hooks-eap`` / ``hooks-eap-ig``: ``attribution._attribute_batch`` (flags on).
+- ``dcd-eap`` / ``dcd-eap-ig``: ``dcd.attribute`` with the fast backend (default);
+- ``dcd-eap-hooks`` / ``dcd-eap-ig-hooks``: ``dcd.attribute(backend="hooks")``;
+- ``ac-per-example``: auto-circuit's patch masks with a batch dimension
+  (``set_mask_batch_size``), one backward per batch, gradients read from the wrappers;
+- ``ac-mean``: auto-circuit's ``mask_gradient_prune_scores`` (not per example).
 
-Models: ``smollm2-135m`` (real, IOI prompts), ``smollm2-like`` / ``gpt2-like`` (random
-weights, the real shapes, random tokens). Peak RSS is the peak during the timed part
-(``/proc/self/clear_refs`` reset), minus nothing; "above model" subtracts the RSS before it.
+Models: ``smollm2-135m`` / ``toy-two-task`` (real, IOI prompts / the toy's mixed set),
+``smollm2-like`` / ``gpt2-like`` (random weights, the real shapes, random tokens). Peak
+RSS is the peak during the timed part (``/proc/self/clear_refs`` reset); "above model"
+subtracts the RSS before it.
 
 Usage::
 
-    python benchmarks/bench_fast.py --model smollm2-135m --n 32 --batch-size 16
+    python benchmarks/bench_attribution.py --model smollm2-135m --n 32 --batch-size 16
 """
 
 from __future__ import annotations
@@ -29,7 +33,34 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-MODES = ["floor", "floor-flags", "fast-eap", "fast-eap-ig", "hooks-eap", "hooks-eap-ig"]
+NAMES = [" Mary", " John", " Tom", " James", " Anna", " Paul", " Sarah", " David"]
+TEMPLATES = [
+    "When{a} and{b} went to the store,{s} gave a drink to",
+    "After{a} and{b} went to the park,{s} handed a ball to",
+    "Then,{a} and{b} had a long argument, and afterwards{s} said to",
+]
+
+
+def ioi_prompts(n: int) -> Dict[str, Any]:
+    """IOI prompt pairs (ABBA/BABA); corrupt = a third name in the subject position."""
+    prompts = []
+    i = 0
+    while len(prompts) < n:
+        t = TEMPLATES[i % len(TEMPLATES)]
+        a, b = NAMES[i % len(NAMES)], NAMES[(i * 3 + 1) % len(NAMES)]
+        c = NAMES[(i * 5 + 2) % len(NAMES)]
+        i += 1
+        if len({a, b, c}) < 3:
+            continue
+        io, s = (a, b) if i % 2 else (b, a)
+        prompts.append({"clean": t.format(a=a, b=b, s=s), "corrupt": t.format(a=a, b=b, s=c),
+                        "answers": [io], "wrong_answers": [s]})
+    return {"prompts": prompts}
+
+
+
+MODES = ["floor", "floor-flags", "dcd-eap", "dcd-eap-ig", "dcd-eap-hooks", "dcd-eap-ig-hooks",
+         "ac-per-example", "ac-mean"]
 SHAPES = {
     "smollm2-like": dict(n_layers=30, d_model=576, n_heads=9, d_head=64, d_mlp=1536,
                          d_vocab=49152, n_ctx=512, act_fn="silu", gated_mlp=True,
@@ -78,28 +109,58 @@ def _load(args: argparse.Namespace):
             examples.append(Example(i, clean, corrupt, torch.randint(0, vocab, (1,), generator=g),
                                     torch.randint(0, vocab, (1,), generator=g)))
     else:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from bench_attribution import ioi_prompts
-
         model = dcd.load_model(args.model)
         examples = None
     pm = dcd.make_patchable(model)
     if examples is None:
-        examples = load_examples(ioi_prompts(args.n), pm.tokenizer)
+        if args.model == "toy-two-task":
+            from auto_circuit_dcd.toy import toy_dataset_path
+
+            data = json.loads(Path(toy_dataset_path("mixed")).read_text())
+            data["prompts"] = data["prompts"][: args.n]
+        else:
+            data = ioi_prompts(args.n)
+        examples = load_examples(data, pm.tokenizer)
     return pm, make_loader(examples, batch_size=args.batch_size)
+
+
+def _auto_circuit_per_example(pm: Any, loader: Any, batches: List[Any]) -> Any:
+    """auto-circuit's own per-example path: masks with a batch dimension."""
+    import torch
+    from auto_circuit.types import AblationType
+    from auto_circuit.utils.ablation_activations import batch_src_ablations
+    from auto_circuit.utils.graph_utils import (patch_mode, set_all_masks, set_mask_batch_size,
+                                                train_mask_mode)
+
+    from auto_circuit_dcd.attribution import max_diff
+    from auto_circuit_dcd.edges import edge_layout
+
+    _, layout = edge_layout(pm)
+    src_outs = batch_src_ablations(pm, loader, ablation_type=AblationType.RESAMPLE,
+                                   clean_corrupt="corrupt")
+    rows = []
+    for batch in batches:
+        bsz = batch.clean.shape[0]
+        with set_mask_batch_size(pm, bsz), train_mask_mode(pm):
+            set_all_masks(pm, 0.0)
+            with patch_mode(pm, src_outs[batch.key].clone()):
+                (-max_diff(pm(batch.clean)[pm.out_slice], batch).sum()).backward()
+            # set_mask_batch_size replaced the masks: read them from the wrappers
+            grads = {w.module_name: w.patch_mask.grad.detach() for w in pm.dest_wrappers}
+            rows.append(torch.stack([layout.from_prune_scores({k: v[b] for k, v in grads.items()})
+                                     for b in range(bsz)]))
+    return torch.cat(rows)
 
 
 def run_mode(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
     from auto_circuit_dcd import attribution as A
-    from auto_circuit_dcd.fast_attribution import fast_attribute_batch, plain_forward
+    from auto_circuit_dcd.fast_attribution import plain_forward
 
     torch.set_num_threads(args.threads)
     pm, loader = _load(args)
     batches = list(loader)
-    graph = A._Graph(pm)
-    ig = [k / args.ig_steps for k in range(args.ig_steps, 0, -1)]
     base = _status_mb("VmRSS")
     _reset_peak()
     t0 = time.perf_counter()
@@ -123,10 +184,23 @@ def run_mode(args: argparse.Namespace) -> Dict[str, Any]:
                 else:
                     one(batch)
             rows = None
+        elif args.mode.startswith("dcd-"):
+            import auto_circuit_dcd as dcd
+
+            method = "eap-ig" if "-ig" in args.mode else "eap"
+            backend = "hooks" if args.mode.endswith("-hooks") else "fast"
+            rows = dcd.attribute(pm, loader, method=method, ig_steps=args.ig_steps,
+                                 backend=backend, progress=False).scores
+        elif args.mode == "ac-per-example":
+            rows = _auto_circuit_per_example(pm, loader, batches)
+        elif args.mode == "ac-mean":
+            from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
+
+            mask_gradient_prune_scores(pm, loader, None, grad_function="logit",
+                                       answer_function="avg_diff", mask_val=0.0)
+            rows = None
         else:
-            fn = fast_attribute_batch if args.mode.startswith("fast") else A._attribute_batch
-            alphas = ig if args.mode.endswith("-ig") else [1.0]
-            rows = torch.cat([fn(pm, graph, b, A.max_diff, alphas)[0] for b in batches])
+            raise ValueError(f"unknown mode {args.mode!r}; modes: {MODES}")
     seconds = time.perf_counter() - t0
     peak = _status_mb("VmHWM")
     if rows is not None and args.save_rows:
@@ -180,6 +254,13 @@ def main() -> None:
             fm = f"{extra / max(floor['peak_rss_mb'] - floor['model_rss_mb'], 1e-9):.2f}"
         print(f"| {r['mode']} | {r['seconds']:.2f} | {fx} | {r['peak_rss_mb']:.0f} | "
               f"{extra:.0f} | {fm} |")
+    by = {r["mode"]: r for r in results}
+    if "dcd-eap" in by and "ac-per-example" in by:
+        a, b = by["dcd-eap"], by["ac-per-example"]
+        mem = ((a["peak_rss_mb"] - a["model_rss_mb"])
+               / max(b["peak_rss_mb"] - b["model_rss_mb"], 1e-9))
+        print(f"\ndcd-eap vs auto-circuit's per-example masks: "
+              f"{b['seconds'] / a['seconds']:.2f}x faster, {mem:.2f}x its memory above the model")
 
 
 if __name__ == "__main__":
