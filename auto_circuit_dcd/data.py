@@ -131,9 +131,10 @@ def tokenize_examples(
 ) -> List[Example]:
     """Tokenize and check every prompt pair; the error names the first bad prompt."""
     bos: List[int] = []
-    if prepend_bos:
+    if prepend_bos and any(not isinstance(p["clean"], list) for p in prompts):
         if tokenizer is None or getattr(tokenizer, "bos_token_id", None) is None:
-            raise DatasetError("prepend_bos=True needs a tokenizer with a BOS token")
+            raise DatasetError("prepend_bos=True needs a tokenizer with a BOS token "
+                               "(or pass prepend_bos=False)")
         bos = [int(tokenizer.bos_token_id)]
     examples = []
     for i, p in enumerate(prompts):

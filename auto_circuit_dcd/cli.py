@@ -1,0 +1,164 @@
+"""The ``auto-circuit-dcd`` command: ``run`` (the main job), ``make-dataset``, ``fetch-model``.
+
+Heavy imports happen inside each command, so ``--help`` answers at once. Errors the user
+can fix (bad arguments, bad files, no network) print one line, never a traceback
+(set ``AUTO_CIRCUIT_DCD_DEBUG=1`` to see it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A problem with the command's arguments or files, reported in one line."""
+
+
+def _csv(value: str) -> List[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _fractions(value: str) -> List[float]:
+    try:
+        out = [float(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError("edge fractions are numbers, e.g. 0.01,0.05,0.1")
+    if not out or any(not 0.0 <= v <= 1.0 for v in out):
+        raise argparse.ArgumentTypeError("edge fractions must lie in [0, 1]")
+    return out
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import RunConfig, run
+
+    config = RunConfig(
+        model=args.model, dataset=args.dataset, task=args.task, method=args.method,
+        ig_steps=args.ig_steps, clusterer=args.clusterer, max_clusters=args.max_clusters,
+        base_algo=args.base_algo, n=args.n, batch_size=args.batch_size, seed=args.seed,
+        test_fraction=args.test_fraction, out=args.out,
+        edge_fractions=args.edge_fractions, threads=args.threads,
+    )
+    run(config, progress=not args.quiet)
+    return 0
+
+
+def _cmd_make_dataset(args: argparse.Namespace) -> int:
+    from .tasks import make_dataset
+
+    tokenizer, model = None, None
+    if args.only_correct:
+        from .models import load_model
+
+        model = load_model(args.model)
+        tokenizer = model.tokenizer
+    else:
+        from .pipeline import load_tokenizer
+
+        tokenizer = load_tokenizer(args.model)
+    summary = make_dataset(
+        task=args.task, prompt_types=_csv(args.prompt_types) if args.prompt_types else None,
+        tokenizer=tokenizer, n=args.n, seed=args.seed, out=Path(args.out),
+        model=model, only_correct=args.only_correct,
+    )
+    print(summary if isinstance(summary, str) else _format_summary(summary))
+    return 0
+
+
+def _format_summary(summary: Dict) -> str:
+    import json
+
+    return json.dumps(summary, indent=2, default=str)
+
+
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    from .models import load_model
+
+    model = load_model(args.model)
+    print(f"{args.model}: {model.cfg.n_layers} layers, {model.cfg.n_heads} heads, "
+          f"d_model {model.cfg.d_model}; ready offline")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="auto-circuit-dcd",
+        description="Data-driven Circuit Discovery on auto-circuit: cluster examples by "
+                    "their per-example edge attributions, one circuit per cluster.")
+    sub = p.add_subparsers(dest="command")
+
+    r = sub.add_parser("run", help="dataset -> attributions -> clusters -> circuits -> report")
+    r.add_argument("--model", default="toy-two-task",
+                   help="toy-two-task (default), smollm2-135m, or a TransformerLens name")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--dataset", help="an auto-circuit JSON dataset (optional per-prompt 'group')")
+    src.add_argument("--task", help="generate a task dataset, e.g. all-tasks, ioi, mixed")
+    r.add_argument("--method", default="eap", choices=["eap", "eap-ig"])
+    r.add_argument("--ig-steps", type=int, default=5)
+    r.add_argument("--clusterer", default="auto",
+                   help="auto, agglomerative, divisive, kmeans, hdbscan")
+    r.add_argument("--max-clusters", type=int, default=8)
+    r.add_argument("--base-algo", default="eap",
+                   help="eap (cluster mean) or an auto-circuit PRUNE_ALGO_DICT key, e.g. ACDC")
+    r.add_argument("--n", type=int, default=None, help="number of prompts to use")
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--test-fraction", type=float, default=0.2)
+    r.add_argument("--edge-fractions", type=_fractions, default=None,
+                   help="comma-separated circuit sizes as fractions of edges (default: MIB grid)")
+    r.add_argument("--seed", type=int, default=42)
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    r.add_argument("--out", default="runs/default", help="output folder")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+
+    m = sub.add_parser("make-dataset", help="write a task dataset in auto-circuit's JSON format")
+    m.add_argument("--task", required=True)
+    m.add_argument("--prompt-types", default=None, help="comma-separated, e.g. ABBA,BABA")
+    m.add_argument("--model", default="smollm2-135m", help="whose tokenizer to check answers with")
+    m.add_argument("--n", type=int, default=1000)
+    m.add_argument("--seed", type=int, default=42)
+    m.add_argument("--only-correct", action="store_true",
+                   help="keep only prompts the model answers correctly (loads the model)")
+    m.add_argument("--out", required=True)
+    m.set_defaults(func=_cmd_make_dataset)
+
+    f = sub.add_parser("fetch-model", help="download/convert a model once so later runs are offline")
+    f.add_argument("--model", default="smollm2-135m")
+    f.set_defaults(func=_cmd_fetch_model)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted; cached attributions in the output folder are kept and a "
+              "re-run resumes", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - user-facing errors become one line
+        if not _is_user_error(err) or os.environ.get("AUTO_CIRCUIT_DCD_DEBUG"):
+            raise
+        print(f"auto-circuit-dcd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(err: Exception) -> bool:
+    from .data import DatasetError
+
+    return isinstance(err, (UsageError, DatasetError, FileNotFoundError, ValueError,
+                            RuntimeError, KeyError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
