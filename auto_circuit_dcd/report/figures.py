@@ -1,0 +1,334 @@
+"""Plotly figures for the run report, one function per figure.
+
+Every function takes plain data (the run's report dict, or the pieces it needs) and returns a
+``plotly.graph_objects.Figure``. Missing values (``None`` or NaN, e.g. the faithfulness of a
+cluster with no test examples) are drawn as gaps and written as "n/a"; no function fails on them.
+Figures use an explicit template so that the host library's global plotly template (set when
+auto-circuit is imported) does not change how the page looks.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TEMPLATE = "plotly_white"
+FONT = dict(size=13)
+#: Largest circuit drawn as a Sankey diagram; bigger ones are unreadable and slow to render.
+MAX_DRAWN_EDGES = 300
+
+CURVE_STYLES = {
+    "single": dict(color="#444444", dash="solid"),
+    "DCD oracle": dict(color="#1f77b4", dash="solid"),
+    "DCD routed": dict(color="#1f77b4", dash="dash"),
+    "K-random oracle": dict(color="#ff7f0e", dash="solid"),
+    "K-random routed": dict(color="#ff7f0e", dash="dash"),
+}
+PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+]
+
+
+def finite(x: Any) -> Optional[float]:
+    """``x`` as a float, or ``None`` when it is missing, NaN or not a number."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def finite_list(xs: Optional[Sequence[Any]], n: Optional[int] = None) -> List[Optional[float]]:
+    """``xs`` with missing values as ``None``, padded or cut to ``n`` entries when given."""
+    out = [finite(x) for x in (xs or [])]
+    if n is not None:
+        out = (out + [None] * n)[:n]
+    return out
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number for display: ``digits`` significant digits, "n/a" when missing."""
+    v = finite(x)
+    if v is None:
+        return "n/a"
+    if v == int(v) and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.{digits}g}"
+
+
+def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, font=FONT, height=height,
+                      title=dict(text=title, x=0.0, xanchor="left"),
+                      margin=dict(l=70, r=30, t=60, b=60))
+    return fig
+
+
+def _log_fraction_axis(fig: go.Figure, **where: Any) -> None:
+    fig.update_xaxes(type="log", tickformat=".1~%", title_text="edges kept (fraction of all edges)",
+                     **where)
+
+
+def faithfulness_curves(report: Mapping[str, Any]) -> go.Figure:
+    """Faithfulness vs edge fraction for the single circuit, DCD and K-random (oracle, routed)."""
+    fractions = finite_list(report.get("edge_fractions"))
+    n = len(fractions)
+    dcd = report.get("dcd") or {}
+    krand = report.get("k_random") or {}
+    series = {
+        "single": (report.get("single") or {}).get("faithfulness"),
+        "DCD oracle": dcd.get("faithfulness_oracle"),
+        "DCD routed": dcd.get("faithfulness_routed"),
+        "K-random oracle": krand.get("faithfulness_oracle"),
+        "K-random routed": krand.get("faithfulness_routed"),
+    }
+    fig = go.Figure()
+    for name, ys in series.items():
+        if ys is None:
+            continue
+        style = CURVE_STYLES[name]
+        fig.add_trace(go.Scatter(
+            x=fractions, y=finite_list(ys, n), name=name, mode="lines+markers",
+            line=dict(color=style["color"], dash=style["dash"], width=2),
+            hovertemplate="%{x:.2%} of edges: %{y:.3f}<extra>" + name + "</extra>"))
+    fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"))
+    _log_fraction_axis(fig)
+    fig.update_yaxes(title_text="faithfulness")
+    return _base_layout(fig, "Faithfulness vs circuit size", 450)
+
+
+def cluster_faithfulness(report: Mapping[str, Any]) -> go.Figure:
+    """Per cluster: faithfulness of its own circuit vs the single circuit on its test examples."""
+    fractions = finite_list(report.get("edge_fractions"))
+    n = len(fractions)
+    clusters = list((report.get("dcd") or {}).get("clusters") or [])
+    if not clusters:
+        return _empty("Per-cluster faithfulness", "no clusters in this report")
+    cols = min(len(clusters), 3)
+    rows = math.ceil(len(clusters) / cols)
+    titles = [f"cluster {c.get('label')} (size {fmt(c.get('size'))}, "
+              f"{fmt(c.get('n_test'))} test)" for c in clusters]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_yaxes=True,
+                        horizontal_spacing=0.06, vertical_spacing=0.5 / max(rows, 1) / 2)
+    for i, c in enumerate(clusters):
+        r, col = i // cols + 1, i % cols + 1
+        for name, key, color, dash in (("own circuit", "faithfulness_own", "#1f77b4", "solid"),
+                                       ("single circuit", "single_on_group", "#444444", "dash")):
+            fig.add_trace(go.Scatter(
+                x=fractions, y=finite_list(c.get(key), n), name=name, legendgroup=name,
+                showlegend=(i == 0), mode="lines+markers",
+                line=dict(color=color, dash=dash, width=2),
+                hovertemplate="%{x:.2%} of edges: %{y:.3f}<extra>" + name + "</extra>"),
+                row=r, col=col)
+        if all(v is None for key in ("faithfulness_own", "single_on_group")
+               for v in finite_list(c.get(key), n)):
+            ref = "" if i == 0 else str(i + 1)
+            fig.add_annotation(text="no test examples", showarrow=False, x=0.5, y=0.5,
+                               xref=f"x{ref} domain", yref=f"y{ref} domain")
+    _log_fraction_axis(fig)
+    fig.update_xaxes(title_text="", tickvals=[0.001, 0.01, 0.1, 1.0])
+    fig.update_xaxes(title_text="edges kept", row=rows)
+    fig.update_yaxes(title_text="faithfulness", col=1)
+    for a in fig.layout.annotations:
+        a.font = dict(size=12)
+    return _base_layout(fig, "Per-cluster faithfulness: own circuit vs single circuit on the "
+                             "cluster's test examples", 330 * rows + 80)
+
+
+def _heatmap(block: Mapping[str, Any], title: str, colorbar: str, zmin: Optional[float],
+             zmax: Optional[float], colorscale: str) -> go.Figure:
+    labels = [str(x) for x in (block.get("labels") or [])]
+    matrix = [finite_list(row, len(labels)) for row in (block.get("matrix") or [])]
+    if not labels or not matrix:
+        return _empty(title, "no matrix in this report")
+    text = [[fmt(v) for v in row] for row in matrix]
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=labels, y=labels[:len(matrix)], text=text, texttemplate="%{text}",
+        textfont=dict(size=14), colorscale=colorscale, zmin=zmin, zmax=zmax,
+        colorbar=dict(title=dict(text=colorbar)), hoverongaps=False,
+        xgap=2, ygap=2))
+    fig.update_xaxes(type="category", side="bottom")
+    fig.update_yaxes(type="category", autorange="reversed")
+    side = min(700, 160 + 70 * len(labels))
+    fig = _base_layout(fig, title, side + 80)
+    fig.update_layout(width=max(side + 160, 560), margin=dict(t=80))
+    return fig
+
+
+def cross_faithfulness_heatmap(report: Mapping[str, Any]) -> go.Figure:
+    """``matrix[i][j]``: faithfulness of cluster i's circuit on cluster j's test examples."""
+    block = report.get("cross_faithfulness") or {}
+    p = finite(block.get("p"))
+    at = f" at {p:.1%} of edges" if p is not None else ""
+    fig = _heatmap(block, "Cross-faithfulness" + at, "faithfulness", 0.0, 1.0, "Blues")
+    fig.update_xaxes(title_text="data of cluster (test examples)")
+    fig.update_yaxes(title_text="circuit of cluster")
+    return fig
+
+
+def edge_overlap_heatmap(report: Mapping[str, Any]) -> go.Figure:
+    """Jaccard overlap of the clusters' cumulative-mass edge sets."""
+    block = report.get("edge_overlap") or {}
+    gamma = finite(block.get("gamma"))
+    at = f", gamma = {gamma:g}" if gamma is not None else ""
+    fig = _heatmap(block, "Edge overlap (Jaccard" + at + ")", "Jaccard", 0.0, 1.0, "Greens")
+    fig.update_xaxes(title_text="circuit of cluster")
+    fig.update_yaxes(title_text="circuit of cluster")
+    return fig
+
+
+def composition_bars(report: Mapping[str, Any]) -> go.Figure:
+    """Stacked bars: how many training examples of each known group fall in each cluster."""
+    clusters = list((report.get("dcd") or {}).get("clusters") or [])
+    if not clusters:
+        return _empty("Cluster composition", "no clusters in this report")
+    xs = [str(c.get("label")) for c in clusters]
+    groups = sorted({str(g) for c in clusters for g in (c.get("composition") or {})})
+    fig = go.Figure()
+    if groups:
+        for gi, g in enumerate(groups):
+            counts = [int((c.get("composition") or {}).get(g, 0) or 0) for c in clusters]
+            fig.add_trace(go.Bar(x=xs, y=counts, name=g, marker_color=PALETTE[gi % len(PALETTE)],
+                                 hovertemplate="cluster %{x}: %{y}<extra>" + g + "</extra>"))
+        title = "Cluster composition by known group"
+    else:
+        fig.add_trace(go.Bar(x=xs, y=[finite(c.get("size")) for c in clusters], name="examples",
+                             marker_color="#7f7f7f"))
+        title = "Cluster sizes (no known groups in this dataset)"
+    fig.update_layout(barmode="stack", legend_title_text="group")
+    fig.update_xaxes(type="category", title_text="cluster")
+    fig.update_yaxes(title_text="training examples")
+    return _base_layout(fig, title, 420)
+
+
+def projection_scatter(projection: Mapping[str, Any]) -> go.Figure:
+    """2-D projection of the attribution rows: coloured by cluster, and by known group if any."""
+    x = finite_list(projection.get("x"))
+    y = finite_list(projection.get("y"), len(x))
+    labels = [str(v) for v in (projection.get("labels") or [])]
+    groups = projection.get("groups")
+    panels = [("cluster", labels)]
+    if groups is not None:
+        panels.append(("known group", [str(g) for g in groups]))
+    fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.18,
+                        subplot_titles=[f"coloured by {name}" for name, _ in panels])
+    for pi, (name, colours) in enumerate(panels):
+        legend = "legend" if pi == 0 else "legend2"
+        for ci, value in enumerate(sorted(set(colours), key=natural_key)):
+            idx = [i for i, v in enumerate(colours) if v == value and i < len(x)]
+            fig.add_trace(go.Scattergl(
+                x=[x[i] for i in idx], y=[y[i] for i in idx], mode="markers", name=value,
+                legend=legend, marker=dict(size=6, opacity=0.75,
+                                           color=PALETTE[ci % len(PALETTE)]),
+                hovertemplate=f"{name} " + "%{fullData.name}<extra></extra>"),
+                row=1, col=pi + 1)
+    fig.update_xaxes(title_text="SVD component 1")
+    fig.update_yaxes(title_text="SVD component 2", col=1)
+    two = len(panels) == 2
+    fig.update_layout(
+        legend=dict(title=dict(text="cluster"), x=0.41 if two else 1.02, y=1, xanchor="left"),
+        legend2=dict(title=dict(text="group"), x=1.02, y=1, xanchor="left"))
+    return _base_layout(fig, "Training examples, 2-D projection of their attribution rows", 480)
+
+
+def natural_key(s: str) -> tuple:
+    """Sort key putting numeric labels in numeric order ("2" before "10")."""
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def _empty(title: str, note: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=note, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _base_layout(fig, title, 200)
+
+
+@contextmanager
+def preserved_masks(pm: Any) -> Iterator[None]:
+    """Restore each destination wrapper's patch-mask Parameter and values on exit, even on error."""
+    saved = [(w, w.patch_mask, w.patch_mask.data.clone()) for w in pm.dest_wrappers]
+    try:
+        yield
+    finally:
+        for w, param, data in saved:
+            if w.patch_mask is not param:
+                w.patch_mask = param
+            if param.data.shape != data.shape or not bool((param.data == data).all()):
+                param.data = data
+
+
+def top_edges_scores(prune_scores: Mapping[str, Any], n_edges: int) -> Dict[str, Any]:
+    """A copy of ``prune_scores`` keeping only the ``n_edges`` largest |scores| (others zero).
+
+    Exactly ``n_edges`` entries are kept (ties broken by position), matching a circuit of that size.
+    """
+    import torch as t
+
+    keys = list(prune_scores)
+    flat = t.cat([t.as_tensor(prune_scores[k]).detach().flatten().float() for k in keys])
+    keep = t.zeros_like(flat, dtype=t.bool)
+    keep[t.topk(flat.abs(), n_edges).indices] = True
+    out: Dict[str, Any] = {}
+    start = 0
+    for k in keys:
+        v = t.as_tensor(prune_scores[k]).detach().float()
+        part = keep[start:start + v.numel()].reshape(v.shape)
+        out[k] = t.where(part, v, t.zeros_like(v))
+        start += v.numel()
+    return out
+
+
+def circuit_figure(pm: Any, prune_scores: Mapping[str, Any], n_edges: int) -> Optional[go.Figure]:
+    """The circuit of the top ``n_edges`` edges by |score|, drawn with auto-circuit's Sankey.
+
+    Scores are scaled so the largest |score| is 1 (link width is proportional to |score|, hover
+    shows the scaled value). The model's patch masks are left exactly as they were; nothing is
+    shown or written. Returns ``None`` with a warning when the circuit cannot be drawn (too many
+    edges, all-zero scores, or a drawing error).
+    """
+    import torch as t
+
+    if missing := sorted(set(pm.patch_masks) - set(prune_scores)):
+        raise ValueError(f"prune_scores lacks destination modules {missing[:3]}...: build it with "
+                         "pm.new_prune_scores() or AttributionMatrix.prune_scores(model=pm)")
+    total = sum(int(t.as_tensor(v).numel()) for v in prune_scores.values())
+    n_edges = int(n_edges)
+    if n_edges <= 0:
+        warnings.warn(f"circuit_figure: n_edges={n_edges}; nothing to draw", stacklevel=2)
+        return None
+    if n_edges > MAX_DRAWN_EDGES:
+        warnings.warn(f"circuit_figure: {n_edges} edges is too many to draw legibly "
+                      f"(limit {MAX_DRAWN_EDGES}); pass a smaller n_edges", stacklevel=2)
+        return None
+    scores = top_edges_scores(prune_scores, min(n_edges, total))
+    peak = max(float(v.abs().max()) for v in scores.values())
+    if not math.isfinite(peak) or peak == 0.0:
+        warnings.warn("circuit_figure: the top edges all score zero or non-finite; nothing to draw",
+                      stacklevel=2)
+        return None
+    scores = {k: v / peak for k, v in scores.items()}
+    smallest = min(float(v[v != 0].abs().min()) for v in scores.values() if bool((v != 0).any()))
+    try:
+        from auto_circuit.visualize import draw_seq_graph
+
+        with preserved_masks(pm), t.no_grad():
+            fig = draw_seq_graph(pm, prune_scores=scores, score_threshold=smallest / 2,
+                                 display_ipython=False, file_path=None)
+    except Exception as err:  # drawing is a nice-to-have in a report: never fail the run on it
+        warnings.warn(f"circuit_figure: auto-circuit could not draw the circuit ({err!r})",
+                      stacklevel=2)
+        return None
+    fig.update_layout(template=TEMPLATE, font=FONT, plot_bgcolor="white", width=None,
+                      margin=dict(l=30, r=30, t=50, b=30))
+    return fig

@@ -1,0 +1,215 @@
+"""Assemble the run report into one self-contained HTML page.
+
+1. Tables (run summary, scores, clusters, k selection, timings, versions) are built from the report
+   dict; every string is HTML-escaped, missing numbers read "n/a".
+2. Figures come from :mod:`auto_circuit_dcd.report.figures` (and, for circuits, from ``extras``),
+   each embedded as a ``<div>`` with its data as JSON (plotly escapes ``<`` there).
+3. plotly.js is inlined once in ``<head>``, so the page needs no network.
+"""
+
+from __future__ import annotations
+
+import html
+import numbers
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from auto_circuit_dcd.report import figures as F
+from auto_circuit_dcd.report.figures import fmt
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1150px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+p.note { color: #555; font-size: 0.92em; max-width: 60em; }
+nav a { margin-right: 1em; }
+.fig { margin: 0.5em 0 1.5em 0; }
+"""
+
+
+def esc(x: Any) -> str:
+    """``x`` as text safe to put in HTML."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _cell(x: Any) -> str:
+    if _is_num(x) or x is None:
+        return f'<td class="num">{esc(fmt(x))}</td>'
+    if isinstance(x, Mapping):
+        return f"<td>{esc(', '.join(f'{k}: {fmt(v)}' for k, v in x.items()))}</td>"
+    if isinstance(x, (list, tuple)):
+        return f"<td>{esc(', '.join(fmt(v) if _is_num(v) else str(v) for v in x))}</td>"
+    return f"<td>{esc(x)}</td>"
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """An HTML table; numbers formatted, missing values "n/a", everything escaped."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def kv_table(pairs: Iterable[tuple]) -> str:
+    """A two-column table of (name, value) pairs."""
+    body = "".join(f"<tr><th>{esc(k)}</th>{_cell(v)}</tr>" for k, v in pairs)
+    return f"<table><tbody>{body}</tbody></table>"
+
+
+def figure_div(fig: Any) -> str:
+    """A plotly figure as an HTML fragment that uses the page's inlined plotly.js."""
+    return '<div class="fig">' + fig.to_html(full_html=False, include_plotlyjs=False,
+                                             config={"responsive": True,
+                                                     "displaylogo": False}) + "</div>"
+
+
+def _summary(report: Mapping[str, Any]) -> str:
+    quality = report.get("cluster_quality") or {}
+    timings = report.get("timings") or {}
+    total = sum(v for v in (F.finite(t) for t in timings.values()) if v is not None)
+    groups = report.get("groups")
+    pairs = [
+        ("model", report.get("model")),
+        ("dataset", report.get("dataset")),
+        ("attribution method", report.get("method")),
+        ("train examples", report.get("n_train")),
+        ("test examples", report.get("n_test")),
+        ("edges in the model", report.get("n_edges")),
+        ("clusters (k)", report.get("n_clusters")),
+        ("known groups", ", ".join(sorted({str(g) for g in groups})) if groups else "none"),
+        ("ARI vs known groups", quality.get("ari")),
+        ("NMI vs known groups", quality.get("nmi")),
+        ("purity vs known groups", quality.get("purity")),
+        ("total time (s)", total if timings else None),
+    ]
+    return kv_table(pairs)
+
+
+def _scores(report: Mapping[str, Any]) -> str:
+    single = report.get("single") or {}
+    dcd = report.get("dcd") or {}
+    cpr, cmd = dcd.get("cpr") or {}, dcd.get("cmd") or {}
+    rows = [("single circuit", single.get("cpr"), single.get("cmd")),
+            ("DCD, oracle (best circuit per example)", cpr.get("oracle"), cmd.get("oracle")),
+            ("DCD, routed (each example to its cluster's circuit)", cpr.get("routed"),
+             cmd.get("routed"))]
+    return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"], rows)
+
+
+def _clusters_table(report: Mapping[str, Any]) -> str:
+    fractions = F.finite_list(report.get("edge_fractions"))
+    clusters = list((report.get("dcd") or {}).get("clusters") or [])
+    p = F.finite((report.get("cross_faithfulness") or {}).get("p"))
+    col = _closest(fractions, p) if p is not None else None
+    at = f" at {fractions[col]:.1%}" if col is not None else ""
+    rows = []
+    for c in clusters:
+        own = F.finite_list(c.get("faithfulness_own"), len(fractions))
+        single = F.finite_list(c.get("single_on_group"), len(fractions))
+        rows.append((c.get("label"), c.get("size"), c.get("n_test"),
+                     dict(sorted((c.get("composition") or {}).items(), key=lambda kv: str(kv[0]))),
+                     own[col] if col is not None else None,
+                     single[col] if col is not None else None))
+    return table(["cluster", "train size", "test examples", "composition (known groups)",
+                  "own circuit" + at, "single circuit" + at], rows)
+
+
+def _closest(xs: List[Optional[float]], target: float) -> Optional[int]:
+    best = [(abs(x - target), i) for i, x in enumerate(xs) if x is not None]
+    return min(best)[1] if best else None
+
+
+def _selection(report: Mapping[str, Any]) -> str:
+    rows = [r for r in (report.get("selection") or []) if isinstance(r, Mapping)]
+    if not rows:
+        return '<p class="note">No k-selection results in this report.</p>'
+    cols: List[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    return table(cols, [[r.get(k) for k in cols] for r in rows])
+
+
+def _section(anchor: str, title: str, body: str, note: str = "") -> str:
+    note_html = f'<p class="note">{esc(note)}</p>' if note else ""
+    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}{body}</section>\n'
+
+
+def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None) -> str:
+    """The whole report page as a string (see :func:`write_html`)."""
+    import plotly.offline
+
+    if not isinstance(report, Mapping):
+        raise TypeError(f"report must be a dict (the run's report), got {type(report).__name__}")
+    extras = extras or {}
+    title = f"DCD report: {report.get('model', '?')} on {report.get('dataset', '?')}"
+    parts: List[tuple] = [
+        ("summary", "Run summary", _summary(report) + _scores(report),
+         "CPR: area under faithfulness vs edge fraction; CMD: area of max(0, 1 - faithfulness). "
+         "Cluster-quality scores compare clusters with the dataset's known groups; they are "
+         "reported only, never used to choose k."),
+        ("faithfulness", "Faithfulness vs circuit size",
+         figure_div(F.faithfulness_curves(report)),
+         "Oracle: each test example scored with whichever circuit does best on it. Routed: each "
+         "test example scored with the circuit of the cluster it is assigned to. K-random: the "
+         "same number of circuits, found on a random equal split of the training examples."),
+        ("clusters", "Clusters", _clusters_table(report)
+         + figure_div(F.cluster_faithfulness(report)),
+         "Missing values (n/a, gaps) mean a cluster has no test examples."),
+        ("cross", "Cross-faithfulness", figure_div(F.cross_faithfulness_heatmap(report)),
+         "Row i, column j: faithfulness of cluster i's circuit on cluster j's test examples. "
+         "High diagonal and low off-diagonal values mean the clusters use different circuits."),
+        ("overlap", "Edge overlap", figure_div(F.edge_overlap_heatmap(report)),
+         "Jaccard overlap of the smallest edge sets holding the given share of each circuit's "
+         "total |score|."),
+        ("composition", "Cluster composition", figure_div(F.composition_bars(report))),
+    ]
+    projection = extras.get("projection")
+    if projection:
+        parts.append(("projection", "Projection of the attribution rows",
+                      figure_div(F.projection_scatter(projection)),
+                      "Each point is a training example: its edge-attribution row projected on the "
+                      "first two SVD components."))
+    circuits = extras.get("circuit_figures") or {}
+    if circuits:
+        body = ""
+        for label, fig in sorted(circuits.items(), key=lambda kv: F.natural_key(str(kv[0]))):
+            if fig is None:
+                body += f"<h3>Cluster {esc(label)}</h3><p class=\"note\">not drawn</p>"
+                continue
+            body += f"<h3>Cluster {esc(label)}</h3>" + figure_div(fig)
+        parts.append(("circuits", "Circuits", body,
+                      "Each cluster's circuit drawn by auto-circuit; link width is proportional to "
+                      "|score| (blue positive, red negative), scaled so the largest is 1."))
+    parts.append(("selection", "Choosing k", _selection(report)))
+    parts.append(("timings", "Timings and versions",
+                  table(["stage", "seconds"], (report.get("timings") or {}).items())
+                  + table(["package", "version"], (report.get("versions") or {}).items())))
+    nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, *_ in parts)
+    sections = "".join(_section(*p) for p in parts)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{esc(title)}</title><style>{CSS}</style>"
+        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>'
+        f"</head>\n<body><h1>{esc(title)}</h1><nav>{nav}</nav>\n{sections}</body></html>\n"
+    )
+
+
+def write_html(report: Dict[str, Any], path: "str | Path",
+               extras: Optional[Dict[str, Any]] = None) -> Path:
+    """Write the report as one self-contained HTML file at ``path`` and return its path.
+
+    ``extras`` (optional, not JSON): ``projection`` = {"x", "y", "labels", "groups" or None} and
+    ``circuit_figures`` = {cluster label: plotly Figure or None}.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(report, extras), encoding="utf-8")
+    return path

@@ -1,0 +1,246 @@
+"""The HTML report: sections, data, self-containment, escaping, and the circuit drawing."""
+
+import json
+import math
+import re
+import warnings
+
+import pytest
+import torch
+
+EVIL = "<script>alert(1)</script>"
+FRACTIONS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
+CROSS = [[0.8123, 0.0417, 0.3301], [0.1375, 0.9266, float("nan")], [0.2222, 0.0588, 0.7719]]
+
+
+def curve(top: float, nan_at: int = -1) -> list:
+    ys = [round(top * (1 - math.exp(-8 * f)) / (1 - math.exp(-8)), 4) for f in FRACTIONS]
+    if nan_at >= 0:
+        ys[nan_at] = float("nan")
+    return ys
+
+
+def synthetic_report(groups=True) -> dict:
+    """A report shaped like the pipeline's, 3 clusters, one with no test examples (NaN)."""
+    names = ["ioi", "induction", EVIL] if groups else None
+    labels = [0] * 5 + [1] * 4 + [2] * 3
+    comp = [{"ioi": 5}, {"induction": 3, EVIL: 1}, {EVIL: 3}] if groups else [{}, {}, {}]
+    clusters = [
+        {"label": 0, "size": 5, "composition": comp[0], "faithfulness_own": curve(0.95),
+         "single_on_group": curve(0.7), "n_test": 2},
+        {"label": 1, "size": 4, "composition": comp[1], "faithfulness_own": curve(0.9),
+         "single_on_group": curve(0.6), "n_test": 2},
+        {"label": 2, "size": 3, "composition": comp[2], "faithfulness_own": [None] * 10,
+         "single_on_group": [float("nan")] * 10, "n_test": 0},
+    ]
+    return {
+        "model": "tiny-random", "dataset": "synthetic.json", "method": "eap",
+        "n_train": 12, "n_test": 4, "n_edges": 46, "n_clusters": 3,
+        "labels": labels,
+        "groups": ([names[0]] * 5 + [names[1]] * 3 + [names[2]] * 4) if groups else None,
+        "edge_fractions": FRACTIONS,
+        "single": {"faithfulness": curve(0.8), "cpr": 0.61, "cmd": 0.22},
+        "dcd": {"faithfulness_oracle": curve(0.97), "faithfulness_routed": curve(0.9, nan_at=0),
+                "cpr": {"oracle": 0.7, "routed": None}, "cmd": {"oracle": 0.11, "routed": 0.19},
+                "clusters": clusters},
+        "k_random": {"faithfulness_oracle": curve(0.85), "faithfulness_routed": curve(0.75)},
+        "cross_faithfulness": {"p": 0.05, "labels": [0, 1, 2], "matrix": CROSS},
+        "edge_overlap": {"gamma": 0.99, "labels": [0, 1, 2],
+                         "matrix": [[1.0, 0.125, 0.3333], [0.125, 1.0, 0.0625],
+                                    [0.3333, 0.0625, 1.0]]},
+        "cluster_quality": {"ari": 0.5123, "nmi": 0.6, "purity": 0.75} if groups else None,
+        "selection": [{"method": "kmeans-svd", "k": 2, "silhouette": 0.31, "chosen": False},
+                      {"method": "kmeans-svd", "k": 3, "silhouette": 0.44, "chosen": True,
+                       "gap": 0.12}],
+        "timings": {"attribution": 3.25, "clustering": 0.5},
+        "versions": {"auto-circuit": "1.0.1", "torch": "2.13.0"},
+    }
+
+
+def projection(report) -> dict:
+    g = torch.Generator().manual_seed(1)
+    n = len(report["labels"])
+    return {"x": torch.randn(n, generator=g).tolist(), "y": torch.randn(n, generator=g).tolist(),
+            "labels": report["labels"], "groups": report["groups"]}
+
+
+def figure_payloads(page: str) -> list:
+    """The data arrays of every plotly figure in the page (parsed from the embedded JSON)."""
+    out = []
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', page, re.S):
+        out.append(json.loads(m.group(1)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    from auto_circuit_dcd.report import write_html
+
+    report = synthetic_report()
+    path = write_html(report, tmp_path_factory.mktemp("r") / "sub" / "report.html",
+                      extras={"projection": projection(report)})
+    assert path.exists() and list(path.parent.iterdir()) == [path]
+    return path.read_text(encoding="utf-8")
+
+
+def test_sections_present(page):
+    for title in ["Run summary", "Faithfulness vs circuit size", "Clusters", "Cross-faithfulness",
+                  "Edge overlap", "Cluster composition", "Projection of the attribution rows",
+                  "Choosing k", "Timings and versions"]:
+        assert f"<h2>{title}</h2>" in page, title
+    # summary values and the k-selection table (a key only one row has becomes a column)
+    assert "<td>tiny-random</td>" in page and ">0.512<" in page
+    assert "<th>gap</th>" in page and "kmeans-svd" in page
+    assert page.count("n/a") >= 3  # routed CPR, NaN faithfulness cells
+
+
+def test_figure_data_carries_the_numbers(page):
+    figs = figure_payloads(page)
+    assert len(figs) == 6  # curves, per-cluster, cross, overlap, composition, projection
+    heatmaps = [t for f in figs for t in f if t.get("type") == "heatmap"]
+    cross = heatmaps[0]
+    # matrix[i][j]: rows are circuits, columns data; the NaN becomes a gap, not a crash
+    assert cross["z"][0] == [0.8123, 0.0417, 0.3301]
+    assert cross["z"][1][2] is None
+    assert cross["text"][1] == ["0.138", "0.927", "n/a"]
+    assert "circuit of cluster" in page and "data of cluster" in page
+    curves = {t["name"]: t for t in figs[0]}
+    assert set(curves) == {"single", "DCD oracle", "DCD routed", "K-random oracle",
+                           "K-random routed"}
+    assert curves["DCD routed"]["y"][0] is None
+    assert curves["single"]["x"] == FRACTIONS
+    # per-cluster panel: cluster 2 has no test examples, so its curves are all gaps
+    own = [t for t in figs[1] if t["name"] == "own circuit"]
+    assert len(own) == 3 and all(v is None for v in own[2]["y"])
+
+
+def test_self_contained(page):
+    assert not re.search(r"<script[^>]+src\s*=", page, re.I)
+    assert not re.search(r"<link[^>]+href\s*=\s*[\"']?https?:", page, re.I)
+    assert page.count("Plotly.newPlot") == 6
+    # plotly.js inlined exactly once
+    assert len(re.findall(r"\(function\(root, factory\)|plotly\.js v\d", page)) >= 1
+    assert page.count("plotly.js v") <= 2
+
+
+def test_escapes_malicious_group(page):
+    assert EVIL not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # escaped in the tables
+    # ...and present, JSON-escaped, as a trace name in the composition figure
+    names = {t.get("name") for f in figure_payloads(page) for t in f}
+    assert EVIL in names
+
+
+def test_no_groups_and_no_extras(tmp_path):
+    from auto_circuit_dcd.report import write_html
+
+    report = synthetic_report(groups=False)
+    page = write_html(report, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<h2>Projection" not in page and "<h2>Circuits</h2>" not in page
+    assert "Cluster sizes (no known groups in this dataset)" in page
+    comp = [t for f in figure_payloads(page) for t in f if t.get("type") == "bar"]
+    assert len(comp) == 1 and comp[0]["y"] == [5, 4, 3]
+    # projection without groups: one panel only
+    pr = projection(report)
+    page = write_html(report, tmp_path / "p.html", extras={"projection": pr}).read_text()
+    scatter = [t for f in figure_payloads(page) for t in f if t.get("type") == "scattergl"]
+    assert sorted(t["name"] for t in scatter) == ["0", "1", "2"]
+    assert sum(len(t["x"]) for t in scatter) == len(report["labels"])
+
+
+def test_rejects_non_dict(tmp_path):
+    from auto_circuit_dcd.report import write_html
+
+    with pytest.raises(TypeError, match="report must be a dict"):
+        write_html([1, 2], tmp_path / "x.html")
+
+
+def _mask_state(pm):
+    return {w.module_name: (w.patch_mask, w.patch_mask.detach().clone())
+            for w in pm.dest_wrappers}
+
+
+def _kept_edges(fig):
+    """Edge names (with scaled scores) drawn in the Sankey, ghost links excluded."""
+    out = {}
+    for tr in fig.data:
+        for lbl, v in zip(tr.link.label, tr.link.value):
+            if lbl:
+                out[lbl.split("<br>")[0]] = v
+    return out
+
+
+def test_circuit_figure_draws_top_edges_and_keeps_masks(tiny_pm):
+    from auto_circuit_dcd.report import circuit_figure
+
+    pm = tiny_pm
+    for w in pm.dest_wrappers:  # non-trivial masks, so "unchanged" is a real check
+        w.patch_mask.data.uniform_(-1, 1)
+    before = _mask_state(pm)
+    g = torch.Generator().manual_seed(3)
+    ps = pm.new_prune_scores()
+    for k in ps:
+        ps[k] = torch.randn(ps[k].shape, generator=g)
+    ps_copy = {k: v.clone() for k, v in ps.items()}
+
+    fig = circuit_figure(pm, ps, 10)
+    assert fig is not None and fig.data[0].type == "sankey"
+    # oracle: the 10 edges with the largest |score|, from auto-circuit's own edge list
+    expected = sorted(pm.edges, key=lambda e: -abs(ps[e.dest.module_name][e.patch_idx].item()))
+    drawn = _kept_edges(fig)
+    assert set(drawn) == {e.name for e in expected[:10]}
+    assert max(drawn.values()) == pytest.approx(1.0)
+    after = _mask_state(pm)
+    for name, (param, data) in before.items():
+        assert after[name][0] is param and torch.equal(after[name][1], data)
+    assert all(torch.equal(ps[k], ps_copy[k]) for k in ps)  # input not mutated
+
+
+def test_circuit_figure_restores_masks_on_error(tiny_pm, monkeypatch):
+    import auto_circuit.visualize as viz
+
+    from auto_circuit_dcd.report import circuit_figure
+
+    pm = tiny_pm
+    before = _mask_state(pm)
+
+    def broken(model, **kw):
+        for w in model.dest_wrappers:  # scribble on the masks, then fail
+            w.patch_mask.data.fill_(7.0)
+            w.patch_mask = torch.nn.Parameter(w.patch_mask.data.clone())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(viz, "draw_seq_graph", broken)
+    ps = pm.new_prune_scores(1.0)
+    with pytest.warns(UserWarning, match="boom"):
+        assert circuit_figure(pm, ps, 5) is None
+    for name, (param, data) in before.items():
+        w = next(w for w in pm.dest_wrappers if w.module_name == name)
+        assert w.patch_mask is param and torch.equal(w.patch_mask.data, data)
+
+
+def test_circuit_figure_declines_what_it_cannot_draw(tiny_pm):
+    from auto_circuit_dcd.report import circuit_figure
+
+    with pytest.warns(UserWarning, match="too many"):
+        assert circuit_figure(tiny_pm, tiny_pm.new_prune_scores(1.0), 10_000) is None
+    with pytest.warns(UserWarning, match="zero"):
+        assert circuit_figure(tiny_pm, tiny_pm.new_prune_scores(0.0), 5) is None
+    with pytest.raises(ValueError, match="lacks destination modules"):
+        circuit_figure(tiny_pm, {}, 5)
+
+
+def test_page_with_circuit_figures(tiny_pm, tmp_path):
+    from auto_circuit_dcd.report import circuit_figure, write_html
+
+    ps = tiny_pm.new_prune_scores()
+    for k in ps:
+        ps[k] = torch.rand(ps[k].shape) + 0.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figs = {0: circuit_figure(tiny_pm, ps, 8), 1: circuit_figure(tiny_pm, ps, 4)}
+    page = write_html(synthetic_report(), tmp_path / "c.html",
+                      extras={"circuit_figures": figs}).read_text(encoding="utf-8")
+    assert "<h2>Circuits</h2>" in page
+    sankeys = [t for f in figure_payloads(page) for t in f if t.get("type") == "sankey"]
+    assert len(sankeys) == 2
