@@ -33,6 +33,23 @@ _EXPORTS: Dict[str, str] = {
     "k_random_circuits": "auto_circuit_dcd.cluster",
     "representative_circuits": "auto_circuit_dcd.cluster",
     "random_circuits": "auto_circuit_dcd.cluster",
+    # measuring circuits
+    "MIB_GRID": "auto_circuit_dcd.metrics",
+    "faithfulness": "auto_circuit_dcd.metrics",
+    "evaluate_circuits": "auto_circuit_dcd.metrics",
+    "multi_circuit_faithfulness": "auto_circuit_dcd.metrics",
+    "combine_circuits": "auto_circuit_dcd.metrics",
+    "cross_faithfulness": "auto_circuit_dcd.metrics",
+    "edge_overlap": "auto_circuit_dcd.metrics",
+    "top_k_iou": "auto_circuit_dcd.metrics",
+    "overlap_matrix": "auto_circuit_dcd.metrics",
+    "cluster_quality": "auto_circuit_dcd.metrics",
+    "cpr": "auto_circuit_dcd.metrics",
+    "cmd": "auto_circuit_dcd.metrics",
+    # the main job and its report
+    "RunConfig": "auto_circuit_dcd.pipeline",
+    "run": "auto_circuit_dcd.pipeline",
+    "write_html": "auto_circuit_dcd.report",
     # datasets
     "make_dataset": "auto_circuit_dcd.tasks",
     # registration with auto-circuit

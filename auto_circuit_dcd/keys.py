@@ -12,6 +12,10 @@ ALGO_LARGEST_CLUSTER_EAP_IG = ALGO_PREFIX + "Largest Cluster (EAP-IG)"
 
 # PRUNE_METRIC_DICT keys
 METRIC_PREFIX = "DCD "
+#: faithfulness, ratio of means, mu = correct logit - max wrong logit
+METRIC_FAITHFULNESS_MAX_DIFF = METRIC_PREFIX + "Faithfulness (max wrong)"
+#: faithfulness, ratio of means, mu = mean correct logit - mean wrong logit
+METRIC_FAITHFULNESS_AVG_DIFF = METRIC_PREFIX + "Faithfulness (avg wrong)"
 
 # TASK_DICT keys
 TASK_PREFIX = "DCD "
