@@ -40,6 +40,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = RunConfig(
         model=args.model, dataset=args.dataset, task=args.task, method=args.method,
         ig_steps=args.ig_steps, clusterer=args.clusterer, max_clusters=args.max_clusters,
+        k_rule=args.k_rule,
         base_algo=args.base_algo, n=args.n, batch_size=args.batch_size, seed=args.seed,
         test_fraction=args.test_fraction, out=args.out,
         edge_fractions=args.edge_fractions, threads=args.threads,
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--clusterer", default="auto",
                    help="auto, agglomerative, divisive, kmeans, hdbscan")
     r.add_argument("--max-clusters", type=int, default=8)
+    r.add_argument("--k-rule", default="silhouette",
+                   choices=["silhouette", "largest", "smallest", "median", "elbow", "gap"],
+                   help="how silhouette/elbow/gap choices of k combine (the method's "
+                        "release: largest)")
     r.add_argument("--base-algo", default="eap",
                    help="eap (cluster mean) or an auto-circuit PRUNE_ALGO_DICT key, e.g. ACDC")
     r.add_argument("--n", type=int, default=None, help="number of prompts to use")

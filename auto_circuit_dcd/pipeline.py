@@ -46,6 +46,7 @@ class RunConfig:
     ig_steps: int = 5
     clusterer: str = "auto"
     max_clusters: int = 8
+    k_rule: str = "silhouette"
     base_algo: str = "eap"
     n: Optional[int] = None
     batch_size: int = 16
@@ -198,7 +199,8 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
         A_test = attribute(pm, test, **kw)
     with timer.stage("clustering"):
         gd = GroupedDiscovery(clusterer=config.clusterer, base_algo=config.base_algo,
-                              max_clusters=config.max_clusters, random_state=config.seed)
+                              max_clusters=config.max_clusters, k_rule=config.k_rule,
+                              random_state=config.seed)
         gd.fit(A, model=pm, dataloader=train)
         routed = np.asarray(gd.predict(A_test))
     k = int(gd.n_clusters_)

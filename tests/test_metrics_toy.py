@@ -45,6 +45,10 @@ def test_single_task_circuits_do_not_transfer_but_mixture_circuit_does():
     print(json.dumps(cross.to_dict(), indent=1))
     print("edge overlap ioi/induction:", edge_overlap(circuits["ioi"], circuits["induction"]))
     ioi, ind, mixed = 0, 1, 2
+    # at p = 5% (4 of 81 edges): each task's circuit is well below on the other task
+    at5 = cross_faithfulness(pm, circuits, {"ioi": test["ioi"], "induction": test["induction"]},
+                             p=0.05).matrix
+    assert at5[ioi, 1] < at5[ind, 1] - 0.3 and at5[ind, 0] < at5[ioi, 0] - 0.2
     # each task's own circuit is faithful on its task ...
     assert m[ioi, 0] > 0.7 and m[ind, 1] > 0.7
     # ... and far less on the other task

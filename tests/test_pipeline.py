@@ -100,3 +100,17 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", "--edge-fractions", "2"])
+
+
+@pytest.mark.slow
+def test_default_run_on_the_toy_model_separates_the_two_tasks(tmp_path):
+    """The README's first command: two clusters matching the planted tasks, and each
+    cluster's own circuit more faithful on its group than the single circuit at p = 5%."""
+    assert main(["run", "--out", str(tmp_path), "--quiet"]) == 0
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["model"] == "toy-two-task" and rep["n_clusters"] == 2
+    assert rep["cluster_quality"]["ari"] >= 0.9
+    j = rep["edge_fractions"].index(0.05)
+    for c in rep["dcd"]["clusters"]:
+        assert c["faithfulness_own"][j] > c["single_on_group"][j] + 0.1
+    assert rep["dcd"]["faithfulness_routed"][j] > rep["single"]["faithfulness"][j]

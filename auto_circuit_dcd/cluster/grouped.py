@@ -58,8 +58,13 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
             (run on the cluster's examples; ``fit`` then needs ``model`` and ``dataloader``).
         n_clusters: fix ``k`` (path clusterers only); ``None`` chooses it.
         max_clusters: largest ``k`` tried.
-        k_rule: how silhouette / elbow / gap choices combine (``"largest"``, ``"smallest"``,
-            ``"median"``, ``"silhouette"``, ``"elbow"``, ``"gap"``).
+        k_rule: how silhouette / elbow / gap choices combine (``"silhouette"``,
+            ``"largest"``, ``"smallest"``, ``"median"``, ``"elbow"``, ``"gap"``). The
+            method's release takes the largest of the three; the default here is the
+            silhouette's choice, because the gap statistic keeps rising with k on
+            attribution rows and "largest" then splits one mechanism over several
+            clusters (embedded toy model, EAP: "largest" k=4, ARI 0.895; "silhouette"
+            k=2, ARI 0.984).
         preprocessing: ``"raw"``, ``"absolute"``, ``"l2"``, ``"sparse"``, ``"binary"``.
         gamma: cumulative |score| mass kept by ``"sparse"`` / ``"binary"``.
         reduction: ``"svd"`` (TruncatedSVD), ``"pca"`` or ``"none"``.
@@ -85,7 +90,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         base_algo: Any = "eap-ig",
         n_clusters: Optional[int] = None,
         max_clusters: int = 20,
-        k_rule: str = "largest",
+        k_rule: str = "silhouette",
         preprocessing: str = "raw",
         gamma: float = 0.99,
         reduction: str = "svd",
