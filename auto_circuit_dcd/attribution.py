@@ -151,47 +151,62 @@ def _batch_ids(dataloader: Any) -> Optional[List[List[Any]]]:
 
 
 # ----------------------------------------------------------------------------- one batch
-def _attribute_batch(
+class _SourceDiffs:
+    """Source outputs ``[B, n_src, pos*d]`` in ``src_idx`` order, filled by forward hooks:
+    the corrupt outputs first (``sign=-1``), then replaced by clean - corrupt (``+1``)."""
+
+    def __init__(self, bsz: int, n_src: int):
+        self.bsz, self.n_src = bsz, n_src
+        self.d: Optional[Tensor] = None
+
+    def store(self, sl: slice, block: Tensor, sign: int) -> None:
+        if self.d is None:
+            self.d = torch.empty(self.bsz, self.n_src, block.shape[-1], dtype=block.dtype,
+                                 device=block.device)
+        self.d[:, sl] = block if sign < 0 else block - self.d[:, sl]
+
+    def recorder(self, sign: int) -> Callable:
+        """A forward hook for a source wrapper."""
+        def hook(module: Any, args: Any, out: Tensor) -> None:
+            self.store(module.src_idxs, _src_block(out.detach(), module), sign)
+        return hook
+
+
+def _accumulate(rows: Tensor, start: int, stop: int, g: Tensor, d: Tensor,
+                n_steps: int) -> None:
+    """``rows[:, start:stop] += (g @ d^T) / n_steps``; ``g [B, heads, P]``, ``d [B, n_in, P]``."""
+    block = torch.matmul(g.to(d.dtype), d.transpose(1, 2))  # [B, heads, n_in]
+    rows[:, start:stop] += (block.reshape(block.shape[0], -1).float() / n_steps).cpu()
+
+
+def _run_passes(
     model: Any, graph: _Graph, batch: Any, metric: Callable, alphas: Sequence[float],
+    source_hooks: Callable[[int], List[Any]],
+    dest_hooks: Callable[[Tensor, int], List[Any]],
 ) -> Tuple[Tensor, Tensor]:
-    """Rows ``[B, n_edges]`` (float32) and the clean metric values ``[B]`` of one batch."""
+    """The passes every backend shares: corrupt forward, then one forward + backward per
+    ``alpha`` (1 first) with the input embedding interpolated from corrupt to clean.
+
+    ``source_hooks(sign)`` installs hooks recording source outputs (corrupt: ``-1``; the
+    clean pass: ``+1``); ``dest_hooks(rows, n_steps)`` installs hooks that add each
+    destination's block to ``rows`` as its gradient arrives. Returns rows ``[B, n_edges]``
+    (float32) and the clean metric ``[B]``.
+    """
     clean, corrupt = batch.clean, batch.corrupt
     if clean.shape != corrupt.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} "
                          "token tensors differ in shape")
     bsz = clean.shape[0]
-    param = next(model.parameters())
-    diff: Optional[Tensor] = None  # [B, n_src, pos*d]: corrupt, then clean - corrupt
     corrupt_input: List[Tensor] = []
     rows = torch.zeros(bsz, graph.layout.n_edges, dtype=torch.float32)
-    out_slice = model.out_slice
 
-    def record(sign: int) -> Callable:
-        def hook(module: Any, args: Any, out: Tensor) -> None:
-            nonlocal diff
-            block = _src_block(out.detach(), module)
-            if diff is None:
-                diff = torch.empty(bsz, graph.n_src, block.shape[-1], dtype=block.dtype,
-                                   device=block.device)
-            sl = module.src_idxs
-            if sign < 0:
-                diff[:, sl] = block
-            else:
-                diff[:, sl] = block - diff[:, sl]
-        return hook
-
-    # 1. corrupt forward: source outputs and the corrupt input embedding.
-    with _hooks([w.register_forward_hook(record(-1)) for w in graph.srcs] + [
-        graph.input_wrapper.register_forward_hook(
-            lambda m, a, out: corrupt_input.append(out.detach()))
-    ]), torch.no_grad():
+    with _hooks(source_hooks(-1) + [graph.input_wrapper.register_forward_hook(
+            lambda m, a, out: corrupt_input.append(out.detach()))]), torch.no_grad():
         model(corrupt)
 
     clean_metric = torch.empty(bsz)
     for step, alpha in enumerate(alphas):
-        handles: List[Any] = []
-        if step == 0:  # alpha == 1: the clean run; record clean - corrupt
-            handles += [w.register_forward_hook(record(+1)) for w in graph.srcs]
+        handles: List[Any] = source_hooks(+1) if step == 0 else []
 
         def set_input(module: Any, args: Any, out: Tensor, alpha: float = alpha) -> Tensor:
             if alpha == 1.0:
@@ -200,11 +215,9 @@ def _attribute_batch(
             return (base + alpha * (out.detach() - base)).requires_grad_(True)
 
         handles.append(graph.input_wrapper.register_forward_hook(set_input))
-        for wrapper, shape, start, stop in graph.dests:
-            handles.append(wrapper.register_forward_hook(
-                _dest_hook(wrapper, shape, start, stop, lambda: diff, rows, len(alphas))))
+        handles += dest_hooks(rows, len(alphas))
         with _hooks(handles), torch.enable_grad():
-            logits = model(clean)[out_slice]
+            logits = model(clean)[model.out_slice]
             if logits.ndim == 3:  # model made patchable without slice_output="last_seq"
                 logits = logits[:, -1]
             mu = metric(logits.float(), batch)
@@ -214,9 +227,24 @@ def _attribute_batch(
     return rows, clean_metric
 
 
-def _dest_hook(wrapper: Any, shape: Tuple[int, ...], start: int, stop: int,
-               get_diff: Callable[[], Tensor], rows: Tensor, n_steps: int) -> Callable:
-    n_in = shape[-1]
+def _attribute_batch(
+    model: Any, graph: _Graph, batch: Any, metric: Callable, alphas: Sequence[float],
+) -> Tuple[Tensor, Tensor]:
+    """The hooks backend: sources and destinations read at auto-circuit's hook points."""
+    diffs = _SourceDiffs(batch.clean.shape[0], graph.n_src)
+
+    def source_hooks(sign: int) -> List[Any]:
+        return [w.register_forward_hook(diffs.recorder(sign)) for w in graph.srcs]
+
+    def dest_hooks(rows: Tensor, n_steps: int) -> List[Any]:
+        return [w.register_forward_hook(_dest_hook(w, start, stop, diffs, rows, n_steps))
+                for w, _shape, start, stop in graph.dests]
+
+    return _run_passes(model, graph, batch, metric, alphas, source_hooks, dest_hooks)
+
+
+def _dest_hook(wrapper: Any, start: int, stop: int, diffs: _SourceDiffs, rows: Tensor,
+               n_steps: int) -> Callable:
     in_srcs = wrapper.in_srcs
 
     def on_grad(grad: Tensor) -> None:
@@ -225,10 +253,7 @@ def _dest_hook(wrapper: Any, shape: Tuple[int, ...], start: int, stop: int,
             g = grad.reshape(bsz, 1, -1)
         else:
             g = grad.movedim(wrapper.head_dim, 1).reshape(bsz, grad.shape[wrapper.head_dim], -1)
-        d = get_diff()[:, in_srcs]
-        assert d.shape[1] == n_in
-        block = torch.matmul(g.to(d.dtype), d.transpose(1, 2))  # [B, heads, n_in]
-        rows[:, start:stop] += (block.reshape(bsz, -1).float() / n_steps).cpu()
+        _accumulate(rows, start, stop, g, diffs.d[:, in_srcs], n_steps)
 
     def hook(module: Any, args: Any, out: Tensor) -> None:
         if out.requires_grad:

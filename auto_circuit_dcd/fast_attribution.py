@@ -43,6 +43,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor
 
+from .attribution import _accumulate, _run_passes, _SourceDiffs
+
 __all__ = ["fast_attribute_batch", "supports_fast", "unsupported_reason", "plain_forward"]
 
 _NORMS = {"LayerNorm": "ln", "LayerNormPre": "ln_pre", "RMSNorm": "rms",
@@ -144,10 +146,6 @@ def norm_vjp(kind: str, ln: Any, x: Tensor, v: Tensor) -> Tensor:
     return g
 
 
-def _src_block(out: Tensor) -> Tensor:
-    return out.reshape(out.shape[0], 1, -1)
-
-
 # ----------------------------------------------------------------------------- one batch
 def fast_attribute_batch(
     model: Any, graph: Any, batch: Any, metric: Callable, alphas: Sequence[float],
@@ -161,35 +159,12 @@ def fast_attribute_batch(
     if why is not None:
         raise ValueError(f"fast attribution does not support this model: {why}; "
                          "use the hooks backend")
-    clean, corrupt = batch.clean, batch.corrupt
-    if clean.shape != corrupt.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} "
-                         "token tensors differ in shape")
     tl = model.wrapped_model
-    bsz = clean.shape[0]
     head_src = {int(_SRC.match(w.module_name).group(1)): w.src_idxs
                 for w in graph.srcs if w.module_name.endswith("attn.hook_result")}
     plain_srcs = [w for w in graph.srcs if not w.module_name.endswith("attn.hook_result")]
-    diff: Dict[str, Tensor] = {}
+    diffs = _SourceDiffs(batch.clean.shape[0], graph.n_src)
     z_corrupt: Dict[int, Tensor] = {}
-    corrupt_input: List[Tensor] = []
-    rows = torch.zeros(bsz, graph.layout.n_edges, dtype=torch.float32)
-    n_steps = len(alphas)
-
-    def store(sl: slice, block: Tensor, sign: int) -> None:
-        if "d" not in diff:
-            diff["d"] = torch.empty(bsz, graph.n_src, block.shape[-1], dtype=block.dtype,
-                                    device=block.device)
-        d = diff["d"]
-        if sign < 0:
-            d[:, sl] = block
-        else:
-            d[:, sl] = block - d[:, sl]
-
-    def record(sign: int) -> Callable:
-        def hook(module: Any, args: Any, out: Tensor) -> None:
-            store(module.src_idxs, _src_block(out.detach()), sign)
-        return hook
 
     def record_z(layer: int, sign: int) -> Callable:
         W_O = tl.blocks[layer].attn.W_O  # [H, d_head, d_model]
@@ -202,66 +177,23 @@ def fast_attribute_batch(
             dz = (z - z_corrupt.pop(layer)).permute(2, 0, 1, 3)  # [H, B, pos, d_head]
             h, b, p, e = dz.shape
             res = torch.bmm(dz.reshape(h, b * p, e), W_O.detach())  # [H, B*pos, d_model]
-            block = res.reshape(h, b, -1).transpose(0, 1)  # [B, H, pos*d_model]
-            diff["d"][:, head_src[layer]] = block
+            # the embedding (recorded first in every forward) has allocated diffs.d
+            diffs.d[:, head_src[layer]] = res.reshape(h, b, -1).transpose(0, 1)
         return hook
 
-    def z_hooks(sign: int) -> List[Any]:
-        return [tl.blocks[l].attn.hook_z.register_forward_hook(record_z(l, sign))
-                for l in head_src]
+    def source_hooks(sign: int) -> List[Any]:
+        return ([w.register_forward_hook(diffs.recorder(sign)) for w in plain_srcs]
+                + [tl.blocks[l].attn.hook_z.register_forward_hook(record_z(l, sign))
+                   for l in head_src])
+
+    def dest_hooks(rows: Tensor, n_steps: int) -> List[Any]:
+        return _dest_hooks(tl, graph, diffs, rows, n_steps)
 
     with plain_forward(tl):
-        # 1. corrupt forward: source outputs and the corrupt input embedding.
-        with _hooks([w.register_forward_hook(record(-1)) for w in plain_srcs]
-                    + z_hooks(-1)
-                    + [graph.input_wrapper.register_forward_hook(
-                        lambda m, a, out: corrupt_input.append(out.detach()))]), \
-                torch.no_grad():
-            model(corrupt)
-
-        clean_metric = torch.empty(bsz)
-        for step, alpha in enumerate(alphas):
-            handles: List[Any] = []
-            if step == 0:  # alpha == 1: the clean run; record clean - corrupt
-                handles += [w.register_forward_hook(record(+1)) for w in plain_srcs]
-                handles += z_hooks(+1)
-
-            def set_input(module: Any, args: Any, out: Tensor, alpha: float = alpha) -> Tensor:
-                if alpha == 1.0:
-                    return out.detach().clone().requires_grad_(True)
-                base = corrupt_input[0]
-                return (base + alpha * (out.detach() - base)).requires_grad_(True)
-
-            handles.append(graph.input_wrapper.register_forward_hook(set_input))
-            handles += _dest_hooks(tl, graph, diff, rows, n_steps)
-            with _hooks(handles), torch.enable_grad():
-                logits = model(clean)[model.out_slice]
-                if logits.ndim == 3:
-                    logits = logits[:, -1]
-                mu = metric(logits.float(), batch)
-                if step == 0:
-                    clean_metric = mu.detach().float().cpu()
-                mu.sum().backward()
-    return rows, clean_metric
+        return _run_passes(model, graph, batch, metric, alphas, source_hooks, dest_hooks)
 
 
-@contextmanager
-def _hooks(handles: List[Any]) -> Iterator[List[Any]]:
-    try:
-        yield handles
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _accumulate(rows: Tensor, start: int, stop: int, g: Tensor, d: Tensor,
-                n_steps: int) -> None:
-    """``rows[:, start:stop] += (g @ d^T) / n_steps``; ``g [B, heads, P]``, ``d [B, n_in, P]``."""
-    block = torch.matmul(g.to(d.dtype), d.transpose(1, 2))
-    rows[:, start:stop] += (block.reshape(block.shape[0], -1).float() / n_steps).cpu()
-
-
-def _dest_hooks(tl: Any, graph: Any, diff: Dict[str, Tensor], rows: Tensor,
+def _dest_hooks(tl: Any, graph: Any, diffs: _SourceDiffs, rows: Tensor,
                 n_steps: int) -> List[Any]:
     """Forward hooks that attach, per destination, a gradient hook doing its contraction."""
     handles: List[Any] = []
@@ -275,7 +207,7 @@ def _dest_hooks(tl: Any, graph: Any, diff: Dict[str, Tensor], rows: Tensor,
         if kind == "hook_resid_post":
             def on_grad(grad: Tensor, start=start, stop=stop, in_srcs=in_srcs) -> None:
                 _accumulate(rows, start, stop, grad.reshape(grad.shape[0], 1, -1),
-                            diff["d"][:, in_srcs], n_steps)
+                            diffs.d[:, in_srcs], n_steps)
 
             def fwd(module: Any, args: Any, out: Tensor, on_grad=on_grad) -> None:
                 if out.requires_grad:
@@ -285,7 +217,7 @@ def _dest_hooks(tl: Any, graph: Any, diff: Dict[str, Tensor], rows: Tensor,
         elif kind == "hook_mlp_in":
             def on_grad(grad: Tensor, start=start, stop=stop, in_srcs=in_srcs) -> None:
                 _accumulate(rows, start, stop, grad.reshape(grad.shape[0], 1, -1),
-                            diff["d"][:, in_srcs], n_steps)
+                            diffs.d[:, in_srcs], n_steps)
 
             def pre(module: Any, args: Tuple[Any, ...], on_grad=on_grad) -> Any:
                 x = args[0]
@@ -313,7 +245,7 @@ def _dest_hooks(tl: Any, graph: Any, diff: Dict[str, Tensor], rows: Tensor,
                 x = ln1_in[layer][:, None]  # [B, 1, pos, d_model]
                 g = norm_vjp(norm_kind, ln, x, v)
                 _accumulate(rows, start, stop, g.reshape(g.shape[0], g.shape[1], -1),
-                            diff["d"][:, in_srcs], n_steps)
+                            diffs.d[:, in_srcs], n_steps)
 
             def fwd(module: Any, args: Any, out: Tensor, on_grad=on_grad) -> None:
                 if out.requires_grad:
