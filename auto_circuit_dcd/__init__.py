@@ -27,6 +27,8 @@ _EXPORTS: Dict[str, str] = {
     "attribute": "auto_circuit_dcd.attribution",
     "AttributionMatrix": "auto_circuit_dcd.matrix",
     "sorted_edges": "auto_circuit_dcd.edges",
+    "reduce_in_chunks": "auto_circuit_dcd.streaming",
+    "cluster_means_in_chunks": "auto_circuit_dcd.streaming",
     # grouped discovery and its baselines
     "GroupedDiscovery": "auto_circuit_dcd.cluster",
     "single_circuit": "auto_circuit_dcd.cluster",
