@@ -39,6 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = RunConfig(
         model=args.model, dataset=args.dataset, task=args.task, method=args.method,
+        prompt_types=_csv(args.prompt_types) if args.prompt_types else None,
         ig_steps=args.ig_steps, clusterer=args.clusterer, max_clusters=args.max_clusters,
         k_rule=args.k_rule,
         base_algo=args.base_algo, n=args.n, batch_size=args.batch_size, seed=args.seed,
@@ -98,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="toy-two-task (default), smollm2-135m, or a TransformerLens name")
     src = r.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="an auto-circuit JSON dataset (optional per-prompt 'group')")
-    src.add_argument("--task", help="generate a task dataset, e.g. all-tasks, ioi, mixed")
+    src.add_argument("--task", help="generate a task dataset: ioi, sequence, arithmetic, "
+                     "entity_binding, all-tasks, entity-addition, or mixture")
+    r.add_argument("--prompt-types", default=None,
+                   help="with --task: comma-separated prompt types; for --task mixture "
+                        "task/type[:share], e.g. ioi/mixed,sequence/2-gram")
     r.add_argument("--method", default="eap", choices=["eap", "eap-ig"])
     r.add_argument("--ig-steps", type=int, default=5)
     r.add_argument("--clusterer", default="auto",

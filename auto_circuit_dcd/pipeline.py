@@ -42,6 +42,7 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     dataset: Optional[str] = None
     task: Optional[str] = None
+    prompt_types: Optional[List[str]] = None
     method: str = "eap"
     ig_steps: int = 5
     clusterer: str = "auto"
@@ -97,7 +98,7 @@ def _dataset_path(config: RunConfig, tokenizer: Any, out: Path) -> Path:
         from .tasks import make_dataset
 
         path = out / "dataset.json"
-        make_dataset(task=config.task, prompt_types=None, tokenizer=tokenizer,
+        make_dataset(task=config.task, prompt_types=config.prompt_types, tokenizer=tokenizer,
                      n=config.n or 1000, seed=config.seed, out=path)
         return path
     if config.model == "toy-two-task":

@@ -340,7 +340,8 @@ def evaluate_circuits(
         for batch in tqdm(batches, desc="faithfulness", disable=not progress):
             mu_full.append(mu_of(model(batch.clean)[out_slice], batch))
             patch_outs = ABLATIONS[ablation](model, batch, dataset_mean)
-            seen: Dict[bytes, Tensor] = {}  # identical circuits run once per batch
+            # identical circuits run once per batch; nothing patched is the clean run
+            seen: Dict[bytes, Tensor] = {(~all_patched).numpy().tobytes(): mu_full[-1]}
 
             def run(patched: Tensor) -> Tensor:
                 key = patched.numpy().tobytes()
