@@ -41,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model=args.model, dataset=args.dataset, task=args.task, method=args.method,
         prompt_types=_csv(args.prompt_types) if args.prompt_types else None,
         ig_steps=args.ig_steps, clusterer=args.clusterer, max_clusters=args.max_clusters,
-        k_rule=args.k_rule,
+        k_rule=args.k_rule, preprocessing=args.preprocessing,
         base_algo=args.base_algo, n=args.n, batch_size=args.batch_size, seed=args.seed,
         test_fraction=args.test_fraction, out=args.out,
         edge_fractions=args.edge_fractions, threads=args.threads,
@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["silhouette", "largest", "smallest", "median", "elbow", "gap"],
                    help="how silhouette/elbow/gap choices of k combine (the method's "
                         "release: largest)")
+    r.add_argument("--preprocessing", default="l2",
+                   choices=["l2", "raw", "absolute", "binary", "sparse"],
+                   help="row preprocessing before clustering (default l2: raw rows let a few "
+                        "large-norm examples dominate)")
     r.add_argument("--base-algo", default="eap",
                    help="eap (cluster mean) or an auto-circuit PRUNE_ALGO_DICT key, e.g. ACDC")
     r.add_argument("--n", type=int, default=None, help="number of prompts to use")
