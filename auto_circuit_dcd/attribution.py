@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor
 
-from .edges import EdgeLayout, edge_layout
+from .edges import edge_layout
 from .matrix import AttributionMatrix
 
 __all__ = ["attribute", "METRICS", "METHODS", "BACKENDS"]

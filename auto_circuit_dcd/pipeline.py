@@ -23,9 +23,9 @@ import math
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch

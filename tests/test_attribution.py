@@ -1,6 +1,5 @@
 """Per-example attribution against auto-circuit's own EAP (the oracle) and IG completeness."""
 
-import warnings
 
 import pytest
 import torch

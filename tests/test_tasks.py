@@ -198,7 +198,7 @@ def test_files_load_in_the_add_on_and_in_plain_auto_circuit(datasets, tok):
 def test_seed_reproducibility(tok, tmp_path):
     a = make_dataset("all-tasks", None, tok, 30, 3, tmp_path / "a.json")
     b = make_dataset("all-tasks", None, tok, 30, 3, tmp_path / "b.json")
-    c = make_dataset("all-tasks", None, tok, 30, 4, tmp_path / "c.json")
+    make_dataset("all-tasks", None, tok, 30, 4, tmp_path / "c.json")
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
     assert a["counts"] == b["counts"]
     pa = json.loads((tmp_path / "a.json").read_text())["prompts"]
