@@ -15,6 +15,9 @@ from typing import Callable, Dict, List, Optional
 
 __all__ = ["main"]
 
+#: models that load without a model hub (kept in step with models.MODEL_LOADERS by a test)
+OFFLINE_MODELS = ("toy-two-task", "smollm2-135m", "tiny-random", "tiny-random-attn-only")
+
 
 class UsageError(Exception):
     """A problem with the command's arguments or files, reported in one line."""
@@ -154,6 +157,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     handler: Callable[[argparse.Namespace], int] = args.func
+    if getattr(args, "model", None) in OFFLINE_MODELS:
+        # auto-circuit probes the Hugging Face hub when imported (about 50 s offline);
+        # the built-in models need no hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -114,3 +114,10 @@ def test_default_run_on_the_toy_model_separates_the_two_tasks(tmp_path):
     for c in rep["dcd"]["clusters"]:
         assert c["faithfulness_own"][j] > c["single_on_group"][j] + 0.1
     assert rep["dcd"]["faithfulness_routed"][j] > rep["single"]["faithfulness"][j]
+
+
+def test_cli_knows_which_models_are_offline():
+    from auto_circuit_dcd.cli import OFFLINE_MODELS
+    from auto_circuit_dcd.models import MODEL_LOADERS
+
+    assert set(OFFLINE_MODELS) == set(MODEL_LOADERS)
