@@ -33,6 +33,8 @@ import torch
 __all__ = ["RunConfig", "run", "load_tokenizer", "summary_table"]
 
 DEFAULT_MODEL = "toy-two-task"
+#: edges of each cluster's circuit drawn in the report (its top edges by |score|)
+DRAWN_EDGES = 40
 
 
 @dataclass
@@ -325,8 +327,8 @@ def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
     layout = A.layout_for(pm)
     figures = {}
     for c in report["cross_faithfulness"]["labels"]:
-        n = max(1, int(report["edge_fractions"][0] * A.n_edges)) if A.n_edges > 2000 else 30
-        fig = circuit_figure(pm, layout.to_prune_scores(circuits[f"cluster_{c}"]), min(n, 60))
+        n = min(DRAWN_EDGES, A.n_edges)
+        fig = circuit_figure(pm, layout.to_prune_scores(circuits[f"cluster_{c}"]), n)
         if fig is not None:
             figures[c] = fig
     extras = {"projection": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
