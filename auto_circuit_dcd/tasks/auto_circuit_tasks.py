@@ -20,7 +20,6 @@ Building a task does none of this, so registration stays cheap. auto-circuit's
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from auto_circuit.tasks import Task
 
 from .. import keys
+from ..paths import cache_root
 
 __all__ = ["GeneratedTask", "cache_dir", "task_entries"]
 
@@ -38,8 +38,7 @@ _PATCHABLE: Dict[Any, Any] = {}  # model name or id(module) -> PatchableModel
 
 def cache_dir() -> Path:
     """Where generated datasets live: ``$AUTO_CIRCUIT_DCD_CACHE`` or ``~/.cache/auto-circuit-dcd``."""
-    env = os.environ.get("AUTO_CIRCUIT_DCD_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "auto-circuit-dcd"
+    return cache_root()
 
 
 def _slug(text: str) -> str:
