@@ -66,6 +66,12 @@ def avg_diff(logits: Tensor, batch: Any) -> Tensor:
     return torch.stack([g.mean() - b.mean() for g, b in zip(good, bad)])
 
 
+def last_position(logits: Tensor) -> Tensor:
+    """Logits ``[B, vocab]`` at the last position, whether or not the model was made
+    patchable with ``slice_output="last_seq"`` (then they already are)."""
+    return logits[:, -1] if logits.ndim == 3 else logits
+
+
 METRICS: Dict[str, Callable[[Tensor, Any], Tensor]] = {
     "max_diff": max_diff,
     "avg_diff": avg_diff,
@@ -216,10 +222,7 @@ def _run_passes(
         handles.append(graph.input_wrapper.register_forward_hook(set_input))
         handles += dest_hooks(rows, len(alphas))
         with _hooks(handles), torch.enable_grad():
-            logits = model(clean)[model.out_slice]
-            if logits.ndim == 3:  # model made patchable without slice_output="last_seq"
-                logits = logits[:, -1]
-            mu = metric(logits.float(), batch)
+            mu = metric(last_position(model(clean)[model.out_slice]).float(), batch)
             if step == 0:
                 clean_metric = mu.detach().float().cpu()
             mu.sum().backward()

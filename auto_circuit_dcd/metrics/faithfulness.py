@@ -301,7 +301,7 @@ def evaluate_circuits(
     from auto_circuit.utils.custom_tqdm import tqdm
     from auto_circuit.utils.graph_utils import patch_mode
 
-    from ..attribution import METRICS
+    from ..attribution import METRICS, last_position
     from ..edges import edge_layout
 
     if ablation not in ABLATIONS:
@@ -332,9 +332,7 @@ def evaluate_circuits(
     out_slice = model.out_slice
 
     def mu_of(logits: Tensor, batch: Any) -> Tensor:
-        if logits.ndim == 3:
-            logits = logits[:, -1]
-        return mu_fn(logits.float(), batch).detach().double().cpu()
+        return mu_fn(last_position(logits).float(), batch).detach().double().cpu()
 
     with _restored_masks(model) as wrappers, torch.inference_mode():
         for batch in tqdm(batches, desc="faithfulness", disable=not progress):

@@ -23,11 +23,9 @@ __all__ = ["measure_faithfulness", "faithfulness_prune_metric"]
 
 
 def _mu(model: Any, logits: torch.Tensor, batch: Any, metric: str) -> torch.Tensor:
-    from ..attribution import METRICS
+    from ..attribution import METRICS, last_position
 
-    if logits.ndim == 3:
-        logits = logits[:, -1]
-    return METRICS[metric](logits.float(), batch).detach().double().cpu()
+    return METRICS[metric](last_position(logits).float(), batch).detach().double().cpu()
 
 
 def measure_faithfulness(model: Any, test_loader: Any,
