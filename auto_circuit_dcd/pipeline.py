@@ -264,6 +264,8 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     if train_groups is not None:
         quality = cluster_quality(list(train_groups), list(np.asarray(gd.labels_))).to_dict()
 
+    dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, frac),
+                 "routed": _curve_stats(dcd.routed_f, frac)}
     report = {
         "model": config.model,
         "dataset": str(path),
@@ -284,10 +286,8 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
         "dcd": {
             "faithfulness_oracle": dcd.oracle_f,
             "faithfulness_routed": dcd.routed_f,
-            "cpr": {"oracle": _curve_stats(dcd.oracle_f, frac)["cpr"],
-                    "routed": _curve_stats(dcd.routed_f, frac)["cpr"]},
-            "cmd": {"oracle": _curve_stats(dcd.oracle_f, frac)["cmd"],
-                    "routed": _curve_stats(dcd.routed_f, frac)["cmd"]},
+            "cpr": {name: st["cpr"] for name, st in dcd_stats.items()},
+            "cmd": {name: st["cmd"] for name, st in dcd_stats.items()},
             "clusters": clusters,
         },
         "k_random": k_random,
