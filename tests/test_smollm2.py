@@ -213,7 +213,9 @@ def test_logits_match_the_hugging_face_model(model, gguf, tokenizer):
             ref = hf(ids).logits.log_softmax(-1)
             got = model(ids).log_softmax(-1)
             assert (got - ref).abs().max() < 1e-3
-            assert torch.equal(got[0, -1].topk(5).indices, ref[0, -1].topk(5).indices)
+            # the same top 5, up to the order of logits closer than the tolerance
+            top = got[0, -1].topk(5).indices
+            assert ref[0, -1][top].min() >= ref[0, -1].topk(5).values[-1] - 1e-3
     del hf
     gc.collect()
 

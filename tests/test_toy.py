@@ -12,7 +12,7 @@ import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import load_examples
 from auto_circuit_dcd.toy import toy_dataset_path, toy_metadata, toy_tokenizer
 from auto_circuit_dcd.toy.analysis import ablated_accuracy, logit_diff
-from auto_circuit_dcd.toy.model import ASSETS_DIR, CHECKPOINT_FILE, encode
+from auto_circuit_dcd.toy.model import ASSETS_DIR, CHECKPOINT_FILE, CONFIG_FILE, encode
 from auto_circuit_dcd.toy.tasks import name_pair_split
 from auto_circuit_dcd.toy.vocab import NAMES, build_word_tokenizer, vocabulary
 
@@ -194,9 +194,26 @@ def test_training_is_deterministic():
     assert not torch.equal(sa["embed.W_E"], c.state_dict()["embed.W_E"])
 
 
+#: Largest relative difference (Frobenius norm of the difference over that of the shipped
+#: tensor) allowed between retrained and shipped weights, and between their logits (over
+#: the largest logit). One thread on one machine gives bit-identical weights; other x86-64
+#: processors (other vector instructions, other summation orders in the kernels) gave
+#: 1e-7 to 6e-6 per tensor and 2e-6 on the logits, reproducibly on each machine. 1e-4 is
+#: 15x the largest drift seen and still catches any real change (another seed or setting
+#: moves every tensor by order 1).
+RETRAIN_REL_TOL = 1e-4
+#: Key biases shift every query's scores by a constant over key positions, which the
+#: softmax removes: their gradient is zero up to rounding, so their trained value is
+#: rounding noise (norm ~1e-3, 100% apart across machines). They are checked by what they
+#: do, through the logits.
+FUNCTION_FREE = ("attn.b_K",)
+
+
 @pytest.mark.slow
 def test_training_reproduces_shipped_weights(tmp_path):
-    """Retrain the shipped seed (about 2 minutes on one thread): identical weights."""
+    """Retrain the shipped seed (about 2 minutes on one thread): the same weights up to
+    the float drift between processors, and a model that passes what the shipped one
+    was chosen for (held-out accuracy and the EAP separation of the tasks)."""
     import runpy
     import sys
     from safetensors.torch import load_file
@@ -211,8 +228,33 @@ def test_training_reproduces_shipped_weights(tmp_path):
             runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv = argv
-    assert done.value.code == 0
+    assert done.value.code == 0  # the script writes a model only if it passed its checks
     new, old = load_file(str(tmp_path / CHECKPOINT_FILE)), load_file(str(ASSETS_DIR / CHECKPOINT_FILE))
-    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new)
+    assert new.keys() == old.keys()
+    for k in new:
+        assert new[k].shape == old[k].shape and new[k].dtype == old[k].dtype, k
+        if k.endswith(FUNCTION_FREE):
+            continue
+        rel = float((new[k].double() - old[k].double()).norm() / old[k].double().norm())
+        assert rel <= RETRAIN_REL_TOL, (k, rel)
+    # what the shipped model was chosen for, measured on the retrained one by the script
+    retrained = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert retrained["seed"] == meta["seed"]
+    assert min(retrained["held_out_accuracy"].values()) >= 0.98
+    assert retrained["eap_separation"]["kmeans2_ari"] >= 0.9
+    # and measured here, on the retrained weights loaded as the package loads its model
+    shipped = dcd.load_model("toy-two-task")
+    model = dcd.load_model("toy-two-task")
+    model.load_state_dict(new, strict=False)
+    tokens = torch.stack([e.clean for e in load_examples(toy_dataset_path("mixed"),
+                                                         model.tokenizer)])
+    with torch.no_grad():
+        ref, got = shipped(tokens)[:, -1], model(tokens)[:, -1]
+    assert float((got - ref).abs().max()) <= RETRAIN_REL_TOL * float(ref.abs().max())
+    for task in ("ioi", "induction"):
+        examples = [e for e in load_examples(toy_dataset_path(task), model.tokenizer)
+                    if e.split == "test"]
+        assert _accuracy(model, examples) >= 0.98, task
+    # the datasets come from Python's own seeded generator: identical on every machine
     for name in ("ioi", "induction", "mixed"):
         assert (tmp_path / f"{name}.json").read_text() == toy_dataset_path(name).read_text()
