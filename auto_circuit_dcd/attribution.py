@@ -12,19 +12,12 @@ final residual), ``mu_i`` the metric of example ``i`` at the last position, and
 This is auto-circuit's mask gradient of the loss ``-mu`` at mask value 0 (so signs agree:
 positive = the edge supports the clean behaviour), computed per example.
 
-How, per batch (every example in a batch has the same token length):
-
-1. corrupt forward (no grad): record every source's output;
-2. for each ``alpha`` (1 first): forward with the Resid Start output interpolated,
-   record the clean source outputs in the ``alpha = 1`` pass, then one backward of
-   ``sum_i mu_i``: examples do not interact, so each row of each destination gradient is
-   that example's own gradient;
-3. as each destination's gradient arrives, contract it with the source differences in
-   one batched matrix product, ``[B, heads, pos*d] @ [B, pos*d, n_src]``, giving the
-   destination's block of edges for all examples at once.
-
-Nothing is stored per destination (auto-circuit keeps a source-difference copy in each
-of its destination wrappers); the model is never put in patch mode.
+This module is the front: it checks the input, picks a backend (:data:`BACKENDS`), runs
+it batch by batch (every example of a batch has the same token length; the passes are
+:func:`auto_circuit_dcd.passes.run_passes`), caches rows per batch and assembles the
+:class:`AttributionMatrix`. Nothing is stored per destination (auto-circuit keeps a
+source-difference copy in each of its destination wrappers); the model is never put in
+patch mode.
 """
 
 from __future__ import annotations
@@ -32,104 +25,29 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .edges import edge_layout
+from .fast_attribution import fast_attribute_batch
+from .forward import WrapperGraph, frozen, unsupported_reason
+from .hooks_attribution import hooks_attribute_batch
 from .matrix import AttributionMatrix
+from .task_metric import check_metric
 
-__all__ = ["attribute", "METRICS", "METHODS", "BACKENDS"]
+__all__ = ["attribute", "METHODS", "BACKENDS"]
 
-
-# ----------------------------------------------------------------------------- metrics
-def _gather(logits: Tensor, ids: Tensor | Sequence[Tensor]) -> List[Tensor]:
-    if isinstance(ids, Tensor):
-        return list(torch.gather(logits, 1, ids.to(logits.device)))
-    return [logits[b, a.to(logits.device)] for b, a in enumerate(ids)]
-
-
-def max_diff(logits: Tensor, batch: Any) -> Tensor:
-    """mu = mean logit of the correct answers - max logit of the wrong answers, per example."""
-    good = _gather(logits, batch.answers)
-    bad = _gather(logits, batch.wrong_answers)
-    return torch.stack([g.mean() - b.max() for g, b in zip(good, bad)])
-
-
-def avg_diff(logits: Tensor, batch: Any) -> Tensor:
-    """auto-circuit's answer difference: mean correct logit - mean wrong logit, per example."""
-    good = _gather(logits, batch.answers)
-    bad = _gather(logits, batch.wrong_answers)
-    return torch.stack([g.mean() - b.mean() for g, b in zip(good, bad)])
-
-
-def last_position(logits: Tensor) -> Tensor:
-    """Logits ``[B, vocab]`` at the last position, whether or not the model was made
-    patchable with ``slice_output="last_seq"`` (then they already are)."""
-    return logits[:, -1] if logits.ndim == 3 else logits
-
-
-METRICS: Dict[str, Callable[[Tensor, Any], Tensor]] = {
-    "max_diff": max_diff,
-    "avg_diff": avg_diff,
-}
 METHODS: Dict[str, Optional[int]] = {"eap": 1, "eap-ig": None}
+#: backend name -> batch function ``(model, graph, batch, metric, alphas) -> (rows, mu)``.
 #: "fast": flag-free forward with closed-form norm Jacobians (fast_attribution.py);
-#: "hooks": this module's path through auto-circuit's per-head hook points;
-#: "auto": fast where the model is supported, else hooks. Both give the same rows.
-BACKENDS = ("auto", "fast", "hooks")
-
-
-# ----------------------------------------------------------------------------- plumbing
-@contextmanager
-def _frozen(model: torch.nn.Module) -> Iterator[None]:
-    """Weights without gradients (they cost ~60% of a backward) and eval mode, restored."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
-@contextmanager
-def _hooks(handles: List[Any]) -> Iterator[List[Any]]:
-    try:
-        yield handles
-    finally:
-        for h in handles:
-            h.remove()
-
-
-class _Graph:
-    """The wrappers of a PatchableModel, ordered, with what the contraction needs."""
-
-    def __init__(self, model: Any):
-        self.names, self.layout = edge_layout(model)
-        self.srcs = sorted(model.src_wrappers, key=lambda w: w.src_idxs.start)
-        self.n_src = max(w.src_idxs.stop for w in self.srcs)
-        dests = {w.module_name: w for w in model.dest_wrappers}
-        self.dests = [(dests[name], shape, a, b) for name, shape, a, b in self.layout.blocks]
-        starts = [w for w in self.srcs if w.src_idxs.start == 0]
-        self.input_wrapper = starts[0]
-        if self.input_wrapper.head_dim is not None:
-            raise ValueError("the first source node must be the input embedding")
-
-
-def _src_block(out: Tensor, wrapper: Any) -> Tensor:
-    """A source wrapper's output as ``[B, n_nodes, pos*d]`` (heads split like auto-circuit)."""
-    b = out.shape[0]
-    if wrapper.head_dim is None:
-        return out.reshape(b, 1, -1)
-    return out.movedim(wrapper.head_dim, 1).reshape(b, out.shape[wrapper.head_dim], -1)
+#: "hooks": auto-circuit's per-head hook points (hooks_attribution.py). Both give the
+#: same rows; "auto" (the default) takes "fast" where the model is supported.
+BACKENDS: Dict[str, Callable[..., Tuple[Tensor, Tensor]]] = {
+    "fast": fast_attribute_batch,
+    "hooks": hooks_attribute_batch,
+}
 
 
 def _check_model(model: Any, dataloader: Any) -> None:
@@ -155,117 +73,8 @@ def _batch_ids(dataloader: Any) -> Optional[List[List[Any]]]:
     return None if ids is None else [list(b) for b in ids]
 
 
-# ----------------------------------------------------------------------------- one batch
-class _SourceDiffs:
-    """Source outputs ``[B, n_src, pos*d]`` in ``src_idx`` order, filled by forward hooks:
-    the corrupt outputs first (``sign=-1``), then replaced by clean - corrupt (``+1``)."""
-
-    def __init__(self, bsz: int, n_src: int):
-        self.bsz, self.n_src = bsz, n_src
-        self.d: Optional[Tensor] = None
-
-    def store(self, sl: slice, block: Tensor, sign: int) -> None:
-        if self.d is None:
-            self.d = torch.empty(self.bsz, self.n_src, block.shape[-1], dtype=block.dtype,
-                                 device=block.device)
-        self.d[:, sl] = block if sign < 0 else block - self.d[:, sl]
-
-    def recorder(self, sign: int) -> Callable:
-        """A forward hook for a source wrapper."""
-        def hook(module: Any, args: Any, out: Tensor) -> None:
-            self.store(module.src_idxs, _src_block(out.detach(), module), sign)
-        return hook
-
-
-def _accumulate(rows: Tensor, start: int, stop: int, g: Tensor, d: Tensor,
-                n_steps: int) -> None:
-    """``rows[:, start:stop] += (g @ d^T) / n_steps``; ``g [B, heads, P]``, ``d [B, n_in, P]``."""
-    block = torch.matmul(g.to(d.dtype), d.transpose(1, 2))  # [B, heads, n_in]
-    rows[:, start:stop] += (block.reshape(block.shape[0], -1).float() / n_steps).cpu()
-
-
-def _run_passes(
-    model: Any, graph: _Graph, batch: Any, metric: Callable, alphas: Sequence[float],
-    source_hooks: Callable[[int], List[Any]],
-    dest_hooks: Callable[[Tensor, int], List[Any]],
-) -> Tuple[Tensor, Tensor]:
-    """The passes every backend shares: corrupt forward, then one forward + backward per
-    ``alpha`` (1 first) with the input embedding interpolated from corrupt to clean.
-
-    ``source_hooks(sign)`` installs hooks recording source outputs (corrupt: ``-1``; the
-    clean pass: ``+1``); ``dest_hooks(rows, n_steps)`` installs hooks that add each
-    destination's block to ``rows`` as its gradient arrives. Returns rows ``[B, n_edges]``
-    (float32) and the clean metric ``[B]``.
-    """
-    clean, corrupt = batch.clean, batch.corrupt
-    if clean.shape != corrupt.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} "
-                         "token tensors differ in shape")
-    bsz = clean.shape[0]
-    corrupt_input: List[Tensor] = []
-    rows = torch.zeros(bsz, graph.layout.n_edges, dtype=torch.float32)
-
-    with _hooks(source_hooks(-1) + [graph.input_wrapper.register_forward_hook(
-            lambda m, a, out: corrupt_input.append(out.detach()))]), torch.no_grad():
-        model(corrupt)
-
-    clean_metric = torch.empty(bsz)
-    for step, alpha in enumerate(alphas):
-        handles: List[Any] = source_hooks(+1) if step == 0 else []
-
-        def set_input(module: Any, args: Any, out: Tensor, alpha: float = alpha) -> Tensor:
-            if alpha == 1.0:
-                return out.detach().clone().requires_grad_(True)
-            base = corrupt_input[0]
-            return (base + alpha * (out.detach() - base)).requires_grad_(True)
-
-        handles.append(graph.input_wrapper.register_forward_hook(set_input))
-        handles += dest_hooks(rows, len(alphas))
-        with _hooks(handles), torch.enable_grad():
-            mu = metric(last_position(model(clean)[model.out_slice]).float(), batch)
-            if step == 0:
-                clean_metric = mu.detach().float().cpu()
-            mu.sum().backward()
-    return rows, clean_metric
-
-
-def _attribute_batch(
-    model: Any, graph: _Graph, batch: Any, metric: Callable, alphas: Sequence[float],
-) -> Tuple[Tensor, Tensor]:
-    """The hooks backend: sources and destinations read at auto-circuit's hook points."""
-    diffs = _SourceDiffs(batch.clean.shape[0], graph.n_src)
-
-    def source_hooks(sign: int) -> List[Any]:
-        return [w.register_forward_hook(diffs.recorder(sign)) for w in graph.srcs]
-
-    def dest_hooks(rows: Tensor, n_steps: int) -> List[Any]:
-        return [w.register_forward_hook(_dest_hook(w, start, stop, diffs, rows, n_steps))
-                for w, _shape, start, stop in graph.dests]
-
-    return _run_passes(model, graph, batch, metric, alphas, source_hooks, dest_hooks)
-
-
-def _dest_hook(wrapper: Any, start: int, stop: int, diffs: _SourceDiffs, rows: Tensor,
-               n_steps: int) -> Callable:
-    in_srcs = wrapper.in_srcs
-
-    def on_grad(grad: Tensor) -> None:
-        bsz = grad.shape[0]
-        if wrapper.head_dim is None:
-            g = grad.reshape(bsz, 1, -1)
-        else:
-            g = grad.movedim(wrapper.head_dim, 1).reshape(bsz, grad.shape[wrapper.head_dim], -1)
-        _accumulate(rows, start, stop, g, diffs.d[:, in_srcs], n_steps)
-
-    def hook(module: Any, args: Any, out: Tensor) -> None:
-        if out.requires_grad:
-            out.register_hook(on_grad)
-
-    return hook
-
-
 # ----------------------------------------------------------------------------- caching
-def _fingerprint(model: Any, graph: _Graph, batches: List[Any], params: Dict[str, Any]) -> str:
+def _fingerprint(model: Any, graph: WrapperGraph, batches: List[Any], params: Dict[str, Any]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update("\n".join(graph.names).encode())
@@ -322,20 +131,19 @@ class _ChunkStore:
             p.unlink()
 
 
-def _choose_backend(model: Any, backend: str) -> Callable:
-    from .fast_attribution import fast_attribute_batch, unsupported_reason
-
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def _choose_backend(model: Any, backend: str) -> str:
+    """The backend name for ``backend`` ("auto", "fast" or "hooks") on ``model``."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {['auto', *sorted(BACKENDS)]}, got {backend!r}")
     if backend == "hooks":
-        return _attribute_batch
+        return backend
     why = unsupported_reason(model)
     if why is None:
-        return fast_attribute_batch
+        return "fast"
     if backend == "fast":
         raise ValueError(f"backend='fast' does not support this model: {why}; "
                          "use backend='hooks'")
-    return _attribute_batch
+    return "hooks"
 
 
 # ----------------------------------------------------------------------------- public
@@ -368,7 +176,8 @@ def attribute(
         dtype: storage dtype of the scores (``torch.float32`` or ``torch.float16``).
         nan_tolerance: largest share of examples whose row is not finite that is dropped
             (with a warning naming them); above it, an error.
-        backend: ``"auto"`` (default), ``"fast"`` or ``"hooks"``; see :data:`BACKENDS`.
+        backend: ``"auto"`` (default: fast where supported), ``"fast"`` or ``"hooks"``;
+            see :data:`BACKENDS`.
 
     Returns:
         an :class:`AttributionMatrix` with ``scores [n_examples, n_edges]``,
@@ -380,14 +189,14 @@ def attribute(
     method = method.lower()
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    metric_fn = check_metric(metric)
     steps = METHODS[method] or int(ig_steps)
     if steps < 1:
         raise ValueError("ig_steps must be at least 1")
     _check_model(model, dataloader)
-    graph = _Graph(model)
-    batch_fn = _choose_backend(model, backend)
+    graph = WrapperGraph(model)
+    backend_name = _choose_backend(model, backend)
+    batch_fn = BACKENDS[backend_name]
     alphas = [k / steps for k in range(steps, 0, -1)]  # alpha = 1 first
     batches = list(dataloader)
     if not batches:
@@ -417,12 +226,12 @@ def attribute(
             return finished
 
     all_rows, all_metric = [], []
-    with _frozen(model):
+    with frozen(model):
         bar = tqdm(batches, desc=f"{method} attribution", disable=not progress)
         for b, batch in enumerate(bar):
             cached = store.get(b) if store is not None else None
             if cached is None:
-                rows, mu = batch_fn(model, graph, batch, METRICS[metric], alphas)
+                rows, mu = batch_fn(model, graph, batch, metric_fn, alphas)
                 rows = rows.to(dtype)
                 if store is not None:
                     store.put(b, rows, mu)
@@ -454,7 +263,7 @@ def attribute(
         groups = None if groups is None else [groups[i] for i in keep.tolist()]
         params["dropped_ids"] = bad_ids
 
-    params["backend"] = "hooks" if batch_fn is _attribute_batch else "fast"
+    params["backend"] = backend_name
     params["clean_metric"] = [float(x) for x in clean_metric]
     matrix = AttributionMatrix(scores=scores, edge_names=graph.names, example_ids=ids,
                                groups=groups, meta=params, layout=graph.layout)

@@ -132,7 +132,7 @@ def _auto_circuit_per_example(pm: Any, loader: Any, batches: List[Any]) -> Any:
     from auto_circuit.utils.graph_utils import (patch_mode, set_all_masks, set_mask_batch_size,
                                                 train_mask_mode)
 
-    from auto_circuit_dcd.attribution import max_diff
+    from auto_circuit_dcd.task_metric import max_diff
     from auto_circuit_dcd.edges import edge_layout
 
     _, layout = edge_layout(pm)
@@ -155,8 +155,8 @@ def _auto_circuit_per_example(pm: Any, loader: Any, batches: List[Any]) -> Any:
 def run_mode(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
-    from auto_circuit_dcd import attribution as A
-    from auto_circuit_dcd.fast_attribution import plain_forward
+    from auto_circuit_dcd.forward import frozen, plain_forward
+    from auto_circuit_dcd.task_metric import max_diff
 
     torch.set_num_threads(args.threads)
     pm, loader = _load(args)
@@ -164,7 +164,7 @@ def run_mode(args: argparse.Namespace) -> Dict[str, Any]:
     base = _status_mb("VmRSS")
     _reset_peak()
     t0 = time.perf_counter()
-    with A._frozen(pm):
+    with frozen(pm):
         if args.mode.startswith("floor"):
             model = pm.wrapped_model
 
@@ -176,7 +176,7 @@ def run_mode(args: argparse.Namespace) -> Dict[str, Any]:
                     model(batch.corrupt)
                 with torch.enable_grad(), model.hooks(
                         fwd_hooks=[("blocks.0.hook_resid_pre", leaf)]):
-                    A.max_diff(model(batch.clean)[:, -1], batch).sum().backward()
+                    max_diff(model(batch.clean)[:, -1], batch).sum().backward()
             for batch in batches:
                 if args.mode == "floor":
                     with plain_forward(model):

@@ -9,6 +9,7 @@ from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd import attribution
 from auto_circuit_dcd.data import make_loader
+from auto_circuit_dcd.task_metric import max_diff
 from conftest import random_examples
 
 
@@ -113,8 +114,8 @@ def test_eap_ig_completeness_on_input_edges(tiny_pm, backend):
     start_cols = [i for i, n in enumerate(tiny_pm_names(tiny_pm)) if n.startswith("Resid Start->")]
     model = tiny_pm.wrapped_model
     with torch.no_grad():
-        mu_clean = torch.stack([attribution.max_diff(model(e.clean[None])[:, -1], _one(e)) for e in examples]).flatten()
-        mu_corrupt = torch.stack([attribution.max_diff(model(e.corrupt[None])[:, -1], _one(e)) for e in examples]).flatten()
+        mu_clean = torch.stack([max_diff(model(e.clean[None])[:, -1], _one(e)) for e in examples]).flatten()
+        mu_corrupt = torch.stack([max_diff(model(e.corrupt[None])[:, -1], _one(e)) for e in examples]).flatten()
     target = mu_clean - mu_corrupt
     errors = []
     for steps in (4, 64):
@@ -175,7 +176,7 @@ def test_non_finite_rows_are_dropped_with_a_warning_or_refused(tiny_pm):
 def test_cache_resumes_after_interruption_and_loads_when_done(tiny_pm, tmp_path, monkeypatch):
     loader = make_loader(random_examples(6, lengths=(6,), seed=9), batch_size=2)
     reference = dcd.attribute(tiny_pm, loader, progress=False, backend="hooks")
-    real = attribution._attribute_batch
+    real = attribution.BACKENDS["hooks"]
     calls = []
 
     def flaky(*args, **kwargs):
@@ -184,11 +185,11 @@ def test_cache_resumes_after_interruption_and_loads_when_done(tiny_pm, tmp_path,
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(attribution, "_attribute_batch", flaky)
+    monkeypatch.setitem(attribution.BACKENDS, "hooks", flaky)
     with pytest.raises(KeyboardInterrupt):
         dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False, backend="hooks")
     calls.clear()
-    monkeypatch.setattr(attribution, "_attribute_batch",
+    monkeypatch.setitem(attribution.BACKENDS, "hooks",
                         lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     resumed = dcd.attribute(tiny_pm, loader, cache_dir=tmp_path, progress=False, backend="hooks")
     assert len(calls) == 2  # batch 0 came from disk

@@ -7,10 +7,12 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd import attribution
 from auto_circuit_dcd.data import make_loader
-from auto_circuit_dcd.fast_attribution import (fast_attribute_batch, norm_vjp, plain_forward,
-                                               supports_fast, unsupported_reason)
+from auto_circuit_dcd.fast_attribution import fast_attribute_batch
+from auto_circuit_dcd.forward import (WrapperGraph, frozen, norm_vjp, plain_forward,
+                                      supports_fast, unsupported_reason)
+from auto_circuit_dcd.hooks_attribution import hooks_attribute_batch
+from auto_circuit_dcd.task_metric import avg_diff, max_diff
 from conftest import random_examples
 
 IG_ALPHAS = [1.0, 0.6, 0.2]  # EAP-IG with 3 steps, alpha = 1 first as in attribute()
@@ -82,10 +84,10 @@ def patchable(request):
     return dcd.make_patchable(model)
 
 
-def _both(pm, batch, alphas, metric=attribution.max_diff):
-    graph = attribution._Graph(pm)
-    with attribution._frozen(pm):
-        exact = attribution._attribute_batch(pm, graph, batch, metric, alphas)
+def _both(pm, batch, alphas, metric=max_diff):
+    graph = WrapperGraph(pm)
+    with frozen(pm):
+        exact = hooks_attribute_batch(pm, graph, batch, metric, alphas)
         fast = fast_attribute_batch(pm, graph, batch, metric, alphas)
     return exact, fast
 
@@ -116,12 +118,12 @@ def test_fast_rows_equal_auto_circuit_on_one_example():
     pm = dcd.make_patchable(_grouped_query_expanded().eval().requires_grad_(False))
     ex = random_examples(1, lengths=(8,), seed=7)[0]
     loader = make_loader([ex], 1)
-    ref = attribution._Graph(pm).layout.from_prune_scores(mask_gradient_prune_scores(
+    ref = WrapperGraph(pm).layout.from_prune_scores(mask_gradient_prune_scores(
         pm, loader, None, grad_function="logit", answer_function="avg_diff", mask_val=0.0))
-    graph = attribution._Graph(pm)
-    with attribution._frozen(pm):
+    graph = WrapperGraph(pm)
+    with frozen(pm):
         rows, _ = fast_attribute_batch(pm, graph, next(iter(loader)),
-                                       attribution.avg_diff, [1.0])
+                                       avg_diff, [1.0])
     _assert_same(ref, rows[0])
 
 
@@ -142,7 +144,7 @@ def test_flags_are_restored_when_the_metric_fails(tiny_pm):
     def broken(logits, batch):
         raise RuntimeError("metric failed")
 
-    graph = attribution._Graph(tiny_pm)
+    graph = WrapperGraph(tiny_pm)
     batch = next(iter(make_loader(random_examples(2, lengths=(6,)), 2)))
     with pytest.raises(RuntimeError, match="metric failed"):
         fast_attribute_batch(tiny_pm, graph, batch, broken, [1.0])
@@ -165,10 +167,10 @@ def test_unsupported_models_are_refused_with_a_reason():
                          separate_qkv=False, device="cpu")
     assert not supports_fast(pm)
     assert "separate_qkv" in unsupported_reason(pm)
-    graph = attribution._Graph(pm)
+    graph = WrapperGraph(pm)
     batch = next(iter(make_loader(random_examples(1, lengths=(6,)), 1)))
     with pytest.raises(ValueError, match="hooks backend"):
-        fast_attribute_batch(pm, graph, batch, attribution.max_diff, [1.0])
+        fast_attribute_batch(pm, graph, batch, max_diff, [1.0])
     assert "HookedTransformer" in unsupported_reason(torch.nn.Linear(2, 2))
 
 

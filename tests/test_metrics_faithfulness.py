@@ -6,7 +6,7 @@ import torch
 from conftest import random_examples
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.attribution import METRICS
+from auto_circuit_dcd.task_metric import METRICS
 from auto_circuit_dcd.edges import edge_layout, sorted_edges
 from auto_circuit_dcd.metrics import (MIB_GRID, combine_circuits, cross_faithfulness,
                                       evaluate_circuits, faithfulness,

@@ -1,7 +1,7 @@
 """Faithfulness of circuits: how much of the model's behaviour a subset of its edges keeps.
 
 For a circuit C (a set of edges) and a test example i, ``mu_i(C)`` is the metric
-(:data:`auto_circuit_dcd.attribution.METRICS`) of the model run on the clean prompt with
+(:data:`auto_circuit_dcd.task_metric.METRICS`) of the model run on the clean prompt with
 every edge *outside* C patched (auto-circuit's TREE_PATCH): by default with the source's
 output on the example's own corrupted prompt (RESAMPLE). Then
 
@@ -33,6 +33,8 @@ from typing import (Any, Callable, Dict, Hashable, Iterator, List, Mapping, Opti
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..task_metric import check_metric, metric_values
 
 __all__ = [
     "MIB_GRID",
@@ -293,7 +295,7 @@ def evaluate_circuits(
             ``floor(p * n_edges)`` edges by ``|score|``.
         edge_fractions: fractions of edges p in [0, 1].
         ablation: a key of :data:`ABLATIONS` (``"resample"``, ``"zero"``, ``"mean"``).
-        metric: a key of :data:`auto_circuit_dcd.attribution.METRICS`.
+        metric: a key of :data:`auto_circuit_dcd.task_metric.METRICS`.
 
     Returns:
         ``{label: FaithfulnessResult}`` in the order of ``circuits``.
@@ -301,19 +303,16 @@ def evaluate_circuits(
     from auto_circuit.utils.custom_tqdm import tqdm
     from auto_circuit.utils.graph_utils import patch_mode
 
-    from ..attribution import METRICS, last_position
     from ..edges import edge_layout
 
     if ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    check_metric(metric)
     if not circuits:
         raise ValueError("no circuits to evaluate")
     fractions = np.asarray(list(edge_fractions), dtype=np.float64)
     if fractions.ndim != 1 or fractions.size == 0:
         raise ValueError("edge_fractions must be a non-empty list of fractions")
-    mu_fn = METRICS[metric]
     batches = _check(model, dataloader)
     _, layout = edge_layout(model)
     n_edges = layout.n_edges
@@ -332,7 +331,7 @@ def evaluate_circuits(
     out_slice = model.out_slice
 
     def mu_of(logits: Tensor, batch: Any) -> Tensor:
-        return mu_fn(last_position(logits).float(), batch).detach().double().cpu()
+        return metric_values(logits, batch, metric)
 
     with _restored_masks(model) as wrappers, torch.inference_mode():
         for batch in tqdm(batches, desc="faithfulness", disable=not progress):

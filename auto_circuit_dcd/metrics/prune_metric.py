@@ -6,7 +6,7 @@ auto-circuit calls ``metric_func(model, test_loader, circuit_outs)`` with the ou
 
     f = (mean mu(circuit) - mean mu(corrupt)) / (mean mu(clean) - mean mu(corrupt))
 
-over all test examples, with ``mu`` from :data:`auto_circuit_dcd.attribution.METRICS`.
+over all test examples, with ``mu`` from :data:`auto_circuit_dcd.task_metric.METRICS`.
 The clean and corrupted runs stand for the full model and the empty circuit: exact for
 TREE_PATCH with RESAMPLE ablation (the setting of the method); with other ablations the
 empty circuit differs from the corrupted run (use :func:`faithfulness` there).
@@ -19,13 +19,9 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from ..task_metric import check_metric, metric_values
+
 __all__ = ["measure_faithfulness", "faithfulness_prune_metric"]
-
-
-def _mu(model: Any, logits: torch.Tensor, batch: Any, metric: str) -> torch.Tensor:
-    from ..attribution import METRICS, last_position
-
-    return METRICS[metric](last_position(logits).float(), batch).detach().double().cpu()
 
 
 def measure_faithfulness(model: Any, test_loader: Any,
@@ -36,15 +32,15 @@ def measure_faithfulness(model: Any, test_loader: Any,
     batches = list(test_loader)
     with torch.inference_mode():
         for batch in batches:
-            full.append(_mu(model, model(batch.clean)[model.out_slice], batch, metric))
-            empty.append(_mu(model, model(batch.corrupt)[model.out_slice], batch, metric))
+            full.append(metric_values(model(batch.clean)[model.out_slice], batch, metric))
+            empty.append(metric_values(model(batch.corrupt)[model.out_slice], batch, metric))
     mean_full = float(torch.cat(full).mean())
     mean_empty = float(torch.cat(empty).mean())
     denom = mean_full - mean_empty
     out: List[Tuple[int, float]] = []
     for count in sorted(circuit_outs):
         outs = circuit_outs[count]
-        mu = torch.cat([_mu(model, outs[b.key], b, metric) for b in batches])
+        mu = torch.cat([metric_values(outs[b.key], b, metric) for b in batches])
         f = float("nan") if denom == 0.0 else (float(mu.mean()) - mean_empty) / denom
         out.append((int(count), f))
     return out
@@ -54,10 +50,7 @@ def faithfulness_prune_metric(key: str, metric: str = "max_diff") -> Any:
     """A ``PruneMetric`` under ``key`` computing :func:`measure_faithfulness` with ``metric``."""
     from auto_circuit.metrics.prune_metrics.prune_metrics import PruneMetric
 
-    from ..attribution import METRICS
-
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    check_metric(metric)
     label = {"max_diff": "max wrong", "avg_diff": "avg wrong"}.get(metric, metric)
     return PruneMetric(key=key, name=f"Faithfulness ({label})",
                        metric_func=partial(measure_faithfulness, metric=metric),

@@ -1,15 +1,21 @@
-"""How a model does on generated prompts: mu = logit(answer) - max logit(wrong answers).
+"""How a model does on generated prompts: the task metric ``mu`` of each prompt.
 
-Prompts are scored as :mod:`auto_circuit_dcd.data` feeds them (BOS prepended, no other
-special tokens), at the last position, batched by token length (no padding).
+``mu`` is :func:`auto_circuit_dcd.task_metric.max_diff` (mean logit of the answers - max
+logit of the wrong answers), the metric attribution and faithfulness use. Prompts are
+scored as :mod:`auto_circuit_dcd.data` feeds them (BOS prepended, no other special
+tokens), at the last position, batched by token length (no padding), with
+TransformerLens' per-head flags off (:func:`auto_circuit_dcd.forward.plain_forward`).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Dict, Iterator, List, Sequence
+from types import SimpleNamespace
+from typing import Any, Dict, List, Sequence
 
 import torch
+
+from ..forward import plain_forward
+from ..task_metric import max_diff
 
 __all__ = ["logit_margins", "as_model"]
 
@@ -24,22 +30,6 @@ def as_model(model: Any) -> Any:
     return getattr(model, "wrapped_model", model)
 
 
-@contextlib.contextmanager
-def _plain_forward(model: Any) -> Iterator[None]:
-    """Turn off the per-head result/input hooks of a bare ``HookedTransformer`` (they only
-    slow a forward pass down) and restore them on exit."""
-    cfg = getattr(model, "cfg", None)
-    names = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
-    saved = {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
-    try:
-        for n in saved:
-            setattr(cfg, n, False)
-        yield
-    finally:
-        for n, v in saved.items():
-            setattr(cfg, n, v)
-
-
 def _ids(tokenizer: Any, text: str) -> List[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -48,7 +38,6 @@ def _ids(tokenizer: Any, text: str) -> List[int]:
 def logit_margins(model: Any, tokenizer: Any, prompts: Sequence[Dict[str, Any]],
                   batch_size: int = 16, field: str = "clean") -> torch.Tensor:
     """mu per prompt (float tensor, prompt order): > 0 means the model answers correctly."""
-    patchable = hasattr(model, "wrapped_model")  # its wrappers need the hooks: leave them
     model = as_model(model)
     bos = getattr(tokenizer, "bos_token_id", None)
     rows = []
@@ -62,7 +51,7 @@ def logit_margins(model: Any, tokenizer: Any, prompts: Sequence[Dict[str, Any]],
         by_len.setdefault(len(ids), []).append(i)
     out = torch.empty(len(rows))
     device = next(model.parameters()).device
-    with contextlib.nullcontext() if patchable else _plain_forward(model):
+    with plain_forward(model):  # auto-circuit's wrappers pass through outside patch mode
         _score(model, rows, by_len, batch_size, device, out)
     return out
 
@@ -75,6 +64,6 @@ def _score(model: Any, rows: List, by_len: Dict[int, List[int]], batch_size: int
             chunk = idx[s:s + batch_size]
             tokens = torch.tensor([rows[i][0] for i in chunk], device=device)
             last = model(tokens)[:, -1, :].float().cpu()
-            for r, i in enumerate(chunk):
-                _, ans, wrong = rows[i]
-                out[i] = last[r, ans].max() - last[r, wrong].max()
+            batch = SimpleNamespace(answers=[torch.tensor(rows[i][1]) for i in chunk],
+                                    wrong_answers=[torch.tensor(rows[i][2]) for i in chunk])
+            out[chunk] = max_diff(last, batch)

@@ -1,0 +1,215 @@
+"""The plain-model machinery shared by attribution and faithfulness evaluation.
+
+auto-circuit's factorized graph needs three TransformerLens flags: ``use_attn_result``
+(per-head outputs, which TransformerLens 2.18 builds through a
+``[batch, pos, heads, d_head, d_model]`` product), ``use_split_qkv_input`` (one copy of
+the residual stream per head and per Q/K/V) and ``use_hook_mlp_in``. They make every
+forward about 5-10x the plain model's cost. The fast paths switch them off and rebuild
+what they need from the plain model, exactly:
+
+1. :func:`plain_forward`: the flags off (restored on exit, also on error); auto-circuit's
+   wrappers on ``hook_result``, ``hook_{q,k,v}_input`` and ``hook_mlp_in`` are then not
+   called, those on ``blocks.0.hook_resid_pre``, ``hook_mlp_out`` and the last
+   ``hook_resid_post`` are (they pass through outside patch mode);
+2. a head's output ``z_h @ W_O[h]`` (what ``hook_result`` holds, without ``b_O``) from
+   ``hook_z`` as one batched product per layer (:func:`head_outputs`);
+3. a head's Q/K/V input is its own copy of the attention block's input, read through
+   ``ln1``: :func:`norm_vjp` gives ``J_norm(x)^T v`` in closed form for TransformerLens'
+   normalisations;
+4. :func:`unsupported_reason` says which models these paths take (and why not);
+5. :class:`WrapperGraph` orders a ``PatchableModel``'s wrappers with the package's edge
+   layout; :func:`frozen` and :func:`removing` scope model state and hook handles.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional
+
+import torch
+from torch import Tensor
+
+from .edges import edge_layout
+
+__all__ = [
+    "NORM_KINDS", "SRC_NODE", "DEST_NODE", "WrapperGraph", "frozen", "removing",
+    "src_block", "plain_forward", "unsupported_reason", "supports_fast", "norm_vjp",
+    "head_outputs",
+]
+
+#: TransformerLens normalisation module -> the kind :func:`norm_vjp` takes
+NORM_KINDS = {"LayerNorm": "ln", "LayerNormPre": "ln_pre", "RMSNorm": "rms",
+              "RMSNormPre": "rms_pre", "Identity": "none"}
+#: source and destination hook points of auto-circuit's factorized TransformerLens graph
+SRC_NODE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|attn\.hook_result|hook_mlp_out)$")
+DEST_NODE = re.compile(r"^blocks\.(\d+)\.(hook_[qkv]_input|hook_mlp_in|hook_resid_post)$")
+
+
+# ----------------------------------------------------------------------------- scoping
+@contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Weights without gradients (they cost ~60% of a backward) and eval mode, restored."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@contextmanager
+def removing(handles: List[Any]) -> Iterator[List[Any]]:
+    """Hook handles removed on exit, also on error."""
+    try:
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def plain_forward(tl_model: Any) -> Iterator[Any]:
+    """TransformerLens' per-head flags off (auto-circuit's wrappers bypassed), restored on exit.
+
+    A module without a TransformerLens config runs as it is.
+    """
+    cfg = getattr(tl_model, "cfg", None)
+    if cfg is None:
+        yield tl_model
+        return
+    saved = (cfg.use_attn_result, cfg.use_split_qkv_input, cfg.use_hook_mlp_in)
+    try:
+        tl_model.set_use_attn_result(False)
+        tl_model.set_use_split_qkv_input(False)
+        if not cfg.attn_only:
+            tl_model.set_use_hook_mlp_in(False)
+        yield tl_model
+    finally:
+        tl_model.set_use_attn_result(saved[0])
+        tl_model.set_use_split_qkv_input(saved[1])
+        if not cfg.attn_only:
+            tl_model.set_use_hook_mlp_in(saved[2])
+
+
+# ----------------------------------------------------------------------------- graph
+class WrapperGraph:
+    """The wrappers of a PatchableModel, ordered, with the package's edge layout.
+
+    ``srcs``: source wrappers by ``src_idx``; ``dests``: ``(wrapper, mask shape, start,
+    stop)`` per destination, in column order; ``input_wrapper``: the embedding source.
+    """
+
+    def __init__(self, model: Any):
+        self.names, self.layout = edge_layout(model)
+        self.srcs = sorted(model.src_wrappers, key=lambda w: w.src_idxs.start)
+        self.n_src = max(w.src_idxs.stop for w in self.srcs)
+        dests = {w.module_name: w for w in model.dest_wrappers}
+        self.dests = [(dests[name], shape, a, b) for name, shape, a, b in self.layout.blocks]
+        starts = [w for w in self.srcs if w.src_idxs.start == 0]
+        self.input_wrapper = starts[0]
+        if self.input_wrapper.head_dim is not None:
+            raise ValueError("the first source node must be the input embedding")
+
+
+def src_block(out: Tensor, wrapper: Any) -> Tensor:
+    """A source wrapper's output as ``[B, n_nodes, pos*d]`` (heads split like auto-circuit)."""
+    b = out.shape[0]
+    if wrapper.head_dim is None:
+        return out.reshape(b, 1, -1)
+    return out.movedim(wrapper.head_dim, 1).reshape(b, out.shape[wrapper.head_dim], -1)
+
+
+# ----------------------------------------------------------------------------- support
+def unsupported_reason(model: Any) -> Optional[str]:
+    """Why the flag-free paths cannot run ``model``, or ``None`` if they can."""
+    tl = getattr(model, "wrapped_model", None)
+    try:
+        from transformer_lens import HookedTransformer
+    except ImportError:  # pragma: no cover
+        return "transformer_lens is not installed"
+    if not isinstance(tl, HookedTransformer):
+        return "the model does not wrap a TransformerLens HookedTransformer"
+    cfg = tl.cfg
+    checks = [
+        (cfg.n_key_value_heads is not None,
+         "grouped-query attention: repeat the K/V heads first (n_key_value_heads=None)"),
+        (cfg.positional_embedding_type not in ("standard", "rotary"),
+         f"positional_embedding_type={cfg.positional_embedding_type!r} "
+         "(supported: standard, rotary)"),
+        (cfg.normalization_type not in ("LN", "LNPre", "RMS", "RMSPre", None),
+         f"normalization_type={cfg.normalization_type!r}"),
+        (bool(getattr(cfg, "use_normalization_before_and_after", False)),
+         "use_normalization_before_and_after"),
+        (bool(getattr(cfg, "load_in_4bit", False)), "load_in_4bit"),
+        (bool(getattr(cfg, "use_attn_in", False)),
+         "use_attn_in (a graph built with separate_qkv=False; use separate_qkv=True)"),
+        (cfg.dtype not in (torch.float32, torch.float64),
+         f"dtype {cfg.dtype} (supported: float32, float64)"),
+        (not cfg.use_split_qkv_input or not cfg.use_attn_result,
+         "auto-circuit's flags are not set (use dcd.make_patchable)"),
+    ]
+    for bad, why in checks:
+        if bad:
+            return why
+    for block in tl.blocks:
+        for name in ("ln1", "ln2"):
+            ln = getattr(block, name, None)
+            if ln is not None and type(ln).__name__ not in NORM_KINDS:
+                return f"unknown normalisation module {type(ln).__name__}"
+    if any(w.patch_mode for w in model.wrappers):
+        return "the model is in auto-circuit patch mode"
+    for w in model.src_wrappers:
+        if not SRC_NODE.match(w.module_name):
+            return f"unexpected source node {w.module_name}"
+    for w in model.dest_wrappers:
+        m = DEST_NODE.match(w.module_name)
+        if not m:
+            return (f"unexpected destination node {w.module_name} (build the graph with "
+                    "separate_qkv=True)")
+        if m.group(2) == "hook_resid_post" and int(m.group(1)) != cfg.n_layers - 1:
+            return f"unexpected destination node {w.module_name}"
+    return None
+
+
+def supports_fast(model: Any) -> bool:
+    """Whether the flag-free paths can run ``model`` (see :func:`unsupported_reason`)."""
+    return unsupported_reason(model) is None
+
+
+# ----------------------------------------------------------------------------- maths
+def norm_vjp(kind: str, ln: Any, x: Tensor, v: Tensor) -> Tensor:
+    """``J_norm(x)^T v`` for TransformerLens' normalisations; ``x`` broadcasts against ``v``.
+
+    ``kind`` is ``"ln"``, ``"ln_pre"``, ``"rms"``, ``"rms_pre"`` or ``"none"``. With
+    ``u = v * w`` (``w = 1`` for the ``_pre`` kinds), ``s = sqrt(mean(c^2) + eps)`` and
+    ``xhat = c / s``: LayerNorm (``c = x - mean(x)``) gives
+    ``(u - mean(u) - xhat * mean(xhat * u)) / s``; RMSNorm (``c = x``)
+    ``(u - xhat * mean(xhat * u)) / s``; no normalisation ``v``.
+    """
+    if kind == "none":
+        return v
+    u = v * ln.w.detach() if kind in ("ln", "rms") else v
+    c = x - x.mean(-1, keepdim=True) if kind in ("ln", "ln_pre") else x
+    s = (c.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
+    xhat = c / s
+    g = (u - xhat * (xhat * u).mean(-1, keepdim=True)) / s
+    if kind in ("ln", "ln_pre"):
+        g = g - g.mean(-1, keepdim=True)
+    return g
+
+
+def head_outputs(z: Tensor, W_O: Tensor) -> Tensor:
+    """Per-head outputs ``[B, H, pos, d_model]`` (a view) from ``z [B, pos, H, d_head]``.
+
+    ``out[:, h] = z[:, :, h] @ W_O[h]``: TransformerLens' ``hook_result`` without
+    ``b_O``, as one batched matrix product instead of its element-wise broadcast.
+    """
+    b, p, h, e = z.shape
+    res = torch.bmm(z.permute(2, 0, 1, 3).reshape(h, b * p, e), W_O.detach())
+    return res.reshape(h, b, p, -1).transpose(0, 1)
