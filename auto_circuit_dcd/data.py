@@ -184,8 +184,9 @@ def batch_to(batch: PromptPairBatch, device: Any) -> PromptPairBatch:
             return [t.to(device) for t in x]
         return x.to(device)
 
-    tensors = [batch.clean, batch.corrupt] + [
-        t for a in (batch.answers, batch.wrong_answers) for t in (a if isinstance(a, list) else [a])]
+    answers = [t for a in (batch.answers, batch.wrong_answers)
+               for t in (a if isinstance(a, list) else [a])]
+    tensors = [batch.clean, batch.corrupt] + answers
     if all(t.device == device for t in tensors):
         return batch
     return PromptPairBatch(batch.key, batch.batch_diverge_idx, move(batch.clean),

@@ -243,9 +243,6 @@ def check_model(name: str, size: str, device: Any) -> Dict[str, Any]:
     rec["seconds_per_patched_forward"] = rec["seconds"] / n_patched
     out["modes"]["faithfulness"] = rec
     print(f"# {name} faithfulness: {rec['seconds']:.2f} s", file=sys.stderr)
-    del pm, model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return out
 
 
@@ -301,6 +298,8 @@ def main() -> None:
     report["models"] = []
     for name in args.models.split(","):
         report["models"].append(check_model(name, args.size, device))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the model is gone with check_model's frame
         if args.out:  # whatever finished is kept if a later model fails
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=1))
