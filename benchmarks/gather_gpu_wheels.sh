@@ -30,6 +30,7 @@ PACKAGES=(
     multiprocess==0.70.19
     blobfile==3.3.0
     plotly==7.1.0
+    ordered-set==4.1.0         # auto-circuit's ACDC, run_circuits and circuit drawing
 )
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PYVER" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
