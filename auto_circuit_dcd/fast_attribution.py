@@ -70,7 +70,7 @@ def fast_attribute_batch(
             dz = z.to(acc) - z_corrupt.pop(layer).to(acc)
             out = head_outputs(dz, W_O)  # [B, H, pos, d_model], in acc
             # the embedding (recorded first in every forward) has allocated diffs.d
-            diffs.d[:, head_src[layer]] = out.flatten(2)
+            diffs.d[:, head_src[layer]] = out.flatten(2).to(diffs.d.device)
         return hook
 
     def source_hooks(sign: int) -> List[Any]:

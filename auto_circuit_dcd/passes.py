@@ -43,7 +43,7 @@ class SourceDiffs:
         if self.d is None:
             self.d = torch.empty(self.bsz, self.n_src, block.shape[-1],
                                  dtype=accumulation_dtype(block.dtype), device=block.device)
-        block = block.to(self.d.dtype)
+        block = block.to(self.d.device, self.d.dtype)  # layers may sit on other devices
         self.d[:, sl] = block if sign < 0 else block - self.d[:, sl]
 
     def recorder(self, sign: int) -> Callable:
@@ -58,8 +58,9 @@ def accumulate(rows: Tensor, start: int, stop: int, g: Tensor, d: Tensor,
     """``rows[:, start:stop] += (g @ d^T) / n_steps``; ``g [B, heads, P]``, ``d [B, n_in, P]``.
 
     ``g`` is cast to ``d``'s dtype (the accumulation dtype) before the product."""
-    block = torch.matmul(g.to(d.dtype), d.transpose(1, 2))  # [B, heads, n_in]
-    rows[:, start:stop] += block.reshape(block.shape[0], -1).to(rows.dtype) / n_steps
+    block = torch.matmul(g.to(d.device, d.dtype), d.transpose(1, 2))  # [B, heads, n_in]
+    block = block.reshape(block.shape[0], -1).to(rows.device, rows.dtype)
+    rows[:, start:stop] += block / n_steps
 
 
 def run_passes(
