@@ -31,10 +31,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .devices import model_device
 from .fast_attribution import fast_attribute_batch
 from .forward import WrapperGraph, frozen, unsupported_reason
 from .hooks_attribution import hooks_attribute_batch
 from .matrix import AttributionMatrix
+from .models.grouped import is_grouped
 from .task_metric import check_metric
 
 __all__ = ["attribute", "METHODS", "BACKENDS"]
@@ -66,6 +68,12 @@ def _check_model(model: Any, dataloader: Any) -> None:
         )
     if any(w.patch_mode for w in model.wrappers):
         raise RuntimeError("the model is in auto-circuit patch mode; leave patch_mode first")
+    if is_grouped(model):
+        raise ValueError(
+            "this model uses grouped-query attention (n_key_value_heads="
+            f"{model.wrapped_model.cfg.n_key_value_heads}), which auto-circuit's per-head "
+            "K/V masks cannot patch: wrap a fresh HookedTransformer with dcd.make_patchable "
+            "(it repeats the K/V heads first) instead of auto-circuit's patchable_model")
 
 
 def _batch_ids(dataloader: Any) -> Optional[List[List[Any]]]:
@@ -85,7 +93,7 @@ def _fingerprint(model: Any, graph: WrapperGraph, batches: List[Any], params: Di
         h.update(name.encode())
         h.update(str(tuple(p.shape)).encode())
         h.update(flat[: 4096].float().cpu().numpy().tobytes())
-        h.update(f"{float(flat.double().sum()):.10e}".encode())
+        h.update(f"{float(flat.float().sum()):.8e}".encode())  # no float64 on MPS
     for batch in batches:
         for t in (batch.clean, batch.corrupt):
             h.update(t.cpu().numpy().tobytes())
@@ -198,7 +206,10 @@ def attribute(
     backend_name = _choose_backend(model, backend)
     batch_fn = BACKENDS[backend_name]
     alphas = [k / steps for k in range(steps, 0, -1)]  # alpha = 1 first
-    batches = list(dataloader)
+    from .data import batch_to
+
+    device = model_device(model)
+    batches = [batch_to(b, device) for b in dataloader]
     if not batches:
         raise ValueError("the dataloader yields no batches (empty dataset, or fewer "
                          "examples than its batch size with auto-circuit's drop_last)")

@@ -13,10 +13,13 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from .devices import DEVICE_CHOICES, DTYPE_CHOICES
+
 __all__ = ["main"]
 
 #: models that load without a model hub (kept in step with models.MODEL_LOADERS by a test)
-OFFLINE_MODELS = ("toy-two-task", "smollm2-135m", "tiny-random", "tiny-random-attn-only")
+OFFLINE_MODELS = ("toy-two-task", "smollm2-135m", "tiny-random", "tiny-random-attn-only",
+                  "tiny-random-gqa")
 
 
 class UsageError(Exception):
@@ -48,6 +51,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         base_algo=args.base_algo, n=args.n, batch_size=args.batch_size, seed=args.seed,
         test_fraction=args.test_fraction, out=args.out,
         edge_fractions=args.edge_fractions, threads=args.threads,
+        device=args.device, dtype=args.dtype,
     )
     run(config, progress=not args.quiet)
     return 0
@@ -129,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated circuit sizes as fractions of edges (default: MIB grid)")
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    r.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="where the model runs (default auto: CUDA if available, else cpu)")
+    r.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
+                   help="the model's precision (attribution accumulates in float32)")
     r.add_argument("--out", default="runs/default", help="output folder")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_cmd_run)
@@ -157,6 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     handler: Callable[[argparse.Namespace], int] = args.func
+    _show_package_log()
     if getattr(args, "model", None) in OFFLINE_MODELS:
         # auto-circuit probes the Hugging Face hub when imported (about 50 s offline);
         # the built-in models need no hub.
@@ -172,6 +181,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"auto-circuit-dcd {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _show_package_log() -> None:
+    """The package's INFO lines (e.g. a grouped-query model made multi-head) on stderr."""
+    import logging
+
+    class CurrentStderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is when a line is logged."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    log = logging.getLogger("auto_circuit_dcd")
+    if not any(type(h).__name__ == "CurrentStderr" for h in log.handlers):
+        handler = CurrentStderr()
+        handler.setFormatter(logging.Formatter("auto-circuit-dcd: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 def _is_user_error(err: Exception) -> bool:

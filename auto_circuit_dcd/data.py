@@ -11,7 +11,9 @@ example ids and left-pads prompts of different lengths. This module:
 3. batches examples by token length, so no padding and no shared KV cache is ever
    needed, and keeps every example: the last batch of each length may be smaller;
 4. returns :class:`ExampleLoader`, a real ``PromptDataLoader`` (drop-in for
-   auto-circuit's functions) that also knows each batch's example ids and groups.
+   auto-circuit's functions) that also knows each batch's example ids and groups, and
+   yields its batches on a given device (auto-circuit's algorithms index the model's
+   device with them); :func:`batch_to` moves any loader's batch where the model is.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from auto_circuit.data import PromptDataLoader, PromptPair, collate_fn
+from auto_circuit.data import PromptDataLoader, PromptPair, PromptPairBatch, collate_fn
 from torch.utils.data import DataLoader, Sampler
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "load_examples",
     "split_examples",
     "prepare",
+    "batch_to",
 ]
 
 
@@ -167,6 +171,32 @@ def tokenize_examples(
     return examples
 
 
+# ----------------------------------------------------------------------------- devices
+def batch_to(batch: PromptPairBatch, device: Any) -> PromptPairBatch:
+    """``batch`` with its prompts and answers on ``device`` (the same key); ``batch``
+    itself when they are already there or ``device`` is ``None``."""
+    if device is None:
+        return batch
+    device = torch.device(device)
+
+    def move(x: Any) -> Any:
+        if isinstance(x, list):
+            return [t.to(device) for t in x]
+        return x.to(device)
+
+    answers = [t for a in (batch.answers, batch.wrong_answers)
+               for t in (a if isinstance(a, list) else [a])]
+    tensors = [batch.clean, batch.corrupt] + answers
+    if all(t.device == device for t in tensors):
+        return batch
+    return PromptPairBatch(batch.key, batch.batch_diverge_idx, move(batch.clean),
+                           move(batch.corrupt), move(batch.answers), move(batch.wrong_answers))
+
+
+def _collate_to(device: Any, pairs: List[PromptPair]) -> PromptPairBatch:
+    return batch_to(collate_fn(pairs), device)  # the key is hashed from CPU tensors
+
+
 # ----------------------------------------------------------------------------- loader
 class _FixedBatches(Sampler[List[int]]):
     """Fixed batches of equal-length examples, in a deterministic order."""
@@ -209,21 +239,24 @@ class ExampleLoader(PromptDataLoader):
 
     Batches hold examples of one token length; the order is fixed (by length, then
     dataset order). ``batch_example_ids[b]`` are the ids of batch ``b``'s rows. Usable
-    wherever auto-circuit takes a ``PromptDataLoader``.
+    wherever auto-circuit takes a ``PromptDataLoader``. Batches are on ``device``
+    (``None``: where the examples are, the CPU).
     """
 
-    def __init__(self, examples: Sequence[Example], batch_size: int = 16):
+    def __init__(self, examples: Sequence[Example], batch_size: int = 16,
+                 device: Any = None):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if len(examples) == 0:
             raise DatasetError("no examples to load (empty dataset or empty split)")
         self.examples: List[Example] = list(examples)
         self.batch_size_hint = int(batch_size)
+        self.device = None if device is None else torch.device(device)
         batches = _length_batches(self.examples, batch_size)
         # Bypass PromptDataLoader.__init__: it forces drop_last=True.
         DataLoader.__init__(
             self, _ExampleDataset(self.examples),
-            batch_sampler=_FixedBatches(batches), collate_fn=collate_fn,
+            batch_sampler=_FixedBatches(batches), collate_fn=partial(_collate_to, self.device),
         )
         lengths = {e.length for e in self.examples}
         self.seq_len = lengths.pop() if len(lengths) == 1 else None
@@ -246,23 +279,27 @@ class ExampleLoader(PromptDataLoader):
         gs = [self.examples[i].group for b in self.batch_positions for i in b]
         return None if all(g is None for g in gs) else gs
 
-    def subset(self, ids: Sequence[Any], batch_size: Optional[int] = None) -> "ExampleLoader":
-        """A loader over the examples with the given ids (every one kept)."""
+    def subset(self, ids: Sequence[Any], batch_size: Optional[int] = None,
+               device: Any = None) -> "ExampleLoader":
+        """A loader over the examples with the given ids (every one kept); its batches
+        on ``device`` (``None``: this loader's device)."""
         by_id = {str(e.id): e for e in self.examples}
         missing = [i for i in ids if str(i) not in by_id]
         if missing:
             raise KeyError(f"example ids not in this loader: {missing[:5]}")
         return ExampleLoader([by_id[str(i)] for i in ids],
-                             batch_size=batch_size or self.batch_size_hint)
+                             batch_size=batch_size or self.batch_size_hint,
+                             device=self.device if device is None else device)
 
     def __repr__(self) -> str:
         return (f"ExampleLoader({len(self.examples)} examples, "
                 f"{len(self.batch_positions)} batches)")
 
 
-def make_loader(examples: Sequence[Example], batch_size: int = 16) -> ExampleLoader:
-    """An :class:`ExampleLoader` over ``examples`` (every example kept)."""
-    return ExampleLoader(examples, batch_size=batch_size)
+def make_loader(examples: Sequence[Example], batch_size: int = 16,
+                device: Any = None) -> ExampleLoader:
+    """An :class:`ExampleLoader` over ``examples`` (every example kept), batches on ``device``."""
+    return ExampleLoader(examples, batch_size=batch_size, device=device)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -333,12 +370,15 @@ def prepare(
         label_field: per-prompt field holding the known group label (``None``: none).
 
     Returns:
-        ``(patchable_model, train_loader, test_loader)``.
+        ``(patchable_model, train_loader, test_loader)``; the loaders' batches are on
+        the model's device.
     """
+    from .devices import model_device
     from .models import make_patchable
 
     pm = make_patchable(model)
     examples = load_examples(dataset, pm.tokenizer, prepend_bos=prepend_bos,
                              label_field=label_field, n=n)
     train, test = split_examples(examples, test_fraction=test_fraction, seed=seed)
-    return pm, make_loader(train, batch_size), make_loader(test, batch_size)
+    device = model_device(pm)
+    return pm, make_loader(train, batch_size, device), make_loader(test, batch_size, device)

@@ -17,6 +17,10 @@ rebuilt from the plain model:
 4. each destination block is one batched contraction ``[B, heads, pos*d] @ [B, pos*d,
    n_src]`` done as its gradient arrives (:func:`auto_circuit_dcd.passes.accumulate`);
    the passes themselves are :func:`auto_circuit_dcd.passes.run_passes`.
+
+A float16 / bfloat16 model runs in its dtype; steps 1-4 upcast what they read (``z``,
+``W_O``, ``W_Q/K/V``, ``ln1``'s input, every gradient) to float32 first
+(:func:`auto_circuit_dcd.forward.accumulation_dtype`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .forward import (DEST_NODE, NORM_KINDS, SRC_NODE, WrapperGraph, head_outputs, norm_vjp,
-                      plain_forward, unsupported_reason)
+from .forward import (DEST_NODE, NORM_KINDS, SRC_NODE, WrapperGraph, accumulation_dtype,
+                      head_outputs, norm_vjp, plain_forward, unsupported_reason)
 from .passes import SourceDiffs, accumulate, run_passes
 
 __all__ = ["fast_attribute_batch"]
@@ -53,6 +57,7 @@ def fast_attribute_batch(
     plain_srcs = [w for w in graph.srcs if not w.module_name.endswith("attn.hook_result")]
     diffs = SourceDiffs(batch.clean.shape[0], graph.n_src)
     z_corrupt: Dict[int, Tensor] = {}
+    acc = accumulation_dtype(tl.cfg.dtype)
 
     def record_z(layer: int, sign: int) -> Callable:
         W_O = tl.blocks[layer].attn.W_O  # [H, d_head, d_model]
@@ -62,9 +67,10 @@ def fast_attribute_batch(
             if sign < 0:
                 z_corrupt[layer] = z
                 return
-            out = head_outputs(z - z_corrupt.pop(layer), W_O)  # [B, H, pos, d_model]
+            dz = z.to(acc) - z_corrupt.pop(layer).to(acc)
+            out = head_outputs(dz, W_O)  # [B, H, pos, d_model], in acc
             # the embedding (recorded first in every forward) has allocated diffs.d
-            diffs.d[:, head_src[layer]] = out.flatten(2)
+            diffs.d[:, head_src[layer]] = out.flatten(2).to(diffs.d.device)
         return hook
 
     def source_hooks(sign: int) -> List[Any]:
@@ -84,6 +90,7 @@ def _dest_hooks(tl: Any, graph: WrapperGraph, diffs: SourceDiffs, rows: Tensor,
     """Forward hooks that attach, per destination, a gradient hook doing its contraction."""
     handles: List[Any] = []
     ln1_in: Dict[int, Tensor] = {}
+    acc = accumulation_dtype(tl.cfg.dtype)
     for wrapper, _shape, start, stop in graph.dests:
         layer_s, kind = DEST_NODE.match(wrapper.module_name).groups()
         layer = int(layer_s)
@@ -121,13 +128,13 @@ def _dest_hooks(tl: Any, graph: WrapperGraph, diffs: SourceDiffs, rows: Tensor,
             norm_kind = NORM_KINDS[type(block.ln1).__name__]
             if layer not in ln1_in:
                 def keep_x(module: Any, args: Tuple[Any, ...], layer=layer) -> None:
-                    ln1_in[layer] = args[0].detach()
+                    ln1_in[layer] = args[0].detach().to(acc)
                 handles.append(block.ln1.register_forward_pre_hook(keep_x))
 
             def on_grad(grad: Tensor, start=start, stop=stop, in_srcs=in_srcs, W=W,
                         ln=block.ln1, norm_kind=norm_kind, layer=layer) -> None:
                 # grad: [B, pos, H, d_head] -> d mu / d (ln1 output) per head
-                v = torch.einsum("bphe,hde->bhpd", grad, W.detach())
+                v = torch.einsum("bphe,hde->bhpd", grad.to(acc), W.detach().to(acc))
                 x = ln1_in[layer][:, None]  # [B, 1, pos, d_model]
                 g = norm_vjp(norm_kind, ln, x, v)
                 accumulate(rows, start, stop, g.reshape(g.shape[0], g.shape[1], -1),

@@ -19,6 +19,11 @@ what they need from the plain model, exactly:
 4. :func:`unsupported_reason` says which models these paths take (and why not);
 5. :class:`WrapperGraph` orders a ``PatchableModel``'s wrappers with the package's edge
    layout; :func:`frozen` and :func:`removing` scope model state and hook handles.
+
+Half precision: a float16 / bfloat16 model runs in its dtype, while everything rebuilt
+from it (source differences, head outputs, destination gradients, norm Jacobians,
+contractions) is computed in :func:`accumulation_dtype` (float32; float64 for a float64
+model), so rounding comes from the model's own forward and backward only.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from .edges import edge_layout
 __all__ = [
     "NORM_KINDS", "SRC_NODE", "DEST_NODE", "WrapperGraph", "frozen", "removing",
     "src_block", "plain_forward", "unsupported_reason", "supports_fast", "norm_vjp",
-    "head_outputs",
+    "head_outputs", "accumulation_dtype", "HALF_DTYPES",
 ]
 
 #: TransformerLens normalisation module -> the kind :func:`norm_vjp` takes
@@ -44,6 +49,14 @@ NORM_KINDS = {"LayerNorm": "ln", "LayerNormPre": "ln_pre", "RMSNorm": "rms",
 #: source and destination hook points of auto-circuit's factorized TransformerLens graph
 SRC_NODE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|attn\.hook_result|hook_mlp_out)$")
 DEST_NODE = re.compile(r"^blocks\.(\d+)\.(hook_[qkv]_input|hook_mlp_in|hook_resid_post)$")
+#: model dtypes run in half precision, with float32 accumulation
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype quantities rebuilt from a model of ``dtype`` are computed in: float32 for
+    float32 and half-precision models, float64 for float64 ones."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 # ----------------------------------------------------------------------------- scoping
@@ -136,9 +149,12 @@ def unsupported_reason(model: Any) -> Optional[str]:
     if not isinstance(tl, HookedTransformer):
         return "the model does not wrap a TransformerLens HookedTransformer"
     cfg = tl.cfg
+    param_dtype = next(tl.parameters()).dtype
     checks = [
         (cfg.n_key_value_heads is not None,
-         "grouped-query attention: repeat the K/V heads first (n_key_value_heads=None)"),
+         f"grouped-query attention (n_key_value_heads={cfg.n_key_value_heads}), which "
+         "auto-circuit cannot patch per head: wrap the HookedTransformer with "
+         "dcd.make_patchable, which repeats the K/V heads first"),
         (cfg.positional_embedding_type not in ("standard", "rotary"),
          f"positional_embedding_type={cfg.positional_embedding_type!r} "
          "(supported: standard, rotary)"),
@@ -149,8 +165,11 @@ def unsupported_reason(model: Any) -> Optional[str]:
         (bool(getattr(cfg, "load_in_4bit", False)), "load_in_4bit"),
         (bool(getattr(cfg, "use_attn_in", False)),
          "use_attn_in (a graph built with separate_qkv=False; use separate_qkv=True)"),
-        (cfg.dtype not in (torch.float32, torch.float64),
-         f"dtype {cfg.dtype} (supported: float32, float64)"),
+        (cfg.dtype not in (torch.float32, torch.float64, *HALF_DTYPES),
+         f"dtype {cfg.dtype} (supported: float32, float64, float16, bfloat16)"),
+        (param_dtype != cfg.dtype,
+         f"the weights are {param_dtype} but cfg.dtype is {cfg.dtype} (cast the model "
+         "with model.to(dtype), which sets both, or dcd.load_model(..., dtype=...))"),
         (not cfg.use_split_qkv_input or not cfg.use_attn_result,
          "auto-circuit's flags are not set (use dcd.make_patchable)"),
     ]
@@ -190,11 +209,12 @@ def norm_vjp(kind: str, ln: Any, x: Tensor, v: Tensor) -> Tensor:
     ``u = v * w`` (``w = 1`` for the ``_pre`` kinds), ``s = sqrt(mean(c^2) + eps)`` and
     ``xhat = c / s``: LayerNorm (``c = x - mean(x)``) gives
     ``(u - mean(u) - xhat * mean(xhat * u)) / s``; RMSNorm (``c = x``)
-    ``(u - xhat * mean(xhat * u)) / s``; no normalisation ``v``.
+    ``(u - xhat * mean(xhat * u)) / s``; no normalisation ``v``. Computed in the dtype
+    of ``x`` and ``v`` (the norm's weight is cast to it).
     """
     if kind == "none":
         return v
-    u = v * ln.w.detach() if kind in ("ln", "rms") else v
+    u = v * ln.w.detach().to(v.dtype) if kind in ("ln", "rms") else v
     c = x - x.mean(-1, keepdim=True) if kind in ("ln", "ln_pre") else x
     s = (c.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
     xhat = c / s
@@ -209,7 +229,8 @@ def head_outputs(z: Tensor, W_O: Tensor) -> Tensor:
 
     ``out[:, h] = z[:, :, h] @ W_O[h]``: TransformerLens' ``hook_result`` without
     ``b_O``, as one batched matrix product instead of its element-wise broadcast.
+    ``W_O`` is cast to ``z``'s dtype (pass float32 ``z`` for a half-precision model).
     """
     b, p, h, e = z.shape
-    res = torch.bmm(z.permute(2, 0, 1, 3).reshape(h, b * p, e), W_O.detach())
+    res = torch.bmm(z.permute(2, 0, 1, 3).reshape(h, b * p, e), W_O.detach().to(z.dtype))
     return res.reshape(h, b, p, -1).transpose(0, 1)

@@ -121,7 +121,7 @@ class AttributionMatrix:
         block = self.scores if idx is None else self.scores[idx]
         if block.shape[0] == 0:
             raise ValueError("cannot take the mean of zero rows (empty cluster?)")
-        return block.double().mean(0).to(torch.float32)
+        return block.cpu().double().mean(0).to(torch.float32)
 
     # ------------------------------------------------------------ auto-circuit
     def prune_scores(
@@ -131,10 +131,18 @@ class AttributionMatrix:
     ) -> Dict[str, torch.Tensor]:
         """auto-circuit ``PruneScores`` of the mean over ``rows`` (all rows by default).
 
-        Usable directly in ``auto_circuit.prune.run_circuits``. A matrix built from a
-        plain tensor has no layout: pass the ``PatchableModel`` it was computed on.
+        Usable directly in ``auto_circuit.prune.run_circuits``. With ``model`` (the
+        ``PatchableModel`` the matrix was computed on) the scores are on its device, as
+        auto-circuit's algorithms need; without, on the CPU. A matrix built from a plain
+        tensor has no layout: then ``model`` is required.
         """
-        return self.layout_for(model).to_prune_scores(self.mean(rows))
+        scores = self.layout_for(model).to_prune_scores(self.mean(rows))
+        if model is None:
+            return scores
+        from .devices import model_device
+
+        device = model_device(model)
+        return {name: t.to(device) for name, t in scores.items()}
 
     def layout_for(self, model: Optional["PatchableModel"] = None) -> EdgeLayout:
         """The column layout, from the matrix itself or derived from ``model``."""

@@ -9,7 +9,10 @@
 3. as each destination's gradient arrives, a backend's hook contracts it with the
    source differences in one batched matrix product (:func:`accumulate`).
 
-A backend supplies only where sources and destination gradients are read.
+A backend supplies only where sources and destination gradients are read. Source
+differences, gradients and rows are kept in float32 (float64 for a float64 model:
+:func:`auto_circuit_dcd.forward.accumulation_dtype`), on the model's device; the rows
+come back to the CPU once per batch.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .forward import WrapperGraph, removing, src_block
+from .forward import WrapperGraph, accumulation_dtype, removing, src_block
 from .task_metric import last_position
 
 __all__ = ["SourceDiffs", "accumulate", "run_passes"]
@@ -27,7 +30,10 @@ __all__ = ["SourceDiffs", "accumulate", "run_passes"]
 
 class SourceDiffs:
     """Source outputs ``[B, n_src, pos*d]`` in ``src_idx`` order, filled by forward hooks:
-    the corrupt outputs first (``sign=-1``), then replaced by clean - corrupt (``+1``)."""
+    the corrupt outputs first (``sign=-1``), then replaced by clean - corrupt (``+1``).
+
+    Stored in the accumulation dtype (float32 for a half-precision model), so the
+    difference of two half-precision outputs is exact."""
 
     def __init__(self, bsz: int, n_src: int):
         self.bsz, self.n_src = bsz, n_src
@@ -35,8 +41,9 @@ class SourceDiffs:
 
     def store(self, sl: slice, block: Tensor, sign: int) -> None:
         if self.d is None:
-            self.d = torch.empty(self.bsz, self.n_src, block.shape[-1], dtype=block.dtype,
-                                 device=block.device)
+            self.d = torch.empty(self.bsz, self.n_src, block.shape[-1],
+                                 dtype=accumulation_dtype(block.dtype), device=block.device)
+        block = block.to(self.d.device, self.d.dtype)  # layers may sit on other devices
         self.d[:, sl] = block if sign < 0 else block - self.d[:, sl]
 
     def recorder(self, sign: int) -> Callable:
@@ -48,9 +55,12 @@ class SourceDiffs:
 
 def accumulate(rows: Tensor, start: int, stop: int, g: Tensor, d: Tensor,
                n_steps: int) -> None:
-    """``rows[:, start:stop] += (g @ d^T) / n_steps``; ``g [B, heads, P]``, ``d [B, n_in, P]``."""
-    block = torch.matmul(g.to(d.dtype), d.transpose(1, 2))  # [B, heads, n_in]
-    rows[:, start:stop] += (block.reshape(block.shape[0], -1).float() / n_steps).cpu()
+    """``rows[:, start:stop] += (g @ d^T) / n_steps``; ``g [B, heads, P]``, ``d [B, n_in, P]``.
+
+    ``g`` is cast to ``d``'s dtype (the accumulation dtype) before the product."""
+    block = torch.matmul(g.to(d.device, d.dtype), d.transpose(1, 2))  # [B, heads, n_in]
+    block = block.reshape(block.shape[0], -1).to(rows.device, rows.dtype)
+    rows[:, start:stop] += block / n_steps
 
 
 def run_passes(
@@ -63,7 +73,8 @@ def run_passes(
     ``source_hooks(sign)`` installs hooks recording source outputs (corrupt: ``-1``; the
     clean pass: ``+1``); ``dest_hooks(rows, n_steps)`` installs hooks that add each
     destination's block to ``rows`` as its gradient arrives. Returns rows ``[B, n_edges]``
-    (float32) and the clean metric ``[B]``.
+    (float32, on the CPU) and the clean metric ``[B]``. The batch's tensors must be on
+    the model's device (:func:`auto_circuit_dcd.data.batch_to`).
     """
     clean, corrupt = batch.clean, batch.corrupt
     if clean.shape != corrupt.shape:
@@ -71,7 +82,7 @@ def run_passes(
                          "token tensors differ in shape")
     bsz = clean.shape[0]
     corrupt_input: List[Tensor] = []
-    rows = torch.zeros(bsz, graph.layout.n_edges, dtype=torch.float32)
+    rows = torch.zeros(bsz, graph.layout.n_edges, dtype=torch.float32, device=clean.device)
 
     with removing(source_hooks(-1) + [graph.input_wrapper.register_forward_hook(
             lambda m, a, out: corrupt_input.append(out.detach()))]), torch.no_grad():
@@ -94,4 +105,4 @@ def run_passes(
             if step == 0:
                 clean_metric = mu.detach().float().cpu()
             mu.sum().backward()
-    return rows, clean_metric
+    return rows.cpu(), clean_metric

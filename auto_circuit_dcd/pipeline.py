@@ -64,6 +64,10 @@ class RunConfig:
     threads: Optional[int] = None
     p_cross: float = 0.05
     metric: str = "max_diff"
+    # "auto": CUDA if available, else the CPU; or "cpu", "cuda", "cuda:N", "mps"
+    device: str = "auto"
+    # the model's dtype: "float32", "float16" or "bfloat16"
+    dtype: str = "float32"
 
 
 class _Timer:
@@ -192,7 +196,8 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     timer = _Timer()
 
     with timer.stage("load_model"):
-        pm = make_patchable(load_model(config.model))
+        pm = make_patchable(load_model(config.model, device=config.device,
+                                       dtype=config.dtype))
     with timer.stage("dataset"):
         path = _dataset_path(config, pm.tokenizer, out)
         examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)

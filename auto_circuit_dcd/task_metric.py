@@ -64,4 +64,5 @@ def check_metric(metric: str) -> Callable[[Tensor, Any], Tensor]:
 
 def metric_values(logits: Tensor, batch: Any, metric: str = "max_diff") -> Tensor:
     """``mu [B]`` as float64 on the CPU from a model's output (any position layout)."""
-    return check_metric(metric)(last_position(logits).float(), batch).detach().double().cpu()
+    mu = check_metric(metric)(last_position(logits).float(), batch).detach()
+    return mu.cpu().double()  # float64 only on the CPU (Apple MPS has none)

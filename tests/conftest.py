@@ -12,6 +12,16 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where no CUDA GPU is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -37,6 +47,33 @@ def random_examples(n: int, lengths=(6, 7), d_vocab: int = 50, seed: int = 0,
         group = None if groups is None else groups[i % len(groups)]
         out.append(Example(i, clean, corrupt, answers, wrong, group=group))
     return out
+
+
+def tl_config(**overrides):
+    """A tiny TransformerLens config (2 layers, d_model 16, 4 heads) with overrides."""
+    from transformer_lens import HookedTransformerConfig
+
+    cfg = dict(n_layers=2, d_model=16, n_heads=4, d_head=4, d_mlp=32, d_vocab=50, n_ctx=32,
+               act_fn="gelu", normalization_type="LN", seed=0, device="cpu")
+    if overrides.get("positional_embedding_type") == "rotary":
+        cfg["rotary_dim"] = 4
+    cfg.update(overrides)
+    return HookedTransformerConfig(**cfg)
+
+
+def randomise_weights(model, seed: int = 0):
+    """Non-trivial norm weights and biases (TransformerLens initialises them to 1 and 0),
+    grouped K/V biases included, so that every weight's place matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith(".w") and p.ndim == 1:
+                p.copy_(1 + 0.3 * noise)
+            elif name.split(".")[-1].startswith("b") or name.endswith("_b_K") \
+                    or name.endswith("_b_V"):
+                p.copy_(0.2 * noise)
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ BACKENDS = ["hooks", "fast"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", ["tiny-random", "tiny-random-attn-only"])
+@pytest.mark.parametrize("name", ["tiny-random", "tiny-random-attn-only", "tiny-random-gqa"])
 def test_each_row_equals_auto_circuit_on_that_example_alone(name, backend):
     pm = dcd.make_patchable(dcd.load_model(name))
     examples = random_examples(5, lengths=(6, 8), seed=1)

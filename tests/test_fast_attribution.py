@@ -1,10 +1,8 @@
 """The flag-free attribution path against the exact hooks path, auto-circuit and autograd."""
 
-from typing import Any, Dict
-
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
@@ -14,36 +12,14 @@ from auto_circuit_dcd.forward import (WrapperGraph, frozen, norm_vjp, plain_forw
 from auto_circuit_dcd.hooks_attribution import hooks_attribute_batch
 from auto_circuit_dcd.task_metric import avg_diff, max_diff
 from conftest import random_examples
+from conftest import randomise_weights as _randomise
+from conftest import tl_config as _config
 
 IG_ALPHAS = [1.0, 0.6, 0.2]  # EAP-IG with 3 steps, alpha = 1 first as in attribute()
 
 
-def _config(**overrides: Any) -> HookedTransformerConfig:
-    cfg: Dict[str, Any] = dict(n_layers=2, d_model=16, n_heads=4, d_head=4, d_mlp=32,
-                               d_vocab=50, n_ctx=32, act_fn="gelu", normalization_type="LN",
-                               seed=0, device="cpu")
-    if overrides.get("positional_embedding_type") == "rotary":
-        cfg["rotary_dim"] = 4
-    cfg.update(overrides)
-    return HookedTransformerConfig(**cfg)
-
-
-def _randomise(model: HookedTransformer, seed: int = 0) -> HookedTransformer:
-    """Non-trivial norm weights and biases (TransformerLens initialises them to 1 and 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if name.endswith(".w") and p.ndim == 1:
-                p.copy_(1 + 0.3 * noise)
-            elif name.split(".")[-1].startswith("b") or name.endswith("_b_K") \
-                    or name.endswith("_b_V"):
-                p.copy_(0.2 * noise)
-    return model
-
-
 def _grouped_query_expanded() -> HookedTransformer:
-    from auto_circuit_dcd.models.smollm2 import expand_grouped_kv
+    from auto_circuit_dcd.models.grouped import expand_grouped_kv
 
     over = dict(normalization_type="RMS", positional_embedding_type="rotary",
                 act_fn="silu", gated_mlp=True)
@@ -72,6 +48,9 @@ MODELS = {
     "layernorm-folded": lambda: _folded("LN"),
     "rmsnorm-folded": lambda: _folded("RMS"),
     "grouped-query-expanded": _grouped_query_expanded,
+    # ungrouped by make_patchable itself (LayerNorm, standard positions, MLPs)
+    "grouped-query-layernorm": lambda: _randomise(HookedTransformer(_config(
+        n_key_value_heads=2))),
     "parallel-attn-mlp": lambda: _randomise(HookedTransformer(_config(parallel_attn_mlp=True))),
 }
 

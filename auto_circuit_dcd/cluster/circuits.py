@@ -91,8 +91,11 @@ def run_base_algo(algo: Any, model: Any, dataloader: Any, ids: Sequence[Any],
         raise TypeError(
             "a non-EAP base algorithm needs an ExampleLoader (dcd.prepare / dcd.data.make_loader) "
             "to build one loader per cluster; got " + type(dataloader).__name__)
+    from ..devices import model_device
+
     one_batch = _first_batch_only(algo)
-    loader = dataloader.subset(list(ids), batch_size=len(ids) if one_batch else batch_size)
+    loader = dataloader.subset(list(ids), batch_size=len(ids) if one_batch else batch_size,
+                               device=model_device(model))  # auto-circuit indexes with it
     if one_batch and len(loader.batch_positions) > 1:
         warnings.warn(
             f"cluster {label}: its {len(ids)} examples have {len(loader.batch_positions)} "

@@ -77,8 +77,9 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         random_state: seed / ``RandomState`` for reduction, k-means and reference sets.
 
     Fitted attributes: ``labels_``, ``n_clusters_``, ``circuits_`` ({label: PruneScores,
-    or mean vectors for plain arrays}), ``cluster_sizes_``, ``selection_`` (list of dicts:
-    method, k, silhouette, elbow, gap, gap_se, chosen, selected), ``k_choices_``,
+    on the model's device when ``fit`` is given ``model``; mean vectors for plain
+    arrays}), ``cluster_sizes_``, ``selection_`` (list of dicts: method, k, silhouette,
+    elbow, gap, gap_se, chosen, selected), ``k_choices_``,
     ``method_`` (the clusterer used), ``single_cluster_test_``, ``reducer_``,
     ``centroids_`` (reduced space), ``embedding_`` (reduced training rows),
     ``example_ids_``.

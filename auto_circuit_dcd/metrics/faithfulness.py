@@ -219,8 +219,8 @@ def _dataset_mean(model: Any, batches: Sequence[Any]) -> Tensor:
             "Use ablation='resample', or one loader per length (loader.subset(ids)).")
     total: Optional[Tensor] = None
     n = 0
-    for b in batches:
-        outs = src_ablations(model, b.corrupt, AblationType.RESAMPLE).double().sum(1)
+    for b in batches:  # float32 on the model's device (Apple MPS has no float64)
+        outs = src_ablations(model, b.corrupt, AblationType.RESAMPLE).float().sum(1)
         total = outs if total is None else total + outs
         n += int(b.corrupt.shape[0])
     assert total is not None
@@ -248,14 +248,19 @@ def _set_masks(wrappers: Dict[str, Any], layout: Any, patched: Tensor) -> None:
 
 
 def _check(model: Any, dataloader: Any) -> List[Any]:
+    """The loader's batches, on the model's device, after checking model and batches."""
     from auto_circuit.utils.patchable_model import PatchableModel
+
+    from ..data import batch_to
+    from ..devices import model_device
 
     if not isinstance(model, PatchableModel):
         raise TypeError("faithfulness needs an auto-circuit PatchableModel: wrap the model "
                         "with dcd.make_patchable(model)")
     if any(w.patch_mode for w in model.wrappers):
         raise RuntimeError("the model is already in auto-circuit patch mode; leave it first")
-    batches = list(dataloader)
+    device = model_device(model)
+    batches = [batch_to(b, device) for b in dataloader]
     if not batches:
         raise ValueError("the dataloader yields no batches (empty test set?)")
     for b in batches:

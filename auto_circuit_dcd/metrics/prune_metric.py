@@ -28,8 +28,12 @@ def measure_faithfulness(model: Any, test_loader: Any,
                          circuit_outs: Dict[int, Dict[Any, torch.Tensor]],
                          metric: str = "max_diff") -> List[Tuple[int, float]]:
     """``[(edge count, f), ...]`` sorted by edge count; NaN when clean and corrupt tie."""
+    from ..data import batch_to
+    from ..devices import model_device
+
     full, empty = [], []
-    batches = list(test_loader)
+    device = model_device(model)
+    batches = [batch_to(b, device) for b in test_loader]
     with torch.inference_mode():
         for batch in batches:
             full.append(metric_values(model(batch.clean)[model.out_slice], batch, metric))

