@@ -1,0 +1,31 @@
+"""The exception types that mean "the user can fix this" (as opposed to a bug).
+
+The command line prints a :class:`UserError` in one line (its message says what is wrong
+and what to change) and anything else as a traceback with where to report it. Each
+subclass also derives from the built-in type callers already catch (``ValueError``, ...).
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError", "ConfigError", "FolderBusyError", "ModelUnavailableError",
+           "NonFiniteRowsError"]
+
+
+class UserError(Exception):
+    """A problem with the input, the arguments, the files or the environment."""
+
+
+class ConfigError(UserError, ValueError):
+    """An argument (or ``RunConfig`` field) that cannot work, found before anything runs."""
+
+
+class FolderBusyError(UserError, RuntimeError):
+    """Another process holds the lock of a folder this one would write into."""
+
+
+class ModelUnavailableError(UserError, RuntimeError):
+    """A model that cannot be loaded here (not downloaded, no network)."""
+
+
+class NonFiniteRowsError(UserError, FloatingPointError):
+    """More attribution rows are NaN/inf than ``nan_tolerance`` allows."""
