@@ -7,8 +7,8 @@ subclass also derives from the built-in type callers already catch (``ValueError
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "FolderBusyError", "ModelUnavailableError",
-           "NonFiniteRowsError"]
+__all__ = ["UserError", "ConfigError", "DamagedFileError", "FolderBusyError",
+           "ModelUnavailableError", "NonFiniteRowsError"]
 
 
 class UserError(Exception):
@@ -17,6 +17,10 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An argument (or ``RunConfig`` field) that cannot work, found before anything runs."""
+
+
+class DamagedFileError(UserError, ValueError):
+    """A saved file that cannot be read, or does not match the file that describes it."""
 
 
 class FolderBusyError(UserError, RuntimeError):
