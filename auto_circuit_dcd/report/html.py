@@ -209,7 +209,6 @@ def write_html(report: Dict[str, Any], path: "str | Path",
     ``extras`` (optional, not JSON): ``projection`` = {"x", "y", "labels", "groups" or None} and
     ``circuit_figures`` = {cluster label: plotly Figure or None}.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(report, extras), encoding="utf-8")
-    return path
+    from ..files import write_text
+
+    return write_text(path, render(report, extras))

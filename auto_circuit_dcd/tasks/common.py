@@ -14,7 +14,6 @@ Every generated prompt is a dict in auto-circuit's JSON format (``clean``, ``cor
 from __future__ import annotations
 
 import json
-import os
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -170,9 +169,6 @@ def assign_splits(prompts: List[Dict[str, Any]], split: Sequence[float], seed: i
 def write_dataset(prompts: List[Dict[str, Any]], out: str | Path,
                   meta: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``{"prompts": [...], "meta": {...}}`` (auto-circuit's format) atomically."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"prompts": prompts, "meta": meta or {}}, indent=1))
-    os.replace(tmp, path)
-    return path
+    from ..files import write_text
+
+    return write_text(out, json.dumps({"prompts": prompts, "meta": meta or {}}, indent=1))
