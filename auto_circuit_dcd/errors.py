@@ -7,7 +7,7 @@ subclass also derives from the built-in type callers already catch (``ValueError
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DamagedFileError", "FolderBusyError",
+__all__ = ["UserError", "ConfigError", "ClusteringError", "DamagedFileError", "FolderBusyError",
            "ModelUnavailableError", "NonFiniteRowsError"]
 
 
@@ -17,6 +17,10 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An argument (or ``RunConfig`` field) that cannot work, found before anything runs."""
+
+
+class ClusteringError(UserError, ValueError):
+    """Data that cannot be clustered as asked (too few distinct rows, all noise, ...)."""
 
 
 class DamagedFileError(UserError, ValueError):
