@@ -11,7 +11,7 @@ import auto_circuit_dcd as dcd
 from auto_circuit_dcd import attribution
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.task_metric import max_diff
-from conftest import random_examples
+from conftest import nan_row_for_first, random_examples
 
 
 def auto_circuit_eap(pm, loader):
@@ -159,21 +159,12 @@ def test_auto_circuit_loader_scores_every_example_of_its_dataset(tiny_pm):
 
 def test_non_finite_rows_are_dropped_with_a_warning_or_refused(tiny_pm):
     examples = random_examples(4, lengths=(6,), seed=8)
-    poison = int(examples[0].clean[1])
-    for e in examples[1:]:  # the poisoned token only in example 0
-        e.clean[e.clean == poison] = (poison + 1) % 50
-        e.corrupt[e.corrupt == poison] = (poison + 1) % 50
     loader = make_loader(examples, batch_size=2)
-    W_E = tiny_pm.wrapped_model.embed.W_E
-    saved = W_E[poison].clone()
-    W_E.data[poison] = float("nan")
-    try:
+    with nan_row_for_first(tiny_pm, examples):
         with pytest.raises(FloatingPointError, match="ids \\[0\\]"):
             dcd.attribute(tiny_pm, loader, progress=False)
         with pytest.warns(UserWarning, match="dropping 1 example"):
             A = dcd.attribute(tiny_pm, loader, progress=False, nan_tolerance=0.5)
-    finally:
-        W_E.data[poison] = saved
     assert 0 not in A.example_ids and A.n_examples == 3
     assert torch.isfinite(A.scores).all()
 

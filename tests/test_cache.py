@@ -20,7 +20,7 @@ from auto_circuit_dcd import attribution
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.errors import FolderBusyError, NonFiniteRowsError
 from auto_circuit_dcd.files import folder_lock
-from conftest import random_examples
+from conftest import nan_row_for_first, random_examples
 
 
 @pytest.fixture
@@ -177,22 +177,13 @@ def test_the_key_reads_the_model_config(counted, tmp_path):
 
 def test_nan_tolerance_is_applied_to_cached_rows(tiny_pm, tmp_path):
     examples = random_examples(4, lengths=(6,), seed=8)
-    poison = int(examples[0].clean[1])
-    for e in examples[1:]:
-        e.clean[e.clean == poison] = (poison + 1) % 50
-        e.corrupt[e.corrupt == poison] = (poison + 1) % 50
     loader = make_loader(examples, batch_size=2)
-    W_E = tiny_pm.wrapped_model.embed.W_E
-    saved = W_E[poison].clone()
-    W_E.data[poison] = float("nan")
-    try:
+    with nan_row_for_first(tiny_pm, examples):
         with pytest.warns(UserWarning, match="dropping 1 example"):
             A = run(tiny_pm, loader, tmp_path, nan_tolerance=0.5)
         assert A.n_examples == 3
         with pytest.raises(NonFiniteRowsError, match="ids \\[0\\]"):
             run(tiny_pm, loader, tmp_path, nan_tolerance=0.0)
-    finally:
-        W_E.data[poison] = saved
 
 
 def test_a_cache_folder_in_use_is_refused_and_temporaries_are_removed(tiny_pm, loader,
