@@ -262,3 +262,33 @@ def test_a_non_eap_base_algorithm_through_the_pipeline(tmp_path, tiny_pm):
     assert rep["config"]["base_algo"] == key
     eap = circuits["single"]  # the baseline stays the EAP mean: a different vector
     assert not torch.allclose(eap / eap.norm(), circuits["cluster_0"] / circuits["cluster_0"].norm())
+
+
+def test_a_run_killed_while_writing_never_leaves_an_old_report_beside_new_data(
+        tmp_path, monkeypatch, tiny_pm):
+    from auto_circuit_dcd import pipeline
+
+    out = tmp_path / "out"
+    run_tiny(write(tmp_path / "a.json", tiny_prompts(24, seed=0)), out)
+    real = pipeline.write_text
+
+    def killed(dest, text):
+        if dest.name == "report.json":
+            raise KeyboardInterrupt
+        return real(dest, text)
+
+    monkeypatch.setattr(pipeline, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(pipeline.RunConfig(
+            model="tiny-random", dataset=str(write(tmp_path / "b.json", tiny_prompts(24, seed=1))),
+            out=str(out), max_clusters=3, batch_size=5, edge_fractions=[0.05, 0.2, 1.0]),
+            progress=False)
+    names = sorted(p.name for p in out.iterdir())
+    assert "report.json" not in names and "report.html" not in names  # the old report is gone
+    assert not [n for n in names if n.endswith(".tmp")]
+    # what was written is the second run's, whole: its rows, recomputed here from its data
+    A = dcd.AttributionMatrix.load(out / "attribution_train")
+    fresh = dcd.attribute(tiny_pm, loader_of(tiny_prompts(24, seed=1), A.example_ids),
+                          progress=False)
+    pos = {i: j for j, i in enumerate(fresh.example_ids)}
+    torch.testing.assert_close(A.scores, fresh.scores[[pos[i] for i in A.example_ids]])
