@@ -72,11 +72,13 @@ def save_tensors(dest: str | Path, tensors: Mapping[str, torch.Tensor],
     return Path(dest)
 
 
-def remove_temporaries(folder: str | Path) -> int:
-    """Remove temporary files that :func:`atomic_path` left in ``folder`` when a process was
-    killed mid-write; returns how many. Call it only while holding the folder's lock."""
+def remove_temporaries(folder: str | Path, recursive: bool = False) -> int:
+    """Remove temporary files that :func:`atomic_path` left in ``folder`` (and below it, if
+    ``recursive``) when a process was killed mid-write; returns how many. Call it only
+    while holding the folder's lock."""
     n = 0
-    for p in Path(folder).glob(f".*{_TMP_SUFFIX}"):
+    pattern = f".*{_TMP_SUFFIX}"
+    for p in (Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)):
         p.unlink(missing_ok=True)
         n += 1
     return n

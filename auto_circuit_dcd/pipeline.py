@@ -296,7 +296,7 @@ def _output_folder(out: Path) -> Iterator[Path]:
         first_new, p = p, p.parent
     try:
         with folder_lock(out, what="run"):
-            remove_temporaries(out)
+            remove_temporaries(out, recursive=True)
             yield out
     except BaseException:
         if first_new is not None and not any((out / "cache").glob("attribution-*/*.safetensors")):
@@ -532,4 +532,14 @@ def summary_table(report: Dict[str, Any]) -> str:
     lines.append(f"at p = {fr[j]:g}: single {fmt(report['single']['faithfulness'][j])}, "
                  f"DCD routed {fmt(report['dcd']['faithfulness_routed'][j])}, "
                  f"DCD oracle {fmt(report['dcd']['faithfulness_oracle'][j])}")
+    routing = report.get("routing") or {}
+    if routing.get("n_test_noise"):
+        known = (report["dcd"].get("faithfulness_routed_excluding_noise") or [None] * len(fr))[j]
+        lines.append(f"{routing['n_test_noise']} of {report['n_test']} test examples routed to "
+                     f"noise: DCD routed sends them to cluster {routing.get('noise_fallback')}; "
+                     f"without them {fmt(known)}")
+    dropped = {k: len(v) for k, v in (report.get("dropped_examples") or {}).items() if v}
+    if dropped:
+        lines.append("dropped (non-finite attribution rows): "
+                     + ", ".join(f"{n} {split}" for split, n in dropped.items()))
     return "\n".join(lines)
