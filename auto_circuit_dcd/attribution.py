@@ -187,7 +187,8 @@ def attribute(
               "dtype": str(dtype).replace("torch.", ""), "backend": backend_name}
 
     with ExitStack() as stack:
-        store = None
+        store: Optional[AttributionCache] = None
+        keys: List[str] = []
         if cache_dir is not None:
             keys = [batch_digest(b) for b in batches]
             key = cache_key(model_digest(model), graph.names, keys, params)
@@ -197,8 +198,8 @@ def attribute(
         if found is None:
             found = _compute(model, graph, batches, BACKENDS[backend_name], metric_fn,
                              [k / steps for k in range(steps, 0, -1)],  # alpha = 1 first
-                             dtype, store, keys if store is not None else None,
-                             desc=f"{method} attribution", progress=progress)
+                             dtype, store, keys, desc=f"{method} attribution",
+                             progress=progress)
             if store is not None:
                 store.finish(*found)
     scores, clean_metric = found
@@ -208,7 +209,7 @@ def attribute(
 
 def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Callable,
              metric_fn: Callable, alphas: List[float], dtype: torch.dtype,
-             store: Optional[AttributionCache], keys: Optional[List[str]], desc: str,
+             store: Optional[AttributionCache], keys: List[str], desc: str,
              progress: bool) -> Tuple[Tensor, Tensor]:
     """Rows and clean metrics of every batch, read from ``store`` where it has them."""
     from auto_circuit.utils.custom_tqdm import tqdm

@@ -64,8 +64,8 @@ def main(argv: Any = None) -> int:
           f"model_digest {t_model:.3f} s ({weights / t_model / 1e9:.2f} GB/s, best of "
           f"{args.repeats})")
 
-    _, loader, _ = dcd.prepare(pm, ioi_prompts(args.n), test_fraction=0.01 if args.n > 1
-                               else 0.5, batch_size=args.batch_size)
+    loader = dcd.make_loader(dcd.load_examples(ioi_prompts(args.n), pm.tokenizer),
+                             batch_size=args.batch_size)
     batches = list(loader)
     graph = WrapperGraph(pm)
     t_rest, _ = best_of(lambda: cache_key(digest, graph.names,
