@@ -186,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         traceback.print_exc()
         print(f"auto-circuit-dcd {args.command}: internal error ({type(err).__name__}); this "
               f"is a bug in auto-circuit-dcd {_version()}. Please report it to "
-              f"{_issue_address()} with the command, the traceback above and the output of "
+              f"{_bug_report_address()} with the command, the traceback above and the output of "
               "`pip show auto-circuit-dcd auto-circuit transformer-lens torch`.",
               file=sys.stderr)
         return 1
@@ -205,8 +205,8 @@ def _version() -> str:
     return __version__
 
 
-def _issue_address() -> str:
-    """The package's issue tracker from its metadata, else its maintainers."""
+def _bug_report_address() -> str:
+    """Where to report bugs: the package metadata's tracker URL, else its maintainers."""
     from importlib.metadata import PackageNotFoundError, metadata
 
     try:

@@ -200,7 +200,6 @@ def check_config(config: RunConfig) -> None:
     and what to change.
     """
     from .attribution import METHODS
-    from .cluster import GroupedDiscovery
     from .models import check_model_name
     from .task_metric import check_metric
 
@@ -242,7 +241,7 @@ def check_config(config: RunConfig) -> None:
             ("--metric", lambda: check_metric(config.metric)),
             ("--task", lambda: _check_task(config)),
             ("--clusterer/--k-rule/--preprocessing/--base-algo",
-             lambda: _discovery(config, GroupedDiscovery).check_params())):
+             lambda: _discovery(config).check_params())):
         try:
             check()
         except ConfigError:
@@ -280,10 +279,13 @@ def edge_fractions(config: RunConfig) -> List[float]:
     return sorted(set(float(f) for f in (config.edge_fractions or MIB_GRID)))
 
 
-def _discovery(config: RunConfig, cls: Any) -> Any:
-    return cls(clusterer=config.clusterer, base_algo=config.base_algo,
-               max_clusters=config.max_clusters, k_rule=config.k_rule,
-               preprocessing=config.preprocessing, random_state=config.seed)
+def _discovery(config: RunConfig) -> Any:
+    """The (unfitted) ``GroupedDiscovery`` the run uses."""
+    from .cluster import GroupedDiscovery
+
+    return GroupedDiscovery(clusterer=config.clusterer, base_algo=config.base_algo,
+                            max_clusters=config.max_clusters, k_rule=config.k_rule,
+                            preprocessing=config.preprocessing, random_state=config.seed)
 
 
 @contextmanager
@@ -326,7 +328,7 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     """
     check_config(config)
     from . import attribute
-    from .cluster import GroupedDiscovery, k_random_circuits, single_circuit
+    from .cluster import k_random_circuits, single_circuit
     from .data import load_examples, make_loader, split_examples
     from .metrics import combine_circuits, evaluate_circuits, overlap_matrix
     from .models import load_model, make_patchable
@@ -358,7 +360,7 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
         if dropped["test"]:
             test = test.subset(A_test.example_ids)
         with timer.stage("clustering"):
-            gd = _discovery(config, GroupedDiscovery)
+            gd = _discovery(config)
             gd.fit(A, model=pm, dataloader=train)
             routed = np.asarray(gd.predict(A_test))
         k = int(gd.n_clusters_)
