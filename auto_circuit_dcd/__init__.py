@@ -56,6 +56,8 @@ _EXPORTS: Dict[str, str] = {
     "make_dataset": "auto_circuit_dcd.tasks",
     # registration with auto-circuit
     "register": "auto_circuit_dcd.registry",
+    # errors the user can fix (the command prints them in one line)
+    "UserError": "auto_circuit_dcd.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

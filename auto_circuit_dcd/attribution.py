@@ -14,24 +14,27 @@ positive = the edge supports the clean behaviour), computed per example.
 
 This module is the front: it checks the input, picks a backend (:data:`BACKENDS`), runs
 it batch by batch (every example of a batch has the same token length; the passes are
-:func:`auto_circuit_dcd.passes.run_passes`), caches rows per batch and assembles the
-:class:`AttributionMatrix`. Nothing is stored per destination (auto-circuit keeps a
+:func:`auto_circuit_dcd.passes.run_passes`), keeps rows per batch in the cache
+(:mod:`auto_circuit_dcd.cache`) when asked, and assembles the :class:`AttributionMatrix`
+with the current loader's example ids and groups. Nothing is stored per destination (auto-circuit keeps a
 source-difference copy in each of its destination wrappers); the model is never put in
 patch mode.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from .cache import AttributionCache, batch_digest, cache_key, model_digest
+from .data import DatasetError, batch_to
 from .devices import model_device
+from .errors import NonFiniteRowsError
 from .fast_attribution import fast_attribute_batch
 from .forward import WrapperGraph, frozen, unsupported_reason
 from .hooks_attribution import hooks_attribute_batch
@@ -76,67 +79,41 @@ def _check_model(model: Any, dataloader: Any) -> None:
             "(it repeats the K/V heads first) instead of auto-circuit's patchable_model")
 
 
-def _batch_ids(dataloader: Any) -> Optional[List[List[Any]]]:
+def _batches(dataloader: Any) -> Tuple[List[Any], List[List[Any]]]:
+    """Every batch to score and the example ids of its rows.
+
+    An :class:`ExampleLoader` knows its ids. auto-circuit's own ``PromptDataLoader``
+    drops its last partial batch (``drop_last=True``): its ``dataset`` is batched again
+    here, in order and keeping every example; row ``i`` is ``loader.dataset[i]``.
+    """
+    from auto_circuit.data import PromptDataLoader, collate_fn
+    from torch.utils.data import DataLoader
+
     ids = getattr(dataloader, "batch_example_ids", None)
-    return None if ids is None else [list(b) for b in ids]
+    if ids is not None:
+        return list(dataloader), [list(b) for b in ids]
+    if isinstance(dataloader, PromptDataLoader):
+        dataloader = DataLoader(dataloader.dataset, batch_size=dataloader.batch_size or 1,
+                                shuffle=False, collate_fn=collate_fn)
+    batches = list(dataloader)
+    out, start = [], 0
+    for b in batches:
+        out.append(list(range(start, start + b.clean.shape[0])))
+        start += b.clean.shape[0]
+    return batches, out
 
 
-# ----------------------------------------------------------------------------- caching
-def _fingerprint(model: Any, graph: WrapperGraph, batches: List[Any], params: Dict[str, Any]) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(params, sort_keys=True).encode())
-    h.update("\n".join(graph.names).encode())
-    for name, p in sorted(model.wrapped_model.state_dict().items()):
-        if not torch.is_tensor(p) or not p.is_floating_point():
-            continue
-        flat = p.detach().reshape(-1)
-        h.update(name.encode())
-        h.update(str(tuple(p.shape)).encode())
-        h.update(flat[: 4096].float().cpu().numpy().tobytes())
-        h.update(f"{float(flat.float().sum()):.8e}".encode())  # no float64 on MPS
-    for batch in batches:
-        for t in (batch.clean, batch.corrupt):
-            h.update(t.cpu().numpy().tobytes())
-        for a in (batch.answers, batch.wrong_answers):
-            for x in (a if isinstance(a, list) else [a]):
-                h.update(x.cpu().numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
-class _ChunkStore:
-    """Rows written per batch as they are computed, so an interrupted run resumes."""
-
-    def __init__(self, root: Path, fingerprint: str):
-        self.dir = Path(root) / f"attribution-{fingerprint}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def done(self) -> Optional[AttributionMatrix]:
-        if (self.dir / "matrix" / "attribution.json").exists():
-            return AttributionMatrix.load(self.dir / "matrix")
-        return None
-
-    def _path(self, b: int) -> Path:
-        return self.dir / f"batch-{b:06d}.safetensors"
-
-    def get(self, b: int) -> Optional[Tuple[Tensor, Tensor]]:
-        from safetensors.torch import load_file
-
-        if not self._path(b).exists():
-            return None
-        data = load_file(str(self._path(b)))
-        return data["rows"], data["metric"]
-
-    def put(self, b: int, rows: Tensor, metric: Tensor) -> None:
-        from safetensors.torch import save_file
-
-        tmp = self._path(b).with_suffix(".tmp")
-        save_file({"rows": rows.contiguous(), "metric": metric.contiguous()}, str(tmp))
-        tmp.replace(self._path(b))
-
-    def finish(self, matrix: AttributionMatrix) -> None:
-        matrix.save(self.dir / "matrix")
-        for p in self.dir.glob("batch-*.safetensors"):
-            p.unlink()
+def _check_lengths(model: Any, batches: List[Any], batch_ids: List[List[Any]]) -> None:
+    """Refuse prompts longer than the model's context, naming them and the limit."""
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is None:
+        return
+    for batch, ids in zip(batches, batch_ids):
+        length = int(batch.clean.shape[1])
+        if length > n_ctx:
+            raise DatasetError(
+                f"prompt(s) {ids[:5]} are {length} tokens long (BOS included), longer than "
+                f"the model's context of {n_ctx} tokens (cfg.n_ctx): shorten or drop them")
 
 
 def _choose_backend(model: Any, backend: str) -> str:
@@ -172,18 +149,23 @@ def attribute(
 
     Args:
         model: an auto-circuit ``PatchableModel`` (factorized, positions summed).
-        dataloader: any auto-circuit ``PromptDataLoader``; an :class:`ExampleLoader`
-            (from :func:`auto_circuit_dcd.prepare`) also gives example ids and groups.
-            Rows follow the loader's order.
+        dataloader: an :class:`ExampleLoader` (from :func:`auto_circuit_dcd.prepare`:
+            rows in its order, with example ids and groups) or auto-circuit's own
+            ``PromptDataLoader`` (every example of ``loader.dataset``, the last partial
+            batch its ``drop_last`` leaves out included; row ``i`` is ``dataset[i]``).
         method: ``"eap"`` or ``"eap-ig"`` (input embeddings interpolated corrupt -> clean
             over ``ig_steps`` points, gradients averaged).
         metric: ``"max_diff"`` (the method's mu: correct logit - max wrong logit) or
             ``"avg_diff"`` (auto-circuit's: mean correct - mean wrong).
         cache_dir: if given, rows are written there per batch as they are computed; a
-            second call with the same model, data and parameters resumes or loads.
+            second call with the same model weights and config, data and parameters
+            resumes or loads; every file is verified when read (see
+            :mod:`auto_circuit_dcd.cache`). Ids and groups always come from ``dataloader``.
         dtype: storage dtype of the scores (``torch.float32`` or ``torch.float16``).
         nan_tolerance: largest share of examples whose row is not finite that is dropped
-            (with a warning naming them); above it, an error.
+            (with a warning naming them, and their ids in ``meta["dropped_ids"]``);
+            above it, :class:`~auto_circuit_dcd.errors.NonFiniteRowsError`. Applied on
+            every call, to cached rows too.
         backend: ``"auto"`` (default: fast where supported), ``"fast"`` or ``"hooks"``;
             see :data:`BACKENDS`.
 
@@ -192,8 +174,6 @@ def attribute(
         ``edge_names``, ``example_ids``, ``groups`` and ``meta``; ``meta['clean_metric']``
         holds each example's metric on the clean prompt.
     """
-    from auto_circuit.utils.custom_tqdm import tqdm
-
     method = method.lower()
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -201,83 +181,92 @@ def attribute(
     steps = METHODS[method] or int(ig_steps)
     if steps < 1:
         raise ValueError("ig_steps must be at least 1")
+    if not 0.0 <= nan_tolerance <= 1.0:
+        raise ValueError(f"nan_tolerance is a share of examples in [0, 1], got {nan_tolerance}")
     _check_model(model, dataloader)
     graph = WrapperGraph(model)
     backend_name = _choose_backend(model, backend)
-    batch_fn = BACKENDS[backend_name]
-    alphas = [k / steps for k in range(steps, 0, -1)]  # alpha = 1 first
-    from .data import batch_to
-
+    batches, batch_ids = _batches(dataloader)
     device = model_device(model)
-    batches = [batch_to(b, device) for b in dataloader]
+    batches = [batch_to(b, device) for b in batches]
     if not batches:
-        raise ValueError("the dataloader yields no batches (empty dataset, or fewer "
-                         "examples than its batch size with auto-circuit's drop_last)")
-    n_rows = sum(b.clean.shape[0] for b in batches)
-    dropped = len(getattr(dataloader, "dataset", [])) - n_rows
-    if dropped > 0:
-        warnings.warn(
-            f"the loader yields {n_rows} of its {n_rows + dropped} examples (auto-circuit's "
-            "PromptDataLoader drops the last partial batch); use dcd.prepare or "
-            "dcd.make_loader to score every example", stacklevel=2)
-    batch_ids = _batch_ids(dataloader)
-    if batch_ids is None:
-        batch_ids, start = [], 0
-        for b in batches:
-            batch_ids.append(list(range(start, start + b.clean.shape[0])))
-            start += b.clean.shape[0]
+        raise DatasetError("the dataloader yields no batches (empty dataset)")
+    _check_lengths(model, batches, batch_ids)
     params = {"method": method, "ig_steps": steps, "metric": metric,
               "model": str(getattr(model.cfg, "model_name", "unknown")),
-              "dtype": str(dtype).replace("torch.", "")}
-    store = None
-    if cache_dir is not None:
-        store = _ChunkStore(Path(cache_dir), _fingerprint(model, graph, batches, params))
-        finished = store.done()
-        if finished is not None:
-            return finished
+              "dtype": str(dtype).replace("torch.", ""), "backend": backend_name}
 
+    with ExitStack() as stack:
+        store: Optional[AttributionCache] = None
+        keys: List[str] = []
+        if cache_dir is not None:
+            keys = [batch_digest(b) for b in batches]
+            key = cache_key(model_digest(model), graph.names, keys, params)
+            store = stack.enter_context(AttributionCache(Path(cache_dir), key))
+        n_rows = sum(len(ids) for ids in batch_ids)
+        found = store.rows(n_rows) if store is not None else None
+        if found is None:
+            found = _compute(model, graph, batches, BACKENDS[backend_name], metric_fn,
+                             [k / steps for k in range(steps, 0, -1)],  # alpha = 1 first
+                             dtype, store, keys, desc=f"{method} attribution",
+                             progress=progress)
+            if store is not None:
+                store.finish(*found)
+    scores, clean_metric = found
+    return _matrix(scores, clean_metric, graph, dataloader, batch_ids, params,
+                   nan_tolerance)
+
+
+def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Callable,
+             metric_fn: Callable, alphas: List[float], dtype: torch.dtype,
+             store: Optional[AttributionCache], keys: List[str], desc: str,
+             progress: bool) -> Tuple[Tensor, Tensor]:
+    """Rows and clean metrics of every batch, read from ``store`` where it has them."""
+    from auto_circuit.utils.custom_tqdm import tqdm
+
+    device = model_device(model)
     all_rows, all_metric = [], []
     with frozen(model):
-        bar = tqdm(batches, desc=f"{method} attribution", disable=not progress)
-        for b, batch in enumerate(bar):
-            cached = store.get(b) if store is not None else None
+        for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+            n = int(batch.clean.shape[0])
+            cached = store.batch(b, keys[b], n) if store is not None else None
             if cached is None:
                 rows, mu = batch_fn(model, graph, batch, metric_fn, alphas)
                 rows = rows.to(dtype)
                 if store is not None:
-                    store.put(b, rows, mu)
+                    store.put_batch(b, keys[b], rows, mu)
             else:
-                rows, mu = cached
+                rows, mu = cached[0].to(device), cached[1].to(device)
             all_rows.append(rows)
             all_metric.append(mu)
-    scores = torch.cat(all_rows)
-    clean_metric = torch.cat(all_metric)
+    return torch.cat(all_rows), torch.cat(all_metric)
+
+
+def _matrix(scores: Tensor, clean_metric: Tensor, graph: WrapperGraph, dataloader: Any,
+            batch_ids: List[List[Any]], params: Dict[str, Any],
+            nan_tolerance: float) -> AttributionMatrix:
+    """The matrix with the current loader's ids and groups, non-finite rows dropped."""
     ids = [i for b in batch_ids for i in b]
     groups = getattr(dataloader, "groups", None)
     if groups is not None and len(groups) != len(ids):
         groups = None
-
+    meta = dict(params)
     bad = (~torch.isfinite(scores.float())).any(1)
     if bool(bad.any()):
         bad_ids = [ids[i] for i in bad.nonzero().flatten().tolist()]
         share = len(bad_ids) / len(ids)
         if share > nan_tolerance:
-            raise FloatingPointError(
+            raise NonFiniteRowsError(
                 f"{len(bad_ids)} of {len(ids)} examples ({share:.1%}) have non-finite "
                 f"attribution rows (ids {bad_ids[:10]}): above nan_tolerance="
                 f"{nan_tolerance}. Check the model's dtype (float16 overflows) and prompts.")
         warnings.warn(f"dropping {len(bad_ids)} example(s) with non-finite attribution "
-                      f"rows: ids {bad_ids[:20]}", stacklevel=2)
+                      f"rows: ids {bad_ids[:20]}", stacklevel=3)
         keep = (~bad).nonzero().flatten()
         scores, clean_metric = scores[keep], clean_metric[keep]
         ids = [ids[i] for i in keep.tolist()]
         groups = None if groups is None else [groups[i] for i in keep.tolist()]
-        params["dropped_ids"] = bad_ids
-
-    params["backend"] = backend_name
-    params["clean_metric"] = [float(x) for x in clean_metric]
-    matrix = AttributionMatrix(scores=scores, edge_names=graph.names, example_ids=ids,
-                               groups=groups, meta=params, layout=graph.layout)
-    if store is not None:
-        store.finish(matrix)
-    return matrix
+        meta["dropped_ids"] = bad_ids
+    meta["clean_metric"] = [float(x) for x in clean_metric]
+    return AttributionMatrix(scores=scores, edge_names=graph.names, example_ids=ids,
+                             groups=groups, meta=meta, layout=graph.layout)

@@ -1,15 +1,19 @@
 """The ``auto-circuit-dcd`` command: ``run`` (the main job), ``make-dataset``, ``fetch-model``.
 
 Heavy imports happen inside each command, so ``--help`` answers at once. Errors the user
-can fix (bad arguments, bad files, no network) print one line, never a traceback
-(set ``AUTO_CIRCUIT_DCD_DEBUG=1`` to see it).
+can fix (:class:`~auto_circuit_dcd.errors.UserError`: bad arguments, bad files, no
+network; and a full disk or a folder without write permission) print one line, never a
+traceback (set ``AUTO_CIRCUIT_DCD_DEBUG=1`` to see it); anything else is a bug and prints
+its traceback and where to report it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -22,8 +26,8 @@ OFFLINE_MODELS = ("toy-two-task", "smollm2-135m", "tiny-random", "tiny-random-at
                   "tiny-random-gqa")
 
 
-class UsageError(Exception):
-    """A problem with the command's arguments or files, reported in one line."""
+#: OSError numbers that are the machine's state, not a bug (reported in one line)
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT}
 
 
 def _csv(value: str) -> List[str]:
@@ -52,6 +56,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction, out=args.out,
         edge_fractions=args.edge_fractions, threads=args.threads,
         device=args.device, dtype=args.dtype,
+        p_cross=args.p_cross, nan_tolerance=args.nan_tolerance,
     )
     run(config, progress=not args.quiet)
     return 0
@@ -131,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--test-fraction", type=float, default=0.2)
     r.add_argument("--edge-fractions", type=_fractions, default=None,
                    help="comma-separated circuit sizes as fractions of edges (default: MIB grid)")
+    r.add_argument("--p-cross", type=float, default=0.05,
+                   help="edge fraction of the cross-faithfulness matrix (one of --edge-fractions)")
+    r.add_argument("--nan-tolerance", type=float, default=0.01,
+                   help="largest share of examples with non-finite attribution rows that is "
+                        "dropped (and reported); above it the run stops")
     r.add_argument("--seed", type=int, default=42)
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     r.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
@@ -176,11 +186,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("interrupted; cached attributions in the output folder are kept and a "
               "re-run resumes", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - user-facing errors become one line
-        if not _is_user_error(err) or os.environ.get("AUTO_CIRCUIT_DCD_DEBUG"):
+    except Exception as err:  # noqa: BLE001 - user errors: one line; bugs: traceback
+        if os.environ.get("AUTO_CIRCUIT_DCD_DEBUG"):
             raise
-        print(f"auto-circuit-dcd {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        if _is_user_error(err):
+            print(f"auto-circuit-dcd {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(f"auto-circuit-dcd {args.command}: internal error ({type(err).__name__}); this "
+              f"is a bug in auto-circuit-dcd {_version()}. Please report it to "
+              f"{_bug_report_address()} with the command, the traceback above and the output of "
+              "`pip show auto-circuit-dcd auto-circuit transformer-lens torch`.",
+              file=sys.stderr)
+        return 1
 
 
 def _show_package_log() -> None:
@@ -201,10 +219,31 @@ def _show_package_log() -> None:
 
 
 def _is_user_error(err: Exception) -> bool:
-    from .data import DatasetError
+    from .errors import UserError
 
-    return isinstance(err, (UsageError, DatasetError, FileNotFoundError, ValueError,
-                            RuntimeError, KeyError))
+    return isinstance(err, UserError) or (isinstance(err, OSError)
+                                          and err.errno in _ENVIRONMENT_ERRNOS)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _bug_report_address() -> str:
+    """Where to report bugs: the package metadata's tracker URL, else its maintainers."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("auto-circuit-dcd").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        urls = []
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("issues", "bug tracker", "tracker", "source"):
+            return url.strip()
+    return "the maintainers of auto-circuit-dcd (see `pip show auto-circuit-dcd`)"
 
 
 if __name__ == "__main__":

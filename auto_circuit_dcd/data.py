@@ -7,7 +7,8 @@ example ids and left-pads prompts of different lengths. This module:
    ``wrong_answers``; strings or token ids) plus optional per-prompt fields: a group
    label (``group`` by default), an ``id`` and a ``split`` (train/val/test);
 2. tokenizes every prompt alone (BOS prepended, as auto-circuit does), checks each pair
-   (equal clean/corrupt lengths, one-token answers) and names the prompt at fault;
+   (no word the tokenizer does not know, equal clean/corrupt lengths, one-token answers)
+   and names the prompt at fault;
 3. batches examples by token length, so no padding and no shared KV cache is ever
    needed, and keeps every example: the last batch of each length may be smaller;
 4. returns :class:`ExampleLoader`, a real ``PromptDataLoader`` (drop-in for
@@ -29,6 +30,9 @@ import torch
 from auto_circuit.data import PromptDataLoader, PromptPair, PromptPairBatch, collate_fn
 from torch.utils.data import DataLoader, Sampler
 
+from .errors import UserError
+from .tokens import UnknownWordError, encode
+
 __all__ = [
     "Example",
     "DatasetError",
@@ -43,7 +47,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be scored as it is; the message says what to change."""
 
 
@@ -95,7 +99,7 @@ def read_prompts(source: str | Path | Dict[str, Any]) -> List[Dict[str, Any]]:
     return prompts
 
 
-def _tokenize_text(tokenizer: Any, text: Any) -> List[int]:
+def _tokenize_text(tokenizer: Any, text: Any, where: str = "a prompt") -> List[int]:
     if isinstance(text, list):  # pre-tokenized
         if text and isinstance(text[0], list):
             if len(text) != 1:
@@ -105,7 +109,11 @@ def _tokenize_text(tokenizer: Any, text: Any) -> List[int]:
     if tokenizer is None:
         raise DatasetError("prompts are strings but the model has no tokenizer: "
                            "give token ids instead")
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    try:
+        return encode(tokenizer, text)
+    except UnknownWordError as err:
+        raise DatasetError(f"{where}: {err}. Use words in the tokenizer's vocabulary, or "
+                           "give token ids") from None
 
 
 def _answer_ids(tokenizer: Any, answers: Any, i: int, key: str) -> torch.Tensor:
@@ -116,7 +124,7 @@ def _answer_ids(tokenizer: Any, answers: Any, i: int, key: str) -> torch.Tensor:
         if isinstance(a, int):
             ids.append(a)
             continue
-        toks = _tokenize_text(tokenizer, a)
+        toks = _tokenize_text(tokenizer, a, f"prompt {i}, {key[:-1].replace('_', ' ')}")
         if len(toks) != 1:
             raise DatasetError(
                 f"prompt {i}: {key[:-1].replace('_', ' ')} {a!r} is {len(toks)} tokens "
@@ -144,8 +152,10 @@ def tokenize_examples(
     for i, p in enumerate(prompts):
         # Pre-tokenized prompts are taken as they are (auto-circuit does the same).
         pre = isinstance(p["clean"], list)
-        clean = (bos if not pre else []) + _tokenize_text(tokenizer, p["clean"])
-        corrupt = (bos if not pre else []) + _tokenize_text(tokenizer, p["corrupt"])
+        clean = (bos if not pre else []) + _tokenize_text(tokenizer, p["clean"],
+                                                          f"prompt {i}, clean")
+        corrupt = (bos if not pre else []) + _tokenize_text(tokenizer, p["corrupt"],
+                                                            f"prompt {i}, corrupt")
         if len(clean) != len(corrupt):
             raise DatasetError(
                 f"prompt {i}: clean and corrupt prompts have different token lengths "

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import ConfigError
+
 __all__ = ["DEVICE_CHOICES", "DTYPE_CHOICES", "resolve_device", "resolve_dtype",
            "model_device"]
 
@@ -38,22 +40,22 @@ def resolve_device(device: Any = "auto") -> Any:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}: use one of {list(DEVICE_CHOICES)} "
+        raise ConfigError(f"unknown device {device!r}: use one of {list(DEVICE_CHOICES)} "
                          "(or cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available here "
+            raise ConfigError(f"device {name!r} asked for, but CUDA is not available here "
                              "(torch.cuda.is_available() is False): use --device cpu or auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but only "
+            raise ConfigError(f"device {name!r} asked for, but only "
                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"device {name!r} asked for, but Apple MPS is not available "
+            raise ConfigError(f"device {name!r} asked for, but Apple MPS is not available "
                              "here: use --device cpu or auto")
     elif dev.type not in ("cpu", "meta"):
-        raise ValueError(f"unknown device {device!r}: use one of {list(DEVICE_CHOICES)}")
+        raise ConfigError(f"unknown device {device!r}: use one of {list(DEVICE_CHOICES)}")
     return dev
 
 
@@ -66,7 +68,7 @@ def resolve_dtype(dtype: Any = "float32") -> Any:
     else:
         name = str(dtype).strip().lower().replace("torch.", "")
     if name not in DTYPE_CHOICES:
-        raise ValueError(f"unsupported dtype {dtype!r}: use one of {list(DTYPE_CHOICES)}")
+        raise ConfigError(f"unsupported dtype {dtype!r}: use one of {list(DTYPE_CHOICES)}")
     return getattr(torch, name)
 
 

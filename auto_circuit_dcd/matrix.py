@@ -4,6 +4,11 @@ An ``AttributionMatrix`` is a dense ``[n_examples, n_edges]`` float tensor whose
 follow :mod:`auto_circuit_dcd.edges`' fixed order. It is never separated from its column
 names: ``save`` writes the scores (safetensors) and a JSON sidecar with edge names,
 example ids, groups, the model name and the method's parameters; no pickles.
+
+Saving: 1. the old JSON (if any) is removed, so the folder never pairs new scores with an
+old description; 2. the scores, 3. the JSON (with the scores' shape, dtype and checksum),
+each written whole or not at all (:mod:`auto_circuit_dcd.files`). Loading checks the
+scores against all three and refuses non-float scores.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import numpy as np
 import torch
 
 from .edges import EdgeLayout, edge_layout
+from .errors import DamagedFileError
+from .files import save_tensors, tensor_digest, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.utils.patchable_model import PatchableModel
@@ -163,38 +170,48 @@ class AttributionMatrix:
 
     # ---------------------------------------------------------------- storage
     def save(self, path: str | Path) -> Path:
-        """Write ``path/scores.safetensors`` and ``path/attribution.json``; returns ``path``."""
-        from safetensors.torch import save_file
+        """Write ``path/scores.safetensors`` and ``path/attribution.json``; returns ``path``.
 
+        The JSON describing the scores is written last; an interrupted save leaves a
+        folder that ``load`` refuses, never one whose rows do not match its ids.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({"scores": self.scores.detach().cpu().contiguous()}, str(path / SCORES_FILE))
+        scores = self.scores.detach().cpu().contiguous()
+        (path / META_FILE).unlink(missing_ok=True)
+        save_tensors(path / SCORES_FILE, {"scores": scores})
         meta = {
             "format_version": FORMAT_VERSION,
             "shape": list(self.shape),
-            "dtype": str(self.scores.dtype).replace("torch.", ""),
+            "dtype": str(scores.dtype).replace("torch.", ""),
+            "checksum": tensor_digest(scores),
             "edge_names": self.edge_names,
             "example_ids": [_jsonable(x) for x in self.example_ids],
             "groups": self.groups,
             "meta": self.meta,
             "layout": None if self.layout is None else self.layout.to_json(),
         }
-        tmp = path / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(path / META_FILE)
+        write_text(path / META_FILE, json.dumps(meta))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "AttributionMatrix":
-        """Read a matrix written by :meth:`save`."""
-        from safetensors.torch import load_file
+        """Read a matrix written by :meth:`save`, checking the scores against the JSON."""
+        from safetensors import safe_open
 
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path} not found: not a saved AttributionMatrix")
-        meta = json.loads(meta_path.read_text())
-        scores = load_file(str(path / SCORES_FILE))["scores"]
+            raise FileNotFoundError(f"{meta_path} not found: not a saved AttributionMatrix "
+                                    "(or its save was interrupted: save it again)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            with safe_open(str(path / SCORES_FILE), framework="pt") as f:
+                scores = f.get_tensor("scores")
+        except Exception as err:  # noqa: BLE001 - any unreadable pair is reported as such
+            raise DamagedFileError(f"{path} holds no readable AttributionMatrix "
+                                   f"({type(err).__name__}: {err})") from err
+        _check_scores(path, scores, meta)
         layout = meta.get("layout")
         return cls(
             scores=scores,
@@ -213,6 +230,28 @@ class AttributionMatrix:
         names, layout = edge_layout(model)
         scores = torch.stack([layout.from_prune_scores(ps) for ps in rows])
         return cls(scores=scores, edge_names=names, layout=layout, **kwargs)
+
+
+def _check_scores(path: Path, scores: torch.Tensor, meta: Dict[str, Any]) -> None:
+    """The scores must be float and have the dtype, shape and checksum the JSON gives."""
+    if not scores.is_floating_point():
+        raise DamagedFileError(f"{path / SCORES_FILE} holds {scores.dtype} scores: an "
+                               "AttributionMatrix holds float scores")
+    dtype = str(scores.dtype).replace("torch.", "")
+    problems = []
+    if "dtype" in meta and meta["dtype"] != dtype:
+        problems.append(f"dtype {dtype}, the JSON says {meta['dtype']}")
+    if "shape" in meta and list(meta["shape"]) != list(scores.shape):
+        problems.append(f"shape {list(scores.shape)}, the JSON says {meta['shape']}")
+    names, ids = meta.get("edge_names", []), meta.get("example_ids", [])
+    if scores.ndim != 2 or len(names) != scores.shape[-1] or len(ids) != scores.shape[0]:
+        problems.append(f"shape {list(scores.shape)} for {len(ids)} example ids and "
+                        f"{len(names)} edge names")
+    if not problems and "checksum" in meta and meta["checksum"] != tensor_digest(scores):
+        problems.append("values that do not match the JSON's checksum")
+    if problems:
+        raise DamagedFileError(f"{path / SCORES_FILE} does not match {path / META_FILE}: it "
+                               f"has {'; '.join(problems)}. Save the matrix again.")
 
 
 def _as_positions(rows: Any, n: int) -> torch.Tensor:

@@ -2,25 +2,35 @@
 
 ``run(RunConfig(...))`` does, writing everything under ``config.out``:
 
+0. check every argument (:func:`check_config`) before anything is loaded, then lock
+   ``config.out`` for the run (a failed run removes an output folder it created, unless
+   it holds cached attributions to resume from);
 1. load the model and the dataset (a JSON file, a generated task, or the embedded toy
    model's mixed dataset), split train/test (the prompts' own ``split`` fields if any);
 2. per-example attribution of train and test examples (cached in ``out/cache``: an
-   interrupted run resumes, a repeated run loads);
-3. fit :class:`GroupedDiscovery` on the train rows; route test examples with ``predict``;
+   interrupted run resumes, a repeated run loads); examples whose rows are not finite
+   (within ``nan_tolerance``) are left out of everything after, and reported;
+3. fit :class:`GroupedDiscovery` on the train rows; route test examples with ``predict``
+   on their own attribution rows (so routing needs each test example's answers and
+   corrupted prompt); HDBSCAN noise (``-1``) is counted, and routed faithfulness is
+   given both with noise left out and with it sent to the largest cluster's circuit;
 4. circuits: the single baseline (all train rows), one per cluster, K-random (same k);
 5. evaluate every circuit once on the whole test split at every edge fraction
    (per-example metric values), then aggregate without more model passes: single,
    DCD oracle and routed, K-random, each cluster's own circuit vs the single circuit on
    its routed test group, cross-faithfulness at ``p`` and edge overlap;
-6. write ``report.json``, ``report.html``, the attribution matrices and the circuits
-   (``circuits.safetensors`` + ``circuits.json`` with edge names and top edges).
+6. write the attribution matrices and the circuits (``circuits.safetensors`` +
+   ``circuits.json`` with edge names and top edges), then ``report.json`` and
+   ``report.html``: each file whole or not at all, data before what describes it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import platform
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -30,11 +40,20 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
-__all__ = ["RunConfig", "run", "load_tokenizer", "summary_table"]
+from .errors import ConfigError
+from .files import folder_lock, remove_temporaries, save_tensors, write_text
+
+__all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer",
+           "summary_table"]
 
 DEFAULT_MODEL = "toy-two-task"
 #: edges of each cluster's circuit drawn in the report (its top edges by |score|)
 DRAWN_EDGES = 40
+REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+#: the composition entry of training examples without a group label
+UNLABELLED = "(no group)"
+ROUTING_NOTE = ("each test example is routed by its own attribution row, which needs its "
+                "answers and its corrupted prompt; examples without them cannot be routed")
 
 
 @dataclass
@@ -68,6 +87,8 @@ class RunConfig:
     device: str = "auto"
     # the model's dtype: "float32", "float16" or "bfloat16"
     dtype: str = "float32"
+    # share of examples whose attribution row may be non-finite (dropped, and reported)
+    nan_tolerance: float = 0.01
 
 
 class _Timer:
@@ -100,10 +121,7 @@ def load_tokenizer(model: str) -> Any:
 
 def _dataset_path(config: RunConfig, tokenizer: Any, out: Path) -> Path:
     if config.dataset:
-        path = Path(config.dataset)
-        if not path.exists():
-            raise FileNotFoundError(f"--dataset {path} does not exist")
-        return path
+        return Path(config.dataset)
     if config.task:
         from .tasks import make_dataset
 
@@ -115,8 +133,8 @@ def _dataset_path(config: RunConfig, tokenizer: Any, out: Path) -> Path:
         from .toy import toy_dataset_path
 
         return Path(toy_dataset_path("mixed"))
-    raise ValueError(f"model {config.model!r} has no embedded dataset: pass --dataset FILE "
-                     "or --task NAME (e.g. --task all-tasks)")
+    raise ConfigError(f"model {config.model!r} has no embedded dataset: pass --dataset FILE "
+                      "or --task NAME (e.g. --task all-tasks)")
 
 
 def _finite(x: Any) -> Any:
@@ -164,156 +182,316 @@ def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
 
 def _save_circuits(path: Path, circuits: Dict[str, torch.Tensor], edge_names: List[str],
                    top: int = 50) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous().float() for k, v in circuits.items()},
-              str(path / "circuits.safetensors"))
+    """``circuits.safetensors``, then ``circuits.json`` describing it (old JSON removed first)."""
+    (path / "circuits.json").unlink(missing_ok=True)
+    save_tensors(path / "circuits.safetensors",
+                 {k: v.contiguous().float() for k, v in circuits.items()})
     listing = {}
     for name, vec in circuits.items():
         order = vec.abs().argsort(descending=True)[:top].tolist()
         listing[name] = [[edge_names[j], float(vec[j])] for j in order]
-    (path / "circuits.json").write_text(json.dumps({
+    write_text(path / "circuits.json", json.dumps({
         "edge_names": edge_names,
         "scores_file": "circuits.safetensors",
         "top_edges": listing,
     }))
 
 
+def check_config(config: RunConfig) -> None:
+    """Refuse a configuration that cannot work, before anything is loaded or written.
+
+    Raises :class:`~auto_circuit_dcd.errors.ConfigError` naming the command-line flag
+    and what to change.
+    """
+    from .attribution import METHODS
+    from .devices import resolve_device, resolve_dtype
+    from .models import check_model_name
+    from .task_metric import check_metric
+
+    def need(ok: bool, flag: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{flag} {why}")
+
+    for flag, value, low in (("--n", config.n, 1), ("--batch-size", config.batch_size, 1),
+                             ("--ig-steps", config.ig_steps, 1),
+                             ("--max-clusters", config.max_clusters, 2),
+                             ("--threads", config.threads, 1)):
+        need(value is None or (isinstance(value, int) and value >= low), flag,
+             f"must be a whole number of at least {low}, got {value!r}")
+    need(0.0 < config.test_fraction < 1.0, "--test-fraction",
+         f"must lie strictly between 0 and 1, got {config.test_fraction}")
+    need(0.0 <= config.nan_tolerance <= 1.0, "--nan-tolerance",
+         f"is a share of examples in [0, 1], got {config.nan_tolerance}")
+    need(config.method in METHODS, "--method", f"must be one of {sorted(METHODS)}, got "
+         f"{config.method!r}")
+    grid = edge_fractions(config)
+    need(bool(grid) and all(0.0 <= f <= 1.0 for f in grid), "--edge-fractions",
+         f"must be fractions in [0, 1], got {grid}")
+    need(any(math.isclose(f, config.p_cross) for f in grid), "--edge-fractions",
+         f"{grid} lacks {config.p_cross}, where cross-faithfulness is taken (--p-cross): "
+         f"add {config.p_cross} or choose --p-cross among them")
+    for flag, check in (("--model", lambda: check_model_name(config.model)),
+                        ("--device", lambda: resolve_device(config.device)),
+                        ("--dtype", lambda: resolve_dtype(config.dtype))):
+        try:
+            check()
+        except ConfigError as err:
+            raise ConfigError(f"{flag}: {err}") from None
+    need(not (config.dataset and config.task), "--dataset", "and --task exclude each other")
+    need(not config.prompt_types or bool(config.task), "--prompt-types", "needs --task")
+    if config.dataset:
+        need(Path(config.dataset).is_file(), "--dataset", f"{config.dataset} does not exist")
+    elif not config.task:
+        need(config.model == DEFAULT_MODEL, "--model",
+             f"{config.model!r} has no embedded dataset: pass --dataset FILE or --task NAME "
+             "(e.g. --task all-tasks)")
+    for flag, check in (
+            ("--metric", lambda: check_metric(config.metric)),
+            ("--task", lambda: _check_task(config)),
+            ("--clusterer/--k-rule/--preprocessing/--base-algo",
+             lambda: _discovery(config).check_params())):
+        try:
+            check()
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, KeyError) as err:
+            raise ConfigError(f"{flag}: {err}") from None
+    _check_out(Path(config.out))
+
+
+def _check_task(config: RunConfig) -> None:
+    if config.task:
+        from .tasks.dataset import resolve_components
+
+        resolve_components(config.task, config.prompt_types)
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder this process can create or write into."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write into {existing} (permission denied); "
+                          "choose another folder")
+
+
+def edge_fractions(config: RunConfig) -> List[float]:
+    """The circuit sizes evaluated: ``config.edge_fractions`` or the MIB grid, sorted."""
+    from .metrics import MIB_GRID
+
+    return sorted(set(float(f) for f in (config.edge_fractions or MIB_GRID)))
+
+
+def _discovery(config: RunConfig) -> Any:
+    """The (unfitted) ``GroupedDiscovery`` the run uses."""
+    from .cluster import GroupedDiscovery
+
+    return GroupedDiscovery(clusterer=config.clusterer, base_algo=config.base_algo,
+                            max_clusters=config.max_clusters, k_rule=config.k_rule,
+                            preprocessing=config.preprocessing, random_state=config.seed)
+
+
+@contextmanager
+def _output_folder(out: Path) -> Iterator[Path]:
+    """Hold ``out``'s lock for the run. A run that fails removes the folders it created,
+    unless they hold cached attribution rows (a re-run resumes from them)."""
+    first_new = None
+    p = out
+    while not p.exists():
+        first_new, p = p, p.parent
+    try:
+        with folder_lock(out, what="run"):
+            remove_temporaries(out, recursive=True)
+            yield out
+    except BaseException:
+        if first_new is not None and not any((out / "cache").glob("attribution-*/*.safetensors")):
+            shutil.rmtree(first_new, ignore_errors=True)
+        raise
+
+
+def _quality(groups: Optional[List[Optional[str]]], labels: np.ndarray) -> Optional[Dict[str, Any]]:
+    """Cluster quality on the rows that carry a group label, and how many do."""
+    from .metrics import cluster_quality
+
+    if groups is None:
+        return None
+    rows = [i for i, g in enumerate(groups) if g is not None]
+    if not rows:
+        return None
+    q = cluster_quality([groups[i] for i in rows], [int(labels[i]) for i in rows]).to_dict()
+    q.update(n_labelled=len(rows), n_unlabelled=len(groups) - len(rows))
+    return q
+
+
 def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
-    """Run the whole job; returns the report dict (also written to ``out/report.json``)."""
+    """Run the whole job; returns the report dict (also written to ``out/report.json``).
+
+    The configuration is checked first (:func:`check_config`); then ``config.out`` is
+    locked for the run (a second run into it is refused).
+    """
+    check_config(config)
     from . import attribute
-    from .cluster import GroupedDiscovery, k_random_circuits, single_circuit
+    from .cluster import k_random_circuits, single_circuit
     from .data import load_examples, make_loader, split_examples
-    from .metrics import (MIB_GRID, cluster_quality, combine_circuits, evaluate_circuits,
-                          overlap_matrix)
+    from .metrics import combine_circuits, evaluate_circuits, overlap_matrix
     from .models import load_model, make_patchable
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    fractions = sorted(set(config.edge_fractions or MIB_GRID) | {config.p_cross})
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    fractions = edge_fractions(config)
     timer = _Timer()
+    with _output_folder(Path(config.out)) as out:
+        with timer.stage("load_model"):
+            pm = make_patchable(load_model(config.model, device=config.device,
+                                           dtype=config.dtype))
+        with timer.stage("dataset"):
+            path = _dataset_path(config, pm.tokenizer, out)
+            examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
+            train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
+            train = make_loader(train_ex, config.batch_size)
+            test = make_loader(test_ex, config.batch_size)
+        with timer.stage("attribution"):
+            kw = dict(method=config.method, ig_steps=config.ig_steps, metric=config.metric,
+                      cache_dir=out / "cache", progress=progress,
+                      nan_tolerance=config.nan_tolerance)
+            A = attribute(pm, train, **kw)
+            A_test = attribute(pm, test, **kw)
+        # examples whose rows were not finite are left out of everything that follows
+        dropped = {"train": list(A.meta.get("dropped_ids", [])),
+                   "test": list(A_test.meta.get("dropped_ids", []))}
+        if dropped["train"]:
+            train = train.subset(A.example_ids)
+        if dropped["test"]:
+            test = test.subset(A_test.example_ids)
+        with timer.stage("clustering"):
+            gd = _discovery(config)
+            gd.fit(A, model=pm, dataloader=train)
+            routed = np.asarray(gd.predict(A_test))
+        k = int(gd.n_clusters_)
+        cluster_labels = sorted(int(c) for c in gd.circuits_)
+        with timer.stage("circuits"):
+            layout = A.layout_for(pm)
+            vec = lambda ps: layout.from_prune_scores(ps)  # noqa: E731
+            circuits: Dict[str, torch.Tensor] = {"single": vec(single_circuit(A)[0])}
+            for c in cluster_labels:
+                circuits[f"cluster_{c}"] = vec(gd.circuits_[c])
+            krand = k_random_circuits(A, k, random_state=config.seed) if k > 1 else {}
+            for c, ps in krand.items():
+                circuits[f"k_random_{c}"] = vec(ps)
+        with timer.stage("evaluation"):
+            results = evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
+                                        progress=progress)
+        frac = np.asarray(fractions)
+        test_ids = results["single"].example_ids
+        pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
+        route = np.array([routed[pos_of[i]] for i in test_ids], dtype=int)
+        largest = cluster_labels[0]
+        dcd_res = {c: results[f"cluster_{c}"] for c in cluster_labels}
+        dcd = combine_circuits(dcd_res, routing=route.tolist(), fallback=largest)
+        dcd_known = combine_circuits(dcd_res, routing=route.tolist(), exclude=(-1,))
+        kr_labels = [f"k_random_{c}" for c in krand]
+        k_random: Dict[str, Any] = {"faithfulness_oracle": None, "faithfulness_routed": None}
+        if kr_labels:
+            rng = np.random.default_rng(config.seed)
+            kr_route = rng.permutation(np.arange(len(test_ids)) % len(kr_labels))
+            kr = combine_circuits({lab: results[lab] for lab in kr_labels},
+                                  routing=[kr_labels[i] for i in kr_route])
+            k_random = {"faithfulness_oracle": kr.oracle_f, "faithfulness_routed": kr.routed_f}
+        single = results["single"]
+        p_idx = int(np.flatnonzero(np.isclose(frac, config.p_cross))[0])
 
-    with timer.stage("load_model"):
-        pm = make_patchable(load_model(config.model, device=config.device,
-                                       dtype=config.dtype))
-    with timer.stage("dataset"):
-        path = _dataset_path(config, pm.tokenizer, out)
-        examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
-        train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
-        train = make_loader(train_ex, config.batch_size)
-        test = make_loader(test_ex, config.batch_size)
-    with timer.stage("attribution"):
-        kw = dict(method=config.method, ig_steps=config.ig_steps, metric=config.metric,
-                  cache_dir=out / "cache", progress=progress)
-        A = attribute(pm, train, **kw)
-        A_test = attribute(pm, test, **kw)
-    with timer.stage("clustering"):
-        gd = GroupedDiscovery(clusterer=config.clusterer, base_algo=config.base_algo,
-                              max_clusters=config.max_clusters, k_rule=config.k_rule,
-                              preprocessing=config.preprocessing,
-                              random_state=config.seed)
-        gd.fit(A, model=pm, dataloader=train)
-        routed = np.asarray(gd.predict(A_test))
-    k = int(gd.n_clusters_)
-    cluster_labels = sorted(int(c) for c in gd.circuits_)
-    with timer.stage("circuits"):
-        layout = A.layout_for(pm)
-        vec = lambda ps: layout.from_prune_scores(ps)  # noqa: E731
-        circuits: Dict[str, torch.Tensor] = {"single": vec(single_circuit(A)[0])}
+        train_groups = A.groups
+        clusters = []
         for c in cluster_labels:
-            circuits[f"cluster_{c}"] = vec(gd.circuits_[c])
-        krand = k_random_circuits(A, k, random_state=config.seed) if k > 1 else {}
-        for c, ps in krand.items():
-            circuits[f"k_random_{c}"] = vec(ps)
-    with timer.stage("evaluation"):
-        results = evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
-                                    progress=progress)
-    frac = np.asarray(fractions)
-    test_ids = results["single"].example_ids
-    pos_of = {str(i): j for j, i in enumerate(A_test.example_ids)}
-    route = np.array([routed[pos_of[str(i)]] for i in test_ids])
-    largest = cluster_labels[0]
-    dcd_res = {c: results[f"cluster_{c}"] for c in cluster_labels}
-    dcd = combine_circuits(dcd_res, routing=route.tolist(), fallback=largest)
-    kr_labels = [f"k_random_{c}" for c in krand]
-    k_random: Dict[str, Any] = {"faithfulness_oracle": None, "faithfulness_routed": None}
-    if kr_labels:
-        rng = np.random.default_rng(config.seed)
-        kr_route = rng.permutation(np.arange(len(test_ids)) % len(kr_labels))
-        kr = combine_circuits({lab: results[lab] for lab in kr_labels},
-                              routing=[kr_labels[i] for i in kr_route])
-        k_random = {"faithfulness_oracle": kr.oracle_f, "faithfulness_routed": kr.routed_f}
-    single = results["single"]
-    p_idx = int(np.flatnonzero(np.isclose(frac, config.p_cross))[0])
+            rows = np.flatnonzero(route == c)
+            members = np.flatnonzero(np.asarray(gd.labels_) == c)
+            comp: Dict[str, int] = {}
+            if train_groups is not None:
+                for i in members:
+                    g = train_groups[i]
+                    name = UNLABELLED if g is None else str(g)
+                    comp[name] = comp.get(name, 0) + 1
+            own = _subset_f(results[f"cluster_{c}"], rows)
+            clusters.append({"label": c, "size": int(members.size), "n_test": int(rows.size),
+                             "composition": comp, "faithfulness_own": own,
+                             "single_on_group": _subset_f(single, rows),
+                             "cpr_own": _curve_stats(own, frac)["cpr"]})
+        cross = np.array([[_subset_f(results[f"cluster_{i}"], np.flatnonzero(route == j))[p_idx]
+                           for j in cluster_labels] for i in cluster_labels])
+        overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels})
 
-    train_groups = A.groups
-    clusters = []
-    for c in cluster_labels:
-        rows = np.flatnonzero(route == c)
-        members = np.flatnonzero(np.asarray(gd.labels_) == c)
-        comp: Dict[str, int] = {}
-        if train_groups is not None:
-            for i in members:
-                comp[str(train_groups[i])] = comp.get(str(train_groups[i]), 0) + 1
-        own = _subset_f(results[f"cluster_{c}"], rows)
-        clusters.append({"label": c, "size": int(members.size), "n_test": int(rows.size),
-                         "composition": comp, "faithfulness_own": own,
-                         "single_on_group": _subset_f(single, rows),
-                         "cpr_own": _curve_stats(own, frac)["cpr"]})
-    cross = np.array([[_subset_f(results[f"cluster_{i}"], np.flatnonzero(route == j))[p_idx]
-                       for j in cluster_labels] for i in cluster_labels])
-    overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels})
-    quality = None
-    if train_groups is not None:
-        quality = cluster_quality(list(train_groups), list(np.asarray(gd.labels_))).to_dict()
+        dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, frac),
+                     "routed": _curve_stats(dcd.routed_f, frac),
+                     "routed_excluding_noise": _curve_stats(dcd_known.routed_f, frac)}
+        report = {
+            "model": config.model,
+            "dataset": str(path),
+            "method": config.method,
+            "metric": config.metric,
+            "config": asdict(config),
+            "n_train": A.n_examples,
+            "n_test": A_test.n_examples,
+            "n_edges": A.n_edges,
+            "n_clusters": k,
+            "labels": [int(x) for x in gd.labels_],
+            "example_ids": A.example_ids,
+            "groups": train_groups,
+            "test_example_ids": list(test_ids),
+            "test_routing": [int(x) for x in route],
+            "dropped_examples": dropped,
+            "routing": {
+                "rule": gd.routing_rule_,
+                "train_agreement": gd.train_agreement_,
+                "n_test_noise": int((route == -1).sum()),
+                "n_train_noise": int((np.asarray(gd.labels_) == -1).sum()),
+                "noise_fallback": largest,
+                "note": ROUTING_NOTE,
+            },
+            "edge_fractions": fractions,
+            "achieved_edge_counts": {name: r.achieved_counts for name, r in results.items()},
+            "single": _curve_stats(single.f, frac),
+            "dcd": {
+                "faithfulness_oracle": dcd.oracle_f,
+                "faithfulness_routed": dcd.routed_f,
+                "faithfulness_routed_excluding_noise": dcd_known.routed_f,
+                "cpr": {name: st["cpr"] for name, st in dcd_stats.items()},
+                "cmd": {name: st["cmd"] for name, st in dcd_stats.items()},
+                "clusters": clusters,
+            },
+            "k_random": k_random,
+            "cross_faithfulness": {"p": config.p_cross, "labels": cluster_labels,
+                                   "matrix": cross,
+                                   "orientation": "matrix[i][j] = circuit of cluster i on the "
+                                                  "test examples routed to cluster j"},
+            "edge_overlap": {"gamma": 0.99, "labels": cluster_labels,
+                             "matrix": np.asarray(overlap.matrix)},
+            "cluster_quality": _quality(train_groups, np.asarray(gd.labels_)),
+            "selection": _finite(getattr(gd, "selection_", [])),
+            "timings": timer.seconds,
+            "versions": _versions(),
+        }
+        report = _finite(report)
+        _write_outputs(out, report, pm, A, A_test, circuits, gd)
+    print(summary_table(report))
+    return report
 
-    dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, frac),
-                 "routed": _curve_stats(dcd.routed_f, frac)}
-    report = {
-        "model": config.model,
-        "dataset": str(path),
-        "method": config.method,
-        "metric": config.metric,
-        "config": asdict(config),
-        "n_train": A.n_examples,
-        "n_test": A_test.n_examples,
-        "n_edges": A.n_edges,
-        "n_clusters": k,
-        "labels": [int(x) for x in gd.labels_],
-        "example_ids": A.example_ids,
-        "groups": train_groups,
-        "test_routing": [int(x) for x in route],
-        "edge_fractions": fractions,
-        "achieved_edge_counts": {name: r.achieved_counts for name, r in results.items()},
-        "single": _curve_stats(single.f, frac),
-        "dcd": {
-            "faithfulness_oracle": dcd.oracle_f,
-            "faithfulness_routed": dcd.routed_f,
-            "cpr": {name: st["cpr"] for name, st in dcd_stats.items()},
-            "cmd": {name: st["cmd"] for name, st in dcd_stats.items()},
-            "clusters": clusters,
-        },
-        "k_random": k_random,
-        "cross_faithfulness": {"p": config.p_cross, "labels": cluster_labels, "matrix": cross,
-                               "orientation": "matrix[i][j] = circuit of cluster i on the "
-                                              "test examples routed to cluster j"},
-        "edge_overlap": {"gamma": 0.99, "labels": cluster_labels,
-                         "matrix": np.asarray(overlap.matrix)},
-        "cluster_quality": quality,
-        "selection": _finite(getattr(gd, "selection_", [])),
-        "timings": timer.seconds,
-        "versions": _versions(),
-    }
-    report = _finite(report)
+
+def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: Any,
+                   circuits: Dict[str, torch.Tensor], gd: Any) -> None:
+    """The report's data first, then ``report.json`` and ``report.html`` that describe it;
+    each file whole or not at all, the old report removed before any new data is written."""
+    for name in (REPORT_JSON, REPORT_HTML):
+        (out / name).unlink(missing_ok=True)
     A.save(out / "attribution_train")
     A_test.save(out / "attribution_test")
     _save_circuits(out, circuits, A.edge_names)
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_text(out / REPORT_JSON, json.dumps(report, indent=1))
     _write_html(report, out, pm, A, circuits, gd)
-    print(summary_table(report))
-    return report
 
 
 def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
@@ -339,7 +517,7 @@ def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
     extras = {"projection": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
                              "labels": report["labels"], "groups": report["groups"]},
               "circuit_figures": figures}
-    write_html(report, out / "report.html", extras)
+    write_html(report, out / REPORT_HTML, extras)
 
 
 def summary_table(report: Dict[str, Any]) -> str:
@@ -365,4 +543,14 @@ def summary_table(report: Dict[str, Any]) -> str:
     lines.append(f"at p = {fr[j]:g}: single {fmt(report['single']['faithfulness'][j])}, "
                  f"DCD routed {fmt(report['dcd']['faithfulness_routed'][j])}, "
                  f"DCD oracle {fmt(report['dcd']['faithfulness_oracle'][j])}")
+    routing = report.get("routing") or {}
+    if routing.get("n_test_noise"):
+        known = (report["dcd"].get("faithfulness_routed_excluding_noise") or [None] * len(fr))[j]
+        lines.append(f"{routing['n_test_noise']} of {report['n_test']} test examples routed to "
+                     f"noise: DCD routed sends them to cluster {routing.get('noise_fallback')}; "
+                     f"without them {fmt(known)}")
+    dropped = {k: len(v) for k, v in (report.get("dropped_examples") or {}).items() if v}
+    if dropped:
+        lines.append("dropped (non-finite attribution rows): "
+                     + ", ".join(f"{n} {split}" for split, n in dropped.items()))
     return "\n".join(lines)

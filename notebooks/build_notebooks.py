@@ -336,6 +336,8 @@ summary = {
     "n_train": A.n_examples, "n_test": len(test), "p": P, "k": k,
     "accuracy": accuracy, "cross": cross.to_dict(), "overlap_top_k": ov_top.to_dict(),
     "overlap_mass": ov_mass.to_dict(), "split_half_top_k": split_half,
+    "top_k_edges": {g: np.argsort(-np.abs(A.layout.from_prune_scores(circuits[g]).numpy()),
+                                  kind="stable")[:k].tolist() for g in groups},
     "diag_mean": float(np.mean(np.diag(m))), "off_diag_mean": float(np.mean(m[off])),
     "overlap_off_diag_mean": float(np.mean(ov_top.matrix[off])),
     "split_half_mean": float(np.mean(list(split_half.values()))),

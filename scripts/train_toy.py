@@ -58,8 +58,7 @@ def main(argv: Any = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from safetensors.torch import save_file
-
+    from auto_circuit_dcd.files import atomic_path, save_tensors, write_text
     from auto_circuit_dcd.toy.datasets import make_datasets
     from auto_circuit_dcd.toy.model import (CHECKPOINT_FILE, CONFIG_FILE, TOKENIZER_FILE,
                                             architecture)
@@ -93,10 +92,11 @@ def main(argv: Any = None) -> int:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out / CHECKPOINT_FILE))
-    build_word_tokenizer().save(str(out / TOKENIZER_FILE))
+    save_tensors(out / CHECKPOINT_FILE, state)
+    with atomic_path(out / TOKENIZER_FILE) as tmp:
+        build_word_tokenizer().save(str(tmp))
     for name, data in datasets.items():
-        (out / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+        write_text(out / f"{name}.json", json.dumps(data, indent=1) + "\n")
     n_params = sum(v.numel() for k, v in state.items())
     config = {
         "name": "toy-two-task",
@@ -111,7 +111,7 @@ def main(argv: Any = None) -> int:
         "dataset_seed": args.dataset_seed,
         "torch_version": torch.__version__,
     }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    write_text(out / CONFIG_FILE, json.dumps(config, indent=1) + "\n")
     print(f"wrote {out} (seed {config['seed']}, {n_params} parameters)")
     return 0
 

@@ -6,6 +6,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from contextlib import contextmanager  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -82,3 +84,20 @@ def tiny_pm():
     import auto_circuit_dcd as dcd
 
     return dcd.make_patchable(dcd.load_model("tiny-random"))
+
+
+@contextmanager
+def nan_row_for_first(pm, examples):
+    """Example 0's second token gets a NaN embedding (and is replaced in the others), so
+    only example 0's attribution row is non-finite; the embedding is restored on exit."""
+    poison = int(examples[0].clean[1])
+    for e in examples[1:]:
+        e.clean[e.clean == poison] = (poison + 1) % 50
+        e.corrupt[e.corrupt == poison] = (poison + 1) % 50
+    W_E = pm.wrapped_model.embed.W_E
+    saved = W_E[poison].clone()
+    W_E.data[poison] = float("nan")
+    try:
+        yield
+    finally:
+        W_E.data[poison] = saved

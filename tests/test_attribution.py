@@ -1,5 +1,6 @@
 """Per-example attribution against auto-circuit's own EAP (the oracle) and IG completeness."""
 
+import warnings
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import auto_circuit_dcd as dcd
 from auto_circuit_dcd import attribution
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.task_metric import max_diff
-from conftest import random_examples
+from conftest import nan_row_for_first, random_examples
 
 
 def auto_circuit_eap(pm, loader):
@@ -139,36 +140,31 @@ def _one(example):
     return B
 
 
-def test_auto_circuit_loader_is_accepted_and_dropped_examples_are_reported(tiny_pm):
-    examples = random_examples(5, lengths=(6,), seed=7)
+def test_auto_circuit_loader_scores_every_example_of_its_dataset(tiny_pm):
+    """24 examples, batch 16: auto-circuit's loader yields 16 (drop_last); all 24 are scored."""
+    examples = random_examples(24, lengths=(6,), seed=7)
     ds = PromptDataset([e.clean for e in examples], [e.corrupt for e in examples],
                        [e.answers for e in examples], [e.wrong_answers for e in examples])
-    ac_loader = PromptDataLoader(ds, seq_len=6, diverge_idx=0, batch_size=2)
-    with pytest.warns(UserWarning, match="4 of its 5 examples"):
+    ac_loader = PromptDataLoader(ds, seq_len=6, diverge_idx=0, batch_size=16)
+    assert sum(b.clean.shape[0] for b in ac_loader) == 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         A = dcd.attribute(tiny_pm, ac_loader, metric="avg_diff", progress=False)
-    assert A.example_ids == [0, 1, 2, 3]
-    ours = dcd.attribute(tiny_pm, make_loader(examples[:4], batch_size=2), metric="avg_diff",
-                         progress=False)
-    torch.testing.assert_close(A.scores, ours.scores)
+    assert A.example_ids == list(range(24))
+    # oracle: auto-circuit's EAP on each example alone, for rows of the batch it drops
+    for i in (16, 20, 23):
+        ref = A.layout.from_prune_scores(auto_circuit_eap(tiny_pm, make_loader([examples[i]], 1)))
+        torch.testing.assert_close(A.scores[i], ref, rtol=1e-4, atol=1e-6)
 
 
 def test_non_finite_rows_are_dropped_with_a_warning_or_refused(tiny_pm):
     examples = random_examples(4, lengths=(6,), seed=8)
-    poison = int(examples[0].clean[1])
-    for e in examples[1:]:  # the poisoned token only in example 0
-        e.clean[e.clean == poison] = (poison + 1) % 50
-        e.corrupt[e.corrupt == poison] = (poison + 1) % 50
     loader = make_loader(examples, batch_size=2)
-    W_E = tiny_pm.wrapped_model.embed.W_E
-    saved = W_E[poison].clone()
-    W_E.data[poison] = float("nan")
-    try:
+    with nan_row_for_first(tiny_pm, examples):
         with pytest.raises(FloatingPointError, match="ids \\[0\\]"):
             dcd.attribute(tiny_pm, loader, progress=False)
         with pytest.warns(UserWarning, match="dropping 1 example"):
             A = dcd.attribute(tiny_pm, loader, progress=False, nan_tolerance=0.5)
-    finally:
-        W_E.data[poison] = saved
     assert 0 not in A.example_ids and A.n_examples == 3
     assert torch.isfinite(A.scores).all()
 

@@ -78,16 +78,27 @@ def test_register_adds_is_idempotent_and_refuses_foreign_keys():
         PRUNE_ALGO_DICT.update(before)
 
 
-def test_run_prune_algos_runs_the_largest_cluster_algo(tiny_pm, scored):
-    A, loader = scored
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # duplicate rows
+def test_run_prune_algos_runs_the_largest_cluster_algo(tiny_pm):
+    """Planted: 7 copies of one prompt and 3 of another. The largest cluster is the 7
+    copies, so its circuit is that prompt's own row; oracle: auto-circuit's EAP mask
+    gradient on that prompt alone (one wrong answer: max_diff = avg_diff)."""
+    from dataclasses import replace
+
+    from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
+
+    p, q = random_examples(2, lengths=(6,), seed=12, n_wrong=1)
+    examples = [replace(p, id=i) for i in range(7)] + [replace(q, id=7 + i) for i in range(3)]
+    loader = make_loader(examples, batch_size=4)
     algo = registry_entries()[keys.ALGO_LARGEST_CLUSTER_EAP]
     task = types.SimpleNamespace(key="tiny", name="tiny", model=tiny_pm, train_loader=loader,
                                  true_edges=None)
-    out = run_prune_algos([task], [algo])
-    ps = out["tiny"][keys.ALGO_LARGEST_CLUSTER_EAP]
-    # oracle: the same pipeline by hand
-    gd = GroupedDiscovery(random_state=42).fit(A)
-    expect = A.prune_scores(np.flatnonzero(gd.labels_ == 0))
-    assert set(ps) == set(expect)
-    for name in ps:
-        torch.testing.assert_close(ps[name], expect[name])
+    ps = run_prune_algos([task], [algo])["tiny"][keys.ALGO_LARGEST_CLUSTER_EAP]
+    ref = mask_gradient_prune_scores(tiny_pm, make_loader([p], 1), None, grad_function="logit",
+                                     answer_function="avg_diff", mask_val=0.0)
+    assert set(ps) == set(ref)
+    for name in ps:  # float32 gradients, same model: the attribution tests' tolerance
+        torch.testing.assert_close(ps[name], ref[name], rtol=1e-4, atol=1e-6)
+    other = mask_gradient_prune_scores(tiny_pm, make_loader([q], 1), None, grad_function="logit",
+                                       answer_function="avg_diff", mask_val=0.0)
+    assert any(not torch.allclose(ps[n], other[n], atol=1e-4) for n in ps)

@@ -191,3 +191,57 @@ def test_bad_parameters_say_what_to_change(planted):
     gd = GroupedDiscovery(max_clusters=3, gap_references=5, random_state=0).fit(X)
     with pytest.raises(ValueError, match="fitted on 30"):
         gd.predict(X[:, :5])
+
+
+# -------------------------------------------------------------------- routing
+def _chain_and_blob():
+    """A long thin cluster beside a compact one: not balls around their centroids."""
+    rs = np.random.RandomState(0)
+    thin = np.c_[np.linspace(0, 12, 25), rs.normal(0, 0.05, 25)]
+    return np.vstack([thin, rs.normal(0, 0.3, (25, 2)) + [15.5, 0]])
+
+
+@pytest.mark.parametrize("clusterer", ["agglomerative", "divisive"])
+def test_linkage_clusters_route_their_own_training_rows_home(clusterer):
+    from auto_circuit_dcd.cluster.clusterers import nearest_centroid
+
+    X = _chain_and_blob()
+    gd = GroupedDiscovery(clusterer=clusterer, n_clusters=2, reduction="none",
+                          random_state=0).fit(X)
+    assert gd.routing_rule_ == "nearest training row"
+    assert gd.predict(X).tolist() == gd.labels_.tolist()
+    assert gd.train_agreement_ == 1.0  # each row's nearest other row shares its cluster
+    # the nearest centroid (the rule before) sends some of these training rows elsewhere
+    kept = np.asarray(sorted(gd.cluster_sizes_))
+    assert (kept[nearest_centroid(gd.embedding_, gd.centroids_)] != gd.labels_).sum() >= 1
+
+
+def test_kmeans_routes_to_the_nearest_centroid(planted):
+    X, y, _ = planted
+    gd = GroupedDiscovery(clusterer="kmeans", n_clusters=3, random_state=0).fit(X)
+    assert gd.routing_rule_ == "nearest centroid"
+    assert gd.predict(X).tolist() == gd.labels_.tolist()  # k-means' own fixed point
+
+
+def test_train_agreement_of_each_rule_by_hand():
+    from auto_circuit_dcd.cluster.clusterers import centroid_agreement, nearest_row_agreement
+
+    Z = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
+    lab = np.array([0, 0, 1, 1, 1])
+    # nearest other row: 0->1, 1->0 (tie with 2, first taken), 2->1 (miss), 10->11, 11->10
+    assert nearest_row_agreement(Z, lab) == pytest.approx(4 / 5)
+    # leave-one-out centroids: row 2 sees its cluster's centroid (10+11)/2 at 8.5 and
+    # cluster 0's at 1.5: a miss; rows 0, 1, 10, 11 are nearer their own: 4 of 5
+    assert centroid_agreement(Z, lab) == pytest.approx(4 / 5)
+    noisy = np.array([0, 0, -1, 1, 1])  # noise rows neither judged nor chosen
+    assert nearest_row_agreement(Z, noisy) == 1.0
+
+
+def test_n_clusters_equal_to_the_number_of_examples_and_zero():
+    X = np.random.RandomState(0).randn(6, 5)
+    gd = GroupedDiscovery(n_clusters=6, random_state=0).fit(X)
+    assert gd.n_clusters_ == 6 and sorted(gd.labels_.tolist()) == list(range(6))
+    with pytest.raises(ValueError, match="n_clusters must be at least 1"):
+        GroupedDiscovery(n_clusters=0).fit(X)
+    with pytest.raises(ValueError, match="n_clusters must be at least 1"):
+        GroupedDiscovery(n_clusters=0).check_params()  # found before any data is seen

@@ -103,3 +103,33 @@ def test_prepare_wraps_the_model_and_splits(tmp_path):
                                   batch_size=3, prepend_bos=False)
     assert len(train.examples) == 8 and len(test.examples) == 2
     assert pm.n_edges > 0 and dcd.make_patchable(pm) is pm
+
+
+@pytest.mark.parametrize("field, value, word", [
+    ("clean", "When Mary and Zed went to the store , then Mary gave a drink to", "Zed"),
+    ("answers", [" Zed"], "Zed"),
+    ("wrong_answers", [" Mary", " Quux"], "Quux"),
+])
+def test_words_the_toy_tokenizer_does_not_know_are_refused(field, value, word):
+    """The toy tokenizer maps unknown words to <unk>: refused with the prompt and the word."""
+    from auto_circuit_dcd.toy import toy_tokenizer
+
+    good = {"clean": "When Mary and John went to the store , then Mary gave a drink to",
+            "corrupt": "When Mary and John went to the store , then John gave a drink to",
+            "answers": [" John"], "wrong_answers": [" Mary"]}
+    load_examples({"prompts": [good]}, toy_tokenizer())  # known words load
+    bad = {**good, field: value}
+    if field == "clean":
+        bad["corrupt"] = value.replace("then Mary", "then Zed")
+    with pytest.raises(DatasetError, match=f"prompt 1, {field.rstrip('s').replace('_', ' ')}"
+                                           f".*\\['{word}'\\].*<unk>"):
+        load_examples({"prompts": [good, bad]}, toy_tokenizer())
+
+
+def test_a_literal_unknown_token_is_not_an_unknown_word():
+    from auto_circuit_dcd.tokens import encode, unknown_words
+    from auto_circuit_dcd.toy import toy_tokenizer
+
+    tok = toy_tokenizer()
+    assert unknown_words(tok, "Mary <unk> John") == []
+    assert encode(tok, " Mary") == [tok.convert_tokens_to_ids("Mary")]

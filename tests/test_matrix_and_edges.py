@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from auto_circuit.prune import run_circuits
@@ -62,9 +63,25 @@ def test_prune_scores_are_the_row_mean_and_run_in_auto_circuit(tiny_pm):
     ps = A.prune_scores(rows=[1, 3])
     expected = (A.scores[1] + A.scores[3]) / 2
     torch.testing.assert_close(A.layout.from_prune_scores(ps), expected)
-    outs = run_circuits(tiny_pm, loader, [0, 10, tiny_pm.n_edges], ps,
-                        patch_type=PatchType.TREE_PATCH)
-    assert set(outs) == {0, 10, tiny_pm.n_edges}
+    n = tiny_pm.n_edges
+    outs = run_circuits(tiny_pm, loader, [0, 10, n], ps, patch_type=PatchType.TREE_PATCH)
+    (batch,) = list(loader)
+    model = tiny_pm.wrapped_model
+    with torch.no_grad():
+        clean, corrupt = model(batch.clean)[:, -1], model(batch.corrupt)[:, -1]
+    # no edge kept: every edge takes its corrupted value, i.e. the corrupted run; all kept:
+    # the clean run (float32 forwards of one model in one process: default tolerances)
+    torch.testing.assert_close(outs[0][batch.key], corrupt)
+    torch.testing.assert_close(outs[n][batch.key], clean)
+    # 10 edges: auto-circuit's own threshold on our PruneScores picks the circuit that our
+    # evaluation picks from the same scores as a vector
+    res = dcd.faithfulness(tiny_pm, loader, ps, edge_fractions=[10 / n], metric="max_diff")
+    assert res.achieved_counts.tolist() == [10]
+    logits = outs[10][batch.key]
+    right = logits.gather(1, batch.answers).squeeze(1)
+    wrong = logits.gather(1, batch.wrong_answers).max(1).values
+    np.testing.assert_allclose(res.mu_circuit[:, 0], (right - wrong).numpy(), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_plain_tensor_matrix_needs_the_model_for_prune_scores(tiny_pm):
@@ -92,3 +109,49 @@ def test_empty_row_selection_is_refused():
     A = dcd.AttributionMatrix(torch.zeros(2, 2), ["a", "b"])
     with pytest.raises(ValueError, match="zero rows"):
         A.mean([])
+
+
+def _saved(tiny_pm, tmp_path, seed, n=4):
+    loader = make_loader(random_examples(n, lengths=(6,), seed=seed), batch_size=n)
+    return dcd.attribute(tiny_pm, loader, progress=False)
+
+
+def test_an_interrupted_save_never_pairs_new_scores_with_old_ids(tiny_pm, tmp_path,
+                                                                 monkeypatch):
+    from auto_circuit_dcd import matrix
+
+    old = _saved(tiny_pm, tmp_path, seed=1)
+    old.save(tmp_path / "m")
+    new = _saved(tiny_pm, tmp_path, seed=2)
+    new.example_ids = [f"new-{i}" for i in range(4)]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matrix, "write_text", killed)  # killed after the scores, before the JSON
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="interrupted"):
+        dcd.AttributionMatrix.load(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["scores.safetensors"]
+    monkeypatch.undo()
+    new.save(tmp_path / "m")
+    back = dcd.AttributionMatrix.load(tmp_path / "m")
+    assert back.example_ids == new.example_ids and torch.equal(back.scores, new.scores)
+
+
+@pytest.mark.parametrize("scores, message", [
+    (torch.zeros(4, 3, dtype=torch.int64), "int64 scores"),
+    (torch.zeros(3, 3), "shape \\[3, 3\\], the JSON says \\[4, 3\\]"),
+    (torch.zeros(4, 3, dtype=torch.float64), "dtype float64, the JSON says float32"),
+    (torch.ones(4, 3), "checksum"),
+])
+def test_load_checks_the_scores_against_their_json(tmp_path, scores, message):
+    from safetensors.torch import save_file
+
+    from auto_circuit_dcd.errors import DamagedFileError
+
+    dcd.AttributionMatrix(torch.zeros(4, 3), ["a", "b", "c"]).save(tmp_path)
+    save_file({"scores": scores}, str(tmp_path / "scores.safetensors"))
+    with pytest.raises(DamagedFileError, match=message):
+        dcd.AttributionMatrix.load(tmp_path)

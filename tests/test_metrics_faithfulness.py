@@ -185,6 +185,37 @@ def test_multi_circuit_oracle_and_routed(tiny_pm, loader):
         assert np.all(res.oracle_f >= np.maximum(a.f, b.f) - 1e-12)
 
 
+def _result(mu_circuit, mu_full, mu_empty):
+    from auto_circuit_dcd.metrics.faithfulness import FaithfulnessResult
+
+    mu = np.asarray(mu_circuit, dtype=float)[:, None]
+    return FaithfulnessResult(
+        fractions=np.array([0.05]), requested_counts=np.array([1]),
+        achieved_counts=np.array([1]), f=np.array([np.nan]), mu_circuit=mu,
+        mu_full=np.asarray(mu_full, dtype=float), mu_empty=np.asarray(mu_empty, dtype=float),
+        example_ids=list(range(len(mu))), n_edges=20)
+
+
+def test_routed_faithfulness_with_noise_excluded_or_sent_to_a_fallback():
+    """Four test examples, the last routed to -1 (noise); values chosen by hand."""
+    full, empty = [2.0, 2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 0.0]
+    results = {0: _result([1.0, 1.0, 0.0, 2.0], full, empty),
+               1: _result([0.0, 0.0, 2.0, 0.0], full, empty)}
+    routing = [0, 0, 1, -1]
+    excluded = combine_circuits(results, routing, exclude=(-1,))
+    # three routed examples: mu = 1, 1, 2 -> mean 4/3; full 2, empty 0 -> f = 2/3
+    np.testing.assert_allclose(excluded.routed_f, [2 / 3])
+    assert excluded.n_excluded == 1 and excluded.routing.tolist() == [0, 0, 1, -1]
+    fell_back = combine_circuits(results, routing, fallback=1)
+    # the noise example takes circuit 1: mu = 1, 1, 2, 0 -> mean 1 -> f = 1/2
+    np.testing.assert_allclose(fell_back.routed_f, [0.5])
+    assert fell_back.n_excluded == 0
+    # the oracle ignores routing: max per example 1, 1, 2, 2 -> f = 3/4
+    np.testing.assert_allclose(excluded.oracle_f, [0.75])
+    nothing = combine_circuits(results, [-1] * 4, exclude=(-1,))
+    assert np.isnan(nothing.routed_f).all() and nothing.n_excluded == 4
+
+
 def test_cross_faithfulness_diagonal_and_orientation(tiny_pm):
     ex = random_examples(12, lengths=(6,), seed=7, groups=["x", "y"])
     loaders = {grp: dcd.make_loader([e for e in ex if e.group == grp], batch_size=4)
@@ -207,11 +238,38 @@ def test_cross_faithfulness_diagonal_and_orientation(tiny_pm):
     assert curves.results[("x", "y")].fractions.tolist() == [0.0, 0.2, 0.5, 1.0]
 
 
-def test_mean_ablation_and_bad_input(tiny_pm):
+def test_mean_ablation_values(tiny_pm):
+    """With every edge patched, the logits' input is the sum of every source's mean
+    corrupted output, i.e. the mean corrupted final residual (the biases outside the
+    graph are constants): mu(empty) = metric(unembed(ln_final(mean_j resid_j)))."""
+    examples = random_examples(6, lengths=(6,), seed=9)
+    one_len = dcd.make_loader(examples, batch_size=4)
+    n = len(tiny_pm.edges)
+    r = faithfulness(tiny_pm, one_len, torch.randn(n), edge_fractions=[0.0, 1.0],
+                     ablation="mean")
+    model = tiny_pm.wrapped_model
+    with torch.no_grad():
+        corrupt = torch.stack([e.corrupt for e in examples])
+        resid = model(corrupt, stop_at_layer=model.cfg.n_layers).mean(0, keepdim=True)
+        logits = model.unembed(model.ln_final(resid))[0, -1]
+        clean = model(torch.stack([e.clean for e in examples]))[:, -1]
+    by_id = {e.id: e for e in examples}
+
+    def mu(lg, e):
+        return float(lg[e.answers].max() - lg[e.wrong_answers].max())
+
+    expect_empty = [mu(logits, by_id[i]) for i in r.example_ids]
+    expect_full = [mu(clean[i], by_id[i]) for i in r.example_ids]
+    # float32 forwards of a 2-layer model, mean of 6 residuals: 1e-5 absolute
+    np.testing.assert_allclose(r.mu_empty, expect_empty, atol=1e-5)
+    np.testing.assert_allclose(r.mu_circuit[:, 0], expect_empty, atol=1e-5)  # 0 edges kept
+    np.testing.assert_allclose(r.mu_full, expect_full, atol=1e-5)
+    assert np.ptp(expect_empty) > 0.1  # one patched input, each example's own answers
+
+
+def test_bad_faithfulness_input(tiny_pm):
     one_len = dcd.make_loader(random_examples(6, lengths=(6,), seed=9), batch_size=4)
     n = len(tiny_pm.edges)
-    r = faithfulness(tiny_pm, one_len, torch.randn(n), edge_fractions=[0.0, 1.0], ablation="mean")
-    assert r.f[1] == pytest.approx(1.0, abs=1e-5)
     two_len = dcd.make_loader(random_examples(6, lengths=(6, 7), seed=9), batch_size=4)
     with pytest.raises(ValueError, match="one token length"):
         faithfulness(tiny_pm, two_len, torch.randn(n), ablation="mean")

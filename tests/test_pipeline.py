@@ -14,21 +14,59 @@ REQUIRED = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
+def tiny_prompts(n=24, seed=0, lo=3, hi=50):
     """Pre-tokenized prompts for the tiny random model, two labelled prompt families."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     prompts = []
-    for i in range(24):
+    for i in range(n):
         family = i % 2
-        clean = [1 + family] + torch.randint(3, 50, (5,), generator=g).tolist()
+        clean = [1 + family] + torch.randint(lo, hi, (5,), generator=g).tolist()
         corrupt = list(clean)
-        corrupt[3 + family] = (corrupt[3 + family] + 7) % 47 + 3
+        corrupt[3 + family] = (corrupt[3 + family] + 7) % (hi - lo) + lo
         prompts.append({"clean": clean, "corrupt": corrupt, "answers": [int(clean[2])],
                         "wrong_answers": [int(clean[4])], "group": f"family{family}"})
-    path = tmp_path_factory.mktemp("data") / "tiny.json"
+    return prompts
+
+
+def write(path, prompts):
     path.write_text(json.dumps({"prompts": prompts}))
     return path
+
+
+RUN = ["run", "--model", "tiny-random", "--quiet", "--max-clusters", "3", "--batch-size", "5",
+       "--edge-fractions", "0.05,0.2,1"]
+
+
+def run_tiny(dataset, out, *extra):
+    assert main(RUN + ["--dataset", str(dataset), "--out", str(out), *extra]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def loader_of(prompts, ids):
+    """An ExampleLoader of the given prompt ids (their dataset positions), batch 5."""
+    from auto_circuit_dcd.data import make_loader, tokenize_examples
+
+    examples = tokenize_examples(prompts, None, prepend_bos=False)
+    by_id = {e.id: e for e in examples}
+    return make_loader([by_id[i] for i in ids], batch_size=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_pm():
+    import auto_circuit_dcd as dcd
+
+    return dcd.make_patchable(dcd.load_model("tiny-random"))
+
+
+def saved_circuits(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "circuits.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    return write(tmp_path_factory.mktemp("data") / "tiny.json", tiny_prompts())
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +104,29 @@ def test_report_json_has_the_documented_keys(report):
     assert rep["versions"]["auto-circuit"] == "1.0.1"
 
 
-def test_cross_faithfulness_diagonal_is_each_clusters_own_faithfulness(report):
-    _, rep = report
-    j = rep["edge_fractions"].index(0.05)
-    for i, c in enumerate(rep["dcd"]["clusters"]):
-        own = c["faithfulness_own"][j]
-        diag = rep["cross_faithfulness"]["matrix"][i][i]
-        assert (own is None and diag is None) or own == pytest.approx(diag)
+def test_cross_faithfulness_against_each_circuit_evaluated_on_its_routed_examples(
+        report, tiny_dataset, tiny_pm):
+    """Oracle: each saved cluster circuit evaluated afresh on a loader of the test examples
+    routed to each cluster (float32 sums over different batches: 1e-5)."""
+    import auto_circuit_dcd as dcd
+
+    out, rep = report
+    prompts = json.loads(tiny_dataset.read_text())["prompts"]
+    circuits = saved_circuits(out)
+    labels = rep["cross_faithfulness"]["labels"]
+    route = dict(zip(rep["test_example_ids"], rep["test_routing"]))
+    for i, ci in enumerate(labels):
+        for j, cj in enumerate(labels):
+            ids = [t for t, r in route.items() if r == cj]
+            got = rep["cross_faithfulness"]["matrix"][i][j]
+            if not ids:
+                assert got is None
+                continue
+            f = dcd.faithfulness(tiny_pm, loader_of(prompts, ids), circuits[f"cluster_{ci}"],
+                                 edge_fractions=[0.05]).f[0]
+            assert got == pytest.approx(f, abs=1e-5)
+    assert rep["routing"]["rule"] in ("nearest training row", "nearest centroid")
+    assert 0.0 <= rep["routing"]["train_agreement"] <= 1.0
 
 
 def test_outputs_are_written_in_open_formats(report):

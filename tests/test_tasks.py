@@ -241,6 +241,28 @@ def test_bad_requests_say_what_to_change(tok, tmp_path):
         make_dataset("ioi", None, tok, 5, 0, tmp_path / "x.json", only_correct=True)
 
 
+def test_the_toy_tokenizer_drops_unknown_words_and_refuses_unknown_template_words(
+        tmp_path, capsys):
+    """The toy vocabulary has 20 of the names and none of some template words."""
+    from auto_circuit_dcd.cli import main
+    from auto_circuit_dcd.tasks.common import GenStats, one_token_words
+    from auto_circuit_dcd.toy import toy_tokenizer
+    from auto_circuit_dcd.toy.vocab import NAMES as TOY_NAMES
+
+    stats = GenStats()
+    kept = one_token_words(toy_tokenizer(), NAMES, stats, "names")
+    assert kept == [n for n in NAMES if n in TOY_NAMES]  # unknown names never pass as <unk>
+    assert stats.dropped_words["names"] == len(NAMES) - len(kept) > 0
+    with pytest.raises(GenerationError, match=r"prompt '.*' has word\(s\) \[.*\] that the "
+                                              r"tokenizer does not know"):
+        make_dataset("ioi", ["ABBA"], toy_tokenizer(), 5, 0, tmp_path / "x.json")
+    out = tmp_path / "toy.json"
+    assert main(["make-dataset", "--task", "ioi", "--model", "toy-two-task", "--n", "5",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not know" in err[0] and not out.exists()
+
+
 class _AlwaysSays(torch.nn.Module):
     """A fake model whose last-position logits favour one token everywhere."""
 

@@ -28,22 +28,27 @@ noise is an error.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils import check_random_state
 
+from ..errors import ClusteringError
 from .circuits import EAP_FAMILY, as_rows, mean_circuit, resolve_base_algo, run_base_algo
-from .clusterers import AUTO_CANDIDATES, PATH_CLUSTERERS, fit_hdbscan, nearest_centroid
-from .preprocess import preprocess
-from .reduce import Identity, make_reducer
+from .clusterers import (AUTO_CANDIDATES, PATH_CLUSTERERS, centroid_agreement, fit_hdbscan,
+                         nearest_centroid, nearest_row, nearest_row_agreement)
+from .preprocess import PREPROCESSORS, preprocess
+from .reduce import REDUCERS, Identity, make_reducer
 from .select_k import (COMBINE, combine, gap_choice, gap_statistic, silhouette_by_k,
                        single_cluster_test)
 
-__all__ = ["GroupedDiscovery"]
+__all__ = ["GroupedDiscovery", "CLUSTERER_NAMES", "ROUTES", "Route"]
 
 _MAX_SEED = np.iinfo(np.int32).max
+#: the clusterer names ``GroupedDiscovery`` takes
+CLUSTERER_NAMES = ("auto", *PATH_CLUSTERERS, "hdbscan")
 
 
 class GroupedDiscovery(ClusterMixin, BaseEstimator):
@@ -82,7 +87,9 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
     elbow, gap, gap_se, chosen, selected), ``k_choices_``,
     ``method_`` (the clusterer used), ``single_cluster_test_``, ``reducer_``,
     ``centroids_`` (reduced space), ``embedding_`` (reduced training rows),
-    ``example_ids_``.
+    ``example_ids_``, ``routing_rule_`` (how ``predict`` routes: a key of
+    :data:`ROUTES`) and ``train_agreement_`` (the share of training rows that rule
+    sends to their own cluster, each row left out of what it is compared with).
     """
 
     def __init__(
@@ -152,31 +159,51 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         self.embedding_ = Z
         self.n_features_in_ = X.shape[1]
         self.example_ids_ = list(matrix.example_ids) if matrix is not None else list(range(n))
+        self.routing_rule_ = self._routing_rule()
+        self.train_agreement_ = ROUTES[self.routing_rule_].train_agreement(self)
         self.circuits_ = self._circuits(X, matrix, labels, kept, model, dataloader)
         return self
 
-    def _check_params(self, X: np.ndarray, model: Any, dataloader: Any) -> None:
+    def check_params(self) -> "GroupedDiscovery":
+        """Check the hyper-parameters alone (``fit`` does it too); returns self.
+
+        Lets a caller refuse a bad setting before computing the attribution rows.
+        """
         named = isinstance(self.clusterer, str)
-        if named and self.clusterer not in (*PATH_CLUSTERERS, "auto", "hdbscan"):
+        if named and self.clusterer not in CLUSTERER_NAMES:
             raise ValueError(
-                f"clusterer must be 'auto', {sorted(PATH_CLUSTERERS) + ['hdbscan']} or a "
-                f"scikit-learn clusterer instance; got {self.clusterer!r}")
+                f"clusterer must be one of {list(CLUSTERER_NAMES)} or a scikit-learn "
+                f"clusterer instance; got {self.clusterer!r}")
         if not named and not hasattr(self.clusterer, "fit"):
             raise TypeError(f"clusterer {self.clusterer!r} has no fit method")
         if self.k_rule not in COMBINE:
             raise ValueError(f"k_rule must be one of {sorted(COMBINE)}, got {self.k_rule!r}")
+        if self.preprocessing not in PREPROCESSORS:
+            raise ValueError(f"preprocessing must be one of {sorted(PREPROCESSORS)}, got "
+                             f"{self.preprocessing!r}")
+        if self.reduction not in REDUCERS:
+            raise ValueError(f"reduction must be one of {sorted(REDUCERS)}, got "
+                             f"{self.reduction!r}")
         if int(self.max_clusters) < 2:
             raise ValueError(f"max_clusters must be at least 2, got {self.max_clusters}")
         if self.n_clusters is not None:
             if not named or self.clusterer == "hdbscan":
                 raise ValueError("n_clusters fixes k for 'auto', 'agglomerative', 'divisive' "
                                  "or 'kmeans'; HDBSCAN and clusterer instances choose their own")
-            if not 1 <= int(self.n_clusters) <= len(X):
-                raise ValueError(
-                    f"n_clusters={self.n_clusters} but there are only {len(X)} examples: "
-                    "ask for at most as many clusters as examples")
+            if int(self.n_clusters) < 1:
+                raise ValueError(f"n_clusters must be at least 1 (or None to choose k), got "
+                                 f"{self.n_clusters}")
         if self.base_algo not in EAP_FAMILY:
             resolve_base_algo(self.base_algo)
+        return self
+
+    def _check_params(self, X: np.ndarray, model: Any, dataloader: Any) -> None:
+        self.check_params()
+        if self.n_clusters is not None and int(self.n_clusters) > len(X):
+            raise ClusteringError(
+                f"n_clusters={self.n_clusters} but there are only {len(X)} examples: "
+                "ask for at most as many clusters as examples")
+        if self.base_algo not in EAP_FAMILY:
             if model is None or dataloader is None:
                 raise ValueError(
                     f"base_algo={getattr(self.base_algo, 'key', self.base_algo)!r} runs on "
@@ -191,7 +218,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
             if k == 1:
                 return one, "fixed k=1"
             if k > n_distinct:
-                raise ValueError(f"n_clusters={k} but only {n_distinct} distinct rows")
+                raise ClusteringError(f"n_clusters={k} but only {n_distinct} distinct rows")
             return self._fixed_k(Z, k, rng)
         if n < 3 or n_distinct < 2 or max_k < 2:
             reason = ("fewer than 3 examples" if n < 3 else
@@ -251,14 +278,14 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         scored = {}
         for name in names:
             path = PATH_CLUSTERERS[name].path(Z, k, int(rng.randint(_MAX_SEED)))
-            if k not in path:
+            if k not in path or len(np.unique(path[k])) != k:
                 continue
             sil = silhouette_by_k(Z, {k: path[k]}).get(k, -1.0)
             scored[name] = (path[k], sil)
             self.selection_.append({"method": name, "k": k, "silhouette": sil,
                                     "chosen": True, "selected": False})
         if not scored:
-            raise ValueError(f"could not split the data into n_clusters={k} clusters")
+            raise ClusteringError(f"could not split the data into n_clusters={k} clusters")
         best = max(scored, key=lambda m: (scored[m][1], -names.index(m)))
         for row in self.selection_:
             row["selected"] = row["method"] == best
@@ -268,7 +295,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         est = fit_hdbscan(Z, self.min_cluster_size)
         labels = np.asarray(est.labels_, dtype=int)
         if (labels < 0).all():
-            raise ValueError(
+            raise ClusteringError(
                 f"HDBSCAN labelled all {len(Z)} examples noise (min_cluster_size="
                 f"{self.min_cluster_size}): lower min_cluster_size or use another clusterer")
         self._estimator = est
@@ -279,7 +306,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         est = clone(self.clusterer).fit(Z)
         labels = np.asarray(getattr(est, "labels_"), dtype=int)
         if (labels < 0).all():
-            raise ValueError(f"{type(est).__name__} labelled every example noise")
+            raise ClusteringError(f"{type(est).__name__} labelled every example noise")
         self._estimator = est
         self._add_summary_row(type(est).__name__, Z, labels)
         return labels
@@ -307,42 +334,78 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
 
     # --------------------------------------------------------------- predict
     def predict(self, A: Any) -> np.ndarray:
-        """Cluster of new examples from their attribution rows (``-1``: HDBSCAN noise)."""
+        """Cluster of new examples from their attribution rows (``-1``: HDBSCAN noise).
+
+        Routed by the rule that made the clusters (``routing_rule_``, see
+        :data:`ROUTES`); ``train_agreement_`` is the share of training rows that rule
+        sends to their own cluster.
+        """
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self, "labels_")
         X, _ = as_rows(A)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"rows have {X.shape[1]} features; fitted on {self.n_features_in_}")
-        if self.n_clusters_ == 1 and self._estimator is None:
-            return np.zeros(len(X), dtype=int)
         Z = self.reducer_.transform(preprocess(X, self.preprocessing, self.gamma))
-        route = _ROUTERS.get(self.method_ if self.method_ == "hdbscan" else
-                             "estimator" if self._estimator is not None else "centroid")
-        return route(self, Z)
+        return ROUTES[self.routing_rule_].route(self, Z)
+
+    def _routing_rule(self) -> str:
+        if self.method_ == "hdbscan":
+            return "hdbscan"
+        if self._estimator is not None:
+            return "estimator" if hasattr(self._estimator, "predict") else "nearest centroid"
+        if self.n_clusters_ == 1:
+            return "single cluster"
+        return "nearest training row" if self.method_ in _LINKAGE else "nearest centroid"
+
+    def _mapped(self, raw: np.ndarray) -> np.ndarray:
+        return np.array([self.label_map_.get(int(c), -1) for c in raw], dtype=int)
 
     def _route_centroid(self, Z: np.ndarray) -> np.ndarray:
         kept = sorted(self.cluster_sizes_)
         return np.asarray(kept)[nearest_centroid(Z, self.centroids_)]
 
+    def _route_row(self, Z: np.ndarray) -> np.ndarray:
+        return nearest_row(Z, self.embedding_, self.labels_)
+
     def _route_hdbscan(self, Z: np.ndarray) -> np.ndarray:
         import hdbscan
 
-        raw, _ = hdbscan.approximate_predict(self._estimator, Z)
-        return np.array([self.label_map_.get(int(c), -1) for c in raw], dtype=int)
+        return self._mapped(hdbscan.approximate_predict(self._estimator, Z)[0])
 
     def _route_estimator(self, Z: np.ndarray) -> np.ndarray:
-        if not hasattr(self._estimator, "predict"):
-            return self._route_centroid(Z)
-        raw = self._estimator.predict(Z)
-        return np.array([self.label_map_.get(int(c), -1) for c in raw], dtype=int)
+        return self._mapped(self._estimator.predict(Z))
+
+    def _agreement_by_routing(self) -> float:
+        """Share of non-noise training rows routed back to their own cluster."""
+        keep = self.labels_ >= 0
+        routed = ROUTES[self.routing_rule_].route(self, self.embedding_[keep])
+        return float(np.mean(routed == self.labels_[keep]))
 
 
-_ROUTERS = {
-    "centroid": GroupedDiscovery._route_centroid,
-    "hdbscan": GroupedDiscovery._route_hdbscan,
-    "estimator": GroupedDiscovery._route_estimator,
+@dataclass(frozen=True)
+class Route:
+    """How new rows reach a cluster, and the share of training rows it keeps in theirs
+    (each row left out of what it is compared with where the rule allows)."""
+
+    route: Callable[[GroupedDiscovery, np.ndarray], np.ndarray]
+    train_agreement: Callable[[GroupedDiscovery], float]
+
+
+#: routing rule -> Route. k-means: its own assignment step; agglomerative and divisive
+#: (average linkage): the nearest training row's cluster, which a new point joins first;
+#: HDBSCAN: ``approximate_predict``; a clusterer instance: its ``predict``.
+ROUTES: Dict[str, Route] = {
+    "single cluster": Route(lambda gd, Z: np.zeros(len(Z), dtype=int), lambda gd: 1.0),
+    "nearest centroid": Route(GroupedDiscovery._route_centroid,
+                              lambda gd: centroid_agreement(gd.embedding_, gd.labels_)),
+    "nearest training row": Route(GroupedDiscovery._route_row,
+                                  lambda gd: nearest_row_agreement(gd.embedding_, gd.labels_)),
+    "hdbscan": Route(GroupedDiscovery._route_hdbscan, GroupedDiscovery._agreement_by_routing),
+    "estimator": Route(GroupedDiscovery._route_estimator,
+                       GroupedDiscovery._agreement_by_routing),
 }
+_LINKAGE = ("agglomerative", "divisive")
 
 
 def _relabel_by_size(labels: np.ndarray) -> Tuple[np.ndarray, Dict[int, int]]:

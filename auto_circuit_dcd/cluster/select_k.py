@@ -5,8 +5,8 @@
 - **elbow**: :func:`chord_elbow` on a decreasing curve over ``k = 1..K`` (k-means
   inertia; divisive summed within-cluster distances), both axes normalised to [0, 1]:
   the point farthest from the chord joining the first and last points.
-  Agglomerative uses :func:`largest_merge_gap`: the ``k`` whose next merge (the one that
-  would leave ``k - 1`` clusters) jumps the most in height.
+  Agglomerative uses :func:`largest_merge_gap` on :func:`merge_gaps`: the ``k`` whose
+  next merge (the one that would leave ``k - 1`` clusters) jumps the most in height.
 - **gap statistic** (Tibshirani, Walther & Hastie 2001): ``W_k`` is the pooled
   within-cluster sum of squares; ``Gap(k) = mean_b log W*_kb - log W_k`` over ``B``
   reference sets drawn uniformly in the box aligned with the data's principal axes
@@ -32,6 +32,7 @@ __all__ = [
     "within_ss",
     "silhouette_by_k",
     "chord_elbow",
+    "merge_gaps",
     "largest_merge_gap",
     "reference_sets",
     "gap_statistic",
@@ -81,19 +82,24 @@ def chord_elbow(curve: Mapping[int, float]) -> int:
     return int(ks[int(np.argmax(dist))])
 
 
-def largest_merge_gap(heights: np.ndarray, max_k: int) -> int:
-    """Agglomerative elbow: the ``k`` in ``2..max_k`` with the largest jump in merge height.
+def merge_gaps(heights: np.ndarray, ks: Sequence[int]) -> Dict[int, float]:
+    """Agglomerative elbow curve: for each ``k`` in ``ks`` (``2 <= k <= n - 1``), the jump
+    in height from the merge that left ``k`` clusters to the next one (which would leave
+    ``k - 1``).
 
-    ``heights`` are the ``n - 1`` merge heights in merge order (non-decreasing for
-    average linkage); ``k`` clusters remain before merge ``n - k``.
+    ``heights`` are the ``n - 1`` merge heights (sorted here; non-decreasing in merge
+    order for average linkage): ``k`` clusters remain after the ``n - k`` lowest merges.
     """
     h = np.sort(np.asarray(heights, dtype=float))
     n = len(h) + 1
-    ks = range(2, min(max_k, n - 1) + 1)
-    gaps = {k: h[n - k] - h[n - k - 1] for k in ks}
-    if not gaps:
-        return 2
-    return int(max(gaps, key=lambda k: (gaps[k], -k)))
+    return {int(k): float(h[n - k] - h[n - k - 1]) for k in ks if 2 <= k <= n - 1}
+
+
+def largest_merge_gap(gaps: Mapping[int, float], max_k: int) -> int:
+    """Agglomerative elbow: the ``k`` in ``2..max_k`` with the largest :func:`merge_gaps`
+    jump (ties: the smaller ``k``); 2 when there is none."""
+    ks = [k for k in gaps if 2 <= k <= max_k]
+    return int(max(ks, key=lambda k: (gaps[k], -k))) if ks else 2
 
 
 def reference_sets(X: np.ndarray, n_refs: int, rng: np.random.RandomState) -> np.ndarray:

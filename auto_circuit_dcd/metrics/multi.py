@@ -37,9 +37,12 @@ class MultiCircuitResult:
         fractions: ``[n_fractions]``.
         oracle_f: ``[n_fractions]`` f with the best circuit per example.
         oracle_choice: ``[n_examples, n_fractions]`` index into ``labels`` of that circuit.
-        routed_f: ``[n_fractions]`` f with each example's assigned circuit (None if no
-            routing was given).
-        routing: ``[n_examples]`` index into ``labels`` of the assigned circuit (or None).
+        routed_f: ``[n_fractions]`` f with each example's assigned circuit, over the
+            routed examples (those routed to an ``exclude`` label left out; None if no
+            routing was given; NaN if every example was left out).
+        routing: ``[n_examples]`` index into ``labels`` of the assigned circuit, ``-1``
+            for an example left out (or None).
+        n_excluded: examples left out of ``routed_f`` (routed to an ``exclude`` label).
         labels: circuit labels, in the order of the ``circuits`` given.
         per_circuit: ``{label: FaithfulnessResult}`` of each circuit on the whole test set.
         example_ids: the rows' example ids.
@@ -53,6 +56,7 @@ class MultiCircuitResult:
     labels: List[Hashable]
     per_circuit: Dict[Hashable, FaithfulnessResult]
     example_ids: List[Any]
+    n_excluded: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable summary (labels as strings)."""
@@ -63,13 +67,15 @@ class MultiCircuitResult:
             "labels": [str(x) for x in self.labels],
             "oracle_choice": self.oracle_choice.tolist(),
             "routing": None if self.routing is None else self.routing.tolist(),
+            "n_excluded": self.n_excluded,
             "per_circuit_f": {str(k): v.f.tolist() for k, v in self.per_circuit.items()},
         }
 
 
 def _routing_index(routing: Any, labels: List[Hashable], ids: List[Any],
-                   fallback: Optional[Hashable]) -> np.ndarray:
-    """Index into ``labels`` per example from an aligned sequence or an ``{id: label}`` map."""
+                   fallback: Optional[Hashable], exclude: Sequence[Hashable] = ()) -> np.ndarray:
+    """Index into ``labels`` per example from an aligned sequence or an ``{id: label}`` map;
+    ``-1`` for an example routed to an ``exclude`` label."""
     if isinstance(routing, Mapping):
         by_id = {str(k): v for k, v in routing.items()}
         missing = [i for i in ids if str(i) not in by_id]
@@ -83,8 +89,12 @@ def _routing_index(routing: Any, labels: List[Hashable], ids: List[Any],
                              "(give one per example in the loader's order, or {id: label})")
     pos = {lab: j for j, lab in enumerate(labels)}
     pos.update({str(lab): j for j, lab in enumerate(labels) if str(lab) not in pos})
+    skip = set(exclude) | {str(x) for x in exclude}
     out = []
     for a in assigned:
+        if a in skip or str(a) in skip:
+            out.append(-1)
+            continue
         j = pos.get(a, pos.get(str(a)))
         if j is None:
             if fallback is None:
@@ -100,12 +110,15 @@ def combine_circuits(
     results: Mapping[Hashable, FaithfulnessResult],
     routing: Any = None,
     fallback: Optional[Hashable] = None,
+    exclude: Sequence[Hashable] = (),
 ) -> MultiCircuitResult:
     """Oracle and routed faithfulness from per-circuit results on the same test set.
 
     ``routing``: per test example the label of its circuit (aligned with the results'
-    ``example_ids``), or ``{example_id: label}``; ``fallback`` is used for labels without
-    a circuit (e.g. ``-1`` noise). Every result must come from the same loader.
+    ``example_ids``), or ``{example_id: label}``. Examples routed to a label in
+    ``exclude`` (e.g. ``-1``, HDBSCAN noise) are left out of the routed faithfulness;
+    ``fallback`` is the circuit of any other label without one. Every result must come
+    from the same loader.
     """
     labels = list(results)
     if not labels:
@@ -123,14 +136,20 @@ def combine_circuits(
     oracle_mu = mu.max(0)
     oracle_f = ratio_of_means(oracle_mu, first.mu_full, first.mu_empty)
     routed_f = route = None
+    n_excluded = 0
     if routing is not None:
-        route = _routing_index(routing, labels, first.example_ids, fallback)
-        routed_mu = mu[route, np.arange(mu.shape[1])]  # [n_ex, n_frac]
-        routed_f = ratio_of_means(routed_mu, first.mu_full, first.mu_empty)
+        route = _routing_index(routing, labels, first.example_ids, fallback, exclude)
+        rows = np.flatnonzero(route >= 0)
+        n_excluded = int(len(route) - rows.size)
+        if rows.size:
+            routed_mu = mu[route[rows], rows]  # [n_routed, n_frac]
+            routed_f = ratio_of_means(routed_mu, first.mu_full[rows], first.mu_empty[rows])
+        else:
+            routed_f = np.full(first.fractions.shape, np.nan)
     return MultiCircuitResult(
         fractions=first.fractions.copy(), oracle_f=oracle_f, oracle_choice=choice,
         routed_f=routed_f, routing=route, labels=labels, per_circuit=dict(results),
-        example_ids=list(first.example_ids))
+        example_ids=list(first.example_ids), n_excluded=n_excluded)
 
 
 def multi_circuit_faithfulness(

@@ -25,7 +25,10 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-__all__ = ["load_model", "make_patchable", "prepare_for_patching", "enable_patching_flags",
+from ..errors import ConfigError, ModelUnavailableError
+
+__all__ = ["load_model", "check_model_name", "make_patchable", "prepare_for_patching",
+           "enable_patching_flags",
            "MODEL_LOADERS"]
 
 
@@ -124,11 +127,27 @@ def _transformer_lens(name: str, **kwargs: Any) -> Any:
     try:
         return HookedTransformer.from_pretrained(name, **kwargs)
     except (OSError, ConnectionError) as err:
-        raise RuntimeError(
+        raise ModelUnavailableError(
             f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: "
             f"{err}). This machine may be offline: built-in offline models are "
             f"{sorted(MODEL_LOADERS)}; or download {name!r} once with hub access."
         ) from err
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name that is neither built in nor a TransformerLens official model
+    (:class:`~auto_circuit_dcd.errors.ConfigError`); loads nothing."""
+    if name in MODEL_LOADERS:
+        return
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        raise ConfigError(
+            f"unknown model {name!r}: use one of {sorted(MODEL_LOADERS)} or a "
+            "TransformerLens official model name (gpt2, pythia-70m, ...)"
+        ) from None
 
 
 def load_model(name: str, device: str | torch.device = "cpu",
@@ -148,17 +167,9 @@ def load_model(name: str, device: str | torch.device = "cpu",
 
     device = resolve_device(device)
     dtype = None if dtype is None else resolve_dtype(dtype)
+    check_model_name(name)
     loader = MODEL_LOADERS.get(name)
     if loader is None:
-        from transformer_lens.loading_from_pretrained import get_official_model_name
-
-        try:
-            get_official_model_name(name)
-        except ValueError:
-            raise ValueError(
-                f"unknown model {name!r}: use one of {sorted(MODEL_LOADERS)} or a "
-                "TransformerLens official model name (gpt2, pythia-70m, ...)"
-            ) from None
         if dtype is not None:
             kwargs.setdefault("dtype", dtype)
         model = _transformer_lens(name, device=str(device), **kwargs)

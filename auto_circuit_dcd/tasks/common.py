@@ -5,7 +5,8 @@ Every generated prompt is a dict in auto-circuit's JSON format (``clean``, ``cor
 (``"{task}/{prompt_type}"``), ``id`` and ``split``. Generators work from a tokenizer:
 
 1. word lists are filtered to words that are one token in the form they are used in
-   (usually with a leading space); :class:`GenStats` counts what was dropped;
+   (usually with a leading space) and known to the tokenizer (not its unknown token);
+   :class:`GenStats` counts what was dropped;
 2. candidate prompts are checked (:func:`check_pair`): clean and corrupt prompts must
    have the same token length (``add_special_tokens=False``) and every answer must be
    one token; rejected candidates and duplicates are counted, never silently lost.
@@ -14,12 +15,14 @@ Every generated prompt is a dict in auto-circuit's JSON format (``clean``, ``cor
 from __future__ import annotations
 
 import json
-import os
 import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..errors import UserError
+from ..tokens import UnknownWordError, encode
 
 __all__ = [
     "GenerationError",
@@ -39,7 +42,7 @@ DEFAULT_SPLIT: Tuple[float, float, float] = (0.6, 0.2, 0.2)
 SPLIT_NAMES: Tuple[str, str, str] = ("train", "val", "test")
 
 
-class GenerationError(ValueError):
+class GenerationError(UserError, ValueError):
     """A dataset that cannot be generated as asked; the message says what to change."""
 
 
@@ -66,8 +69,16 @@ class GenStats:
 
 
 def n_tokens(tokenizer: Any, text: str) -> int:
-    """Token count of ``text`` without special tokens."""
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """Token count of ``text`` without special tokens; :class:`UnknownWordError` when the
+    tokenizer does not know a word of it (see :mod:`auto_circuit_dcd.tokens`)."""
+    return len(encode(tokenizer, text))
+
+
+def _is_one_token(tokenizer: Any, text: str) -> bool:
+    try:
+        return n_tokens(tokenizer, text) == 1
+    except UnknownWordError:
+        return False
 
 
 def one_token_words(
@@ -80,9 +91,9 @@ def one_token_words(
     """
     kept = []
     for w in words:
-        ok = n_tokens(tokenizer, prefix + w) == 1
+        ok = _is_one_token(tokenizer, prefix + w)
         if ok and also_bare:
-            ok = n_tokens(tokenizer, w) == 1
+            ok = _is_one_token(tokenizer, w)
         if ok:
             kept.append(w)
     stats.dropped_words[list_name] = stats.dropped_words.get(list_name, 0) + len(words) - len(kept)
@@ -91,11 +102,21 @@ def one_token_words(
 
 def check_pair(tokenizer: Any, clean: str, corrupt: str, answers: Sequence[str],
                wrong_answers: Sequence[str], stats: GenStats) -> bool:
-    """True when the pair has equal token lengths and one-token answers; counts failures."""
-    if any(n_tokens(tokenizer, a) != 1 for a in list(answers) + list(wrong_answers)):
+    """True when the pair has equal token lengths and one-token answers; counts failures.
+
+    A word of the prompt itself that the tokenizer does not know (a template word: every
+    prompt would have it) is an error naming the prompt and the word.
+    """
+    if not all(_is_one_token(tokenizer, a) for a in list(answers) + list(wrong_answers)):
         stats.not_one_token += 1
         return False
-    if n_tokens(tokenizer, clean) != n_tokens(tokenizer, corrupt):
+    try:
+        lengths = n_tokens(tokenizer, clean), n_tokens(tokenizer, corrupt)
+    except UnknownWordError as err:
+        raise GenerationError(f"prompt {err}: this task's templates need words the "
+                              "tokenizer does not know; use another model's tokenizer "
+                              "(e.g. --model smollm2-135m)") from None
+    if lengths[0] != lengths[1]:
         stats.length_mismatch += 1
         return False
     return True
@@ -170,9 +191,6 @@ def assign_splits(prompts: List[Dict[str, Any]], split: Sequence[float], seed: i
 def write_dataset(prompts: List[Dict[str, Any]], out: str | Path,
                   meta: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``{"prompts": [...], "meta": {...}}`` (auto-circuit's format) atomically."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"prompts": prompts, "meta": meta or {}}, indent=1))
-    os.replace(tmp, path)
-    return path
+    from ..files import write_text
+
+    return write_text(out, json.dumps({"prompts": prompts, "meta": meta or {}}, indent=1))

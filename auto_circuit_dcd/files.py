@@ -1,0 +1,191 @@
+"""Files written whole or not at all, checked when read, and folders used by one process at a time.
+
+1. :func:`atomic_path` yields a temporary path beside the destination (same folder, so
+   the rename is atomic); when the block ends normally the file is flushed to disk and
+   renamed over the destination; on any exit by an exception (``KeyboardInterrupt``
+   included) the temporary file is removed and the destination is left as it was.
+   :func:`write_text` and :func:`save_tensors` write through it.
+2. :func:`digest` / :func:`tensor_digest` / :func:`file_digest`: xxh3-128 of bytes, of
+   tensors' contents (any device, any dtype, read in chunks) and of a file. They are
+   checksums and cache keys against damage and stale data, not against an attacker.
+3. :func:`folder_lock`: an exclusive advisory lock on ``folder/.lock``, taken without
+   waiting (a second process gets :class:`~auto_circuit_dcd.errors.FolderBusyError`
+   naming the folder and the holder's process id). The operating system releases it
+   when the process ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional
+
+import torch
+
+from .errors import FolderBusyError
+
+__all__ = ["atomic_path", "write_text", "save_tensors", "remove_temporaries", "digest",
+           "tensor_digest", "file_digest", "folder_lock", "LOCK_FILE"]
+
+LOCK_FILE = ".lock"
+_TMP_SUFFIX = ".tmp"
+#: bytes read at a time when hashing a tensor or a file (bounds the extra memory)
+_CHUNK = 1 << 26
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_path(dest: str | Path) -> Iterator[Path]:
+    """A temporary path to write ``dest`` through; renamed over ``dest`` on success."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}{_TMP_SUFFIX}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(dest: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``dest`` whole or not at all."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def save_tensors(dest: str | Path, tensors: Mapping[str, torch.Tensor],
+                 metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Write a safetensors file whole or not at all (tensors moved to the CPU first)."""
+    from safetensors.torch import save_file
+
+    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(dest) as tmp:
+        save_file(data, str(tmp), metadata=metadata)
+    return Path(dest)
+
+
+def remove_temporaries(folder: str | Path, recursive: bool = False) -> int:
+    """Remove temporary files that :func:`atomic_path` left in ``folder`` (and below it, if
+    ``recursive``) when a process was killed mid-write; returns how many. Call it only
+    while holding the folder's lock."""
+    n = 0
+    pattern = f".*{_TMP_SUFFIX}"
+    for p in (Path(folder).rglob(pattern) if recursive else Path(folder).glob(pattern)):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+# ----------------------------------------------------------------------------- digests
+def _hasher() -> Any:
+    import xxhash
+
+    return xxhash.xxh3_128()
+
+
+def _tensor_chunks(t: torch.Tensor) -> Iterable[memoryview]:
+    flat = t.detach().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    step = max(1, _CHUNK // max(1, flat.element_size()))
+    for start in range(0, flat.numel(), step):
+        part = flat[start:start + step]
+        if part.device.type != "cpu":
+            part = part.cpu()
+        yield memoryview(part.contiguous().view(torch.uint8).numpy())
+
+
+def digest(*parts: bytes | str) -> str:
+    """Hex digest of the parts, each length-prefixed (so ``("ab", "c") != ("a", "bc")``)."""
+    h = _hasher()
+    for part in parts:
+        b = part.encode() if isinstance(part, str) else part
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """Hex digest of the tensors' dtypes, shapes and bytes (every value is read)."""
+    h = _hasher()
+    for t in tensors:
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        for chunk in _tensor_chunks(t):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """Hex digest of a file's bytes, read in chunks."""
+    h = _hasher()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- locks
+def _try_lock(f: Any) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _unlock(f: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "run") -> Iterator[Path]:
+    """Hold the exclusive lock of ``folder`` (created if needed) for the block.
+
+    ``what`` names the holder in the error, e.g. "run" or "attribution".
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    f = open(folder / LOCK_FILE, "a+")
+    try:
+        if not _try_lock(f):
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise FolderBusyError(
+                f"{folder} is in use by another {what} (process {holder}): wait for it to "
+                "finish, or write into another folder")
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield folder
+        finally:
+            _unlock(f)
+    finally:
+        f.close()
