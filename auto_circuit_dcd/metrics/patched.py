@@ -55,6 +55,8 @@ __all__ = ["PatchedForward", "CircuitPlan", "BatchPatch", "fast_metrics",
            "fast_unsupported_reason", "DEFAULT_CPU_STACK_GIB"]
 
 _LETTERS = ("q", "k", "v")
+#: sources whose slots span at most this many times their number are read as one slice
+_PAD_RATIO = 1.25
 #: default memory cap of one stacked pass on the CPU (GiB); on a GPU a quarter of the free
 #: memory is used
 DEFAULT_CPU_STACK_GIB = 1.0
@@ -77,14 +79,17 @@ def fast_unsupported_reason(model: Any) -> Optional[str]:
 class _Block:
     """One layer's destinations of one kind (Q/K/V together, an MLP, the final residual).
 
-    ``sparse[j]``: form of destination module ``j`` (Q, K, V, or the only one); row ``r``
-    is head ``head[r]`` of module ``module[r]``; its input is ``base + weight[r] @ D[srcs]``.
+    ``sparse[j]``: form of destination module ``j`` (Q, K, V, or the only one); its rows
+    come ``counts[j]`` at a time, in module order; row ``r`` is head ``head[r]`` and gets
+    the input ``base + weight[r] @ D[srcs]``.
     """
 
     sparse: Tuple[bool, ...]
-    module: Tensor   # long [r]
-    head: Tensor     # long [r]
-    srcs: Tensor     # long [u] source indices
+    counts: Tuple[int, ...]
+    head: Tensor     # long [r], CPU
+    head_dev: Tensor
+    srcs: Tensor     # long [u] source indices (sorted), on the model's device
+    srcs_cpu: Tensor
     weight: Tensor   # [r, u], +1 (sparse form) / -1 (complement form) where an edge is used
 
     @property
@@ -95,21 +100,21 @@ class _Block:
 def _block(masks: Sequence[Tensor], in_start: int, dtype: torch.dtype,
            device: torch.device) -> _Block:
     """The plan of destination modules whose circuit masks are ``masks[j] [rows, n_in]``."""
-    sparse, used, module, head, sign = [], [], [], [], []
-    for j, m in enumerate(masks):
+    sparse, used, head, sign = [], [], [], []
+    for m in masks:
         sp = 2 * int(m.sum()) <= m.numel()
         u = m if sp else ~m
         rows = u.any(1).nonzero().flatten()
         sparse.append(sp)
         used.append(u[rows])
-        module.append(torch.full_like(rows, j))
         head.append(rows)
-        sign.append(torch.full((len(rows),), 1.0 if sp else -1.0))
+        sign.append(torch.full((len(rows),), 1.0 if sp else -1.0, dtype=torch.float64))
     rows_used = torch.cat(used)
     cols = rows_used.any(0).nonzero().flatten()
-    weight = rows_used[:, cols].to(torch.float64) * torch.cat(sign)[:, None].double()
-    return _Block(tuple(sparse), torch.cat(module).to(device), torch.cat(head).to(device),
-                  (cols + in_start).to(device), weight.to(dtype=dtype, device=device))
+    weight = rows_used[:, cols].to(torch.float64) * torch.cat(sign)[:, None]
+    srcs, heads = cols + in_start, torch.cat(head)
+    return _Block(tuple(sparse), tuple(len(h) for h in head), heads, heads.to(device),
+                  srcs.to(device), srcs, weight.to(dtype=dtype, device=device))
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,7 @@ class PatchedForward:
         m, start = masks("hook_resid_post", self.n_layers - 1)
         out = _block([m], start, self.acc, self.device)
         blocks = attn + [b for b in mlp if b is not None] + [out]
-        needed = torch.unique(torch.cat([b.srcs.cpu() for b in blocks]))
+        needed = torch.unique(torch.cat([b.srcs_cpu for b in blocks]))
         return CircuitPlan(tuple(attn), tuple(mlp), out, needed)
 
     def batch_patch(self, patch: Tensor) -> BatchPatch:
@@ -317,14 +322,31 @@ class _Pass:
             self.D[:, int(slots[hit[0]]):int(slots[hit[-1]]) + 1] = block[:, hit]
 
     def correction(self, c: int, blk: _Block, last_only: bool = False) -> Tensor:
-        """``weight @ D[srcs]`` of copy ``c``: ``[r, B, pos, d]`` (``[r, B, d]`` if last_only)."""
-        slots = self.slot_dev[blk.srcs]
-        d = self.D[c]
+        """``weight @ D[srcs]`` of copy ``c``: ``[r, B, pos, d]`` (``[r, B, d]`` if last_only).
+
+        The sources are read as one slice of ``D`` when their slots are (nearly) one range,
+        the weights padded with zeros: a copy of the rows costs about as much as the product.
+        """
+        slots = self.slot_of[blk.srcs_cpu]
+        lo, hi = int(slots[0]), int(slots[-1]) + 1
+        if hi - lo <= _PAD_RATIO * len(slots):
+            w = blk.weight
+            if hi - lo > len(slots):
+                w = torch.zeros(blk.n_rows, hi - lo, dtype=w.dtype, device=w.device)
+                w[:, (slots - lo).to(w.device)] = blk.weight
+            d = self.D[c, lo:hi]
+            if last_only:
+                d = d.view(hi - lo, self.b, self.pos, -1)[:, :, -1]
+        else:
+            w = blk.weight
+            d = self.D[c]
+            if last_only:
+                d = d.view(d.shape[0], self.b, self.pos, -1)[:, :, -1]
+            d = d.index_select(0, slots.to(self.pf.device))
+        out = w @ d.reshape(d.shape[0], -1)
         if last_only:
-            d = d.view(-1, self.b, self.pos, self.pf.d)[:, :, -1].index_select(0, slots)
-            return (blk.weight @ d.reshape(len(slots), -1)).view(-1, self.b, self.pf.d)
-        d = d.index_select(0, slots)
-        return (blk.weight @ d).view(-1, self.b, self.pos, self.pf.d)
+            return out.view(-1, self.b, self.pf.d)
+        return out.view(-1, self.b, self.pos, self.pf.d)
 
     # ------------------------------------------------------------------ hooks
     def hooks(self) -> List[Any]:
@@ -378,26 +400,29 @@ class _Pass:
                     if bool(sparse[:, j].any()):
                         sel = sparse[:, j].repeat_interleave(self.b).to(pf.device)
                         kwargs[name] = torch.where(sel[:, None, None], ln_ap, kwargs[name])
-            xs, copy_of, module_of, head_of = [], [], [], []
+            # per letter: (copy, head) of each row with its own input, and that input
+            xs: List[List[Tensor]] = [[], [], []]
+            copies: List[List[Tensor]] = [[], [], []]
+            heads: List[List[Tensor]] = [[], [], []]
             for c, blk in enumerate(blocks):
                 if blk.n_rows == 0:
                     continue
                 rows = self.rows(c)
-                use_ap = torch.tensor(blk.sparse, device=pf.device)[blk.module]
-                base = x[rows][None] if x_ap is None else torch.where(
-                    use_ap[:, None, None, None], x_ap[rows][None], x[rows][None])
-                xs.append(base + self.correction(c, blk))
-                copy_of.append(torch.full_like(blk.head, c))
-                module_of.append(blk.module)
-                head_of.append(blk.head)
+                corr = self.correction(c, blk)
+                start = 0
+                for j, n in enumerate(blk.counts):
+                    if n:
+                        base = x_ap[rows] if blk.sparse[j] else x[rows]
+                        xs[j].append(base[None] + corr[start:start + n])
+                        heads[j].append(blk.head_dev[start:start + n])
+                        copies[j].append(torch.full((n,), c, dtype=torch.long,
+                                                    device=pf.device))
+                    start += n
             self.head_inputs = {}
-            if xs:
-                normed = ln1(torch.cat(xs).to(pf.dtype))
-                cs, ms, hs = torch.cat(copy_of), torch.cat(module_of), torch.cat(head_of)
-                for j in range(3):
-                    pick = (ms == j).nonzero().flatten()
-                    if len(pick):
-                        self.head_inputs[j] = (cs[pick], hs[pick], normed[pick])
+            for j in range(3):
+                if xs[j]:
+                    self.head_inputs[j] = (torch.cat(copies[j]), torch.cat(heads[j]),
+                                           ln1(torch.cat(xs[j]).to(pf.dtype)))
             return args, kwargs
         return hook
 
@@ -426,15 +451,20 @@ class _Pass:
         def hook(module: Any, args: Any, z: Tensor) -> None:
             slots = self.slot_of[hs_slice]
             heads = (slots >= 0).nonzero().flatten()
-            if not len(heads):
+            n = len(heads)
+            if not n:
                 return
-            hd = heads.to(pf.device)
-            out = head_outputs(z[:, :, hd], W_O[hd]).transpose(0, 1)  # [h, n_c*B, pos, d]
-            srcs = hd + hs_slice.start
-            dv = (out.to(pf.acc).reshape(len(hd), self.n_c, -1).transpose(0, 1)
-                  - self.patch.flat[srcs][None])
+            h0, h1 = int(heads[0]), int(heads[-1]) + 1
+            if h1 - h0 == n:  # one range of heads: slices, no copies
+                out = head_outputs(z[:, :, h0:h1], W_O[h0:h1])
+                patch = self.patch.flat[hs_slice.start + h0:hs_slice.start + h1]
+            else:
+                hd = heads.to(pf.device)
+                out = head_outputs(z[:, :, hd], W_O[hd])
+                patch = self.patch.flat[hd + hs_slice.start]
+            out = out.transpose(0, 1)  # [h, n_c*B, pos, d], contiguous
             a = int(slots[heads[0]])
-            self.D[:, a:a + len(hd)] = dv
+            self.D[:, a:a + n] = out.to(pf.acc).reshape(n, self.n_c, -1).transpose(0, 1) - patch[None]
         return hook
 
     def _attn_out(self, l: int) -> Any:
