@@ -23,9 +23,11 @@ per-head flags off) and hooks:
    of ``D`` over all sources (a layer's heads together, from ``hook_attn_out - b_O``);
 2. attention of layer ``l``: its normalised Q/K/V inputs become ``ln1(base)`` per copy;
    each head with a correction gets its own input ``base + W @ D`` (one matrix product
-   per copy over its rows and source columns), normalised and projected with its own
+   per copy over its rows and source columns, the MLP's row from the same sources
+   included, so ``D`` is read once per layer), normalised and projected with its own
    ``W_Q``/``W_K``/``W_V`` over its slice of ``hook_q``/``hook_k``/``hook_v`` (before rotary);
-3. an MLP's input: ``ln2``'s input replaced per copy;
+3. an MLP's input: ``ln2``'s input replaced per copy (the row from step 2 plus its own
+   layer's heads);
 4. the final residual: its last position only (the metric reads nothing else), corrected;
    ``ln_final`` and the unembedding then run on one position.
 
@@ -56,7 +58,7 @@ __all__ = ["PatchedForward", "CircuitPlan", "BatchPatch", "fast_metrics",
 
 _LETTERS = ("q", "k", "v")
 #: sources whose slots span at most this many times their number are read as one slice
-_PAD_RATIO = 1.25
+_PAD_RATIO = 2.0
 #: default memory cap of one stacked pass on the CPU (GiB); on a GPU a quarter of the free
 #: memory is used
 DEFAULT_CPU_STACK_GIB = 1.0
@@ -98,11 +100,13 @@ class _Block:
 
 
 def _block(masks: Sequence[Tensor], in_start: int, dtype: torch.dtype,
-           device: torch.device) -> _Block:
-    """The plan of destination modules whose circuit masks are ``masks[j] [rows, n_in]``."""
+           device: torch.device, forms: Optional[Sequence[Optional[bool]]] = None) -> _Block:
+    """The plan of destination modules whose circuit masks are ``masks[j] [rows, n_in]``
+    (columns = sources ``in_start ..``); ``forms[j]`` imposes module ``j``'s form."""
     sparse, used, head, sign = [], [], [], []
-    for m in masks:
-        sp = 2 * int(m.sum()) <= m.numel()
+    for j, m in enumerate(masks):
+        sp = forms[j] if forms is not None and forms[j] is not None else (
+            2 * int(m.sum()) <= m.numel())
         u = m if sp else ~m
         rows = u.any(1).nonzero().flatten()
         sparse.append(sp)
@@ -122,8 +126,8 @@ class CircuitPlan:
     """How one circuit's patched inputs are built: per layer the attention block and the
     MLP block, the final residual's block, and every source index they read."""
 
-    attn: Tuple[_Block, ...]
-    mlp: Tuple[Optional[_Block], ...]
+    attn: Tuple[_Block, ...]           # Q, K, V and the MLP's edges from earlier layers
+    mlp: Tuple[Optional[_Block], ...]  # the MLP's edges from its own layer's heads
     out: _Block
     needed: Tensor  # long, sorted
 
@@ -193,12 +197,22 @@ class PatchedForward:
         attn, mlp = [], []
         for l in range(self.n_layers):
             parts = [masks(f"hook_{x}_input", l) for x in _LETTERS]
-            attn.append(_block([m for m, _ in parts], parts[0][1], self.acc, self.device))
+            ms, forms = [m for m, _ in parts], [None, None, None]
+            start = parts[0][1]
             if ("hook_mlp_in", l) in self.dest:
-                m, start = masks("hook_mlp_in", l)
-                mlp.append(_block([m], start, self.acc, self.device))
+                # the MLP's edges from sources before the attention join the attention's
+                # product (one read of D per layer); those from the layer's own heads
+                # (absent in parallel blocks) are added at the MLP
+                m, m_start = masks("hook_mlp_in", l)
+                split = self.attn_stop[l] - m_start
+                form = 2 * int(m.sum()) <= m.numel()
+                ms.append(m[:, :split])
+                forms.append(form)
+                mlp.append(_block([m[:, split:]], self.attn_stop[l], self.acc, self.device,
+                                  forms=[form]))
             else:
                 mlp.append(None)
+            attn.append(_block(ms, start, self.acc, self.device, forms=forms))
         m, start = masks("hook_resid_post", self.n_layers - 1)
         out = _block([m], start, self.acc, self.device)
         blocks = attn + [b for b in mlp if b is not None] + [out]
@@ -289,7 +303,6 @@ class _Pass:
         self.slot_of = torch.full((pf.n_src,), -1, dtype=torch.long)
         self.slot_of[needed] = torch.arange(len(needed))
         self.needed = needed
-        self.slot_dev = self.slot_of.to(pf.device)
         bpd = self.b * self.pos * pf.d
         self.D = torch.empty(self.n_c, len(needed), bpd, dtype=pf.acc, device=pf.device)
         self.S = torch.zeros(self.n_c * self.b, self.pos, pf.d, dtype=pf.acc, device=pf.device)
@@ -297,6 +310,7 @@ class _Pass:
         self.pending: Deque[Tuple[int, int, Tensor]] = deque()
         self.x_attn: Optional[Tensor] = None
         self.head_inputs: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
+        self.mlp_early: Dict[int, Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
     def rows(self, c: int) -> slice:
@@ -314,12 +328,11 @@ class _Pass:
                                f"{self.added} recorded")
         return self.S
 
-    def source(self, start: int, block: Tensor) -> None:
-        """Record sources ``start ..`` from ``block [n_c, n, B*pos*d]`` (already ``D``)."""
-        slots = self.slot_of[start:start + block.shape[1]]
-        hit = (slots >= 0).nonzero().flatten()
-        if len(hit):
-            self.D[:, int(slots[hit[0]]):int(slots[hit[-1]]) + 1] = block[:, hit]
+    def source(self, idx: int, dv: Tensor) -> None:
+        """Record ``D`` of source ``idx`` (``dv [n_c, 1, B*pos*d]``) if a plan reads it."""
+        slot = int(self.slot_of[idx])
+        if slot >= 0:
+            self.D[:, slot:slot + 1] = dv
 
     def correction(self, c: int, blk: _Block, last_only: bool = False) -> Tensor:
         """``weight @ D[srcs]`` of copy ``c``: ``[r, B, pos, d]`` (``[r, B, d]`` if last_only).
@@ -392,7 +405,7 @@ class _Pass:
 
         def hook(module: Any, args: Any, kwargs: Dict[str, Any]) -> Any:
             blocks = [p.attn[l] for p in self.plans]
-            sparse = torch.tensor([blk.sparse for blk in blocks])  # [n_c, 3]
+            sparse = torch.tensor([blk.sparse[:3] for blk in blocks])  # [n_c, 3]
             x, x_ap = self._bases(self.x_attn, pf.attn_stop[l], sparse)
             if x_ap is not None:
                 ln_ap = ln1(x_ap.to(pf.dtype))
@@ -400,6 +413,7 @@ class _Pass:
                     if bool(sparse[:, j].any()):
                         sel = sparse[:, j].repeat_interleave(self.b).to(pf.device)
                         kwargs[name] = torch.where(sel[:, None, None], ln_ap, kwargs[name])
+            self.mlp_early = {}
             # per letter: (copy, head) of each row with its own input, and that input
             xs: List[List[Tensor]] = [[], [], []]
             copies: List[List[Tensor]] = [[], [], []]
@@ -411,7 +425,9 @@ class _Pass:
                 corr = self.correction(c, blk)
                 start = 0
                 for j, n in enumerate(blk.counts):
-                    if n:
+                    if n and j == 3:  # the MLP's share, added at the MLP
+                        self.mlp_early[c] = corr[start]
+                    elif n:
                         base = x_ap[rows] if blk.sparse[j] else x[rows]
                         xs[j].append(base[None] + corr[start:start + n])
                         heads[j].append(blk.head_dev[start:start + n])
@@ -484,13 +500,16 @@ class _Pass:
         def hook(module: Any, args: Tuple[Any, ...]) -> Any:
             blocks = [p.mlp[l] for p in self.plans]
             sparse = torch.tensor([blk.sparse[0] for blk in blocks])
-            if not bool(sparse.any()) and all(blk.n_rows == 0 for blk in blocks):
+            early, self.mlp_early = self.mlp_early, {}
+            if not bool(sparse.any()) and not early and all(blk.n_rows == 0 for blk in blocks):
                 self.prefix(pf.mlp_stop[l])
                 return None
             x, x_ap = self._bases(args[0], pf.mlp_stop[l], sparse)
             new = x.clone() if x_ap is None else torch.where(
                 sparse.repeat_interleave(self.b).to(pf.device)[:, None, None], x_ap, x)
             for c, blk in enumerate(blocks):
+                if c in early:
+                    new[self.rows(c)] += early[c]
                 if blk.n_rows:
                     new[self.rows(c)] += self.correction(c, blk)[0]
             return (new.to(pf.dtype),) + tuple(args[1:])
