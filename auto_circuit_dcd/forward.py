@@ -18,7 +18,11 @@ what they need from the plain model, exactly:
    normalisations;
 4. :func:`unsupported_reason` says which models these paths take (and why not);
 5. :class:`WrapperGraph` orders a ``PatchableModel``'s wrappers with the package's edge
-   layout; :func:`frozen` and :func:`removing` scope model state and hook handles.
+   layout; :func:`frozen` and :func:`removing` scope model state and hook handles;
+6. :func:`source_outputs`: every source's output on a batch in one plain forward (what
+   auto-circuit's ``src_ablations`` gives with the flags on), and the logits at the last
+   position only (:func:`last_position_only`: the final residual is cut to its last
+   position before ``ln_final`` and the unembedding, which then cost ``1/pos``).
 
 Half precision: a float16 / bfloat16 model runs in its dtype, while everything rebuilt
 from it (source differences, head outputs, destination gradients, norm Jacobians,
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -40,7 +44,8 @@ from .edges import edge_layout
 __all__ = [
     "NORM_KINDS", "SRC_NODE", "DEST_NODE", "WrapperGraph", "frozen", "removing",
     "src_block", "plain_forward", "unsupported_reason", "supports_fast", "norm_vjp",
-    "head_outputs", "accumulation_dtype", "HALF_DTYPES",
+    "head_outputs", "accumulation_dtype", "HALF_DTYPES", "source_outputs",
+    "last_position_only",
 ]
 
 #: TransformerLens normalisation module -> the kind :func:`norm_vjp` takes
@@ -128,6 +133,9 @@ class WrapperGraph:
         self.input_wrapper = starts[0]
         if self.input_wrapper.head_dim is not None:
             raise ValueError("the first source node must be the input embedding")
+        ends = [w for w, *_ in self.dests if w.module_name.endswith("hook_resid_post")]
+        #: the final residual's destination wrapper (``None`` outside TransformerLens graphs)
+        self.output_wrapper = ends[0] if ends else None
 
 
 def src_block(out: Tensor, wrapper: Any) -> Tensor:
@@ -234,3 +242,60 @@ def head_outputs(z: Tensor, W_O: Tensor) -> Tensor:
     b, p, h, e = z.shape
     res = torch.bmm(z.permute(2, 0, 1, 3).reshape(h, b * p, e), W_O.detach().to(z.dtype))
     return res.reshape(h, b, p, -1).transpose(0, 1)
+
+
+# ----------------------------------------------------------------------------- passes
+def last_position_only(graph: WrapperGraph) -> Any:
+    """A forward pre-hook handle on the final residual's wrapper keeping its last position.
+
+    The model then returns logits ``[B, 1, vocab]``; the metric reads nothing else.
+    """
+    def keep_last(module: Any, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        return (args[0][:, -1:],) + tuple(args[1:])
+
+    if graph.output_wrapper is None:
+        raise ValueError("the graph has no final residual destination (hook_resid_post)")
+    return graph.output_wrapper.register_forward_pre_hook(keep_last)
+
+
+def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+    """Every source's output on ``tokens`` and the last-position logits, one plain forward.
+
+    Returns ``outs [n_src, B, pos, d_model]`` in ``src_idx`` order (the embedding, each
+    head's ``z_h @ W_O[h]`` without ``b_O``, each MLP's output: auto-circuit's
+    ``src_ablations(model, tokens, RESAMPLE)``) and logits ``[B, vocab]``. The model must
+    pass :func:`unsupported_reason`.
+    """
+    tl = model.wrapped_model
+    outs: Optional[Tensor] = None
+
+    def put(sl: slice, block: Tensor) -> None:
+        nonlocal outs
+        if outs is None:
+            outs = torch.empty((graph.n_src,) + tuple(block.shape[1:]), dtype=block.dtype,
+                               device=block.device)
+        outs[sl] = block
+
+    def record(module: Any, args: Any, out: Tensor) -> None:
+        put(module.src_idxs, out.detach()[None])
+
+    def record_z(layer: int, sl: slice) -> Any:
+        W_O = tl.blocks[layer].attn.W_O
+
+        def hook(module: Any, args: Any, z: Tensor) -> None:
+            put(sl, head_outputs(z.detach(), W_O).transpose(0, 1))
+        return hook
+
+    handles = [last_position_only(graph)]
+    for w in graph.srcs:
+        m = SRC_NODE.match(w.module_name)
+        if m is not None and m.group(2) == "attn.hook_result":
+            layer = int(m.group(1))
+            handles.append(tl.blocks[layer].attn.hook_z.register_forward_hook(
+                record_z(layer, w.src_idxs)))
+        else:
+            handles.append(w.register_forward_hook(record))
+    with plain_forward(tl), removing(handles), torch.inference_mode():
+        logits = tl(tokens)
+    assert outs is not None
+    return outs, logits[:, -1]

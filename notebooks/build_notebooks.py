@@ -230,7 +230,7 @@ find one EAP circuit per variant, and compare them: edge overlap, and cross-fait
 (the circuit of variant i evaluated on the test set of variant j) at p = 5% of edges.
 
 """ + SIZE_NOTE.format(full=200, extra="; `DCD_NB_FRACTIONS=0.01,0.05,0.2` adds "
-                        "faithfulness curves (each patched forward of SmolLM2 costs seconds)")),
+                        "faithfulness curves")),
     ("code", """import os
 import tempfile
 import time

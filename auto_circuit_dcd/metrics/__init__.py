@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from .curves import cmd, cpr
-from .faithfulness import (ABLATIONS, MIB_GRID, FaithfulnessResult, evaluate_circuits,
-                           faithfulness)
+from .ablation import ABLATIONS
+from .faithfulness import BACKENDS, MIB_GRID, FaithfulnessResult, evaluate_circuits, faithfulness
 from .multi import (CrossFaithfulness, MultiCircuitResult, combine_circuits, cross_faithfulness,
                     multi_circuit_faithfulness)
 from .overlap import (OverlapMatrix, edge_overlap, mass_edge_set, overlap_matrix, top_k_edge_set,
@@ -21,7 +21,7 @@ from .overlap import (OverlapMatrix, edge_overlap, mass_edge_set, overlap_matrix
 from .quality import ClusterQuality, cluster_quality, purity
 
 __all__ = [
-    "MIB_GRID", "ABLATIONS", "FaithfulnessResult", "faithfulness", "evaluate_circuits",
+    "MIB_GRID", "ABLATIONS", "BACKENDS", "FaithfulnessResult", "faithfulness", "evaluate_circuits",
     "cpr", "cmd",
     "MultiCircuitResult", "CrossFaithfulness", "combine_circuits",
     "multi_circuit_faithfulness", "cross_faithfulness",

@@ -11,37 +11,45 @@ a ratio of means over the test set. The circuit at size p is the top ``floor(p *
 edges by ``|score|``, thresholded as auto-circuit's ``run_circuits`` does (edges tied with
 the last one kept are all kept, so the achieved count can exceed the requested one).
 
-How, per batch (shared by every circuit evaluated together):
+How:
 
-1. the patch activations of every source (corrupted run, zeros or the dataset mean);
-2. ``mu(full)`` (plain clean run) and ``mu(empty)`` (every edge patched);
-3. for each distinct circuit (label, fraction): set the patch masks, one clean forward
-   in patch mode.
-
-Masks and patch mode are restored on exit, also on error.
+1. each circuit's edge set: a boolean "edge in circuit" vector per (label, fraction), in
+   the package's edge order (:func:`circuit_mask`); identical sets are evaluated once,
+   the full set is the clean run and the empty set the fully patched one;
+2. a backend (:data:`BACKENDS`) gives ``mu`` per example for each distinct set, with the
+   per-batch fixed work (patch activations, ``mu(full)``, ``mu(empty)``) done once:
+   ``"fast"`` (default where supported) runs the flag-free patched forward of
+   :mod:`.patched`, several circuits per pass; ``"patch-mode"`` runs auto-circuit's patch
+   mode, one forward per circuit;
+3. the curves: ratio of means per fraction.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, Hashable, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..task_metric import check_metric, metric_values
+from ..edges import edge_layout
+from ..task_metric import check_metric
+from .ablation import ABLATIONS, check_ablation
+from .mask_metrics import MaskMetrics
+from .patch_mode import patch_mode_metrics
+from .patched import fast_metrics, fast_unsupported_reason
 
 __all__ = [
     "MIB_GRID",
     "ABLATIONS",
+    "BACKENDS",
     "FaithfulnessResult",
     "faithfulness",
     "evaluate_circuits",
+    "edge_set_metrics",
     "score_vector",
     "edge_count",
     "circuit_mask",
@@ -139,8 +147,6 @@ def score_vector(model: Any, prune_scores: Any) -> Tensor:
     Accepts auto-circuit ``PruneScores`` (``{module_name: tensor}``) or a vector
     (torch or numpy) already in :func:`auto_circuit_dcd.edges.sorted_edges` order.
     """
-    from ..edges import edge_layout
-
     _, layout = edge_layout(model)
     if isinstance(prune_scores, Mapping):
         vec = layout.from_prune_scores(prune_scores).double()
@@ -176,75 +182,29 @@ def circuit_mask(scores: Tensor, count: int) -> Tensor:
     return mag >= threshold
 
 
-# ----------------------------------------------------------------------------- ablations
-def _resample(model: Any, batch: Any, dataset_mean: Optional[Tensor]) -> Tensor:
-    from auto_circuit.types import AblationType
-    from auto_circuit.utils.ablation_activations import src_ablations
-
-    return src_ablations(model, batch.corrupt, AblationType.RESAMPLE)
-
-
-def _zero(model: Any, batch: Any, dataset_mean: Optional[Tensor]) -> Tensor:
-    from auto_circuit.types import AblationType
-    from auto_circuit.utils.ablation_activations import src_ablations
-
-    return src_ablations(model, batch.corrupt, AblationType.ZERO)
-
-
-def _mean(model: Any, batch: Any, dataset_mean: Optional[Tensor]) -> Tensor:
-    assert dataset_mean is not None
-    n_src, pos, d = dataset_mean.shape
-    return dataset_mean[:, None].expand(n_src, batch.clean.shape[0], pos, d).contiguous()
-
-
-#: ablation name -> patch activations ``[n_src, batch, pos, d_model]`` of one batch.
-#: "resample": each source's output on the example's own corrupted prompt;
-#: "zero": zeros; "mean": per-position mean of the corrupted outputs over the loader.
-ABLATIONS: Dict[str, Callable[[Any, Any, Optional[Tensor]], Tensor]] = {
-    "resample": _resample,
-    "zero": _zero,
-    "mean": _mean,
+# ----------------------------------------------------------------------------- backends
+#: backend name -> ``f(model, batches, in_circuit [n_circuits, n_edges] bool, *, ablation,
+#: metric, progress, max_stack_gib) -> MaskMetrics``. "fast": the flag-free patched
+#: forward (patched.py, stacked circuits); "patch-mode": auto-circuit's own patch mode
+#: (patch_mode.py), the reference. "auto" takes "fast" where the model is supported.
+BACKENDS: Dict[str, Callable[..., MaskMetrics]] = {
+    "fast": fast_metrics,
+    "patch-mode": patch_mode_metrics,
 }
 
 
-def _dataset_mean(model: Any, batches: Sequence[Any]) -> Tensor:
-    """Per-position mean over all examples of every source's output on the corrupted prompts."""
-    from auto_circuit.types import AblationType
-    from auto_circuit.utils.ablation_activations import src_ablations
-
-    lengths = {int(b.corrupt.shape[1]) for b in batches}
-    if len(lengths) != 1:
-        raise ValueError(
-            f"ablation='mean' needs one token length; this loader has lengths {sorted(lengths)}. "
-            "Use ablation='resample', or one loader per length (loader.subset(ids)).")
-    total: Optional[Tensor] = None
-    n = 0
-    for b in batches:  # float32 on the model's device (Apple MPS has no float64)
-        outs = src_ablations(model, b.corrupt, AblationType.RESAMPLE).float().sum(1)
-        total = outs if total is None else total + outs
-        n += int(b.corrupt.shape[0])
-    assert total is not None
-    return (total / n).to(next(model.parameters()).dtype)
-
-
-# ----------------------------------------------------------------------------- model state
-@contextmanager
-def _restored_masks(model: Any) -> Iterator[Dict[str, Any]]:
-    """The dest wrappers by module name; their mask values are put back on exit."""
-    wrappers = {w.module_name: w for w in model.dest_wrappers}
-    saved = {name: w.patch_mask.data.clone() for name, w in wrappers.items()}
-    try:
-        yield wrappers
-    finally:
-        for name, w in wrappers.items():
-            w.patch_mask.data = saved[name]
-
-
-def _set_masks(wrappers: Dict[str, Any], layout: Any, patched: Tensor) -> None:
-    """Mask 1 (patch) on the edges where ``patched`` is True, 0 elsewhere."""
-    for name, shape, start, stop in layout.blocks:
-        mask = wrappers[name].patch_mask
-        mask.data = patched[start:stop].reshape(shape).to(dtype=mask.dtype, device=mask.device)
+def _choose_backend(model: Any, backend: str) -> str:
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {['auto', *sorted(BACKENDS)]}, got {backend!r}")
+    if backend == "patch-mode":
+        return backend
+    why = fast_unsupported_reason(model)
+    if why is None:
+        return "fast"
+    if backend == "fast":
+        raise ValueError(f"backend='fast' does not support this model: {why}; "
+                         "use backend='patch-mode'")
+    return "patch-mode"
 
 
 def _check(model: Any, dataloader: Any) -> List[Any]:
@@ -286,11 +246,14 @@ def evaluate_circuits(
     ablation: str = "resample",
     metric: str = "max_diff",
     progress: bool = False,
+    *,
+    backend: str = "auto",
+    max_stack_gib: Optional[float] = None,
 ) -> Dict[Hashable, FaithfulnessResult]:
     """Faithfulness curves of several circuits on one test set, sharing the common work.
 
     Patch activations, ``mu(full)`` and ``mu(empty)`` are computed once per batch; then
-    one patched forward per (circuit, fraction, batch).
+    each distinct (circuit, fraction) edge set is evaluated once per batch.
 
     Args:
         model: an auto-circuit ``PatchableModel`` (see :func:`auto_circuit_dcd.make_patchable`).
@@ -301,81 +264,106 @@ def evaluate_circuits(
         edge_fractions: fractions of edges p in [0, 1].
         ablation: a key of :data:`ABLATIONS` (``"resample"``, ``"zero"``, ``"mean"``).
         metric: a key of :data:`auto_circuit_dcd.task_metric.METRICS`.
+        progress: show a bar that moves per patched forward, with the time left.
+        backend: ``"auto"`` (default: ``"fast"`` where the model is supported, else
+            ``"patch-mode"``), ``"fast"`` or ``"patch-mode"``; see :data:`BACKENDS`.
+        max_stack_gib: ``"fast"`` only: working memory (GiB) of one pass over a stack of
+            circuits; more circuits are split over several passes. Default: 1 GiB on the
+            CPU, a quarter of the free memory on a GPU.
 
     Returns:
         ``{label: FaithfulnessResult}`` in the order of ``circuits``.
     """
-    from auto_circuit.utils.custom_tqdm import tqdm
-    from auto_circuit.utils.graph_utils import patch_mode
-
-    from ..edges import edge_layout
-
-    if ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {ablation!r}")
+    check_ablation(ablation)
     check_metric(metric)
     if not circuits:
         raise ValueError("no circuits to evaluate")
     fractions = np.asarray(list(edge_fractions), dtype=np.float64)
     if fractions.ndim != 1 or fractions.size == 0:
         raise ValueError("edge_fractions must be a non-empty list of fractions")
-    batches = _check(model, dataloader)
     _, layout = edge_layout(model)
     n_edges = layout.n_edges
     requested = np.array([edge_count(float(p), n_edges) for p in fractions], dtype=np.int64)
     labels = list(circuits)
     vectors = {lab: score_vector(model, circuits[lab]) for lab in labels}
-    # patched[lab][j]: edges outside the circuit at fraction j
-    keep = {lab: [circuit_mask(vectors[lab], int(c)) for c in requested] for lab in labels}
-    achieved = {lab: np.array([int(m.sum()) for m in keep[lab]], dtype=np.int64) for lab in labels}
-    dataset_mean = _dataset_mean(model, batches) if ablation == "mean" else None
-    all_patched = torch.ones(n_edges, dtype=torch.bool)
-
-    mu_full: List[Tensor] = []
-    mu_empty: List[Tensor] = []
-    mu_circ: Dict[Hashable, List[Tensor]] = {lab: [] for lab in labels}
-    out_slice = model.out_slice
-
-    def mu_of(logits: Tensor, batch: Any) -> Tensor:
-        return metric_values(logits, batch, metric)
-
-    with _restored_masks(model) as wrappers, torch.inference_mode():
-        for batch in tqdm(batches, desc="faithfulness", disable=not progress):
-            mu_full.append(mu_of(model(batch.clean)[out_slice], batch))
-            patch_outs = ABLATIONS[ablation](model, batch, dataset_mean)
-            # identical circuits run once per batch; nothing patched is the clean run
-            seen: Dict[bytes, Tensor] = {(~all_patched).numpy().tobytes(): mu_full[-1]}
-
-            def run(patched: Tensor) -> Tensor:
-                key = patched.numpy().tobytes()
-                if key not in seen:
-                    _set_masks(wrappers, layout, patched)
-                    seen[key] = mu_of(model(batch.clean)[out_slice], batch)
-                return seen[key]
-
-            with patch_mode(model, patch_outs):
-                mu_empty.append(run(all_patched))
-                for lab in labels:
-                    cols = [run(~in_circuit) for in_circuit in keep[lab]]
-                    mu_circ[lab].append(torch.stack(cols, dim=1))
-            del patch_outs
-
-    full = torch.cat(mu_full).numpy()
-    empty = torch.cat(mu_empty).numpy()
+    # one "edge in circuit" row per (label, fraction), label-major
+    in_circuit = torch.stack([circuit_mask(vectors[lab], int(c)) for lab in labels
+                              for c in requested])
+    res = edge_set_metrics(model, dataloader, in_circuit, ablation=ablation, metric=metric,
+                           progress=progress, backend=backend, max_stack_gib=max_stack_gib)
+    full, empty = res.mu_full, res.mu_empty
     if float(full.mean()) == float(empty.mean()):
         warnings.warn("the full model and the empty circuit have the same mean metric on this "
                       "test set: faithfulness is undefined (NaN)", stacklevel=2)
+    batches = list(dataloader)
     ids = _example_ids(dataloader, batches)
     groups = getattr(dataloader, "groups", None)
+    n_f = len(fractions)
     out: Dict[Hashable, FaithfulnessResult] = {}
-    for lab in labels:
-        mu = torch.cat(mu_circ[lab]).numpy()
+    for i, lab in enumerate(labels):
+        mu = res.mu[:, i * n_f:(i + 1) * n_f]
+        achieved = in_circuit[i * n_f:(i + 1) * n_f].sum(1).numpy().astype(np.int64)
         out[lab] = FaithfulnessResult(
             fractions=fractions.copy(), requested_counts=requested.copy(),
-            achieved_counts=achieved[lab], f=ratio_of_means(mu, full, empty),
+            achieved_counts=achieved, f=ratio_of_means(mu, full, empty),
             mu_circuit=mu, mu_full=full.copy(), mu_empty=empty.copy(),
             example_ids=list(ids), n_edges=n_edges, metric=metric, ablation=ablation,
             groups=None if groups is None else list(groups))
     return out
+
+
+def edge_set_metrics(
+    model: Any,
+    dataloader: Any,
+    in_circuit: Tensor,
+    *,
+    ablation: str = "resample",
+    metric: str = "max_diff",
+    progress: bool = False,
+    backend: str = "auto",
+    max_stack_gib: Optional[float] = None,
+) -> MaskMetrics:
+    """``mu`` per (example, edge set) for edge sets given as booleans, however chosen.
+
+    ``in_circuit [n_sets, n_edges]`` (bool, the package's edge order): True = edge in the
+    circuit (not patched). Identical rows are evaluated once, the full set is the clean
+    run and the empty set the fully patched one. Returns :class:`MaskMetrics` with
+    ``mu [n_examples, n_sets]`` in the rows' order; arguments as :func:`evaluate_circuits`.
+    """
+    check_ablation(ablation)
+    check_metric(metric)
+    batches = _check(model, dataloader)
+    check_ablation(ablation, batches)
+    backend_name = _choose_backend(model, backend)
+    n_edges = edge_layout(model)[1].n_edges
+    in_circuit = torch.as_tensor(in_circuit)
+    if in_circuit.dtype != torch.bool or in_circuit.ndim != 2 or in_circuit.shape[1] != n_edges:
+        raise ValueError(f"in_circuit must be a bool tensor [n_sets, {n_edges}] (one column "
+                         f"per edge, sorted_edges order); got {in_circuit.dtype} "
+                         f"{tuple(in_circuit.shape)}")
+    in_circuit = in_circuit.cpu()
+    # distinct edge sets; FULL: the clean run, EMPTY: every edge patched
+    full_col, empty_col = -1, -2
+    column: Dict[bytes, int] = {}
+    distinct: List[Tensor] = []
+    where: List[int] = []
+    for m in in_circuit:
+        n_in = int(m.sum())
+        if n_in in (0, n_edges):
+            where.append(full_col if n_in else empty_col)
+            continue
+        key = m.numpy().tobytes()
+        if key not in column:
+            column[key] = len(distinct)
+            distinct.append(m)
+        where.append(column[key])
+    todo = torch.stack(distinct) if distinct else torch.zeros(0, n_edges, dtype=torch.bool)
+    res = BACKENDS[backend_name](model, batches, todo, ablation=ablation, metric=metric,
+                                 progress=progress, max_stack_gib=max_stack_gib)
+    n_dist = res.mu.shape[1]
+    table = np.concatenate([res.mu, res.mu_full[:, None], res.mu_empty[:, None]], axis=1)
+    cols = [j if j >= 0 else n_dist + (0 if j == full_col else 1) for j in where]
+    return MaskMetrics(mu=table[:, cols], mu_full=res.mu_full, mu_empty=res.mu_empty)
 
 
 def faithfulness(
@@ -386,7 +374,11 @@ def faithfulness(
     ablation: str = "resample",
     metric: str = "max_diff",
     progress: bool = False,
+    *,
+    backend: str = "auto",
+    max_stack_gib: Optional[float] = None,
 ) -> FaithfulnessResult:
     """Faithfulness curve f(p) of one circuit; see :func:`evaluate_circuits`."""
     return evaluate_circuits(model, dataloader, {"circuit": prune_scores}, edge_fractions,
-                             ablation=ablation, metric=metric, progress=progress)["circuit"]
+                             ablation=ablation, metric=metric, progress=progress,
+                             backend=backend, max_stack_gib=max_stack_gib)["circuit"]
