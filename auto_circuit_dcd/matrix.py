@@ -8,7 +8,6 @@ example ids, groups, the model name and the method's parameters; no pickles.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from .edges import EdgeLayout, edge_layout
+from .storage import load_bundle, save_bundle
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.utils.patchable_model import PatchableModel
@@ -156,11 +156,6 @@ class AttributionMatrix:
     # ---------------------------------------------------------------- storage
     def save(self, path: str | Path) -> Path:
         """Write ``path/scores.safetensors`` and ``path/attribution.json``; returns ``path``."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"scores": self.scores.detach().cpu().contiguous()}, str(path / SCORES_FILE))
         meta = {
             "format_version": FORMAT_VERSION,
             "shape": list(self.shape),
@@ -171,22 +166,13 @@ class AttributionMatrix:
             "meta": self.meta,
             "layout": None if self.layout is None else self.layout.to_json(),
         }
-        tmp = path / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(path / META_FILE)
-        return path
+        return save_bundle(path, {"scores": self.scores}, meta, SCORES_FILE, META_FILE)
 
     @classmethod
     def load(cls, path: str | Path) -> "AttributionMatrix":
         """Read a matrix written by :meth:`save`."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta_path = path / META_FILE
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path} not found: not a saved AttributionMatrix")
-        meta = json.loads(meta_path.read_text())
-        scores = load_file(str(path / SCORES_FILE))["scores"]
+        tensors, meta = load_bundle(path, SCORES_FILE, META_FILE, "AttributionMatrix")
+        scores = tensors["scores"]
         layout = meta.get("layout")
         return cls(
             scores=scores,
