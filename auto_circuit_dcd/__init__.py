@@ -34,6 +34,8 @@ _EXPORTS: Dict[str, str] = {
     "EdgeGraph": "auto_circuit_dcd.graph",
     # grouped discovery and its baselines
     "GroupedDiscovery": "auto_circuit_dcd.cluster",
+    "cluster_stability": "auto_circuit_dcd.cluster",
+    "ClusterStability": "auto_circuit_dcd.cluster",
     "single_circuit": "auto_circuit_dcd.cluster",
     "k_random_circuits": "auto_circuit_dcd.cluster",
     "representative_circuits": "auto_circuit_dcd.cluster",
