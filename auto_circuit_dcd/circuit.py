@@ -17,9 +17,10 @@ circuit whose edges are a subset of this one's, so rules chain
   (EAP-IG's ``apply_greedy``), then pruned.
 
 ``top(n).pruned()`` is EAP-IG's ``apply_topn(n, absolute, prune=True)``, the rule of the
-method's release and of MIB's circuit track. Everything needed is stored with the circuit,
-so no rule needs the model; ``save`` writes scores and mask (safetensors) and names, layout
-and graph (JSON).
+method's release and of MIB's circuit track, up to ties (EAP-IG takes exactly ``n`` edges
+in its sort's order; ``top`` keeps every edge tied with the ``n``-th). Everything needed is
+stored with the circuit, so no rule needs the model; ``save`` writes scores and mask
+(safetensors) and names, layout and graph (JSON).
 """
 
 from __future__ import annotations
@@ -73,8 +74,7 @@ class Circuit:
     meta: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        scores = torch.as_tensor(np.asarray(self.scores.detach().cpu() if isinstance(
-            self.scores, Tensor) else self.scores, dtype=np.float64))
+        scores = _cpu_copy(self.scores).to(torch.float64)
         if scores.ndim != 1:
             raise ValueError(f"circuit scores are one vector [n_edges], got {tuple(scores.shape)}")
         n = int(scores.shape[0])
@@ -92,9 +92,7 @@ class Circuit:
         graph = self.graph if self.graph is not None else EdgeGraph.from_layout(names, self.layout)
         if graph.n_edges != n:
             raise ValueError(f"graph has {graph.n_edges} edges, scores have {n}")
-        mask = (torch.ones(n, dtype=torch.bool) if self.mask is None
-                else torch.as_tensor(np.asarray(self.mask.cpu() if isinstance(self.mask, Tensor)
-                                                else self.mask)))
+        mask = torch.ones(n, dtype=torch.bool) if self.mask is None else _cpu_copy(self.mask)
         if mask.dtype != torch.bool or tuple(mask.shape) != (n,):
             raise ValueError(f"mask must be bool [{n}], got {mask.dtype} {tuple(mask.shape)}")
         object.__setattr__(self, "scores", scores)
@@ -124,8 +122,8 @@ class Circuit:
         return torch.where(self.mask, self.scores, torch.zeros_like(self.scores))
 
     def with_mask(self, mask: Any) -> "Circuit":
-        """The same scores with another edge set (bool ``[n_edges]``)."""
-        return dataclasses.replace(self, mask=torch.as_tensor(np.asarray(mask, dtype=bool)))
+        """The same scores with another edge set (bool ``[n_edges]``, torch or numpy)."""
+        return dataclasses.replace(self, mask=mask)
 
     def __repr__(self) -> str:
         label = f" {self.meta['label']!r}" if "label" in self.meta else ""
@@ -199,3 +197,10 @@ class Circuit:
         return cls(tensors["scores"], meta["edge_names"], EdgeLayout.from_json(meta["layout"]),
                    graph=EdgeGraph.from_json(meta["graph"]), mask=tensors["mask"],
                    meta=meta.get("meta", {}))
+
+
+def _cpu_copy(values: Any) -> Tensor:
+    """A CPU tensor of ``values`` (torch or array-like) that shares no memory with them."""
+    if isinstance(values, Tensor):
+        return values.detach().cpu().clone()
+    return torch.as_tensor(np.array(values))
