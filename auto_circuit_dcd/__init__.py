@@ -29,8 +29,13 @@ _EXPORTS: Dict[str, str] = {
     "sorted_edges": "auto_circuit_dcd.edges",
     "reduce_in_chunks": "auto_circuit_dcd.streaming",
     "cluster_means_in_chunks": "auto_circuit_dcd.streaming",
+    # circuits and their selection rules
+    "Circuit": "auto_circuit_dcd.circuit",
+    "EdgeGraph": "auto_circuit_dcd.graph",
     # grouped discovery and its baselines
     "GroupedDiscovery": "auto_circuit_dcd.cluster",
+    "cluster_stability": "auto_circuit_dcd.cluster",
+    "ClusterStability": "auto_circuit_dcd.cluster",
     "single_circuit": "auto_circuit_dcd.cluster",
     "k_random_circuits": "auto_circuit_dcd.cluster",
     "representative_circuits": "auto_circuit_dcd.cluster",

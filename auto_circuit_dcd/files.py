@@ -12,6 +12,8 @@
    waiting (a second process gets :class:`~auto_circuit_dcd.errors.FolderBusyError`
    naming the folder and the holder's process id). The operating system releases it
    when the process ends, however it ends.
+4. :func:`save_bundle` / :func:`load_bundle`: tensors with a JSON sidecar in one folder,
+   the JSON written last with the tensors' checksum, checked on read.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from typing import Any, Dict, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from .errors import FolderBusyError
+from .errors import DamagedFileError, FolderBusyError
 
 __all__ = ["atomic_path", "write_text", "save_tensors", "remove_temporaries", "digest",
-           "tensor_digest", "file_digest", "folder_lock", "LOCK_FILE"]
+           "tensor_digest", "file_digest", "folder_lock", "save_bundle", "load_bundle",
+           "LOCK_FILE"]
 
 LOCK_FILE = ".lock"
 _TMP_SUFFIX = ".tmp"
@@ -189,3 +192,49 @@ def folder_lock(folder: str | Path, what: str = "run") -> Iterator[Path]:
             _unlock(f)
     finally:
         f.close()
+
+
+# ----------------------------------------------------------------------------- bundles
+def save_bundle(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Dict[str, Any],
+                tensors_file: str, meta_file: str) -> Path:
+    """Write ``path/tensors_file`` then ``path/meta_file`` (with the tensors' checksum).
+
+    The old sidecar is removed first, so an interrupted save leaves a folder that
+    :func:`load_bundle` refuses, never a sidecar describing other tensors.
+    """
+    import json
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / meta_file).unlink(missing_ok=True)
+    data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    save_tensors(path / tensors_file, data)
+    checksum = tensor_digest(*(data[k] for k in sorted(data)))
+    write_text(path / meta_file, json.dumps({**meta, "checksum": checksum}))
+    return path
+
+
+def load_bundle(path: str | Path, tensors_file: str, meta_file: str,
+                what: str) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+    """``(tensors, meta)`` of a folder written by :func:`save_bundle`, checksum verified
+    (:class:`~auto_circuit_dcd.errors.DamagedFileError` naming the folder otherwise)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta_path = path / meta_file
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} not found: not a saved {what} (or its save "
+                                "was interrupted: save it again)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(path / tensors_file))
+    except Exception as err:  # noqa: BLE001 - any unreadable pair is reported as such
+        raise DamagedFileError(f"{path} holds no readable {what} "
+                               f"({type(err).__name__}: {err})") from err
+    expected = meta.get("checksum")
+    if expected is not None and expected != tensor_digest(*(tensors[k] for k in sorted(tensors))):
+        raise DamagedFileError(f"{path / tensors_file} does not match its checksum in "
+                               f"{meta_path}: save the {what} again")
+    return tensors, meta

@@ -24,7 +24,7 @@ import torch
 
 from .edges import EdgeLayout, edge_layout
 from .errors import DamagedFileError
-from .files import save_tensors, tensor_digest, write_text
+from .files import save_bundle, tensor_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.utils.patchable_model import PatchableModel
@@ -175,24 +175,17 @@ class AttributionMatrix:
         The JSON describing the scores is written last; an interrupted save leaves a
         folder that ``load`` refuses, never one whose rows do not match its ids.
         """
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        scores = self.scores.detach().cpu().contiguous()
-        (path / META_FILE).unlink(missing_ok=True)
-        save_tensors(path / SCORES_FILE, {"scores": scores})
         meta = {
             "format_version": FORMAT_VERSION,
             "shape": list(self.shape),
-            "dtype": str(scores.dtype).replace("torch.", ""),
-            "checksum": tensor_digest(scores),
+            "dtype": str(self.scores.dtype).replace("torch.", ""),
             "edge_names": self.edge_names,
             "example_ids": [_jsonable(x) for x in self.example_ids],
             "groups": self.groups,
             "meta": self.meta,
             "layout": None if self.layout is None else self.layout.to_json(),
         }
-        write_text(path / META_FILE, json.dumps(meta))
-        return path
+        return save_bundle(path, {"scores": self.scores}, meta, SCORES_FILE, META_FILE)
 
     @classmethod
     def load(cls, path: str | Path) -> "AttributionMatrix":

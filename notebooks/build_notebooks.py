@@ -99,9 +99,9 @@ fig.show()"""),
 For EAP, the circuit of a set of examples is the mean of their rows; the single baseline
 takes the mean over every training example."""),
     ("code", """single = dcd.single_circuit(A)[0]  # auto-circuit PruneScores
-vec = A.mean()
-top = vec.abs().argsort(descending=True)[:8].tolist()
-pd.DataFrame({"edge": [A.edge_names[j] for j in top], "score": [float(vec[j]) for j in top]})"""),
+top = dcd.Circuit.from_matrix(A).top(8)             # its 8 edges of largest |score|
+pd.DataFrame({"edge": top.edges, "score": top.scores[top.mask].tolist()}).sort_values(
+    "score", key=abs, ascending=False)"""),
     ("md", """## 4. DCD: cluster the examples, one circuit per cluster
 
 `GroupedDiscovery` reduces the rows (truncated SVD), tries agglomerative, divisive and
@@ -176,7 +176,8 @@ fig = px.imshow(cross_df.round(2), text_auto=True, color_continuous_scale="Virid
                 title=f"Cross-faithfulness at p = {P:.0%}")
 fig.show()
 
-overlap = dcd.overlap_matrix({k: v for k, v in cross_circuits.items()},
+overlap = dcd.overlap_matrix({k: dcd.Circuit.from_prune_scores(v, pm)
+                              for k, v in cross_circuits.items()},
                              k=int(P * pm.n_edges))
 overlap_df = pd.DataFrame(overlap.matrix, index=overlap.labels, columns=overlap.labels)
 px.imshow(overlap_df.round(2), text_auto=True, title=f"Top-{int(P * pm.n_edges)} edge IoU").show()"""),
@@ -288,8 +289,9 @@ Two measures: the Jaccard index of each circuit's top-k edges with k = 5% of the
 floor, the same top-k overlap between two halves of one variant's training prompts: with
 few prompts per variant, part of the difference between variants is sampling noise."""),
     ("code", """k = int(P * pm.n_edges)
-ov_top = dcd.overlap_matrix(circuits, k=k)
-ov_mass = dcd.overlap_matrix(circuits, gamma=0.99)
+as_circuits = {g: dcd.Circuit.from_prune_scores(ps, pm) for g, ps in circuits.items()}
+ov_top = dcd.overlap_matrix(as_circuits, k=k)
+ov_mass = dcd.overlap_matrix(as_circuits, gamma=0.99)
 split_half = {}
 for g in groups:
     rows = np.flatnonzero(row_groups == g)

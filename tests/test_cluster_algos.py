@@ -32,8 +32,33 @@ def test_acdc_runs_per_cluster_on_that_clusters_examples(tiny_pm, scored):
         # oracle: auto-circuit's ACDC on one batch holding exactly this cluster
         ref = PRUNE_ALGO_DICT["ACDC"].func(tiny_pm, loader.subset(ids, batch_size=len(ids)), None)
         assert set(ps) == set(ref)
-        for name in ps:
-            torch.testing.assert_close(ps[name], ref[name])
+        # ACDC scores the edges it kept inf; those become twice the largest finite |score|
+        flat_ref = torch.cat([ref[k].flatten() for k in sorted(ref)])
+        flat = torch.cat([ps[k].flatten() for k in sorted(ref)])
+        inf = torch.isinf(flat_ref)
+        assert inf.any() and (~inf).any()
+        assert torch.equal(flat[~inf], flat_ref[~inf])
+        assert torch.all(flat[inf] == 2 * flat_ref[~inf].abs().max())
+        dcd.Circuit.from_prune_scores(ps, tiny_pm)  # finite: a circuit can be built from it
+
+
+def test_finite_scores_preserve_every_order_by_hand():
+    from auto_circuit_dcd.cluster.circuits import finite_scores
+
+    inf = float("inf")
+    ps = {"a": torch.tensor([[inf, 1.0, -2.0]]), "b": torch.tensor([-inf, 0.5, 0.0])}
+    out = finite_scores(ps)
+    assert out["a"].tolist() == [[4.0, 1.0, -2.0]] and out["b"].tolist() == [-4.0, 0.5, 0.0]
+    assert ps["a"][0, 0] == inf  # input left as it was
+    before = torch.cat([ps["a"].flatten(), ps["b"]])
+    after = torch.cat([out["a"].flatten(), out["b"]])
+    for key in (lambda x: x, torch.abs):  # signed and |score| orders, ties included
+        kb, ka = key(before), key(after)
+        assert torch.equal(kb[:, None] > kb[None, :], ka[:, None] > ka[None, :])
+        assert torch.equal(kb[:, None] == kb[None, :], ka[:, None] == ka[None, :])
+    assert finite_scores({"a": torch.tensor([inf, 0.0])})["a"].tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="NaN"):
+        finite_scores({"a": torch.tensor([float("nan")])})
 
 
 def test_prune_algo_object_as_base_algo_and_length_warning(tiny_pm):

@@ -5,11 +5,12 @@ import pytest
 
 from auto_circuit_dcd.cluster import DivisiveClustering
 from auto_circuit_dcd.cluster.divisive import divisive_path, within_distance
-from auto_circuit_dcd.cluster.preprocess import jaccard_distances, mass_mask, preprocess
+from auto_circuit_dcd.cluster.preprocess import jaccard_distances, preprocess
 from auto_circuit_dcd.cluster.reduce import effective_components, make_reducer
 from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
 from auto_circuit_dcd.cluster.select_k import (chord_elbow, gap_choice, largest_merge_gap,
                                                merge_gaps, within_ss)
+from auto_circuit_dcd.selection import mass_mask
 
 
 def test_mass_mask_keeps_smallest_set_reaching_gamma():

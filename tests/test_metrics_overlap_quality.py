@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 
+from auto_circuit_dcd.circuit import Circuit
+from auto_circuit_dcd.edges import EdgeLayout
 from auto_circuit_dcd.metrics import (MIB_GRID, FaithfulnessResult, cluster_quality, cmd, cpr,
-                                      edge_overlap, mass_edge_set, overlap_matrix, purity,
-                                      top_k_iou)
+                                      edge_overlap, overlap_matrix, purity, top_k_iou)
+from auto_circuit_dcd.selection import mass_mask
 
 
 # ----------------------------------------------------------------------------- curves
@@ -47,9 +48,9 @@ def test_mass_set_jaccard_and_iou_by_hand():
     a = np.array([4.0, -3.0, 2.0, 1.0, 0.0])   # |a| total 10
     b = np.array([0.0, 3.0, -4.0, 0.0, 1.0])   # |b| total 8
     # gamma 0.7: a needs 4 + 3 = 7 >= 7 -> {0, 1}; b needs 4 + 3 = 7 >= 5.6 -> {1, 2}
-    assert np.flatnonzero(mass_edge_set(a, 0.7)).tolist() == [0, 1]
-    assert np.flatnonzero(mass_edge_set(a, 0.71)).tolist() == [0, 1, 2]
-    assert np.flatnonzero(mass_edge_set(b, 0.7)).tolist() == [1, 2]
+    assert np.flatnonzero(mass_mask(a, 0.7)).tolist() == [0, 1]
+    assert np.flatnonzero(mass_mask(a, 0.71)).tolist() == [0, 1, 2]
+    assert np.flatnonzero(mass_mask(b, 0.7)).tolist() == [1, 2]
     assert edge_overlap(a, b, gamma=0.7) == pytest.approx(1 / 3)
     # gamma 1: a = {0,1,2,3} (zeros carry no mass), b = {1,2,4}: 2 shared of 5
     assert edge_overlap(a, b, gamma=1.0) == pytest.approx(2 / 5)
@@ -59,23 +60,35 @@ def test_mass_set_jaccard_and_iou_by_hand():
     assert np.isnan(edge_overlap(np.zeros(5), np.zeros(5)))
 
 
-def test_overlap_prune_scores_and_matrix():
-    ps_a = {"m1": torch.tensor([[4.0, -3.0]]), "m0": torch.tensor([2.0, 1.0, 0.0])}
-    ps_b = {"m1": torch.tensor([[0.0, 3.0]]), "m0": torch.tensor([-4.0, 0.0, 1.0])}
-    # flattened in sorted module order: m0 then m1
+def test_overlap_of_circuits_and_vectors_and_matrix():
+    names = ["Resid Start->A0.0.Q", "Resid Start->A0.0.K", "Resid Start->MLP 0",
+             "Resid Start->Resid End", "A0.0->Resid End"]
+    layout = EdgeLayout((("blocks.0.hook_q_input", (1, 1), 0, 1),
+                         ("blocks.0.hook_k_input", (1, 1), 1, 2),
+                         ("blocks.0.hook_mlp_in", (1,), 2, 3),
+                         ("blocks.0.hook_resid_post", (2,), 3, 5)))
     va, vb = np.array([2.0, 1.0, 0.0, 4.0, -3.0]), np.array([-4.0, 0.0, 1.0, 0.0, 3.0])
-    assert edge_overlap(ps_a, ps_b, 0.7) == edge_overlap(va, vb, 0.7)
-    assert top_k_iou(ps_a, ps_b, 3) == top_k_iou(va, vb, 3)
+    ca, cb = Circuit(va, names, layout), Circuit(vb, names, layout)
+    assert edge_overlap(ca, cb, 0.7) == edge_overlap(va, vb, 0.7) == pytest.approx(1 / 3)
+    assert top_k_iou(ca, cb, 3) == top_k_iou(va, vb, 3) == pytest.approx(2 / 4)
+    # a circuit's edge set is taken among its own edges: {0, 1, 3} ranks 3 (4), 0 (2), 1 (1)
+    sub = ca.with_mask(np.array([True, True, False, True, False]))
+    assert top_k_iou(sub, Circuit(np.array([0.0, 1.0, 0, 5.0, 0]), names, layout), 2) == \
+        pytest.approx(1 / 3)  # {0, 3} vs {1, 3}
     m = overlap_matrix({"a": va, "b": vb, "c": -va}, gamma=0.7)
     assert m.labels == ["a", "b", "c"]
     np.testing.assert_allclose(m.matrix, m.matrix.T)
     assert m.matrix[0, 2] == 1.0 and m.matrix[0, 1] == pytest.approx(edge_overlap(va, vb, 0.7))
     assert m.set_sizes.tolist() == [2, 2, 2]
-    assert overlap_matrix({"a": va, "b": vb}, k=3).matrix[0, 1] == pytest.approx(2 / 4)
-    with pytest.raises(TypeError):
+    assert overlap_matrix({"a": ca, "b": cb}, k=3).matrix[0, 1] == pytest.approx(2 / 4)
+    ps_a = ca.to_prune_scores()
+    with pytest.raises(TypeError, match="Circuit.from_prune_scores"):
         edge_overlap(ps_a, vb)
     with pytest.raises(ValueError):
         edge_overlap(va, vb[:4])
+    other = Circuit(vb, names[:3] + names[:2:-1], layout)  # the last two swapped
+    with pytest.raises(ValueError, match="different edge names"):
+        edge_overlap(ca, other)
     inputs = va.copy()
     edge_overlap(inputs, vb)
     assert np.array_equal(inputs, va)

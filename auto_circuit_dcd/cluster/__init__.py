@@ -2,7 +2,8 @@
 
 Public names: :class:`GroupedDiscovery` (the estimator), the baselines
 (:func:`single_circuit`, :func:`k_random_circuits`, :func:`representative_circuits`,
-:func:`random_circuits`), :class:`DivisiveClustering`, and :func:`registry_entries`
+:func:`random_circuits`), :class:`DivisiveClustering`, :func:`cluster_stability` (are the
+clusters found again on resampled rows?), and :func:`registry_entries`
 (the ``PruneAlgo`` objects :func:`auto_circuit_dcd.register` adds to auto-circuit).
 """
 
@@ -13,6 +14,7 @@ from typing import Any, Dict
 from .baselines import k_random_circuits, random_circuits, representative_circuits, single_circuit
 from .divisive import DivisiveClustering
 from .grouped import GroupedDiscovery
+from .stability import ClusterStability, cluster_stability
 
 __all__ = [
     "GroupedDiscovery",
@@ -21,6 +23,8 @@ __all__ = [
     "k_random_circuits",
     "representative_circuits",
     "random_circuits",
+    "cluster_stability",
+    "ClusterStability",
     "registry_entries",
 ]
 

@@ -8,18 +8,25 @@ holding the examples (rows map to examples through ``A.example_ids``).
 ACDC uses only the first batch of its loader, so it gets one batch per cluster; a
 cluster whose examples have several token lengths still splits into one batch per length,
 and a warning says that only the first is used.
+
+ACDC scores the edges it never removed ``inf``. Ranking, mass and faithfulness need finite
+scores, so :func:`finite_scores` maps ``+inf`` to ``M`` and ``-inf`` to ``-M``, with ``M``
+twice the largest finite ``|score|`` (1 when there is none): every order among the edges,
+by ``|score|`` or signed, stays as it was (infinite edges stay tied with each other and
+above every finite one). Every base algorithm's scores pass through it.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["EAP_FAMILY", "as_rows", "mean_circuit", "resolve_base_algo", "run_base_algo"]
+__all__ = ["EAP_FAMILY", "as_rows", "mean_circuit", "resolve_base_algo", "run_base_algo",
+           "finite_scores"]
 
 #: base algorithms whose per-cluster circuit is the mean of the cluster's rows
 EAP_FAMILY = ("eap", "eap-ig")
@@ -101,4 +108,25 @@ def run_base_algo(algo: Any, model: Any, dataloader: Any, ids: Sequence[Any],
             f"cluster {label}: its {len(ids)} examples have {len(loader.batch_positions)} "
             f"token lengths; {algo.key} uses only the first batch "
             f"({len(loader.batch_positions[0])} examples)", stacklevel=3)
-    return algo.func(model, loader, None)
+    return finite_scores(algo.func(model, loader, None), label=f"{algo.key}, cluster {label}")
+
+
+def finite_scores(prune_scores: Mapping[str, torch.Tensor],
+                  label: str = "prune scores") -> Dict[str, torch.Tensor]:
+    """``prune_scores`` with ``+-inf`` replaced by ``+-M`` (order-preserving; see the module
+    docstring). NaN is an error: it has no place in an order."""
+    values = [t.detach() for t in prune_scores.values()]
+    if any(bool(torch.isnan(t).any()) for t in values):
+        raise ValueError(f"{label}: scores contain NaN; the algorithm failed on these examples")
+    finite = [t[torch.isfinite(t)].abs() for t in values]
+    largest = max((float(f.max()) for f in finite if f.numel()), default=0.0)
+    big = 2.0 * largest if largest > 0 else 1.0
+    out = {}
+    for name, t in prune_scores.items():
+        if torch.isinf(t).any():  # only float tensors hold inf
+            if big > torch.finfo(t.dtype).max:
+                raise ValueError(f"{label}: finite scores up to {largest:g} leave no room "
+                                 "below the dtype's largest value for the infinite ones")
+            t = torch.where(torch.isinf(t), torch.sign(t) * big, t)
+        out[name] = t
+    return out

@@ -7,7 +7,8 @@ transformed exactly like the training rows and nothing is learned here:
 - ``absolute``: ``|s|`` (sign of an edge's effect ignored);
 - ``l2``: each row divided by its L2 norm (all-zero rows stay zero);
 - ``sparse``: per row, keep the smallest set of edges whose cumulative ``|s|`` reaches
-  ``gamma`` of the row's total ``|s|`` (largest first), zero the rest;
+  ``gamma`` of the row's total ``|s|`` (largest first, ties by column;
+  :func:`auto_circuit_dcd.selection.mass_mask`, the rule circuits use), zero the rest;
 - ``binary``: the indicator of that same edge set (1 kept, 0 not). Euclidean distance
   between binary rows is the square root of the size of their symmetric difference;
   :func:`jaccard_distances` gives the Jaccard distance for analysis.
@@ -19,28 +20,9 @@ from typing import Callable, Dict
 
 import numpy as np
 
-__all__ = ["PREPROCESSORS", "preprocess", "mass_mask", "jaccard_distances"]
+from ..selection import mass_mask
 
-
-def mass_mask(X: np.ndarray, gamma: float = 0.99) -> np.ndarray:
-    """Boolean ``[n, f]``: per row, the smallest edge set holding ``gamma`` of ``sum |s|``.
-
-    Edges are taken by decreasing ``|s|`` (ties by column order); an all-zero row keeps
-    no edge.
-    """
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-    mag = np.abs(X)
-    order = np.argsort(-mag, axis=1, kind="stable")
-    sorted_mag = np.take_along_axis(mag, order, axis=1)
-    cum = np.cumsum(sorted_mag, axis=1)
-    total = cum[:, -1:]
-    # keep edge j (in sorted order) while the mass before it is still below gamma
-    before = cum - sorted_mag
-    keep_sorted = (before < gamma * total) & (total > 0)
-    mask = np.zeros_like(keep_sorted)
-    np.put_along_axis(mask, order, keep_sorted, axis=1)
-    return mask
+__all__ = ["PREPROCESSORS", "preprocess", "jaccard_distances"]
 
 
 def _raw(X: np.ndarray, gamma: float) -> np.ndarray:

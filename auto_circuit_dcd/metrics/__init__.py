@@ -16,8 +16,7 @@ from .ablation import ABLATIONS
 from .faithfulness import BACKENDS, MIB_GRID, FaithfulnessResult, evaluate_circuits, faithfulness
 from .multi import (CrossFaithfulness, MultiCircuitResult, combine_circuits, cross_faithfulness,
                     multi_circuit_faithfulness)
-from .overlap import (OverlapMatrix, edge_overlap, mass_edge_set, overlap_matrix, top_k_edge_set,
-                      top_k_iou)
+from .overlap import OverlapMatrix, edge_overlap, overlap_matrix, top_k_iou
 from .quality import ClusterQuality, cluster_quality, purity
 
 __all__ = [
@@ -25,8 +24,7 @@ __all__ = [
     "cpr", "cmd",
     "MultiCircuitResult", "CrossFaithfulness", "combine_circuits",
     "multi_circuit_faithfulness", "cross_faithfulness",
-    "OverlapMatrix", "edge_overlap", "top_k_iou", "mass_edge_set", "top_k_edge_set",
-    "overlap_matrix",
+    "OverlapMatrix", "edge_overlap", "top_k_iou", "overlap_matrix",
     "ClusterQuality", "cluster_quality", "purity",
     "registry_entries",
 ]

@@ -1,10 +1,15 @@
 """Edge overlap of circuits: Jaccard of their cumulative-mass edge sets, and top-k IoU.
 
-The ``gamma`` mass set of a score vector ``s`` is the smallest set of edges whose summed
-``|s|`` reaches ``gamma`` of the total: edges are taken in decreasing ``|s|`` (ties broken
-by edge index, so the set is deterministic) until the running sum reaches
-``gamma * sum |s|``. A circuit is ``PruneScores``, or an ``[n_edges]`` vector in the
-package's edge order (torch or numpy); both circuits of a pair must use the same form.
+A circuit here is a :class:`~auto_circuit_dcd.circuit.Circuit` (its scores on its own
+edges, 0 elsewhere) or an ``[n_edges]`` score vector in the package's edge order (torch or
+numpy); auto-circuit ``PruneScores`` are converted first with
+``Circuit.from_prune_scores(ps, model)``, so that every edge set is taken in one edge order.
+The edge sets are the package's selection rules (:mod:`auto_circuit_dcd.selection`):
+
+- the ``gamma`` mass set: the smallest set of edges whose summed ``|s|`` reaches ``gamma``
+  of the total (edges in decreasing ``|s|``, ties by edge index);
+- the top-``k`` set: the ``k`` edges of largest ``|s|``, edges tied with the ``k``-th kept,
+  the same set the faithfulness evaluation uses at ``k`` edges.
 
 Low overlap alone does not show different mechanisms; cross-faithfulness is the
 stronger test (:func:`auto_circuit_dcd.metrics.cross_faithfulness`).
@@ -13,76 +18,47 @@ stronger test (:func:`auto_circuit_dcd.metrics.cross_faithfulness`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Mapping, Optional
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["mass_edge_set", "top_k_edge_set", "jaccard", "edge_overlap", "top_k_iou",
-           "OverlapMatrix", "overlap_matrix"]
+from ..selection import mass_mask, top_mask
 
-_REL_TOL = 1e-12
+__all__ = ["jaccard", "edge_overlap", "top_k_iou", "OverlapMatrix", "overlap_matrix"]
 
 
-def _flat(scores: Any) -> np.ndarray:
-    """A float64 ``[n_edges]`` array; ``PruneScores`` flattened in sorted module order."""
-    import torch
+def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A circuit's float64 ``[n_edges]`` scores (0 outside its edges) and its edge mask
+    (``None`` for a plain vector: every edge is a candidate)."""
+    from ..circuit import Circuit
 
-    if isinstance(scores, Mapping):
-        parts = [scores[k] for k in sorted(scores)]
-        return np.concatenate([np.asarray(p.detach().cpu().double() if isinstance(p, torch.Tensor)
-                                          else p, dtype=np.float64).reshape(-1) for p in parts])
-    if isinstance(scores, torch.Tensor):
-        scores = scores.detach().cpu().double().numpy()
-    arr = np.asarray(scores, dtype=np.float64)
+    if isinstance(circuit, Circuit):
+        return circuit.masked_scores().numpy(), circuit.mask.numpy()
+    if isinstance(circuit, Mapping):
+        raise TypeError("give circuits as dcd.Circuit or [n_edges] vectors in the package's edge "
+                        "order; convert PruneScores with dcd.Circuit.from_prune_scores(ps, model)")
+    if hasattr(circuit, "detach"):
+        circuit = circuit.detach().cpu().double().numpy()
+    arr = np.asarray(circuit, dtype=np.float64)
     if arr.ndim != 1:
-        raise ValueError(f"a circuit is PruneScores or a 1-D score vector; got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("circuit scores contain NaN or inf")
-    return arr
+        raise ValueError(f"a circuit is a Circuit or a 1-D score vector; got shape {arr.shape}")
+    return arr, None
 
 
-def _pair(a: Any, b: Any) -> tuple:
-    if isinstance(a, Mapping) != isinstance(b, Mapping):
-        raise TypeError("give both circuits as PruneScores or both as vectors")
-    if isinstance(a, Mapping) and sorted(a) != sorted(b):
-        raise ValueError("the two PruneScores cover different modules (different models?)")
-    x, y = _flat(a), _flat(b)
-    if x.shape != y.shape:
-        raise ValueError(f"circuits have {x.size} and {y.size} edges")
-    return x, y
+def _edge_sets(circuits: Sequence[Any], *, gamma: float = 0.99,
+               k: Optional[int] = None) -> List[np.ndarray]:
+    """Each circuit's top-``k`` set (if ``k``) or ``gamma`` mass set, over the same edges."""
+    from ..circuit import Circuit
 
-
-def _order(mag: np.ndarray) -> np.ndarray:
-    return np.lexsort((np.arange(mag.size), -mag))  # decreasing |s|, then index
-
-
-def mass_edge_set(scores: Any, gamma: float = 0.99) -> np.ndarray:
-    """Bool ``[n_edges]``: the smallest edge set holding ``gamma`` of the total ``|score|``.
-
-    All-zero scores give the empty set.
-    """
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1]; got {gamma}")
-    mag = np.abs(_flat(scores))
-    total = mag.sum()
-    out = np.zeros(mag.size, dtype=bool)
-    if total == 0.0:
-        return out
-    order = _order(mag)
-    cum = np.cumsum(mag[order])
-    n = int(np.searchsorted(cum, gamma * total * (1 - _REL_TOL), side="left")) + 1
-    out[order[:min(n, mag.size)]] = True
-    return out
-
-
-def top_k_edge_set(scores: Any, k: int) -> np.ndarray:
-    """Bool ``[n_edges]``: the ``k`` edges of largest ``|score|`` (ties by edge index)."""
-    mag = np.abs(_flat(scores))
-    if not 0 <= k <= mag.size:
-        raise ValueError(f"k must be in [0, {mag.size}]; got {k}")
-    out = np.zeros(mag.size, dtype=bool)
-    out[_order(mag)[:k]] = True
-    return out
+    named = [c.edge_names for c in circuits if isinstance(c, Circuit)]
+    if any(names != named[0] for names in named[1:]):
+        raise ValueError("the circuits have different edge names (different models?)")
+    pairs = [_scores(c) for c in circuits]
+    if len({s.size for s, _ in pairs}) > 1:
+        raise ValueError(f"circuits have different numbers of edges: {[s.size for s, _ in pairs]}")
+    if k is None:
+        return [mass_mask(s, gamma) for s, _ in pairs]
+    return [top_mask(s, k, candidates=m) for s, m in pairs]
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,14 +70,12 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 def edge_overlap(a: Any, b: Any, gamma: float = 0.99) -> float:
     """Jaccard of the two circuits' ``gamma`` cumulative-mass edge sets."""
-    x, y = _pair(a, b)
-    return jaccard(mass_edge_set(x, gamma), mass_edge_set(y, gamma))
+    return jaccard(*_edge_sets([a, b], gamma=gamma))
 
 
 def top_k_iou(a: Any, b: Any, k: int) -> float:
     """Intersection over union of the two circuits' top-``k`` edges by ``|score|``."""
-    x, y = _pair(a, b)
-    return jaccard(top_k_edge_set(x, k), top_k_edge_set(y, k))
+    return jaccard(*_edge_sets([a, b], k=k))
 
 
 @dataclass(frozen=True)
@@ -129,13 +103,7 @@ def overlap_matrix(circuits: Mapping[Hashable, Any], gamma: float = 0.99,
     labels = list(circuits)
     if not labels:
         raise ValueError("no circuits given")
-    kinds = {isinstance(circuits[l], Mapping) for l in labels}
-    if len(kinds) > 1:
-        raise TypeError("give all circuits as PruneScores or all as vectors")
-    vecs = [_flat(circuits[l]) for l in labels]
-    if len({v.size for v in vecs}) > 1:
-        raise ValueError("circuits have different numbers of edges")
-    sets = [top_k_edge_set(v, k) if k is not None else mass_edge_set(v, gamma) for v in vecs]
+    sets = _edge_sets([circuits[lab] for lab in labels], gamma=gamma, k=k)
     n = len(labels)
     m = np.empty((n, n))
     for i in range(n):

@@ -18,7 +18,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Iterator, List, Mapping, Optional, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -268,50 +268,36 @@ def preserved_masks(pm: Any) -> Iterator[None]:
                 param.data = data
 
 
-def top_edges_scores(prune_scores: Mapping[str, Any], n_edges: int) -> Dict[str, Any]:
-    """A copy of ``prune_scores`` keeping only the ``n_edges`` largest |scores| (others zero).
+def circuit_figure(pm: Any, circuit: Any, n_edges: int) -> Optional[go.Figure]:
+    """The top ``n_edges`` edges by |score| of ``circuit`` (a ``dcd.Circuit`` or auto-circuit
+    ``PruneScores`` of ``pm``), drawn with auto-circuit's Sankey.
 
-    Exactly ``n_edges`` entries are kept (ties broken by position), matching a circuit of that size.
+    The edges are ``Circuit.top(n_edges)``: those the evaluation uses at that size (edges
+    tied with the last one kept). Scores are scaled so the largest |score| is 1 (link width
+    is proportional to |score|, hover shows the scaled value). The model's patch masks are
+    left exactly as they were; nothing is shown or written. Returns ``None`` with a warning
+    when the circuit cannot be drawn (too many edges, all-zero scores, or a drawing error).
     """
     import torch as t
 
-    keys = list(prune_scores)
-    flat = t.cat([t.as_tensor(prune_scores[k]).detach().flatten().float() for k in keys])
-    keep = t.zeros_like(flat, dtype=t.bool)
-    keep[t.topk(flat.abs(), n_edges).indices] = True
-    out: Dict[str, Any] = {}
-    start = 0
-    for k in keys:
-        v = t.as_tensor(prune_scores[k]).detach().float()
-        part = keep[start:start + v.numel()].reshape(v.shape)
-        out[k] = t.where(part, v, t.zeros_like(v))
-        start += v.numel()
-    return out
+    from ..circuit import Circuit
 
-
-def circuit_figure(pm: Any, prune_scores: Mapping[str, Any], n_edges: int) -> Optional[go.Figure]:
-    """The circuit of the top ``n_edges`` edges by |score|, drawn with auto-circuit's Sankey.
-
-    Scores are scaled so the largest |score| is 1 (link width is proportional to |score|, hover
-    shows the scaled value). The model's patch masks are left exactly as they were; nothing is
-    shown or written. Returns ``None`` with a warning when the circuit cannot be drawn (too many
-    edges, all-zero scores, or a drawing error).
-    """
-    import torch as t
-
-    if missing := sorted(set(pm.patch_masks) - set(prune_scores)):
-        raise ValueError(f"prune_scores lacks destination modules {missing[:3]}...: build it with "
-                         "pm.new_prune_scores() or AttributionMatrix.prune_scores(model=pm)")
-    total = sum(int(t.as_tensor(v).numel()) for v in prune_scores.values())
+    if not isinstance(circuit, Circuit):
+        if missing := sorted(set(pm.patch_masks) - set(circuit)):
+            raise ValueError(f"prune_scores lacks destination modules {missing[:3]}...: build "
+                             "it with pm.new_prune_scores() or A.prune_scores(model=pm)")
+        circuit = Circuit.from_prune_scores(circuit, pm)
     n_edges = int(n_edges)
     if n_edges <= 0:
         warnings.warn(f"circuit_figure: n_edges={n_edges}; nothing to draw", stacklevel=2)
         return None
-    if n_edges > MAX_DRAWN_EDGES:
-        warnings.warn(f"circuit_figure: {n_edges} edges is too many to draw legibly "
+    drawn = circuit.top(n_edges) if n_edges <= MAX_DRAWN_EDGES else None
+    if drawn is None or drawn.size > MAX_DRAWN_EDGES:  # asked for too many, or ties added them
+        size = n_edges if drawn is None else drawn.size
+        warnings.warn(f"circuit_figure: {size} edges is too many to draw legibly "
                       f"(limit {MAX_DRAWN_EDGES}); pass a smaller n_edges", stacklevel=2)
         return None
-    scores = top_edges_scores(prune_scores, min(n_edges, total))
+    scores = drawn.to_prune_scores()
     peak = max(float(v.abs().max()) for v in scores.values())
     if not math.isfinite(peak) or peak == 0.0:
         warnings.warn("circuit_figure: the top edges all score zero or non-finite; nothing to draw",

@@ -1,0 +1,172 @@
+"""Cluster stability: do the same groups come back when the training rows are resampled?
+
+Silhouette, elbow and gap say which k fits best; they do not say whether the clusters are
+a property of the data or of this sample. ``cluster_stability(gd, A)``:
+
+1. draw ``n_resamples`` sets of row positions (:data:`RESAMPLERS`): subsamples without
+   replacement of ``fraction`` of the rows (default 0.8), or bootstrap samples with
+   replacement (default as many rows as there are);
+2. fit a clone of the fitted ``GroupedDiscovery`` (same parameters and ``random_state``;
+   it chooses its own k as the full fit did) on each set's rows. Clustering only: the
+   clone's base algorithm is EAP (circuits are row means), so no model pass runs;
+3. ARI of each resample's labels against the full fit's labels on the rows it drew (each
+   distinct row once; HDBSCAN's noise label ``-1`` counts as a label);
+4. per cluster ``c`` of the full fit, averaged over the resamples in which it has members:
+   ``co_assignment[c]``, the share of pairs of its drawn members that the resample puts in
+   one cluster (noise is in none; a split halves it, a merge with another cluster does
+   not lower it), and ``jaccard[c]``, the Jaccard index of its drawn members with the
+   resample cluster that matches them best (Hennig 2007; lowered by splits and merges).
+
+Well-separated groups give ARI, co-assignment and Jaccard near 1; a partition imposed on
+structureless data moves with the sample and scores low. A full fit with one cluster that
+stays one cluster scores 1 (the ARI of two one-cluster labellings).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils import check_random_state
+
+from .circuits import as_rows
+
+__all__ = ["RESAMPLERS", "ClusterStability", "cluster_stability"]
+
+
+class Resampler(NamedTuple):
+    """How one resample's row positions are drawn; its default and largest size (shares of
+    the rows)."""
+
+    draw: Callable[[np.random.RandomState, int, int], np.ndarray]
+    default_fraction: float
+    max_fraction: float
+
+
+def _subsample(rng: np.random.RandomState, n: int, size: int) -> np.ndarray:
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def _bootstrap(rng: np.random.RandomState, n: int, size: int) -> np.ndarray:
+    return np.sort(rng.randint(0, n, size=size))
+
+
+#: resampling name -> how rows are drawn
+RESAMPLERS: Dict[str, Resampler] = {
+    "subsample": Resampler(_subsample, 0.8, 1.0),
+    "bootstrap": Resampler(_bootstrap, 1.0, math.inf),
+}
+
+
+@dataclass(frozen=True)
+class ClusterStability:
+    """Stability of a fitted clustering under resampling of its rows.
+
+    Attributes:
+        ari: ``[n_resamples]`` ARI of each resample's labels vs the full fit's.
+        n_clusters: ``[n_resamples]`` clusters each resample found.
+        co_assignment: ``{cluster: share of its member pairs kept together}`` (mean over
+            resamples; NaN for a cluster of one example).
+        jaccard: ``{cluster: best-match Jaccard}`` (mean over resamples).
+        method, fraction: how rows were drawn (``fraction`` of the rows per resample).
+    """
+
+    ari: np.ndarray
+    n_clusters: np.ndarray
+    co_assignment: Dict[int, float]
+    jaccard: Dict[int, float]
+    method: str
+    fraction: float
+
+    @property
+    def ari_mean(self) -> float:
+        return float(np.mean(self.ari))
+
+    @property
+    def ari_std(self) -> float:
+        return float(np.std(self.ari))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-serialisable form (NaN as None)."""
+        def num(x: float) -> Optional[float]:
+            return None if math.isnan(x) else float(x)
+
+        return {"method": self.method, "fraction": self.fraction,
+                "n_resamples": int(self.ari.size), "ari_mean": self.ari_mean,
+                "ari_std": self.ari_std, "ari": self.ari.tolist(),
+                "n_clusters": self.n_clusters.tolist(),
+                "co_assignment": {str(c): num(v) for c, v in self.co_assignment.items()},
+                "jaccard": {str(c): num(v) for c, v in self.jaccard.items()}}
+
+
+def cluster_stability(gd: Any, A: Any, n_resamples: int = 20, *, method: str = "subsample",
+                      fraction: Optional[float] = None, random_state: Any = None,
+                      progress: bool = False) -> ClusterStability:
+    """Refit ``gd``'s clusterer on resamples of the rows of ``A`` (the matrix or array it was
+    fitted on) and compare with its labels; see the module docstring."""
+    from sklearn.utils.validation import check_is_fitted
+    from tqdm.auto import tqdm
+
+    check_is_fitted(gd, "labels_")
+    X, _ = as_rows(A)
+    full = np.asarray(gd.labels_, dtype=int)
+    if len(X) != full.size or X.shape[1] != gd.n_features_in_:
+        raise ValueError(f"gd was fitted on {full.size} rows of {gd.n_features_in_} features; "
+                         f"got {X.shape}: pass the matrix it was fitted on")
+    try:
+        resampler = RESAMPLERS[method]
+    except KeyError:
+        raise ValueError(f"method must be one of {sorted(RESAMPLERS)}, got {method!r}") from None
+    fraction = resampler.default_fraction if fraction is None else float(fraction)
+    size = int(round(fraction * len(X)))
+    if not 0.0 < fraction <= resampler.max_fraction or size < 2:
+        raise ValueError(f"fraction={fraction} draws {size} of {len(X)} rows; a resample needs "
+                         f"at least 2 rows and {method} at most {resampler.max_fraction} of them")
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+
+    rng = check_random_state(random_state)
+    refit = clone(gd).set_params(base_algo="eap")
+    clusters = sorted(c for c in set(full.tolist()) if c >= 0)
+    ari, ks = [], []
+    pairs: Dict[int, list] = {c: [] for c in clusters}
+    best: Dict[int, list] = {c: [] for c in clusters}
+    for _ in tqdm(range(int(n_resamples)), desc="cluster stability", disable=not progress):
+        rows = resampler.draw(rng, len(X), size)
+        labels = np.asarray(refit.fit(X[rows]).labels_, dtype=int)
+        drawn, first = np.unique(rows, return_index=True)
+        mine, theirs = full[drawn], labels[first]
+        ari.append(adjusted_rand_score(mine, theirs))
+        ks.append(int(refit.n_clusters_))
+        for c in clusters:
+            members = theirs[mine == c]
+            if members.size == 0:
+                continue
+            if members.size > 1:
+                pairs[c].append(_together(members) / math.comb(members.size, 2))
+            best[c].append(_best_jaccard(mine == c, theirs))
+    return ClusterStability(
+        ari=np.asarray(ari, dtype=np.float64), n_clusters=np.asarray(ks, dtype=int),
+        co_assignment={c: _mean(pairs[c]) for c in clusters},
+        jaccard={c: _mean(best[c]) for c in clusters}, method=method, fraction=fraction)
+
+
+def _together(labels: np.ndarray) -> int:
+    """Pairs of ``labels`` in one cluster (noise ``-1`` is in none)."""
+    counts = np.bincount(labels[labels >= 0])
+    return int(sum(math.comb(int(k), 2) for k in counts))
+
+
+def _best_jaccard(in_cluster: np.ndarray, labels: np.ndarray) -> float:
+    """Largest Jaccard index of the rows ``in_cluster`` with one cluster of ``labels``."""
+    scores = [float((in_cluster & (labels == r)).sum() / (in_cluster | (labels == r)).sum())
+              for r in set(labels.tolist()) if r >= 0]
+    return max(scores, default=0.0)
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
