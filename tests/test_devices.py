@@ -121,7 +121,8 @@ def test_main_job_takes_device_and_dtype(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--model", "tiny-random", "--dataset", str(data), "--out", str(out),
                  "--quiet", "--batch-size", "4", "--max-clusters", "3",
-                 "--edge-fractions", "0.1,1", "--device", "cpu", "--dtype", "bfloat16"]) == 0
+                 "--edge-fractions", "0.1,1", "--p-cross", "0.1", "--device", "cpu",
+                 "--dtype", "bfloat16"]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["dtype"] == "bfloat16" and rep["config"]["device"] == "cpu"
     assert rep["single"]["faithfulness"][-1] == pytest.approx(1.0)
