@@ -73,9 +73,10 @@ def resolve_dtype(dtype: Any = "float32") -> Any:
 
 
 def model_device(model: Any) -> Any:
-    """The device of a model's first parameter (the CPU for a model without any)."""
+    """The device of a model's first parameter (the CPU for a model without any, or for an
+    object that is not a module)."""
     import torch
 
-    for p in model.parameters():
+    for p in getattr(model, "parameters", lambda: ())():
         return p.device
     return torch.device("cpu")

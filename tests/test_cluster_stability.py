@@ -55,7 +55,7 @@ def test_stability_runs_no_model_pass():
         return {"m": torch.ones(3)}
 
     class Loader:  # what run_base_algo asks of a loader, no model behind it
-        def subset(self, ids, batch_size=None):
+        def subset(self, ids, batch_size=None, device=None):
             return types.SimpleNamespace(batch_positions=[list(ids)])
 
     X, _, _ = blobs(sizes=(12, 10))

@@ -118,7 +118,7 @@ def _saved(tiny_pm, tmp_path, seed, n=4):
 
 def test_an_interrupted_save_never_pairs_new_scores_with_old_ids(tiny_pm, tmp_path,
                                                                  monkeypatch):
-    from auto_circuit_dcd import matrix
+    from auto_circuit_dcd import files
 
     old = _saved(tiny_pm, tmp_path, seed=1)
     old.save(tmp_path / "m")
@@ -128,7 +128,7 @@ def test_an_interrupted_save_never_pairs_new_scores_with_old_ids(tiny_pm, tmp_pa
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(matrix, "write_text", killed)  # killed after the scores, before the JSON
+    monkeypatch.setattr(files, "write_text", killed)  # killed after the scores, before the JSON
     with pytest.raises(KeyboardInterrupt):
         new.save(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="interrupted"):

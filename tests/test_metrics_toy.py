@@ -43,7 +43,9 @@ def test_single_task_circuits_do_not_transfer_but_mixture_circuit_does():
                                p=P, edge_fractions=MIB_GRID)
     m = cross.matrix
     print(json.dumps(cross.to_dict(), indent=1))
-    print("edge overlap ioi/induction:", edge_overlap(circuits["ioi"], circuits["induction"]))
+    print("edge overlap ioi/induction:",
+          edge_overlap(*(dcd.Circuit.from_prune_scores(circuits[t], pm)
+                         for t in ("ioi", "induction"))))
     ioi, ind, mixed = 0, 1, 2
     # at p = 5% (4 of 81 edges): each task's circuit is well below on the other task
     at5 = cross_faithfulness(pm, circuits, {"ioi": test["ioi"], "induction": test["induction"]},
