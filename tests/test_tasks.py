@@ -349,6 +349,11 @@ def test_generated_task_runs_through_auto_circuit_eap(tok, tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_registered_task_runs_on_smollm2(tmp_path, monkeypatch):
+    from auto_circuit_dcd.models.smollm2 import smollm2_cache_dir
+
+    converted = smollm2_cache_dir()
+    if converted.is_dir():  # datasets are generated into the empty cache; the model is reused
+        (tmp_path / converted.name).symlink_to(converted, target_is_directory=True)
     monkeypatch.setenv("AUTO_CIRCUIT_DCD_CACHE", str(tmp_path))
     from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT, run_prune_algos
 
