@@ -36,7 +36,7 @@ from .data import DatasetError, batch_to
 from .devices import model_device
 from .errors import NonFiniteRowsError
 from .fast_attribution import fast_attribute_batch
-from .forward import WrapperGraph, frozen, unsupported_reason
+from .forward import WrapperGraph, choose_backend, frozen
 from .hooks_attribution import hooks_attribute_batch
 from .matrix import AttributionMatrix
 from .models.grouped import is_grouped
@@ -116,21 +116,6 @@ def _check_lengths(model: Any, batches: List[Any], batch_ids: List[List[Any]]) -
                 f"the model's context of {n_ctx} tokens (cfg.n_ctx): shorten or drop them")
 
 
-def _choose_backend(model: Any, backend: str) -> str:
-    """The backend name for ``backend`` ("auto", "fast" or "hooks") on ``model``."""
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {['auto', *sorted(BACKENDS)]}, got {backend!r}")
-    if backend == "hooks":
-        return backend
-    why = unsupported_reason(model)
-    if why is None:
-        return "fast"
-    if backend == "fast":
-        raise ValueError(f"backend='fast' does not support this model: {why}; "
-                         "use backend='hooks'")
-    return "hooks"
-
-
 # ----------------------------------------------------------------------------- public
 def attribute(
     model: Any,
@@ -185,7 +170,7 @@ def attribute(
         raise ValueError(f"nan_tolerance is a share of examples in [0, 1], got {nan_tolerance}")
     _check_model(model, dataloader)
     graph = WrapperGraph(model)
-    backend_name = _choose_backend(model, backend)
+    backend_name = choose_backend(model, backend, BACKENDS, fallback="hooks")
     batches, batch_ids = _batches(dataloader)
     device = model_device(model)
     batches = [batch_to(b, device) for b in batches]

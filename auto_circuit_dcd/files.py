@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional
 
 import torch
 
@@ -214,10 +214,15 @@ def save_bundle(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Dic
     return path
 
 
-def load_bundle(path: str | Path, tensors_file: str, meta_file: str,
-                what: str) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+def load_bundle(path: str | Path, tensors_file: str, meta_file: str, what: str,
+                check: Optional[Callable[[Dict[str, torch.Tensor], Dict[str, Any]], None]] = None,
+                ) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
     """``(tensors, meta)`` of a folder written by :func:`save_bundle`, checksum verified
-    (:class:`~auto_circuit_dcd.errors.DamagedFileError` naming the folder otherwise)."""
+    (:class:`~auto_circuit_dcd.errors.DamagedFileError` naming the folder otherwise).
+
+    ``check(tensors, meta)``, if given, runs before the checksum: a caller's own checks
+    (dtype, shape) name what is wrong more precisely than a checksum can.
+    """
     import json
 
     from safetensors.torch import load_file
@@ -233,6 +238,8 @@ def load_bundle(path: str | Path, tensors_file: str, meta_file: str,
     except Exception as err:  # noqa: BLE001 - any unreadable pair is reported as such
         raise DamagedFileError(f"{path} holds no readable {what} "
                                f"({type(err).__name__}: {err})") from err
+    if check is not None:
+        check(tensors, meta)
     expected = meta.get("checksum")
     if expected is not None and expected != tensor_digest(*(tensors[k] for k in sorted(tensors))):
         raise DamagedFileError(f"{path / tensors_file} does not match its checksum in "

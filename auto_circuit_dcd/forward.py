@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Collection, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -45,7 +45,7 @@ __all__ = [
     "NORM_KINDS", "SRC_NODE", "DEST_NODE", "WrapperGraph", "frozen", "removing",
     "src_block", "plain_forward", "unsupported_reason", "supports_fast", "norm_vjp",
     "head_outputs", "accumulation_dtype", "HALF_DTYPES", "source_outputs",
-    "last_position_only",
+    "last_position_only", "choose_backend",
 ]
 
 #: TransformerLens normalisation module -> the kind :func:`norm_vjp` takes
@@ -299,3 +299,21 @@ def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> Tuple[Ten
         logits = tl(tokens)
     assert outs is not None
     return outs, logits[:, -1]
+
+
+# ----------------------------------------------------------------------------- backends
+def choose_backend(model: Any, backend: str, names: Collection[str], fallback: str,
+                   why_not: Callable[[Any], Optional[str]] = unsupported_reason) -> str:
+    """The backend to run: ``"auto"`` gives ``"fast"`` where ``why_not(model)`` is None and
+    ``fallback`` elsewhere; ``"fast"`` on a model it cannot take is refused with the reason."""
+    if backend != "auto" and backend not in names:
+        raise ValueError(f"backend must be one of {['auto', *sorted(names)]}, got {backend!r}")
+    if backend not in ("auto", "fast"):
+        return backend
+    why = why_not(model)
+    if why is None:
+        return "fast"
+    if backend == "fast":
+        raise ValueError(f"backend='fast' does not support this model: {why}; "
+                         f"use backend={fallback!r}")
+    return fallback

@@ -13,7 +13,6 @@ scores against all three and refuses non-float scores.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from .edges import EdgeLayout, edge_layout
 from .errors import DamagedFileError
-from .files import save_bundle, tensor_digest
+from .files import load_bundle, save_bundle
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.utils.patchable_model import PatchableModel
@@ -190,21 +189,10 @@ class AttributionMatrix:
     @classmethod
     def load(cls, path: str | Path) -> "AttributionMatrix":
         """Read a matrix written by :meth:`save`, checking the scores against the JSON."""
-        from safetensors import safe_open
-
         path = Path(path)
-        meta_path = path / META_FILE
-        if not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path} not found: not a saved AttributionMatrix "
-                                    "(or its save was interrupted: save it again)")
-        try:
-            meta = json.loads(meta_path.read_text())
-            with safe_open(str(path / SCORES_FILE), framework="pt") as f:
-                scores = f.get_tensor("scores")
-        except Exception as err:  # noqa: BLE001 - any unreadable pair is reported as such
-            raise DamagedFileError(f"{path} holds no readable AttributionMatrix "
-                                   f"({type(err).__name__}: {err})") from err
-        _check_scores(path, scores, meta)
+        tensors, meta = load_bundle(path, SCORES_FILE, META_FILE, "AttributionMatrix",
+                                    check=lambda t, m: _check_scores(path, t.get("scores"), m))
+        scores = tensors["scores"]
         layout = meta.get("layout")
         return cls(
             scores=scores,
@@ -225,8 +213,11 @@ class AttributionMatrix:
         return cls(scores=scores, edge_names=names, layout=layout, **kwargs)
 
 
-def _check_scores(path: Path, scores: torch.Tensor, meta: Dict[str, Any]) -> None:
-    """The scores must be float and have the dtype, shape and checksum the JSON gives."""
+def _check_scores(path: Path, scores: Optional[torch.Tensor], meta: Dict[str, Any]) -> None:
+    """The scores must be float and have the dtype and shape the JSON gives."""
+    if scores is None:
+        raise DamagedFileError(f"{path / SCORES_FILE} holds no 'scores' tensor: save the "
+                               "matrix again")
     if not scores.is_floating_point():
         raise DamagedFileError(f"{path / SCORES_FILE} holds {scores.dtype} scores: an "
                                "AttributionMatrix holds float scores")
@@ -240,8 +231,6 @@ def _check_scores(path: Path, scores: torch.Tensor, meta: Dict[str, Any]) -> Non
     if scores.ndim != 2 or len(names) != scores.shape[-1] or len(ids) != scores.shape[0]:
         problems.append(f"shape {list(scores.shape)} for {len(ids)} example ids and "
                         f"{len(names)} edge names")
-    if not problems and "checksum" in meta and meta["checksum"] != tensor_digest(scores):
-        problems.append("values that do not match the JSON's checksum")
     if problems:
         raise DamagedFileError(f"{path / SCORES_FILE} does not match {path / META_FILE}: it "
                                f"has {'; '.join(problems)}. Save the matrix again.")

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..edges import edge_layout
+from ..forward import choose_backend
 from ..task_metric import check_metric
 from .ablation import ABLATIONS, check_ablation
 from .mask_metrics import MaskMetrics
@@ -193,20 +194,6 @@ BACKENDS: Dict[str, Callable[..., MaskMetrics]] = {
 }
 
 
-def _choose_backend(model: Any, backend: str) -> str:
-    if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {['auto', *sorted(BACKENDS)]}, got {backend!r}")
-    if backend == "patch-mode":
-        return backend
-    why = fast_unsupported_reason(model)
-    if why is None:
-        return "fast"
-    if backend == "fast":
-        raise ValueError(f"backend='fast' does not support this model: {why}; "
-                         "use backend='patch-mode'")
-    return "patch-mode"
-
-
 def _check(model: Any, dataloader: Any) -> List[Any]:
     """The loader's batches, on the model's device, after checking model and batches."""
     from auto_circuit.utils.patchable_model import PatchableModel
@@ -334,7 +321,8 @@ def edge_set_metrics(
     check_metric(metric)
     batches = _check(model, dataloader)
     check_ablation(ablation, batches)
-    backend_name = _choose_backend(model, backend)
+    backend_name = choose_backend(model, backend, BACKENDS, fallback="patch-mode",
+                                  why_not=fast_unsupported_reason)
     n_edges = edge_layout(model)[1].n_edges
     in_circuit = torch.as_tensor(in_circuit)
     if in_circuit.dtype != torch.bool or in_circuit.ndim != 2 or in_circuit.shape[1] != n_edges:
