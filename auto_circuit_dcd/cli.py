@@ -99,6 +99,19 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_mib(args: argparse.Namespace) -> int:
+    from .mib_export import export_mib
+
+    done = export_mib(args.run_dir)
+    sizes = sorted({f["edge_fraction"] for f in done.files if f["edge_fraction"] is not None})
+    circuits = sorted({f["circuit"] for f in done.files})
+    print(f"wrote {len(done.files)} EAP-IG graph files to {done.folder}: {len(circuits)} "
+          f"circuits ({', '.join(circuits)}), each as importances.json and at "
+          f"{len(sizes)} sizes ({', '.join(f'{100 * p:g}%' for p in sizes)}); "
+          f"list in {done.folder / 'index.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="auto-circuit-dcd",
@@ -165,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch-model", help="download/convert a model once so later runs are offline")
     f.add_argument("--model", default="smollm2-135m")
     f.set_defaults(func=_cmd_fetch_model)
+
+    e = sub.add_parser("export-mib", help="write a run's circuits as EAP-IG graph JSON "
+                                          "(RUN_DIR/mib/), for MIB's circuit-track tools")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a finished run")
+    e.set_defaults(func=_cmd_export_mib)
     return p
 
 

@@ -181,8 +181,10 @@ def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
 
 
 def _save_circuits(path: Path, circuits: Dict[str, torch.Tensor], edge_names: List[str],
-                   top: int = 50) -> None:
-    """``circuits.safetensors``, then ``circuits.json`` describing it (old JSON removed first)."""
+                   layout: Any, graph_cfg: Dict[str, Any], top: int = 50) -> None:
+    """``circuits.safetensors``, then ``circuits.json`` describing it (old JSON removed first):
+    edge names, the edge layout and the model's EAP-IG graph config (what ``export-mib``
+    needs without the model), and each circuit's top edges."""
     (path / "circuits.json").unlink(missing_ok=True)
     save_tensors(path / "circuits.safetensors",
                  {k: v.contiguous().float() for k, v in circuits.items()})
@@ -192,6 +194,8 @@ def _save_circuits(path: Path, circuits: Dict[str, torch.Tensor], edge_names: Li
         listing[name] = [[edge_names[j], float(vec[j])] for j in order]
     write_text(path / "circuits.json", json.dumps({
         "edge_names": edge_names,
+        "layout": layout.to_json(),
+        "graph_config": graph_cfg,
         "scores_file": "circuits.safetensors",
         "top_edges": listing,
     }))
@@ -489,7 +493,10 @@ def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: A
         (out / name).unlink(missing_ok=True)
     A.save(out / "attribution_train")
     A_test.save(out / "attribution_test")
-    _save_circuits(out, circuits, A.edge_names)
+    from .mib import graph_config
+
+    _save_circuits(out, circuits, A.edge_names, A.layout_for(pm),
+                   graph_config(pm.wrapped_model.cfg))
     write_text(out / REPORT_JSON, json.dumps(report, indent=1))
     _write_html(report, out, pm, A, circuits, gd)
 
