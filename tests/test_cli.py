@@ -72,3 +72,117 @@ def test_export_mib_refuses_a_folder_without_a_run(tmp_path, capsys):
     assert len(err) == 1 and "holds no finished run" in err[0]
     assert main(["export-mib", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- options
+def test_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"auto-circuit-dcd {version('auto-circuit-dcd')}"
+
+
+def _subparser(name):
+    from auto_circuit_dcd.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return parser, sub.choices[name]
+
+
+def test_run_has_one_option_per_config_field_with_its_default(capsys, monkeypatch):
+    """Oracle: ``RunConfig()``'s own defaults, and argparse's parse of a bare ``run``."""
+    from dataclasses import asdict, fields
+
+    monkeypatch.setenv("COLUMNS", "2000")  # no line wrapping inside a default
+    from auto_circuit_dcd.config import RunConfig
+
+    parser, run = _subparser("run")
+    args = parser.parse_args(["run"])
+    assert {f.name: getattr(args, f.name) for f in fields(RunConfig)} == asdict(RunConfig())
+    by_dest = {a.dest: a for a in run._actions}
+    for f in fields(RunConfig):
+        assert by_dest[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        assert by_dest[f.name].help, f"--{f.name} has no help"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--help"])
+    text = capsys.readouterr().out
+    for f in fields(RunConfig):
+        if f.default is not None:
+            assert f"(default: {f.default})" in text, f.name
+    args = parser.parse_args(["run", "--edge-fractions", "0.1,0.5", "--prompt-types", "a, b",
+                              "--p-cross", "0.1", "--draw-fraction", "0.5", "--n", "7"])
+    assert (args.edge_fractions, args.prompt_types, args.p_cross, args.draw_fraction,
+            args.n) == ([0.1, 0.5], ["a", "b"], 0.1, 0.5, 7)
+
+
+def test_the_choices_shown_are_the_tables_that_implement_them():
+    from dataclasses import fields
+
+    from auto_circuit_dcd.attribution import METHODS
+    from auto_circuit_dcd.cluster.grouped import CLUSTERER_NAMES, COMBINE, PREPROCESSORS
+    from auto_circuit_dcd.config import RunConfig
+    from auto_circuit_dcd.devices import DTYPE_CHOICES
+    from auto_circuit_dcd.task_metric import METRICS
+    from auto_circuit_dcd.tasks import TASKS
+
+    tables = {"method": METHODS, "metric": METRICS, "clusterer": CLUSTERER_NAMES,
+              "k_rule": COMBINE, "preprocessing": PREPROCESSORS, "dtype": DTYPE_CHOICES,
+              "task": TASKS}
+    shown = {f.name: f.metadata["choices"] for f in fields(RunConfig) if "choices" in f.metadata}
+    assert set(shown) == set(tables)
+    for name, table in tables.items():
+        assert set(shown[name]) == set(table), name
+
+
+@pytest.mark.parametrize("command", ["make-dataset", "fetch-model", "export-mib"])
+def test_every_option_of_the_other_commands_has_help(command):
+    _, sub = _subparser(command)
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help"
+
+
+# ----------------------------------------------------------------------------- output
+def test_the_summary_prints_cpr_and_cmd_per_family_as_in_report_json(tiny_run):
+    """Oracle: report.json's values, and K-random's CPR/CMD recomputed here by the
+    trapezoid rule from its faithfulness curves (the summary prints 3 decimals: 5e-4)."""
+    out, rep, stdout, _ = tiny_run
+    printed = {}
+    for line in stdout.splitlines():
+        if line.startswith("  ") and " CPR " in line and " CMD " in line:
+            name, rest = line.split(" CPR ")
+            cpr, cmd = rest.split(" CMD ")
+            printed[name.split("(")[0].strip()] = (float(cpr), float(cmd))
+    expected = {"single circuit": (rep["single"]["cpr"], rep["single"]["cmd"]),
+                "DCD, routed": (rep["dcd"]["cpr"]["routed"], rep["dcd"]["cmd"]["routed"]),
+                "DCD, oracle": (rep["dcd"]["cpr"]["oracle"], rep["dcd"]["cmd"]["oracle"])}
+    assert rep["n_clusters"] > 1  # the tiny data have two families
+    p = np.asarray(rep["edge_fractions"])
+    for family in ("routed", "oracle"):
+        f = np.asarray(rep["k_random"][f"faithfulness_{family}"])
+        by_hand = (float(np.trapz(f, p)), float(np.trapz(np.maximum(0, 1 - f), p)))
+        got = (rep["k_random"]["cpr"][family], rep["k_random"]["cmd"][family])
+        assert got == pytest.approx(by_hand, abs=1e-12)
+        expected[f"K-random, {family}"] = by_hand
+    assert set(printed) == set(expected)
+    for name, values in expected.items():
+        assert printed[name] == pytest.approx(values, abs=5e-4), name
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("report: ") and last.endswith("report.html")
+    assert last[len("report: "):] == str((out / "report.html").resolve())
+
+
+def test_a_line_per_stage_as_it_starts(tiny_run):
+    """Each stage's line comes before the next stage's output: the attribution line
+    before its progress bar, the clustering line before the evaluation's bar."""
+    _, _, _, stderr = tiny_run
+    text = stderr.replace("\r", "\n")
+    marks = ["auto-circuit-dcd: loading tiny-random on cpu", "auto-circuit-dcd: reading",
+             "auto-circuit-dcd: eap attribution of", "eap attribution",
+             "auto-circuit-dcd: clustering", "auto-circuit-dcd: building",
+             "auto-circuit-dcd: evaluating", "faithfulness", "auto-circuit-dcd: writing"]
+    at = [text.find(m) for m in marks]
+    assert -1 not in at, [m for m, i in zip(marks, at) if i < 0]
+    assert at == sorted(at)

@@ -2,7 +2,8 @@
 
 Every function takes plain data (the run's report dict, or the pieces it needs) and returns a
 ``plotly.graph_objects.Figure``. Missing values (``None`` or NaN, e.g. the faithfulness of a
-cluster with no test examples) are drawn as gaps and written as "n/a"; no function fails on them.
+cluster with no test examples) are drawn as gaps and written as "n/a", rounding noise as 0
+(:mod:`auto_circuit_dcd.report.values`); no function fails on them.
 Figures use an explicit template so that the host library's global plotly template (set when
 auto-circuit is imported) does not change how the page looks.
 """
@@ -16,6 +17,8 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from auto_circuit_dcd.report.values import finite, finite_list, fmt
 
 TEMPLATE = "plotly_white"
 FONT = dict(size=13)
@@ -33,35 +36,6 @@ PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ]
-
-
-def finite(x: Any) -> Optional[float]:
-    """``x`` as a float, or ``None`` when it is missing, NaN or not a number."""
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def finite_list(xs: Optional[Sequence[Any]], n: Optional[int] = None) -> List[Optional[float]]:
-    """``xs`` with missing values as ``None``, padded or cut to ``n`` entries when given."""
-    out = [finite(x) for x in (xs or [])]
-    if n is not None:
-        out = (out + [None] * n)[:n]
-    return out
-
-
-def fmt(x: Any, digits: int = 3) -> str:
-    """A number for display: ``digits`` significant digits, "n/a" when missing."""
-    v = finite(x)
-    if v is None:
-        return "n/a"
-    if v == int(v) and abs(v) < 1e6:
-        return str(int(v))
-    return f"{v:.{digits}g}"
 
 
 def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from auto_circuit_dcd.report import figures as F
-from auto_circuit_dcd.report.figures import fmt
+from auto_circuit_dcd.report.values import fmt, score_rows
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -116,17 +116,8 @@ def _routing(report: Mapping[str, Any]) -> str:
 
 
 def _scores(report: Mapping[str, Any]) -> str:
-    single = report.get("single") or {}
-    dcd = report.get("dcd") or {}
-    cpr, cmd = dcd.get("cpr") or {}, dcd.get("cmd") or {}
-    rows = [("single circuit", single.get("cpr"), single.get("cmd")),
-            ("DCD, oracle (best circuit per example)", cpr.get("oracle"), cmd.get("oracle")),
-            ("DCD, routed (each example to its cluster's circuit)", cpr.get("routed"),
-             cmd.get("routed"))]
-    if (report.get("routing") or {}).get("n_test_noise"):
-        rows.append(("DCD, routed, noise examples left out", cpr.get("routed_excluding_noise"),
-                     cmd.get("routed_excluding_noise")))
-    return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"], rows)
+    return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"],
+                 score_rows(report))
 
 
 def _clusters_table(report: Mapping[str, Any]) -> str:
