@@ -48,8 +48,6 @@ from .files import folder_lock, remove_temporaries, save_tensors, write_text
 __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer",
            "summary_table"]
 
-#: edges of each cluster's circuit drawn in the report (its top edges by |score|)
-DRAWN_EDGES = 40
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 #: the composition entry of training examples without a group label
 UNLABELLED = "(no group)"
@@ -494,27 +492,39 @@ def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: A
 
 def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
                 circuits: Dict[str, torch.Tensor], gd: Any) -> None:
+    """The page; each cluster's circuit drawn at ``--draw-fraction`` (default ``--p-cross``,
+    the size of the page's per-cluster numbers), the drawn edge count in its caption."""
+    from .circuit import Circuit
+    from .metrics.faithfulness import edge_count
     from .report import circuit_figure, write_html
+    from .report.figures import MAX_DRAWN_EDGES, projection
 
-    x = A.to_numpy()
-    x = x - x.mean(0, keepdims=True)
-    try:
-        u, s, _ = np.linalg.svd(x, full_matrices=False)
-        xy = u[:, :2] * s[:2]
-    except np.linalg.LinAlgError:
-        xy = np.zeros((x.shape[0], 2))
-    if xy.shape[1] < 2:
-        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    p_cross = report["cross_faithfulness"]["p"]
+    p_draw = report["config"].get("draw_fraction") or p_cross
+    count = edge_count(p_draw, A.n_edges)
+    why = ("the size of the cross-faithfulness matrix and the per-cluster table"
+           if math.isclose(p_draw, p_cross) else
+           f"--draw-fraction; the per-cluster numbers are at {100 * p_cross:.3g}%")
     layout = A.layout_for(pm)
-    figures = {}
+    figures, captions = {}, {}
     for c in report["cross_faithfulness"]["labels"]:
-        n = min(DRAWN_EDGES, A.n_edges)
-        fig = circuit_figure(pm, layout.to_prune_scores(circuits[f"cluster_{c}"]), n)
-        if fig is not None:
-            figures[c] = fig
-    extras = {"projection": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
-                             "labels": report["labels"], "groups": report["groups"]},
-              "circuit_figures": figures}
+        circuit = Circuit(circuits[f"cluster_{c}"], A.edge_names, layout)
+        drawn = circuit.top(count).size
+        captions[c] = (f"top {drawn} of {A.n_edges} edges by |score| "
+                       f"({100 * p_draw:.3g}% of all edges: {why})")
+        if 0 < drawn <= MAX_DRAWN_EDGES:
+            figures[c] = circuit_figure(pm, circuit, count)
+        else:
+            figures[c] = None
+            captions[c] += (f"; not drawn: more than {MAX_DRAWN_EDGES} edges do not draw "
+                            "legibly, choose a smaller --draw-fraction" if drawn else
+                            "; nothing to draw at this size, choose a larger --draw-fraction")
+    xy, note = projection(A.to_numpy())
+    extras: Dict[str, Any] = {"circuit_figures": figures, "circuit_captions": captions}
+    if xy is not None:
+        extras["projection"] = {**xy, "labels": report["labels"], "groups": report["groups"]}
+    else:
+        extras["projection_note"] = note
     write_html(report, out / REPORT_HTML, extras)
 
 
@@ -525,10 +535,10 @@ def summary_table(report: Dict[str, Any]) -> str:
     p = report["cross_faithfulness"]["p"]
     j = min(range(len(fr)), key=lambda i: abs(fr[i] - p))
 
-    from .report.values import finite, score_rows
+    from .report.values import score_rows, shown
 
     def fmt(v: Optional[float]) -> str:
-        v = finite(v)
+        v = shown(v)
         return "n/a" if v is None else f"{v:.3f}"
 
     lines = [f"{report['model']} | {report['method']} | {report['n_train']} train / "

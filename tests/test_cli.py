@@ -186,3 +186,56 @@ def test_a_line_per_stage_as_it_starts(tiny_run):
     at = [text.find(m) for m in marks]
     assert -1 not in at, [m for m, i in zip(marks, at) if i < 0]
     assert at == sorted(at)
+
+
+# ----------------------------------------------------------------------------- the page
+def _drawn(page_text):
+    """Per drawn circuit: (caption's edge count, the Sankey's real links)."""
+    import re
+
+    counts = [int(n) for n in re.findall(r"top (\d+) of \d+ edges by \|score\|", page_text)]
+    sankeys = [json.loads(m.group(1))[0] for m in re.finditer(
+        r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[\{"arrangement".*?\]),\s*\{', page_text, re.S)]
+    # auto-circuit adds 1e-6 "ghost" links to align layers; real links are scaled |scores|
+    links = [sum(v > 1e-5 for v in s["link"]["value"]) for s in sankeys]
+    return counts, links
+
+
+def _expected_count(vec, p):
+    count = int(np.floor(round(p * vec.size, 9)))
+    return int((np.abs(vec) >= np.sort(np.abs(vec))[::-1][count - 1]).sum())
+
+
+def test_each_cluster_circuit_is_drawn_at_the_size_of_the_pages_numbers(tiny_run):
+    """Oracle: the top floor(p * n) edges by |score| of each saved cluster circuit, at
+    --p-cross, counted here; the caption and the drawing both have that many."""
+    from safetensors.torch import load_file
+
+    out, rep, _, _ = tiny_run
+    saved = load_file(str(out / "circuits.safetensors"))
+    labels = rep["cross_faithfulness"]["labels"]
+    expected = [_expected_count(saved[f"cluster_{c}"].numpy(), rep["cross_faithfulness"]["p"])
+                for c in labels]
+    counts, links = _drawn((out / "report.html").read_text())
+    assert counts == expected and links == expected
+
+
+def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
+    """The same run (its cached attributions copied) with --draw-fraction 0.2."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    out, rep, _, _ = tiny_run
+    again = tmp_path / "again"
+    shutil.copytree(out / "cache", again / "cache")
+    argv = RUN + ["--dataset", rep["dataset"], "--out", str(again), "--draw-fraction", "0.2"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    saved = load_file(str(again / "circuits.safetensors"))
+    expected = [_expected_count(saved[f"cluster_{c}"].numpy(), 0.2)
+                for c in rep["cross_faithfulness"]["labels"]]
+    page = (again / "report.html").read_text()
+    counts, links = _drawn(page)
+    assert counts == expected and links == expected
+    assert "--draw-fraction; the per-cluster numbers are at 5%" in page

@@ -2,8 +2,9 @@
 
 1. a missing value (``None``, NaN, not a number) is ``None``, shown "n/a";
 2. a value closer to 0 than :data:`ROUNDING_NOISE` is 0: faithfulness, CPR/CMD, ARI and
-   overlap are of order 1, and float32 sums leave ``1e-8``-sized residues where the exact
-   value is 0 (a circuit with no path gives ``-9.68e-09``), which would read as a sign;
+   overlap are of order 1 and read to 0.001, and float32 logits leave tiny residues where
+   the exact value is 0 (a circuit with no path to the logits gave ``-9.68e-09``), which
+   would read as a sign and a magnitude;
 3. shown with 3 significant digits (whole numbers as they are).
 
 :func:`score_rows` lists the CPR/CMD of each circuit family, for the page and the summary.
@@ -14,29 +15,35 @@ from __future__ import annotations
 import math
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["ROUNDING_NOISE", "finite", "finite_list", "fmt", "score_rows"]
+__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "score_rows"]
 
-#: |x| below this is shown as 0: a thousand times below the smallest 3-digit step (0.001)
-#: of an order-1 quantity, a hundred times above float32 rounding residues (~1e-8)
-ROUNDING_NOISE = 1e-6
+#: |x| below this is shown as 0: half the last decimal (0.001) an order-1 quantity is
+#: read to, so nothing shown as 0 would read differently at that precision
+ROUNDING_NOISE = 5e-4
 
 
 def finite(x: Any) -> Optional[float]:
-    """``x`` as a float for display: ``None`` when missing, NaN or not a number; 0 when
-    it is rounding noise (``|x| < ROUNDING_NOISE``)."""
+    """``x`` as a float, or ``None`` when it is missing, NaN or not a number (for plotting:
+    positions, colours, axes)."""
     if x is None or isinstance(x, bool):
         return None
     try:
         v = float(x)
     except (TypeError, ValueError):
         return None
-    if not math.isfinite(v):
-        return None
-    return 0.0 if abs(v) < ROUNDING_NOISE else v
+    return v if math.isfinite(v) else None
+
+
+def shown(x: Any) -> Optional[float]:
+    """``x`` as a number is read: :func:`finite`, and 0 when it is rounding noise
+    (``|x| < ROUNDING_NOISE``). Every number printed in a table, a heatmap cell or the
+    summary goes through this."""
+    v = finite(x)
+    return None if v is None else (0.0 if abs(v) < ROUNDING_NOISE else v)
 
 
 def finite_list(xs: Optional[Sequence[Any]], n: Optional[int] = None) -> List[Optional[float]]:
-    """``xs`` through :func:`finite`, padded or cut to ``n`` entries when given."""
+    """``xs`` with missing values as ``None``, padded or cut to ``n`` entries when given."""
     out = [finite(x) for x in (xs or [])]
     if n is not None:
         out = (out + [None] * n)[:n]
@@ -44,8 +51,9 @@ def finite_list(xs: Optional[Sequence[Any]], n: Optional[int] = None) -> List[Op
 
 
 def fmt(x: Any, digits: int = 3) -> str:
-    """A number for display: ``digits`` significant digits, "n/a" when missing."""
-    v = finite(x)
+    """A number for display (:func:`shown`): ``digits`` significant digits, "n/a" when
+    missing."""
+    v = shown(x)
     if v is None:
         return "n/a"
     if v == int(v) and abs(v) < 1e6:
