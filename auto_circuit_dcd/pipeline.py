@@ -49,6 +49,8 @@ __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer
            "summary_table"]
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+#: version of report.json's keys; rises when a key changes meaning or goes away
+REPORT_SCHEMA_VERSION = 1
 #: the composition entry of training examples without a group label
 UNLABELLED = "(no group)"
 ROUTING_NOTE = ("each test example is routed by its own attribution row, which needs its "
@@ -420,6 +422,7 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
                      "routed": _curve_stats(dcd.routed_f, frac),
                      "routed_excluding_noise": _curve_stats(dcd_known.routed_f, frac)}
         report = {
+            "schema_version": REPORT_SCHEMA_VERSION,
             "model": config.model,
             "dataset": str(path),
             "method": config.method,

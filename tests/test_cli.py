@@ -239,3 +239,63 @@ def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
     counts, links = _drawn(page)
     assert counts == expected and links == expected
     assert "--draw-fraction; the per-cluster numbers are at 5%" in page
+
+
+# ----------------------------------------------------------------------------- report.json
+def readme_report_keys():
+    """The README's report.json list: {top-level key: {sub-keys}} (a ``[{...}]`` entry
+    gives the keys of each element of a list)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    bullet = re.search(r"^- `report.json` with these keys.*?^- `", text, re.S | re.M).group(0)
+    listing = bullet[bullet.index("`schema_version`,"):bullet.index("`versions`.") + 11]
+    keys, pos = {}, 0
+    pattern = re.compile(r"`(\w+)`\s*(\{)?")
+    while (m := pattern.search(listing, pos)):
+        name, pos = m.group(1), m.end()
+        keys[name] = {}
+        if m.group(2):
+            depth, start = 1, pos
+            while depth:
+                depth += {"{": 1, "}": -1}.get(listing[pos], 0)
+                pos += 1
+            keys[name] = _sub_keys(listing[start:pos - 1])
+    return keys
+
+
+def _sub_keys(body):
+    """``a, b, c [{x, y}]`` -> {"a": {}, "b": {}, "c": {"x": {}, "y": {}}}."""
+    import re
+
+    out, depth, item = {}, 0, ""
+    for ch in body + ",":
+        if ch == "," and depth == 0:
+            m = re.match(r"\s*(\w+)\s*(?:\[?\{(.*)\}\]?)?\s*$", item, re.S)
+            out[m.group(1)] = _sub_keys(m.group(2)) if m.group(2) else {}
+            item = ""
+            continue
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        item += ch
+    return out
+
+
+def test_report_json_has_exactly_the_keys_the_readme_lists(tiny_run):
+    """Oracle: the README's list, parsed; top-level keys must match both ways, listed
+    sub-keys must exist (in every element, for a list of records)."""
+    out, rep, _, _ = tiny_run
+    listed = readme_report_keys()
+    assert rep["schema_version"] == 1
+    assert set(listed) == set(rep), (set(listed) ^ set(rep))
+
+    def check(value, keys, where):
+        for key, sub in keys.items():
+            records = value if isinstance(value, list) else [value]
+            for record in records:
+                assert key in record, f"{where}.{key}"
+                if sub:
+                    check(record[key], sub, f"{where}.{key}")
+
+    check(rep, listed, "report")
+    assert len(listed["dcd"]["clusters"]) >= 6  # the parser read the nested record
