@@ -70,10 +70,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if getattr(kind, "__origin__", None) is Union and len(args) == 1:  # Optional[X]
             kind = args[0]
         choices = f.metadata.get("choices")
-        # choices are shown, not enforced here: check_config refuses a bad value in one
-        # line, checked against the table that implements the option
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default,
                             type=_PARSERS[kind], help=f.metadata.get("help", ""),
+                            choices=choices if f.metadata.get("strict") else None,
                             metavar="{" + ",".join(choices) + "}" if choices else None)
 
 

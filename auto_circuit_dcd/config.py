@@ -3,7 +3,8 @@
 The command line (``auto-circuit-dcd run``) is built from these fields: one option per
 field (``--field-name``), its default, its help and, for a choice, its allowed values (the
 ``help`` and ``choices`` entries of the field's metadata) read from here, so nothing is
-restated there. The allowed values mirror the tables that implement them (methods,
+restated there; a value outside ``choices`` is refused by the parser (or, with
+``strict=False``, by ``check_config``). The allowed values mirror the tables that implement them (methods,
 metrics, clusterers, ...; a test keeps them in step, and
 :func:`auto_circuit_dcd.pipeline.check_config` checks against the tables themselves).
 This module imports nothing heavy, so ``--help`` answers at once.
@@ -21,9 +22,13 @@ __all__ = ["RunConfig", "DEFAULT_MODEL"]
 DEFAULT_MODEL = "toy-two-task"
 
 
-def _opt(default: Any, help: str, choices: Optional[Sequence[str]] = None) -> Any:  # noqa: A002
-    """A field with its command-line help (and allowed values, for a choice)."""
-    meta = {"help": help, **({"choices": tuple(choices)} if choices else {})}
+def _opt(default: Any, help: str, choices: Optional[Sequence[str]] = None,  # noqa: A002
+         strict: bool = True) -> Any:
+    """A field with its command-line help and, for a choice, its allowed values (refused
+    by the parser unless ``strict`` is False: then ``check_config`` refuses them)."""
+    meta: dict = {"help": help}
+    if choices:
+        meta.update(choices=tuple(choices), strict=strict)
     return field(default=default, metadata=meta)
 
 
@@ -47,7 +52,9 @@ class RunConfig:
                        ("max_diff", "avg_diff"))
     clusterer: str = _opt("auto", "how examples are clustered (auto: the best of "
                           "agglomerative, divisive and k-means)",
-                          ("auto", "agglomerative", "divisive", "kmeans", "hdbscan"))
+                          ("auto", "agglomerative", "divisive", "kmeans", "hdbscan"),
+                          # checked by check_config, in one line naming GroupedDiscovery's table
+                          strict=False)
     max_clusters: int = _opt(8, "largest k tried")
     k_rule: str = _opt("silhouette", "how the silhouette / elbow / gap choices of k combine "
                        "(the method's release: largest)",

@@ -116,6 +116,11 @@ def test_run_has_one_option_per_config_field_with_its_default(capsys, monkeypatc
                               "--p-cross", "0.1", "--draw-fraction", "0.5", "--n", "7"])
     assert (args.edge_fractions, args.prompt_types, args.p_cross, args.draw_fraction,
             args.n) == ([0.1, 0.5], ["a", "b"], 0.1, 0.5, 7)
+    for flag in ("--metric", "--method", "--task", "--k-rule", "--dtype"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["run", flag, "no-such-value"])
+    # refused later by check_config, in one line naming the clusterer table
+    assert parser.parse_args(["run", "--clusterer", "no-such-value"]).clusterer == "no-such-value"
 
 
 def test_the_choices_shown_are_the_tables_that_implement_them():
