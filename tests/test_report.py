@@ -373,3 +373,14 @@ def test_the_logits_node_is_labelled(tiny_pm):
     used = {sankey.link.source[i] for i in real} | {sankey.link.target[i] for i in real}
     assert all(labels[i] for i in used)
     assert sum(labels[sankey.link.target[i]] == "logits" for i in real) == 2
+
+
+def test_a_dataset_shipped_with_the_package_is_named_relative_to_it():
+    from pathlib import Path
+
+    from auto_circuit_dcd.report.html import dataset_name
+    from auto_circuit_dcd.toy import toy_dataset_path
+
+    assert dataset_name(toy_dataset_path("mixed")) == str(
+        Path("auto_circuit_dcd", "toy", "assets", "mixed.json"))
+    assert dataset_name("/data/my prompts.json") == "/data/my prompts.json"

@@ -81,7 +81,7 @@ def _summary(report: Mapping[str, Any]) -> str:
     groups = report.get("groups")
     pairs = [
         ("model", report.get("model")),
-        ("dataset", report.get("dataset")),
+        ("dataset", dataset_name(report.get("dataset"))),
         ("attribution method", report.get("method")),
         ("train examples", report.get("n_train")),
         ("test examples", report.get("n_test")),
@@ -98,6 +98,16 @@ def _summary(report: Mapping[str, Any]) -> str:
         ("total time (s)", total if timings else None),
     ]
     return kv_table(pairs)
+
+
+def dataset_name(path: Any) -> str:
+    """A dataset path as shown: a file shipped inside this package relative to the package
+    (``auto_circuit_dcd/toy/assets/mixed.json``, the same on every machine), others as given."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(str(path)).resolve().relative_to(package.parent))
+    except (ValueError, OSError):
+        return "" if path is None else str(path)
 
 
 def _dropped(dropped: Any) -> Optional[str]:
@@ -189,7 +199,7 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
     if not isinstance(report, Mapping):
         raise TypeError(f"report must be a dict (the run's report), got {type(report).__name__}")
     extras = extras or {}
-    title = f"DCD report: {report.get('model', '?')} on {report.get('dataset', '?')}"
+    title = f"DCD report: {report.get('model', '?')} on {dataset_name(report.get('dataset', '?'))}"
     parts: List[tuple] = [
         ("summary", "Run summary", _summary(report) + _scores(report),
          "CPR: area under faithfulness vs edge fraction; CMD: area of max(0, 1 - faithfulness). "
