@@ -14,10 +14,13 @@ import errno
 import os
 import sys
 import traceback
+from dataclasses import fields
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union, get_type_hints
 
-from .devices import DEVICE_CHOICES, DTYPE_CHOICES
+from . import __version__
+from .config import RunConfig
+from .tasks.dataset import TASKS
 
 __all__ = ["main"]
 
@@ -45,21 +48,42 @@ def _fractions(value: str) -> List[float]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import RunConfig, run
+    from .pipeline import run
 
-    config = RunConfig(
-        model=args.model, dataset=args.dataset, task=args.task, method=args.method,
-        prompt_types=_csv(args.prompt_types) if args.prompt_types else None,
-        ig_steps=args.ig_steps, clusterer=args.clusterer, max_clusters=args.max_clusters,
-        k_rule=args.k_rule, preprocessing=args.preprocessing,
-        base_algo=args.base_algo, n=args.n, batch_size=args.batch_size, seed=args.seed,
-        test_fraction=args.test_fraction, out=args.out,
-        edge_fractions=args.edge_fractions, threads=args.threads,
-        device=args.device, dtype=args.dtype,
-        p_cross=args.p_cross, nan_tolerance=args.nan_tolerance,
-    )
+    config = RunConfig(**{f.name: getattr(args, f.name) for f in fields(RunConfig)})
     run(config, progress=not args.quiet)
     return 0
+
+
+#: how a RunConfig field's type is read from the command line
+_PARSERS: Dict[Any, Callable[[str], Any]] = {
+    int: int, float: float, str: str, List[str]: _csv, List[float]: _fractions,
+}
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`RunConfig` field, with its default, help and allowed values."""
+    hints = get_type_hints(RunConfig)
+    for f in fields(RunConfig):
+        kind = hints[f.name]
+        args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+        if getattr(kind, "__origin__", None) is Union and len(args) == 1:  # Optional[X]
+            kind = args[0]
+        choices = f.metadata.get("choices")
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default,
+                            type=_PARSERS[kind], help=f.metadata.get("help", ""),
+                            choices=choices if f.metadata.get("strict") else None,
+                            metavar="{" + ",".join(choices) + "}" if choices else None)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none (``None`` or a flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool) \
+                or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
 
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
@@ -99,72 +123,64 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_mib(args: argparse.Namespace) -> int:
+    from .mib_export import export_mib
+
+    done = export_mib(args.run_dir)
+    sizes = sorted({f["edge_fraction"] for f in done.files if f["edge_fraction"] is not None})
+    circuits = sorted({f["circuit"] for f in done.files})
+    print(f"wrote {len(done.files)} EAP-IG graph files to {done.folder}: {len(circuits)} "
+          f"circuits ({', '.join(circuits)}), each as importances.json and at "
+          f"{len(sizes)} sizes ({', '.join(f'{100 * p:g}%' for p in sizes)}); "
+          f"list in {done.folder / 'index.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="auto-circuit-dcd",
         description="Data-driven Circuit Discovery on auto-circuit: cluster examples by "
                     "their per-example edge attributions, one circuit per cluster.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command")
 
-    r = sub.add_parser("run", help="dataset -> attributions -> clusters -> circuits -> report")
-    r.add_argument("--model", default="toy-two-task",
-                   help="toy-two-task (default), smollm2-135m, or a TransformerLens name")
-    src = r.add_mutually_exclusive_group()
-    src.add_argument("--dataset", help="an auto-circuit JSON dataset (optional per-prompt 'group')")
-    src.add_argument("--task", help="generate a task dataset: ioi, sequence, arithmetic, "
-                     "entity_binding, all-tasks, entity-addition, or mixture")
-    r.add_argument("--prompt-types", default=None,
-                   help="with --task: comma-separated prompt types; for --task mixture "
-                        "task/type[:share], e.g. ioi/mixed,sequence/2-gram")
-    r.add_argument("--method", default="eap", choices=["eap", "eap-ig"])
-    r.add_argument("--ig-steps", type=int, default=5)
-    r.add_argument("--clusterer", default="auto",
-                   help="auto, agglomerative, divisive, kmeans, hdbscan")
-    r.add_argument("--max-clusters", type=int, default=8)
-    r.add_argument("--k-rule", default="silhouette",
-                   choices=["silhouette", "largest", "smallest", "median", "elbow", "gap"],
-                   help="how silhouette/elbow/gap choices of k combine (the method's "
-                        "release: largest)")
-    r.add_argument("--preprocessing", default="l2",
-                   choices=["l2", "raw", "absolute", "binary", "sparse"],
-                   help="row preprocessing before clustering (default l2: raw rows let a few "
-                        "large-norm examples dominate)")
-    r.add_argument("--base-algo", default="eap",
-                   help="eap (cluster mean) or an auto-circuit PRUNE_ALGO_DICT key, e.g. ACDC")
-    r.add_argument("--n", type=int, default=None, help="number of prompts to use")
-    r.add_argument("--batch-size", type=int, default=16)
-    r.add_argument("--test-fraction", type=float, default=0.2)
-    r.add_argument("--edge-fractions", type=_fractions, default=None,
-                   help="comma-separated circuit sizes as fractions of edges (default: MIB grid)")
-    r.add_argument("--p-cross", type=float, default=0.05,
-                   help="edge fraction of the cross-faithfulness matrix (one of --edge-fractions)")
-    r.add_argument("--nan-tolerance", type=float, default=0.01,
-                   help="largest share of examples with non-finite attribution rows that is "
-                        "dropped (and reported); above it the run stops")
-    r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    r.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
-                   help="where the model runs (default auto: CUDA if available, else cpu)")
-    r.add_argument("--dtype", default="float32", choices=DTYPE_CHOICES,
-                   help="the model's precision (attribution accumulates in float32)")
-    r.add_argument("--out", default="runs/default", help="output folder")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r = sub.add_parser("run", help="dataset -> attributions -> clusters -> circuits -> report",
+                       formatter_class=_HelpFormatter,
+                       description="Run the main job and write OUT/report.html, "
+                                   "OUT/report.json, the circuits and the attribution matrices.")
+    _add_config_options(r)
+    r.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no line per stage (the summary is printed)")
     r.set_defaults(func=_cmd_run)
 
-    m = sub.add_parser("make-dataset", help="write a task dataset in auto-circuit's JSON format")
-    m.add_argument("--task", required=True)
-    m.add_argument("--prompt-types", default=None, help="comma-separated, e.g. ABBA,BABA")
-    m.add_argument("--model", default="smollm2-135m", help="whose tokenizer to check answers with")
-    m.add_argument("--n", type=int, default=1000)
-    m.add_argument("--seed", type=int, default=42)
+    m = sub.add_parser("make-dataset", formatter_class=_HelpFormatter,
+                       help="write a task dataset in auto-circuit's JSON format")
+    m.add_argument("--task", required=True, choices=TASKS,
+                   help="the task, a mixture of tasks (with --prompt-types task/type[:share]) "
+                        "or a named mixture")
+    m.add_argument("--prompt-types", default=None,
+                   help="comma-separated prompt types of the task, e.g. ABBA,BABA (the task's "
+                        "own default set when not given)")
+    m.add_argument("--model", default="smollm2-135m",
+                   help="whose tokenizer checks that every answer is one token")
+    m.add_argument("--n", type=int, default=1000, help="number of prompts")
+    m.add_argument("--seed", type=int, default=42, help="seed of the generator")
     m.add_argument("--only-correct", action="store_true",
                    help="keep only prompts the model answers correctly (loads the model)")
-    m.add_argument("--out", required=True)
+    m.add_argument("--out", required=True, help="the JSON file to write")
     m.set_defaults(func=_cmd_make_dataset)
 
-    f = sub.add_parser("fetch-model", help="download/convert a model once so later runs are offline")
-    f.add_argument("--model", default="smollm2-135m")
+    f = sub.add_parser("fetch-model", formatter_class=_HelpFormatter,
+                       help="download/convert a model once so later runs are offline")
+    f.add_argument("--model", default="smollm2-135m",
+                   help="model name (smollm2-135m is converted from its GGUF file and cached; "
+                        "a TransformerLens name is downloaded from the model hub)")
     f.set_defaults(func=_cmd_fetch_model)
+
+    e = sub.add_parser("export-mib", help="write a run's circuits as EAP-IG graph JSON "
+                                          "(RUN_DIR/mib/), for MIB's circuit-track tools")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a finished run")
+    e.set_defaults(func=_cmd_export_mib)
     return p
 
 
@@ -194,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         traceback.print_exc()
         print(f"auto-circuit-dcd {args.command}: internal error ({type(err).__name__}); this "
-              f"is a bug in auto-circuit-dcd {_version()}. Please report it to "
+              f"is a bug in auto-circuit-dcd {__version__}. Please report it to "
               f"{_bug_report_address()} with the command, the traceback above and the output of "
               "`pip show auto-circuit-dcd auto-circuit transformer-lens torch`.",
               file=sys.stderr)
@@ -223,12 +239,6 @@ def _is_user_error(err: Exception) -> bool:
 
     return isinstance(err, UserError) or (isinstance(err, OSError)
                                           and err.errno in _ENVIRONMENT_ERRNOS)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def _bug_report_address() -> str:

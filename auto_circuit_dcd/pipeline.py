@@ -31,72 +31,46 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
+from .config import DEFAULT_MODEL, RunConfig
 from .errors import ConfigError
 from .files import folder_lock, remove_temporaries, save_tensors, write_text
 
 __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer",
            "summary_table"]
 
-DEFAULT_MODEL = "toy-two-task"
-#: edges of each cluster's circuit drawn in the report (its top edges by |score|)
-DRAWN_EDGES = 40
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+#: version of report.json's keys; rises when a key changes meaning or goes away
+REPORT_SCHEMA_VERSION = 1
 #: the composition entry of training examples without a group label
 UNLABELLED = "(no group)"
 ROUTING_NOTE = ("each test example is routed by its own attribution row, which needs its "
                 "answers and its corrupted prompt; examples without them cannot be routed")
 
 
-@dataclass
-class RunConfig:
-    """Everything ``auto-circuit-dcd run`` takes; see ``auto-circuit-dcd run --help``."""
-
-    model: str = DEFAULT_MODEL
-    dataset: Optional[str] = None
-    task: Optional[str] = None
-    prompt_types: Optional[List[str]] = None
-    method: str = "eap"
-    ig_steps: int = 5
-    clusterer: str = "auto"
-    max_clusters: int = 8
-    k_rule: str = "silhouette"
-    # Rows are L2-normalised before clustering: on SmolLM2 (IOI + sequence completion)
-    # raw rows put one large-norm example in its own cluster (ARI 0.0), L2 rows give 0.967;
-    # on the toy model both give 0.984 (EAP). GroupedDiscovery itself defaults to "raw".
-    preprocessing: str = "l2"
-    base_algo: str = "eap"
-    n: Optional[int] = None
-    batch_size: int = 16
-    seed: int = 42
-    test_fraction: float = 0.2
-    out: str = "runs/default"
-    edge_fractions: Optional[List[float]] = None
-    threads: Optional[int] = None
-    p_cross: float = 0.05
-    metric: str = "max_diff"
-    # "auto": CUDA if available, else the CPU; or "cpu", "cuda", "cuda:N", "mps"
-    device: str = "auto"
-    # the model's dtype: "float32", "float16" or "bfloat16"
-    dtype: str = "float32"
-    # share of examples whose attribution row may be non-finite (dropped, and reported)
-    nan_tolerance: float = 0.01
-
-
 class _Timer:
-    def __init__(self) -> None:
+    """Seconds per stage; with ``echo``, a line on stderr as each stage starts."""
+
+    def __init__(self, echo: bool = False) -> None:
         self.seconds: Dict[str, float] = {}
+        self.echo = echo
+
+    def say(self, what: str) -> None:
+        if self.echo:
+            print(f"auto-circuit-dcd: {what}", file=sys.stderr, flush=True)
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, what: str) -> Iterator[None]:
+        self.say(what)
         t0 = time.perf_counter()
         try:
             yield
@@ -181,8 +155,10 @@ def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
 
 
 def _save_circuits(path: Path, circuits: Dict[str, torch.Tensor], edge_names: List[str],
-                   top: int = 50) -> None:
-    """``circuits.safetensors``, then ``circuits.json`` describing it (old JSON removed first)."""
+                   layout: Any, graph_cfg: Dict[str, Any], top: int = 50) -> None:
+    """``circuits.safetensors``, then ``circuits.json`` describing it (old JSON removed first):
+    edge names, the edge layout and the model's EAP-IG graph config (what ``export-mib``
+    needs without the model), and each circuit's top edges."""
     (path / "circuits.json").unlink(missing_ok=True)
     save_tensors(path / "circuits.safetensors",
                  {k: v.contiguous().float() for k, v in circuits.items()})
@@ -192,6 +168,8 @@ def _save_circuits(path: Path, circuits: Dict[str, torch.Tensor], edge_names: Li
         listing[name] = [[edge_names[j], float(vec[j])] for j in order]
     write_text(path / "circuits.json", json.dumps({
         "edge_names": edge_names,
+        "layout": layout.to_json(),
+        "graph_config": graph_cfg,
         "scores_file": "circuits.safetensors",
         "top_edges": listing,
     }))
@@ -230,6 +208,8 @@ def check_config(config: RunConfig) -> None:
     need(any(math.isclose(f, config.p_cross) for f in grid), "--edge-fractions",
          f"{grid} lacks {config.p_cross}, where cross-faithfulness is taken (--p-cross): "
          f"add {config.p_cross} or choose --p-cross among them")
+    need(config.draw_fraction is None or 0.0 < config.draw_fraction <= 1.0, "--draw-fraction",
+         f"is a fraction of edges in (0, 1], got {config.draw_fraction}")
     for flag, check in (("--model", lambda: check_model_name(config.model)),
                         ("--device", lambda: resolve_device(config.device)),
                         ("--dtype", lambda: resolve_dtype(config.dtype))):
@@ -338,24 +318,28 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     from . import attribute
     from .cluster import k_random_circuits, single_circuit
     from .data import load_examples, make_loader, split_examples
+    from .devices import resolve_device
     from .metrics import combine_circuits, evaluate_circuits, overlap_matrix
     from .models import load_model, make_patchable
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
     fractions = edge_fractions(config)
-    timer = _Timer()
+    timer = _Timer(echo=progress)
     with _output_folder(Path(config.out)) as out:
-        with timer.stage("load_model"):
+        with timer.stage("load_model", f"loading {config.model} on "
+                         f"{resolve_device(config.device)} ({config.dtype})"):
             pm = make_patchable(load_model(config.model, device=config.device,
                                            dtype=config.dtype))
-        with timer.stage("dataset"):
+        with timer.stage("dataset", "reading the dataset" if not config.task
+                         else f"generating the {config.task} dataset"):
             path = _dataset_path(config, pm.tokenizer, out)
             examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
             train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
             train = make_loader(train_ex, config.batch_size)
             test = make_loader(test_ex, config.batch_size)
-        with timer.stage("attribution"):
+        with timer.stage("attribution", f"{config.method} attribution of {len(train_ex)} "
+                         f"train and {len(test_ex)} test examples (cached in {out / 'cache'})"):
             kw = dict(method=config.method, ig_steps=config.ig_steps, metric=config.metric,
                       cache_dir=out / "cache", progress=progress,
                       nan_tolerance=config.nan_tolerance)
@@ -368,13 +352,15 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             train = train.subset(A.example_ids)
         if dropped["test"]:
             test = test.subset(A_test.example_ids)
-        with timer.stage("clustering"):
+        with timer.stage("clustering", f"clustering {A.n_examples} rows ({config.clusterer}, "
+                         f"k from 2 to {config.max_clusters}) and routing the test examples"):
             gd = _discovery(config)
             gd.fit(A, model=pm, dataloader=train)
             routed = np.asarray(gd.predict(A_test))
         k = int(gd.n_clusters_)
         cluster_labels = sorted(int(c) for c in gd.circuits_)
-        with timer.stage("circuits"):
+        with timer.stage("circuits", "building the single, per-cluster and K-random "
+                                     "circuits"):
             layout = A.layout_for(pm)
             vec = lambda ps: layout.from_prune_scores(ps)  # noqa: E731
             circuits: Dict[str, torch.Tensor] = {"single": vec(single_circuit(A)[0])}
@@ -383,7 +369,8 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             krand = k_random_circuits(A, k, random_state=config.seed) if k > 1 else {}
             for c, ps in krand.items():
                 circuits[f"k_random_{c}"] = vec(ps)
-        with timer.stage("evaluation"):
+        with timer.stage("evaluation", f"evaluating {len(circuits)} circuits at "
+                         f"{len(fractions)} sizes on {A_test.n_examples} test examples"):
             results = evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
                                         progress=progress)
         frac = np.asarray(fractions)
@@ -395,13 +382,19 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
         dcd = combine_circuits(dcd_res, routing=route.tolist(), fallback=largest)
         dcd_known = combine_circuits(dcd_res, routing=route.tolist(), exclude=(-1,))
         kr_labels = [f"k_random_{c}" for c in krand]
-        k_random: Dict[str, Any] = {"faithfulness_oracle": None, "faithfulness_routed": None}
+        k_random: Dict[str, Any] = {"faithfulness_oracle": None, "faithfulness_routed": None,
+                                    "cpr": {"oracle": None, "routed": None},
+                                    "cmd": {"oracle": None, "routed": None}}
         if kr_labels:
             rng = np.random.default_rng(config.seed)
             kr_route = rng.permutation(np.arange(len(test_ids)) % len(kr_labels))
             kr = combine_circuits({lab: results[lab] for lab in kr_labels},
                                   routing=[kr_labels[i] for i in kr_route])
-            k_random = {"faithfulness_oracle": kr.oracle_f, "faithfulness_routed": kr.routed_f}
+            kr_stats = {"oracle": _curve_stats(kr.oracle_f, frac),
+                        "routed": _curve_stats(kr.routed_f, frac)}
+            k_random = {"faithfulness_oracle": kr.oracle_f, "faithfulness_routed": kr.routed_f,
+                        "cpr": {name: st["cpr"] for name, st in kr_stats.items()},
+                        "cmd": {name: st["cmd"] for name, st in kr_stats.items()}}
         single = results["single"]
         p_idx = int(np.flatnonzero(np.isclose(frac, config.p_cross))[0])
 
@@ -429,6 +422,7 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
                      "routed": _curve_stats(dcd.routed_f, frac),
                      "routed_excluding_noise": _curve_stats(dcd_known.routed_f, frac)}
         report = {
+            "schema_version": REPORT_SCHEMA_VERSION,
             "model": config.model,
             "dataset": str(path),
             "method": config.method,
@@ -476,8 +470,10 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             "versions": _versions(),
         }
         report = _finite(report)
+        timer.say(f"writing {out}")
         _write_outputs(out, report, pm, A, A_test, circuits, gd)
     print(summary_table(report))
+    print(f"report: {(Path(config.out) / REPORT_HTML).resolve()}")
     return report
 
 
@@ -489,44 +485,63 @@ def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: A
         (out / name).unlink(missing_ok=True)
     A.save(out / "attribution_train")
     A_test.save(out / "attribution_test")
-    _save_circuits(out, circuits, A.edge_names)
+    from .mib import graph_config
+
+    _save_circuits(out, circuits, A.edge_names, A.layout_for(pm),
+                   graph_config(pm.wrapped_model.cfg))
     write_text(out / REPORT_JSON, json.dumps(report, indent=1))
     _write_html(report, out, pm, A, circuits, gd)
 
 
 def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
                 circuits: Dict[str, torch.Tensor], gd: Any) -> None:
+    """The page; each cluster's circuit drawn at ``--draw-fraction`` (default ``--p-cross``,
+    the size of the page's per-cluster numbers), the drawn edge count in its caption."""
+    from .circuit import Circuit
+    from .metrics.faithfulness import edge_count
     from .report import circuit_figure, write_html
+    from .report.figures import MAX_DRAWN_EDGES, projection
 
-    x = A.to_numpy()
-    x = x - x.mean(0, keepdims=True)
-    try:
-        u, s, _ = np.linalg.svd(x, full_matrices=False)
-        xy = u[:, :2] * s[:2]
-    except np.linalg.LinAlgError:
-        xy = np.zeros((x.shape[0], 2))
-    if xy.shape[1] < 2:
-        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    p_cross = report["cross_faithfulness"]["p"]
+    p_draw = report["config"].get("draw_fraction") or p_cross
+    count = edge_count(p_draw, A.n_edges)
+    why = ("the size of the cross-faithfulness matrix and the per-cluster table"
+           if math.isclose(p_draw, p_cross) else
+           f"--draw-fraction; the per-cluster numbers are at {100 * p_cross:.3g}%")
     layout = A.layout_for(pm)
-    figures = {}
+    figures, captions = {}, {}
     for c in report["cross_faithfulness"]["labels"]:
-        n = min(DRAWN_EDGES, A.n_edges)
-        fig = circuit_figure(pm, layout.to_prune_scores(circuits[f"cluster_{c}"]), n)
-        if fig is not None:
-            figures[c] = fig
-    extras = {"projection": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
-                             "labels": report["labels"], "groups": report["groups"]},
-              "circuit_figures": figures}
+        circuit = Circuit(circuits[f"cluster_{c}"], A.edge_names, layout)
+        drawn = circuit.top(count).size
+        captions[c] = (f"top {drawn} of {A.n_edges} edges by |score| "
+                       f"({100 * p_draw:.3g}% of all edges: {why})")
+        if 0 < drawn <= MAX_DRAWN_EDGES:
+            figures[c] = circuit_figure(pm, circuit, count)
+        else:
+            figures[c] = None
+            captions[c] += (f"; not drawn: more than {MAX_DRAWN_EDGES} edges do not draw "
+                            "legibly, choose a smaller --draw-fraction" if drawn else
+                            "; nothing to draw at this size, choose a larger --draw-fraction")
+    xy, note = projection(A.to_numpy())
+    extras: Dict[str, Any] = {"circuit_figures": figures, "circuit_captions": captions}
+    if xy is not None:
+        extras["projection"] = {**xy, "labels": report["labels"], "groups": report["groups"]}
+    else:
+        extras["projection_note"] = note
     write_html(report, out / REPORT_HTML, extras)
 
 
 def summary_table(report: Dict[str, Any]) -> str:
-    """Plain-text table: clusters, sizes, composition, f at p for own vs single circuit."""
+    """Plain text: clusters, sizes, composition, f at p for own vs single circuit, and
+    CPR/CMD per circuit family (numbers shown by the report's rule, rounding noise as 0)."""
     fr = report["edge_fractions"]
     p = report["cross_faithfulness"]["p"]
     j = min(range(len(fr)), key=lambda i: abs(fr[i] - p))
 
+    from .report.values import score_rows, shown
+
     def fmt(v: Optional[float]) -> str:
+        v = shown(v)
         return "n/a" if v is None else f"{v:.3f}"
 
     lines = [f"{report['model']} | {report['method']} | {report['n_train']} train / "
@@ -553,4 +568,8 @@ def summary_table(report: Dict[str, Any]) -> str:
     if dropped:
         lines.append("dropped (non-finite attribution rows): "
                      + ", ".join(f"{n} {split}" for split, n in dropped.items()))
+    lines.append(f"over edge fractions {fr[0]:g} to {fr[-1]:g}: CPR (higher is better), "
+                 "CMD (lower is better)")
+    for name, cpr, cmd in score_rows(report):
+        lines.append(f"  {name:<52} CPR {fmt(cpr):>6}   CMD {fmt(cmd):>6}")
     return "\n".join(lines)

@@ -244,3 +244,143 @@ def test_page_with_circuit_figures(tiny_pm, tmp_path):
     assert "<h2>Circuits</h2>" in page
     sankeys = [t for f in figure_payloads(page) for t in f if t.get("type") == "sankey"]
     assert len(sankeys) == 2
+
+
+# ------------------------------------------------------------------ what the reader sees
+def _cells(page: str) -> list:
+    return re.findall(r'<td class="num">([^<]*)</td>', page)
+
+
+def test_rounding_noise_reads_as_zero_in_tables_and_heatmaps():
+    """Planted values: -9.68e-09 (a circuit with no path) and 2.3e-05 print as 0 in the
+    score table and the heatmap text; 0.0417 and -0.0144 stay as they are."""
+    from auto_circuit_dcd.report import render
+
+    report = synthetic_report()
+    report["single"]["cpr"] = -9.68e-09
+    report["cross_faithfulness"]["matrix"] = [[0.8123, -9.68e-09, -0.0144],
+                                              [2.3e-05, 0.9266, 0.0417],
+                                              [0.2222, 0.0588, 0.7719]]
+    page = render(report)
+    outside_scripts = re.sub(r"<script.*?</script>", "", page, flags=re.S)
+    assert "e-09" not in outside_scripts and "e-05" not in outside_scripts
+    cross = next(f for f in figure_payloads(page) if f[0].get("type") == "heatmap")[0]
+    assert cross["text"] == [["0.812", "0", "-0.0144"], ["0", "0.927", "0.0417"],
+                             ["0.222", "0.0588", "0.772"]]
+    assert "%{text}" in cross["hovertemplate"]  # hovering shows the same value
+    assert "<td>single circuit</td><td class=\"num\">0</td>" in page
+
+
+def test_cpr_table_has_k_random_rows():
+    from auto_circuit_dcd.report import render
+
+    report = synthetic_report()
+    report["k_random"]["cpr"] = {"oracle": 0.654, "routed": 0.543}
+    report["k_random"]["cmd"] = {"oracle": 0.187, "routed": 0.298}
+    page = render(report)
+    for family, cpr, cmd in (("K-random, routed", "0.543", "0.298"),
+                             ("K-random, oracle", "0.654", "0.187")):
+        row = re.search(re.escape(family) + r'[^<]*</td><td class="num">([^<]*)</td>'
+                        r'<td class="num">([^<]*)</td>', page)
+        assert row and row.groups() == (cpr, cmd), family
+    assert "K-random" not in re.search(r"<h2>Run summary</h2>.*?</section>", render(
+        synthetic_report()), re.S).group(0)  # no K-random values, no K-random rows
+
+
+def test_single_curve_is_drawn_first_and_widest_so_an_equal_curve_shows_inside_it():
+    from auto_circuit_dcd.report.figures import faithfulness_curves
+
+    report = synthetic_report()
+    report["k_random"]["faithfulness_oracle"] = report["single"]["faithfulness"]
+    traces = faithfulness_curves(report).data
+    names = [t.name for t in traces]
+    assert names[0] == "single"
+    widths = {t.name: t.line.width for t in traces}
+    assert all(widths["single"] >= 3 * w for n, w in widths.items() if n != "single")
+    # the legend still reads single, DCD, K-random
+    legend = [t.name for t in sorted(traces, key=lambda t: t.legendrank)]
+    assert legend == ["single", "DCD oracle", "DCD routed", "K-random oracle", "K-random routed"]
+
+
+def test_choosing_k_is_narrow_and_has_no_column_of_missing_values():
+    """The run's selection rows: a single-cluster test and per-clusterer rows whose
+    elbow criteria have different names (merge gap, within distance, inertia)."""
+    from auto_circuit_dcd.report import render
+
+    report = synthetic_report()
+    report["selection"] = [
+        {"method": "single-cluster test", "k": 1, "one_cluster": False, "gap_1": 0.41,
+         "gap_2": 1.08, "se_2": 0.015, "reason": "gap statistic: Gap(1) < Gap(2) - s_2"}]
+    for method, criterion in (("agglomerative", "merge_gap"), ("divisive", "within_distance"),
+                              ("kmeans", "inertia")):
+        for k in (2, 3):
+            report["selection"].append({
+                "method": method, "k": k, "silhouette": 0.5 / k, criterion: 10.0 / k,
+                "elbow": 10.0 / k, "gap": 1.1 + k / 10, "gap_se": 0.05, "chosen": k == 2,
+                "selected": method == "kmeans" and k == 2})
+    page = render(report)
+    section = re.search(r'<section id="selection">.*?</section>', page, re.S).group(0)
+    header = re.findall(r"<th>([^<]*)</th>", section)
+    assert header == ["clusterer", "k", "silhouette", "elbow criterion", "gap",
+                      "k this clusterer chose", "used"]
+    assert "n/a" not in section
+    assert "gap statistic: Gap(1) &lt; Gap(2) - s_2" in section
+    assert section.count("<tr>") == 1 + 6 and "1.3 ± 0.05" in section
+
+
+def test_projection_is_declined_with_a_reason_for_few_or_flat_rows():
+    """Planted: 3 rows (too few), 12 rows on one line (rank 1), and 12 rows in a plane of
+    a 10-dimensional space, whose projection must keep every pairwise distance."""
+    import numpy as np
+
+    from auto_circuit_dcd.report import render
+    from auto_circuit_dcd.report.figures import projection as project
+
+    rng = np.random.default_rng(0)
+    xy, why = project(rng.normal(size=(3, 10)))
+    assert xy is None and "3 training example" in why
+    line = np.outer(rng.normal(size=12), rng.normal(size=10))
+    xy, why = project(line)
+    assert xy is None and "fewer than two dimensions" in why
+    basis = np.linalg.qr(rng.normal(size=(10, 2)))[0].T
+    plane = rng.normal(size=(12, 2)) @ basis + 3.0
+    xy, why = project(plane)
+    got = np.stack([xy["x"], xy["y"]], 1)
+    dist = lambda z: np.linalg.norm(z[:, None] - z[None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(dist(got), dist(plane), atol=1e-9)  # float64 SVD of 12 x 10
+    page = render(synthetic_report(), {"projection_note": "Not drawn: 3 training examples"})
+    section = re.search(r'<section id="projection">.*?</section>', page, re.S).group(0)
+    assert "Not drawn: 3 training examples" in section and "plotly-graph-div" not in section
+
+
+def test_the_logits_node_is_labelled(tiny_pm):
+    """The drawn circuit's links into ``Resid End`` (named from the circuit's own edges)
+    end at the node labelled "logits"; no used node is left unlabelled."""
+    import auto_circuit_dcd as dcd
+    from auto_circuit_dcd.edges import edge_layout
+    from auto_circuit_dcd.report import circuit_figure
+
+    names, layout = edge_layout(tiny_pm)
+    scores = torch.zeros(len(names))
+    for name in ("Resid Start->A0.1.Q", "A0.1->Resid End", "A1.0->Resid End"):
+        scores[names.index(name)] = 1.0
+    fig = circuit_figure(tiny_pm, dcd.Circuit(scores, names, layout), 3)
+    sankey = fig.data[0]
+    labels = list(sankey.node.label)
+    real = [i for i, v in enumerate(sankey.link.value) if v > 1e-3]  # ghost links: 1e-6
+    into = {labels[sankey.link.target[i]] for i in real}
+    assert "logits" in into and labels.count("logits") == 1
+    used = {sankey.link.source[i] for i in real} | {sankey.link.target[i] for i in real}
+    assert all(labels[i] for i in used)
+    assert sum(labels[sankey.link.target[i]] == "logits" for i in real) == 2
+
+
+def test_a_dataset_shipped_with_the_package_is_named_relative_to_it():
+    from pathlib import Path
+
+    from auto_circuit_dcd.report.html import dataset_name
+    from auto_circuit_dcd.toy import toy_dataset_path
+
+    assert dataset_name(toy_dataset_path("mixed")) == str(
+        Path("auto_circuit_dcd", "toy", "assets", "mixed.json"))
+    assert dataset_name("/data/my prompts.json") == "/data/my prompts.json"

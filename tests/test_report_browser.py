@@ -43,6 +43,11 @@ def test_toy_report_draws_every_figure_without_errors(tmp_path):
     assert seen.errors == [], seen.errors
     assert seen.figures >= 6 and seen.drawn == seen.figures
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the circuits are drawn at --p-cross (5%): floor(0.05 * 81) = 4 edges, and the logits
+    # node is named (auto-circuit's drawing leaves it blank)
+    page = (out / "report.html").read_text()
+    assert page.count("top 4 of 81 edges by |score|") == 2
+    assert '"logits"' in page
 
 
 def test_missing_browser_is_reported(monkeypatch, tmp_path):

@@ -179,9 +179,11 @@ def _text(event: Dict[str, Any]) -> Optional[tuple]:
 
 
 def check_page(path: str | Path, screenshot: Optional[str | Path] = None, *,
-               full_page: bool = False, timeout: float = 60.0, settle: float = 1.5) -> PageCheck:
+               full_page: bool = False, height: Optional[int] = None, timeout: float = 60.0,
+               settle: float = 1.5) -> PageCheck:
     """Load ``path`` in headless Chromium; console errors, figures drawn, optional PNG
-    (the 1200 x 900 viewport, or the whole page with ``full_page``).
+    (the 1200 x 900 viewport, the whole page with ``full_page``, or the top ``height``
+    pixels of the page, 1200 wide).
 
     Raises :class:`BrowserUnavailable` when no browser is installed (set ``$CHROMIUM``
     to its path, or install Debian's ``chromium`` package).
@@ -208,9 +210,13 @@ def check_page(path: str | Path, screenshot: Optional[str | Path] = None, *,
                                                     "returnByValue": True},
                               session=session)["result"]["value"]
             if screenshot is not None:
-                shot = pipe.call("Page.captureScreenshot",
-                                 {"format": "png", "captureBeyondViewport": full_page},
-                                 session=session, timeout=timeout)
+                params: Dict[str, Any] = {"format": "png",
+                                          "captureBeyondViewport": full_page or bool(height)}
+                if height:
+                    params["clip"] = {"x": 0, "y": 0, "width": 1200, "height": int(height),
+                                      "scale": 1}
+                shot = pipe.call("Page.captureScreenshot", params, session=session,
+                                 timeout=timeout)
                 Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
         finally:
             pipe.close()

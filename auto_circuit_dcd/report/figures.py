@@ -2,7 +2,8 @@
 
 Every function takes plain data (the run's report dict, or the pieces it needs) and returns a
 ``plotly.graph_objects.Figure``. Missing values (``None`` or NaN, e.g. the faithfulness of a
-cluster with no test examples) are drawn as gaps and written as "n/a"; no function fails on them.
+cluster with no test examples) are drawn as gaps and written as "n/a", rounding noise as 0
+(:mod:`auto_circuit_dcd.report.values`); no function fails on them.
 Figures use an explicit template so that the host library's global plotly template (set when
 auto-circuit is imported) does not change how the page looks.
 """
@@ -12,56 +13,37 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from typing import Any, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from auto_circuit_dcd.report.values import finite, finite_list, fmt
 
 TEMPLATE = "plotly_white"
 FONT = dict(size=13)
 #: Largest circuit drawn as a Sankey diagram; bigger ones are unreadable and slow to render.
 MAX_DRAWN_EDGES = 300
 
+#: drawn in this order: the single circuit first as a wide, pale band, so that a K-random
+#: (or DCD) curve equal to it runs visibly inside it instead of hiding it
 CURVE_STYLES = {
-    "single": dict(color="#444444", dash="solid"),
-    "DCD oracle": dict(color="#1f77b4", dash="solid"),
-    "DCD routed": dict(color="#1f77b4", dash="dash"),
-    "K-random oracle": dict(color="#ff7f0e", dash="solid"),
-    "K-random routed": dict(color="#ff7f0e", dash="dash"),
+    "single": dict(color="rgba(68,68,68,0.35)", dash="solid", width=9),
+    "K-random oracle": dict(color="#ff7f0e", dash="solid", width=2),
+    "K-random routed": dict(color="#ff7f0e", dash="dot", width=2),
+    "DCD oracle": dict(color="#1f77b4", dash="solid", width=2.5),
+    "DCD routed": dict(color="#1f77b4", dash="dash", width=2.5),
 }
+#: fewer training rows than this draw no projection (a few points in a plane show nothing)
+MIN_PROJECTED_ROWS = 10
+#: singular values below this share of the largest count as zero (a flat projection)
+FLAT_PROJECTION = 1e-6
+#: the label auto-circuit's drawing leaves empty on the logits node (``Resid End``)
+LOGITS_LABEL = "logits"
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ]
-
-
-def finite(x: Any) -> Optional[float]:
-    """``x`` as a float, or ``None`` when it is missing, NaN or not a number."""
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def finite_list(xs: Optional[Sequence[Any]], n: Optional[int] = None) -> List[Optional[float]]:
-    """``xs`` with missing values as ``None``, padded or cut to ``n`` entries when given."""
-    out = [finite(x) for x in (xs or [])]
-    if n is not None:
-        out = (out + [None] * n)[:n]
-    return out
-
-
-def fmt(x: Any, digits: int = 3) -> str:
-    """A number for display: ``digits`` significant digits, "n/a" when missing."""
-    v = finite(x)
-    if v is None:
-        return "n/a"
-    if v == int(v) and abs(v) < 1e6:
-        return str(int(v))
-    return f"{v:.{digits}g}"
 
 
 def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
@@ -84,11 +66,12 @@ def faithfulness_curves(report: Mapping[str, Any]) -> go.Figure:
     krand = report.get("k_random") or {}
     series = {
         "single": (report.get("single") or {}).get("faithfulness"),
-        "DCD oracle": dcd.get("faithfulness_oracle"),
-        "DCD routed": dcd.get("faithfulness_routed"),
         "K-random oracle": krand.get("faithfulness_oracle"),
         "K-random routed": krand.get("faithfulness_routed"),
+        "DCD oracle": dcd.get("faithfulness_oracle"),
+        "DCD routed": dcd.get("faithfulness_routed"),
     }
+    legend_order = ["single", "DCD oracle", "DCD routed", "K-random oracle", "K-random routed"]
     fig = go.Figure()
     for name, ys in series.items():
         if ys is None:
@@ -96,7 +79,9 @@ def faithfulness_curves(report: Mapping[str, Any]) -> go.Figure:
         style = CURVE_STYLES[name]
         fig.add_trace(go.Scatter(
             x=fractions, y=finite_list(ys, n), name=name, mode="lines+markers",
-            line=dict(color=style["color"], dash=style["dash"], width=2),
+            legendrank=100 + legend_order.index(name),
+            line=dict(color=style["color"], dash=style["dash"], width=style["width"]),
+            marker=dict(size=10 if name == "single" else 6),
             hovertemplate="%{x:.2%} of edges: %{y:.3f}<extra>" + name + "</extra>"))
     fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"))
     _log_fraction_axis(fig)
@@ -153,6 +138,7 @@ def _heatmap(block: Mapping[str, Any], title: str, colorbar: str, zmin: Optional
         z=matrix, x=labels, y=labels[:len(matrix)], text=text, texttemplate="%{text}",
         textfont=dict(size=14), colorscale=colorscale, zmin=zmin, zmax=zmax,
         colorbar=dict(title=dict(text=colorbar)), hoverongaps=False,
+        hovertemplate="row %{y}, column %{x}: %{text}<extra></extra>",  # the shown value
         xgap=2, ygap=2))
     fig.update_xaxes(type="category", side="bottom")
     fig.update_yaxes(type="category", autorange="reversed")
@@ -238,6 +224,28 @@ def projection_scatter(projection: Mapping[str, Any]) -> go.Figure:
     return _base_layout(fig, "Training examples, 2-D projection of their attribution rows", 480)
 
 
+def projection(rows: Any) -> "tuple[Optional[Dict[str, List[float]]], str]":
+    """The rows' first two SVD components (centred), or ``None`` and why not: fewer than
+    :data:`MIN_PROJECTED_ROWS` rows, or rows spanning fewer than two dimensions."""
+    import numpy as np
+
+    x = np.asarray(rows, dtype=np.float64)
+    n = x.shape[0]
+    if n < MIN_PROJECTED_ROWS:
+        return None, (f"Not drawn: {n} training example(s); a 2-D projection of fewer than "
+                      f"{MIN_PROJECTED_ROWS} rows shows no structure.")
+    x = x - x.mean(0, keepdims=True)
+    try:
+        u, s, _ = np.linalg.svd(x, full_matrices=False)
+    except np.linalg.LinAlgError as err:
+        return None, f"Not drawn: the SVD of the attribution rows failed ({err})."
+    if s.size < 2 or not s[0] > 0 or s[1] <= FLAT_PROJECTION * s[0]:
+        return None, ("Not drawn: the attribution rows span fewer than two dimensions "
+                      "(all rows equal, or on one line).")
+    xy = u[:, :2] * s[:2]
+    return {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist()}, ""
+
+
 def natural_key(s: str) -> tuple:
     """Sort key putting numeric labels in numeric order ("2" before "10")."""
     try:
@@ -315,6 +323,27 @@ def circuit_figure(pm: Any, circuit: Any, n_edges: int) -> Optional[go.Figure]:
         warnings.warn(f"circuit_figure: auto-circuit could not draw the circuit ({err!r})",
                       stacklevel=2)
         return None
+    _label_logits(fig, pm)
     fig.update_layout(template=TEMPLATE, font=FONT, plot_bgcolor="white", width=None,
                       margin=dict(l=30, r=30, t=50, b=30))
     return fig
+
+
+def _label_logits(fig: go.Figure, pm: Any) -> None:
+    """Name the logits node, which auto-circuit's horizontal drawing leaves unlabelled.
+
+    Its Sankey nodes are auto-circuit's ``node_name`` of each model node, in the order of
+    ``pm.nodes``, one per distinct name; ``Resid End`` is the one named ``""``.
+    """
+    from auto_circuit.visualize import node_name
+
+    names = list(dict.fromkeys(node_name(n.name) for n in pm.nodes))
+    if "" not in names:
+        return
+    i = names.index("")
+    for trace in fig.data:
+        if isinstance(trace, go.Sankey) and trace.node.label is not None \
+                and i < len(trace.node.label):
+            labels = list(trace.node.label)
+            labels[i] = LOGITS_LABEL
+            trace.node.label = labels

@@ -1,7 +1,8 @@
 """Assemble the run report into one self-contained HTML page.
 
 1. Tables (run summary, scores, clusters, k selection, timings, versions) are built from the report
-   dict; every string is HTML-escaped, missing numbers read "n/a".
+   dict; every string is HTML-escaped, missing numbers read "n/a" and rounding noise 0
+   (:mod:`auto_circuit_dcd.report.values`); wide tables scroll inside the page.
 2. Figures come from :mod:`auto_circuit_dcd.report.figures` (and, for circuits, from ``extras``),
    each embedded as a ``<div>`` with its data as JSON (plotly escapes ``<`` there).
 3. plotly.js is inlined once in ``<head>``, so the page needs no network.
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from auto_circuit_dcd.report import figures as F
-from auto_circuit_dcd.report.figures import fmt
+from auto_circuit_dcd.report.values import fmt, score_rows
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -29,6 +30,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 p.note { color: #555; font-size: 0.92em; max-width: 60em; }
 nav a { margin-right: 1em; }
 .fig { margin: 0.5em 0 1.5em 0; }
+.scroll { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -55,7 +57,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """An HTML table; numbers formatted, missing values "n/a", everything escaped."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def kv_table(pairs: Iterable[tuple]) -> str:
@@ -78,7 +81,7 @@ def _summary(report: Mapping[str, Any]) -> str:
     groups = report.get("groups")
     pairs = [
         ("model", report.get("model")),
-        ("dataset", report.get("dataset")),
+        ("dataset", dataset_name(report.get("dataset"))),
         ("attribution method", report.get("method")),
         ("train examples", report.get("n_train")),
         ("test examples", report.get("n_test")),
@@ -95,6 +98,16 @@ def _summary(report: Mapping[str, Any]) -> str:
         ("total time (s)", total if timings else None),
     ]
     return kv_table(pairs)
+
+
+def dataset_name(path: Any) -> str:
+    """A dataset path as shown: a file shipped inside this package relative to the package
+    (``auto_circuit_dcd/toy/assets/mixed.json``, the same on every machine), others as given."""
+    package = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(str(path)).resolve().relative_to(package.parent))
+    except (ValueError, OSError):
+        return "" if path is None else str(path)
 
 
 def _dropped(dropped: Any) -> Optional[str]:
@@ -116,17 +129,8 @@ def _routing(report: Mapping[str, Any]) -> str:
 
 
 def _scores(report: Mapping[str, Any]) -> str:
-    single = report.get("single") or {}
-    dcd = report.get("dcd") or {}
-    cpr, cmd = dcd.get("cpr") or {}, dcd.get("cmd") or {}
-    rows = [("single circuit", single.get("cpr"), single.get("cmd")),
-            ("DCD, oracle (best circuit per example)", cpr.get("oracle"), cmd.get("oracle")),
-            ("DCD, routed (each example to its cluster's circuit)", cpr.get("routed"),
-             cmd.get("routed"))]
-    if (report.get("routing") or {}).get("n_test_noise"):
-        rows.append(("DCD, routed, noise examples left out", cpr.get("routed_excluding_noise"),
-                     cmd.get("routed_excluding_noise")))
-    return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"], rows)
+    return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"],
+                 score_rows(report))
 
 
 def _clusters_table(report: Mapping[str, Any]) -> str:
@@ -152,14 +156,35 @@ def _closest(xs: List[Optional[float]], target: float) -> Optional[int]:
     return min(best)[1] if best else None
 
 
+#: the k-selection columns shown, (header, key) in order; a criterion a clusterer lacks
+#: is left out rather than shown as a column of n/a
+_K_COLUMNS = [("clusterer", "method"), ("k", "k"), ("silhouette", "silhouette"),
+              ("elbow criterion", "elbow"), ("gap", "gap"), ("k this clusterer chose", "chosen"),
+              ("used", "selected")]
+
+
 def _selection(report: Mapping[str, Any]) -> str:
+    """The single-cluster test as sentences, then one narrow row per (clusterer, k)."""
     rows = [r for r in (report.get("selection") or []) if isinstance(r, Mapping)]
     if not rows:
         return '<p class="note">No k-selection results in this report.</p>'
-    cols: List[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    return table(cols, [[r.get(k) for k in cols] for r in rows])
+    tests = [r for r in rows if "silhouette" not in r]
+    grid = [r for r in rows if "silhouette" in r]
+    notes = "".join(
+        f'<p class="note">{esc(r.get("method", "test"))}: {esc(r.get("reason", ""))}'
+        + (" (one cluster)" if r.get("one_cluster") else "") + "</p>" for r in tests)
+    cols = [(h, k) for h, k in _K_COLUMNS if any(k in r for r in grid)]
+
+    def value(r: Mapping[str, Any], key: str) -> Any:
+        if key == "gap" and r.get("gap_se") is not None and r.get("gap") is not None:
+            return f"{fmt(r['gap'])} ± {fmt(r['gap_se'])}"
+        if key in ("chosen", "selected"):
+            return "yes" if r.get(key) else ""
+        return r.get(key)
+
+    body = table([h for h, _ in cols], [[value(r, k) for _, k in cols] for r in grid]) \
+        if grid else ""
+    return notes + body
 
 
 def _section(anchor: str, title: str, body: str, note: str = "") -> str:
@@ -174,7 +199,7 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
     if not isinstance(report, Mapping):
         raise TypeError(f"report must be a dict (the run's report), got {type(report).__name__}")
     extras = extras or {}
-    title = f"DCD report: {report.get('model', '?')} on {report.get('dataset', '?')}"
+    title = f"DCD report: {report.get('model', '?')} on {dataset_name(report.get('dataset', '?'))}"
     parts: List[tuple] = [
         ("summary", "Run summary", _summary(report) + _scores(report),
          "CPR: area under faithfulness vs edge fraction; CMD: area of max(0, 1 - faithfulness). "
@@ -206,14 +231,19 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
                       figure_div(F.projection_scatter(projection)),
                       "Each point is a training example: its edge-attribution row projected on the "
                       "first two SVD components."))
+    elif extras.get("projection_note"):
+        parts.append(("projection", "Projection of the attribution rows",
+                      f'<p class="note">{esc(extras["projection_note"])}</p>'))
     circuits = extras.get("circuit_figures") or {}
     if circuits:
+        captions = extras.get("circuit_captions") or {}
         body = ""
         for label, fig in sorted(circuits.items(), key=lambda kv: F.natural_key(str(kv[0]))):
-            if fig is None:
-                body += f"<h3>Cluster {esc(label)}</h3><p class=\"note\">not drawn</p>"
-                continue
-            body += f"<h3>Cluster {esc(label)}</h3>" + figure_div(fig)
+            caption = captions.get(label, "")
+            body += f"<h3>Cluster {esc(label)}</h3>"
+            if caption:
+                body += f'<p class="note">{esc(caption)}</p>'
+            body += figure_div(fig) if fig is not None else '<p class="note">not drawn</p>'
         parts.append(("circuits", "Circuits", body,
                       "Each cluster's circuit drawn by auto-circuit; link width is proportional to "
                       "|score| (blue positive, red negative), scaled so the largest is 1."))
@@ -235,8 +265,9 @@ def write_html(report: Dict[str, Any], path: "str | Path",
                extras: Optional[Dict[str, Any]] = None) -> Path:
     """Write the report as one self-contained HTML file at ``path`` and return its path.
 
-    ``extras`` (optional, not JSON): ``projection`` = {"x", "y", "labels", "groups" or None} and
-    ``circuit_figures`` = {cluster label: plotly Figure or None}.
+    ``extras`` (optional, not JSON): ``projection`` = {"x", "y", "labels", "groups" or None}
+    (or ``projection_note``: why there is none), ``circuit_figures`` = {cluster label: plotly
+    Figure or None} and ``circuit_captions`` = {cluster label: what is drawn}.
     """
     from ..files import write_text
 

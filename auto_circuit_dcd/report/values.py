@@ -1,0 +1,84 @@
+"""Numbers as a reader sees them, one rule for the page, its figures and the printed summary.
+
+1. a missing value (``None``, NaN, not a number) is ``None``, shown "n/a";
+2. a value closer to 0 than :data:`ROUNDING_NOISE` is 0: faithfulness, CPR/CMD, ARI and
+   overlap are of order 1 and read to 0.001, and float32 logits leave tiny residues where
+   the exact value is 0 (a circuit with no path to the logits gave ``-9.68e-09``), which
+   would read as a sign and a magnitude;
+3. shown with 3 significant digits (whole numbers as they are).
+
+:func:`score_rows` lists the CPR/CMD of each circuit family, for the page and the summary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "score_rows"]
+
+#: |x| below this is shown as 0: half the last decimal (0.001) an order-1 quantity is
+#: read to, so nothing shown as 0 would read differently at that precision
+ROUNDING_NOISE = 5e-4
+
+
+def finite(x: Any) -> Optional[float]:
+    """``x`` as a float, or ``None`` when it is missing, NaN or not a number (for plotting:
+    positions, colours, axes)."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def shown(x: Any) -> Optional[float]:
+    """``x`` as a number is read: :func:`finite`, and 0 when it is rounding noise
+    (``|x| < ROUNDING_NOISE``). Every number printed in a table, a heatmap cell or the
+    summary goes through this."""
+    v = finite(x)
+    return None if v is None else (0.0 if abs(v) < ROUNDING_NOISE else v)
+
+
+def finite_list(xs: Optional[Sequence[Any]], n: Optional[int] = None) -> List[Optional[float]]:
+    """``xs`` with missing values as ``None``, padded or cut to ``n`` entries when given."""
+    out = [finite(x) for x in (xs or [])]
+    if n is not None:
+        out = (out + [None] * n)[:n]
+    return out
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number for display (:func:`shown`): ``digits`` significant digits, "n/a" when
+    missing."""
+    v = shown(x)
+    if v is None:
+        return "n/a"
+    if v == int(v) and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.{digits}g}"
+
+
+def score_rows(report: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
+    """``(family, CPR, CMD)`` per circuit family of a run report: the single circuit, DCD
+    routed and oracle (and routed without the noise examples, when there are any),
+    K-random routed and oracle (when the run has K-random circuits, k > 1)."""
+    single = report.get("single") or {}
+    dcd = report.get("dcd") or {}
+    krand = report.get("k_random") or {}
+    cpr, cmd = dcd.get("cpr") or {}, dcd.get("cmd") or {}
+    rows = [("single circuit", single.get("cpr"), single.get("cmd")),
+            ("DCD, routed (each example to its cluster's circuit)", cpr.get("routed"),
+             cmd.get("routed")),
+            ("DCD, oracle (best circuit per example)", cpr.get("oracle"), cmd.get("oracle"))]
+    if (report.get("routing") or {}).get("n_test_noise"):
+        rows.append(("DCD, routed, noise examples left out", cpr.get("routed_excluding_noise"),
+                     cmd.get("routed_excluding_noise")))
+    kcpr, kcmd = krand.get("cpr") or {}, krand.get("cmd") or {}
+    if kcpr.get("routed") is not None or kcpr.get("oracle") is not None:
+        rows += [("K-random, routed (same k, random split)", kcpr.get("routed"),
+                  kcmd.get("routed")),
+                 ("K-random, oracle", kcpr.get("oracle"), kcmd.get("oracle"))]
+    return rows
