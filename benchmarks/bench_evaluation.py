@@ -11,13 +11,23 @@ random tokens), with circuits from this package's EAP scores on the same prompts
   per added (circuit, fraction) = (grid - fixed) / 10, the grid's 10 sizes (100% is the
   clean run, so also shown over the 9 others); every size is checked against patch mode
   (largest relative difference of per-example ``mu``);
+- ``per size``: the flag-free patched forward of the single circuit alone at each size
+  (one pass, no stacking), against the plain forward: what bounds the grid's average;
 - ``whole``: ``evaluate_circuits`` of ``--circuits`` circuits (the main job's single +
   2 clusters + 2 K-random for k = 2) over the MIB grid, the default backend.
+
+Every figure is given as wall time and as this process's CPU time (``time.process_time``;
+one torch thread, so CPU time is compute time): on a shared machine other processes slow
+the wall clock, not the CPU time. The plain forward is timed before and after the
+backends and averaged.
 
 Usage::
 
     python benchmarks/bench_evaluation.py --model smollm2-135m --n 16
     python benchmarks/bench_evaluation.py --model gpt2-like --n 16 --tokens 16
+
+Random models get one batch of ``--n`` random prompts of ``--tokens`` tokens (16 x 16 by
+default: auto-circuit's patch mode on GPT-2 small's shape takes minutes per grid).
 """
 
 from __future__ import annotations
@@ -33,9 +43,22 @@ from bench_attribution import SHAPES, _load  # noqa: E402
 
 
 def _timed(fn: Callable[[], Any]) -> tuple:
-    t0 = time.perf_counter()
+    """``((wall s, CPU s), fn())``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return (time.perf_counter() - t0, time.process_time() - c0), out
+
+
+def _plain(tl: Any, tokens: Any, reps: int) -> tuple:
+    """Mean (wall, CPU) seconds of ``reps`` plain forwards (flags off), after a warm-up."""
+    import torch
+
+    from auto_circuit_dcd.forward import plain_forward
+
+    with plain_forward(tl), torch.inference_mode():
+        tl(tokens)
+        times = [_timed(lambda: tl(tokens))[0] for _ in range(reps)]
+    return tuple(sum(t[i] for t in times) / reps for i in range(2))
 
 
 def main() -> None:
@@ -56,8 +79,6 @@ def main() -> None:
     import torch
 
     import auto_circuit_dcd as dcd
-    from auto_circuit_dcd.forward import plain_forward
-
     torch.set_num_threads(args.threads)
     pm, loader = _load(args)
     batch = next(iter(loader))
@@ -71,17 +92,17 @@ def main() -> None:
     grid = list(dcd.MIB_GRID)
 
     tl = pm.wrapped_model
-    with plain_forward(tl), torch.inference_mode():
-        tl(batch.clean)  # warm-up
-        t_plain = sum(_timed(lambda: tl(batch.clean))[0] for _ in range(args.reps)) / args.reps
+    plain = [_plain(tl, batch.clean, args.reps)]
     print(f"model {args.model}: {pm.n_edges} edges, {batch.clean.shape[0]} prompts x "
-          f"{batch.clean.shape[1]} tokens, {args.threads} thread(s)")
-    print(f"plain forward (flags off): {t_plain:.3f} s")
+          f"{batch.clean.shape[1]} tokens (one batch), {args.threads} thread(s)")
+    print(f"plain forward (flags off): {plain[0][0]:.3f} s wall, {plain[0][1]:.3f} s CPU",
+          flush=True)
 
     rows: List[Dict[str, Any]] = []
     ref_mu = None
     kw: Dict[str, Any] = dict(max_stack_gib=args.max_stack_gib)
     one = {"single": circuits["single"]}
+    n_sizes = len([p for p in grid if p < 1.0])  # 100% is the clean run, free
     for backend in args.backends.split(","):
         t_fixed, _ = _timed(lambda: dcd.evaluate_circuits(pm, loader, one, [0.0],
                                                           backend=backend, **kw))
@@ -92,26 +113,54 @@ def main() -> None:
             ref_mu, err = mu, 0.0
         else:
             err = float(np.max(np.abs(mu - ref_mu) / np.maximum(np.abs(ref_mu), 1e-3)))
-        added = (t_grid - t_fixed) / len(grid)
-        rows.append(dict(backend=backend, fixed=t_fixed, grid=t_grid, added=added,
-                         added9=(t_grid - t_fixed) / (len(grid) - 1), err=err))
-        print(f"# {backend}: fixed {t_fixed:.2f} s, grid {t_grid:.2f} s", flush=True)
+        rows.append(dict(backend=backend, fixed=t_fixed, grid=t_grid, err=err,
+                         added=tuple((g - f) / n_sizes for g, f in zip(t_grid, t_fixed))))
+        print(f"# {backend}: fixed {t_fixed[0]:.2f} s wall / {t_fixed[1]:.2f} s CPU, grid "
+              f"{t_grid[0]:.2f} / {t_grid[1]:.2f} s", flush=True)
 
-    print("\n| backend | fixed work s | x plain | 1 circuit x MIB grid s | per added (circuit, "
-          "fraction) s | x plain | x plain over the 9 sizes < 100% | max rel. diff of mu vs "
-          "first backend |")
+    from auto_circuit_dcd.metrics.ablation import patch_values
+    from auto_circuit_dcd.metrics.faithfulness import circuit_mask, edge_count
+    from auto_circuit_dcd.metrics.patched import PatchedForward
+
+    pf = PatchedForward(pm)
+    bp = pf.batch_patch(patch_values("resample", pf.sources(), batch, None)[0])
+    score = circuits["single"].double()
+    sizes = []
+    for p in grid[:-1]:
+        plan = pf.plan(circuit_mask(score, edge_count(p, pm.n_edges)))
+        with torch.inference_mode():
+            pf.logits(batch.clean, bp, [plan])  # warm-up
+            t, _ = _timed(lambda: pf.logits(batch.clean, bp, [plan]))
+        sizes.append((p, t))
+    plain.append(_plain(tl, batch.clean, args.reps))
+    t_plain = tuple((plain[0][i] + plain[1][i]) / 2 for i in range(2))
+    print(f"plain forward after: {plain[1][0]:.3f} s wall, {plain[1][1]:.3f} s CPU; "
+          f"mean used below: {t_plain[0]:.3f} s wall, {t_plain[1]:.3f} s CPU")
+
+    print(f"\n| backend | fixed work s (wall / CPU) | x plain (CPU) | 1 circuit x MIB grid s "
+          f"(wall / CPU) | per added (circuit, fraction) s (wall / CPU) | x plain (wall) | "
+          f"x plain (CPU) | max rel. diff of mu vs first backend |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backend']} | {r['fixed']:.2f} | {r['fixed'] / t_plain:.2f} | "
-              f"{r['grid']:.2f} | {r['added']:.3f} | {r['added'] / t_plain:.2f} | "
-              f"{r['added9'] / t_plain:.2f} | {r['err']:.1e} |")
+        print(f"| {r['backend']} | {r['fixed'][0]:.2f} / {r['fixed'][1]:.2f} | "
+              f"{r['fixed'][1] / t_plain[1]:.2f} | {r['grid'][0]:.2f} / {r['grid'][1]:.2f} | "
+              f"{r['added'][0]:.3f} / {r['added'][1]:.3f} | {r['added'][0] / t_plain[0]:.2f} | "
+              f"{r['added'][1] / t_plain[1]:.2f} | {r['err']:.1e} |")
+    print(f"(per added = (grid - fixed) / {n_sizes}: the grid's sizes below 100%)")
+
+    print("\n| edges kept | " + " | ".join(f"{p:.1%}" for p, _ in sizes) + " | mean |")
+    print("|---" * (len(sizes) + 2) + "|")
+    for i, what in enumerate(("wall", "CPU")):
+        ratios = [t[i] / t_plain[i] for _, t in sizes]
+        print(f"| one pass, x plain ({what}) | " + " | ".join(f"{x:.2f}" for x in ratios)
+              + f" | {sum(ratios) / len(ratios):.2f} |")
 
     t_whole, _ = _timed(lambda: dcd.evaluate_circuits(pm, loader, circuits, grid, **kw))
     n_sets = len(circuits) * len(grid)
     print(f"\nwhole: {len(circuits)} circuits x {len(grid)} sizes, default backend: "
-          f"{t_whole:.2f} s = {t_whole / t_plain:.1f} plain forwards "
-          f"({t_whole / t_plain / n_sets:.2f} per (circuit, fraction), fixed work included)")
-
+          f"{t_whole[0]:.2f} s wall / {t_whole[1]:.2f} s CPU = {t_whole[1] / t_plain[1]:.1f} "
+          f"plain forwards (CPU; {t_whole[1] / t_plain[1] / n_sets:.2f} per (circuit, "
+          f"fraction), fixed work included)")
 
 if __name__ == "__main__":
     main()

@@ -155,3 +155,20 @@ def test_load_checks_the_scores_against_their_json(tmp_path, scores, message):
     save_file({"scores": scores}, str(tmp_path / "scores.safetensors"))
     with pytest.raises(DamagedFileError, match=message):
         dcd.AttributionMatrix.load(tmp_path)
+
+
+def test_edge_layout_is_kept_per_model_until_its_edge_set_changes(tiny_pm):
+    """The layout is computed once per model; callers get their own list of names; a new
+    edge set (even an equal one) is sorted and checked again."""
+    names, layout = edge_layout(tiny_pm)
+    names.append("not an edge")
+    again_names, again = edge_layout(tiny_pm)
+    assert again is layout
+    assert again_names == [e.name for e in sorted_edges(tiny_pm)]
+    saved = tiny_pm.edges
+    try:
+        tiny_pm.edges = set(saved)
+        fresh_names, fresh = edge_layout(tiny_pm)
+        assert fresh is not layout and fresh == layout and fresh_names == again_names
+    finally:
+        tiny_pm.edges = saved

@@ -213,6 +213,29 @@ def test_state_restored_and_hooks_removed_on_error(tiny_pm, monkeypatch):
     cfg = tiny_pm.wrapped_model.cfg
     assert cfg.use_attn_result and cfg.use_split_qkv_input and cfg.use_hook_mlp_in
     assert not any(w.patch_mode for w in tiny_pm.wrappers)
+    assert not any("calculate_qkv_matrices" in vars(b.attn) for b in tiny_pm.wrapped_model.blocks)
+
+
+def test_error_inside_a_pass_restores_the_attention(tiny_pm, monkeypatch):
+    """A failure in the middle of a patched forward (after layer 0's Q/K/V projection was
+    replaced) leaves TransformerLens' own projection, and the model's logits unchanged."""
+    import auto_circuit_dcd.metrics.patched as patched
+
+    tl = tiny_pm.wrapped_model
+    tokens = torch.randint(0, tl.cfg.d_vocab, (2, 6), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = tl(tokens)
+    loader = make_loader(random_examples(2, lengths=(6,), seed=2), batch_size=2)
+
+    def failing(z, W_O):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(patched, "head_outputs", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        evaluate_circuits(tiny_pm, loader, {"a": _scores(tiny_pm, 0)}, [0.5], backend="fast")
+    assert not any("calculate_qkv_matrices" in vars(b.attn) for b in tl.blocks)
+    with torch.inference_mode():
+        torch.testing.assert_close(tl(tokens), ref, rtol=0, atol=0)  # same code, same numbers
 
 
 def test_unsupported_model_falls_back_to_patch_mode():

@@ -25,7 +25,10 @@ per-head flags off) and hooks:
    each head with a correction gets its own input ``base + W @ D`` (one matrix product
    per copy over its rows and source columns, the MLP's row from the same sources
    included, so ``D`` is read once per layer), normalised and projected with its own
-   ``W_Q``/``W_K``/``W_V`` over its slice of ``hook_q``/``hook_k``/``hook_v`` (before rotary);
+   ``W_Q``/``W_K``/``W_V``; the attention's Q/K/V projection (TransformerLens'
+   ``calculate_qkv_matrices``, replaced for the pass) projects the shared input only for
+   the heads of each copy without an input of their own, so no head is projected twice
+   (then ``hook_q``/``hook_k``/``hook_v``, rotary and the rest of the attention as usual);
 3. an MLP's input: ``ln2``'s input replaced per copy (the row from step 2 plus its own
    layer's heads);
 4. the final residual: its last position only (the metric reads nothing else), corrected;
@@ -72,7 +75,26 @@ def fast_unsupported_reason(model: Any) -> Optional[str]:
         return "the model carries auto-circuit KV caches (tail_divergence)"
     if any(w.in_srcs.start != 0 for w in model.dest_wrappers):
         return "a destination does not read every earlier source (not a factorized graph)"
+    from transformer_lens.components.abstract_attention import AbstractAttention
+
+    for block in model.wrapped_model.blocks:
+        if type(block.attn).calculate_qkv_matrices is not AbstractAttention.calculate_qkv_matrices:
+            return (f"the attention class {type(block.attn).__name__} computes Q/K/V its own "
+                    "way")
     return None
+
+
+class _Override:
+    """``setattr(obj, name, fn)`` (an instance attribute shadowing the class's method)
+    until :meth:`remove`: a hook handle for :func:`removing`."""
+
+    def __init__(self, obj: Any, name: str, fn: Any):
+        self.obj, self.name = obj, name
+        setattr(obj, name, fn)
+
+    def remove(self) -> None:
+        if self.name in vars(self.obj):
+            delattr(self.obj, self.name)
 
 
 # ----------------------------------------------------------------------------- plans
@@ -88,7 +110,6 @@ class _Block:
     sparse: Tuple[bool, ...]
     counts: Tuple[int, ...]
     head: Tensor     # long [r], CPU
-    head_dev: Tensor
     srcs: Tensor     # long [u] source indices (sorted), on the model's device
     srcs_cpu: Tensor
     weight: Tensor   # [r, u], +1 (sparse form) / -1 (complement form) where an edge is used
@@ -116,8 +137,8 @@ def _block(masks: Sequence[Tensor], in_start: int, dtype: torch.dtype,
     cols = rows_used.any(0).nonzero().flatten()
     weight = rows_used[:, cols].to(torch.float64) * torch.cat(sign)[:, None]
     srcs, heads = cols + in_start, torch.cat(head)
-    return _Block(tuple(sparse), tuple(len(h) for h in head), heads, heads.to(device),
-                  srcs.to(device), srcs, weight.to(dtype=dtype, device=device))
+    return _Block(tuple(sparse), tuple(len(h) for h in head), heads, srcs.to(device), srcs,
+                  weight.to(dtype=dtype, device=device))
 
 
 @dataclass(frozen=True)
@@ -368,9 +389,7 @@ class _Pass:
             block = tl.blocks[l]
             handles.append(block.hook_resid_pre.register_forward_hook(self._resid_pre(l)))
             handles.append(block.attn.register_forward_pre_hook(self._attn_in(l), with_kwargs=True))
-            for j, x in enumerate(_LETTERS):
-                handles.append(getattr(block.attn, f"hook_{x}").register_forward_hook(
-                    self._head_proj(l, j)))
+            handles.append(_Override(block.attn, "calculate_qkv_matrices", self._qkv(l)))
             if pf.heads[l].stop > pf.heads[l].start:
                 handles.append(block.attn.hook_z.register_forward_hook(self._z(l)))
                 handles.append(block.hook_attn_out.register_forward_hook(self._attn_out(l)))
@@ -429,34 +448,60 @@ class _Pass:
                     elif n:
                         base = x_ap[rows] if blk.sparse[j] else x[rows]
                         xs[j].append(base[None] + corr[start:start + n])
-                        heads[j].append(blk.head_dev[start:start + n])
-                        copies[j].append(torch.full((n,), c, dtype=torch.long,
-                                                    device=pf.device))
+                        heads[j].append(blk.head[start:start + n])
+                        copies[j].append(torch.full((n,), c, dtype=torch.long))
                     start += n
             self.head_inputs = {}
             for j in range(3):
                 if xs[j]:
-                    self.head_inputs[j] = (torch.cat(copies[j]), torch.cat(heads[j]),
+                    cs, hs = torch.cat(copies[j]), torch.cat(heads[j])
+                    own = torch.zeros(self.n_c, pf.n_heads, dtype=torch.bool)
+                    own[cs, hs] = True
+                    self.head_inputs[j] = (cs.to(pf.device), hs.to(pf.device), own,
                                            ln1(torch.cat(xs[j]).to(pf.dtype)))
             return args, kwargs
         return hook
 
-    def _head_proj(self, l: int, j: int) -> Any:
-        attn = self.pf.tl.blocks[l].attn
-        letter = _LETTERS[j].upper()
+    def _qkv(self, l: int) -> Any:
+        """TransformerLens' ``calculate_qkv_matrices`` of layer ``l`` for this pass: per
+        letter, the shared input projected for the (copy, head) pairs without an input of
+        their own, each own input with its head's weights."""
+        from transformer_lens.utilities.attention import simple_attn_linear
 
-        def hook(module: Any, args: Any, out: Tensor) -> Optional[Tensor]:
-            if j not in self.head_inputs:
-                return None
-            cs, hs, normed = self.head_inputs.pop(j)
-            W = getattr(attn, f"W_{letter}")[hs]          # [n, d_model, d_head]
-            bias = getattr(attn, f"b_{letter}")[hs]       # [n, d_head]
-            n = len(hs)
-            proj = torch.bmm(normed.reshape(n, -1, W.shape[1]), W) + bias[:, None]
-            view = out.view(self.n_c, self.b, self.pos, out.shape[2], out.shape[3])
-            view[cs, :, :, hs] = proj.view(n, self.b, self.pos, -1).to(out.dtype)
-            return out
-        return hook
+        pf = self.pf
+        attn = pf.tl.blocks[l].attn
+        hooks = (attn.hook_q, attn.hook_k, attn.hook_v)
+
+        def calc(query_input: Tensor, key_input: Tensor, value_input: Tensor) -> Tuple[Tensor, ...]:
+            outs = []
+            for j, inp in enumerate((query_input, key_input, value_input)):
+                letter = _LETTERS[j].upper()
+                W, bias = getattr(attn, f"W_{letter}"), getattr(attn, f"b_{letter}")
+                own_rows = self.head_inputs.pop(j, None)
+                if own_rows is None:
+                    outs.append(hooks[j](simple_attn_linear(inp, W, bias)))
+                    continue
+                cs, hs, own, normed = own_rows
+                n_heads, d_head, pos = W.shape[0], W.shape[2], inp.shape[1]
+                out = inp.new_empty(inp.shape[0], pos, n_heads, d_head)
+                view = out.view(self.n_c, self.b, pos, n_heads, d_head)
+                for c in range(self.n_c):
+                    keep = (~own[c]).nonzero().flatten()
+                    if len(keep) == n_heads:
+                        view[c] = simple_attn_linear(inp[self.rows(c)], W, bias)
+                    elif len(keep):
+                        kd = keep.to(pf.device)
+                        view[c][:, :, kd] = simple_attn_linear(inp[self.rows(c)], W[kd], bias[kd])
+                n = len(hs)
+                proj = torch.bmm(normed.reshape(n, -1, W.shape[1]), W[hs]) + bias[hs][:, None]
+                view[cs, :, :, hs] = proj.view(n, self.b, pos, -1).to(out.dtype)
+                outs.append(hooks[j](out))
+            q, k, v = outs
+            if attn.cfg.use_qk_norm:
+                q = attn._apply_qk_norm(q, attn.q_norm)
+                k = attn._apply_qk_norm(k, attn.k_norm)
+            return q, k, v
+        return calc
 
     def _z(self, l: int) -> Any:
         pf = self.pf
