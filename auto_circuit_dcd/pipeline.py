@@ -32,7 +32,7 @@ import os
 import platform
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -298,18 +298,27 @@ def _discovery(config: RunConfig) -> Any:
 
 @contextmanager
 def _output_folder(out: Path) -> Iterator[Path]:
-    """Hold ``out``'s lock for the run. A run that fails removes the folders it created,
-    unless they hold cached attribution rows (a re-run resumes from them)."""
+    """Hold ``out``'s lock for the run (rank 0 of a process group holds it for all). A run
+    that fails removes the folders it created, unless they hold cached attribution rows
+    (a re-run resumes from them)."""
     first_new = None
     p = out
     while not p.exists():
         first_new, p = p, p.parent
-    try:
-        with folder_lock(out, what="run"):
+    from .distributed import is_main, main_first
+
+    def lock() -> None:
+        if is_main():
+            stack.enter_context(folder_lock(out, what="run"))
             remove_temporaries(out, recursive=True)
+
+    try:
+        with ExitStack() as stack:
+            main_first(lock)  # rank 0 only holds the lock; the others wait for it
             yield out
     except BaseException:
-        if first_new is not None and not any((out / "cache").glob("attribution-*/*.safetensors")):
+        if (is_main() and first_new is not None
+                and not any((out / "cache").glob("attribution-*/*.safetensors"))):
             shutil.rmtree(first_new, ignore_errors=True)
         raise
 
@@ -338,19 +347,21 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     from . import attribute
     from .cluster import k_random_circuits, single_circuit
     from .data import load_examples, make_loader, split_examples
-    from .metrics import combine_circuits, evaluate_circuits, overlap_matrix
+    from .distributed import Handoff, from_main, is_main, process_group, world_size, worker_device
+    from .metrics import combine_circuits, overlap_matrix
     from .models import load_model, make_patchable
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
     fractions = edge_fractions(config)
     timer = _Timer()
-    with _output_folder(Path(config.out)) as out:
+    with process_group(config.device), _output_folder(Path(config.out)) as out, \
+            Handoff() as handoff:
         with timer.stage("load_model"):
-            pm = make_patchable(load_model(config.model, device=config.device,
+            pm = make_patchable(load_model(config.model, device=worker_device(config.device),
                                            dtype=config.dtype))
         with timer.stage("dataset"):
-            path = _dataset_path(config, pm.tokenizer, out)
+            path = from_main(lambda: _dataset_path(config, pm.tokenizer, out))
             examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
             train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
             train = make_loader(train_ex, config.batch_size)
@@ -368,6 +379,9 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             train = train.subset(A.example_ids)
         if dropped["test"]:
             test = test.subset(A_test.example_ids)
+        handoff.open()
+        if not is_main():  # the other ranks: evaluation only, then they wait for the report
+            return _follow(handoff, config, pm, test, fractions)
         with timer.stage("clustering"):
             gd = _discovery(config)
             gd.fit(A, model=pm, dataloader=train)
@@ -383,9 +397,9 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             krand = k_random_circuits(A, k, random_state=config.seed) if k > 1 else {}
             for c, ps in krand.items():
                 circuits[f"k_random_{c}"] = vec(ps)
+        handoff.send(circuits)
         with timer.stage("evaluation"):
-            results = evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
-                                        progress=progress)
+            results = _evaluate(config, pm, test, circuits, fractions, progress)
         frac = np.asarray(fractions)
         test_ids = results["single"].example_ids
         pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
@@ -472,13 +486,32 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
                              "matrix": np.asarray(overlap.matrix)},
             "cluster_quality": _quality(train_groups, np.asarray(gd.labels_)),
             "selection": _finite(getattr(gd, "selection_", [])),
+            "world_size": world_size(),
             "timings": timer.seconds,
             "versions": _versions(),
         }
         report = _finite(report)
         _write_outputs(out, report, pm, A, A_test, circuits, gd)
+        handoff.send(report, last=True)
     print(summary_table(report))
     return report
+
+
+def _evaluate(config: RunConfig, pm: Any, test: Any, circuits: Dict[str, torch.Tensor],
+              fractions: List[float], progress: bool) -> Dict[str, Any]:
+    """Every circuit on the test split (split by batch over the ranks of a process group)."""
+    from .metrics import evaluate_circuits
+
+    return evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
+                             progress=progress)
+
+
+def _follow(handoff: Any, config: RunConfig, pm: Any, test: Any,
+            fractions: List[float]) -> Dict[str, Any]:
+    """A rank other than 0 after attribution: its share of the evaluation of rank 0's
+    circuits, then rank 0's report (or rank 0's exception, raised here too)."""
+    _evaluate(config, pm, test, handoff.receive(), fractions, progress=False)
+    return handoff.receive()
 
 
 def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: Any,
