@@ -16,7 +16,10 @@ This module is the front: it checks the input, picks a backend (:data:`BACKENDS`
 it batch by batch (every example of a batch has the same token length; the passes are
 :func:`auto_circuit_dcd.passes.run_passes`), keeps rows per batch in the cache
 (:mod:`auto_circuit_dcd.cache`) when asked, and assembles the :class:`AttributionMatrix`
-with the current loader's example ids and groups. Nothing is stored per destination (auto-circuit keeps a
+with the current loader's example ids and groups. Inside an initialised process group
+(:mod:`auto_circuit_dcd.distributed`) every rank calls it with the same arguments; rank
+``r`` of ``W`` computes batches ``r, r + W, ...`` (writing each into the cache), and every
+rank returns the whole matrix. Nothing is stored per destination (auto-circuit keeps a
 source-difference copy in each of its destination wrappers); the model is never put in
 patch mode.
 """

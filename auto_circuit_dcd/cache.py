@@ -21,6 +21,8 @@ removed.
 3. Every file is written through a temporary file and a rename; the folder is locked
    (:func:`~auto_circuit_dcd.files.folder_lock`) while a process works in it, and the
    temporary files a killed process left behind are removed when the next one starts.
+   In a process group rank 0 holds the lock for all ranks; each rank writes the batches
+   it computes, rank 0 the finished rows (:func:`auto_circuit_dcd.attribution.attribute`).
 """
 
 from __future__ import annotations

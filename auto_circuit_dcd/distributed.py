@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, WorkerFailed
 
 __all__ = ["Launch", "launch_from_env", "process_group", "worker_device", "is_distributed",
            "rank", "world_size", "is_main", "shard", "map_shards", "all_gather", "broadcast",
@@ -48,10 +48,6 @@ DEFAULT_TIMEOUT_S = 3600
 #: attribute set on an exception that every rank raises (so it is not sent again)
 _EVERY_RANK = "_dcd_raised_on_every_rank"
 _SLURM_PORT_BASE = 29500
-
-
-class WorkerFailed(RuntimeError):
-    """Another rank failed; this one stops too. The message names the rank and its error."""
 
 
 # ----------------------------------------------------------------------------- launch
@@ -228,16 +224,15 @@ def _portable(err: BaseException) -> BaseException:
         return WorkerFailed(f"{type(err).__name__}: {err}")
 
 
-def _raise_everywhere(outcomes: Sequence[Any]) -> None:
-    """If a rank failed, raise on every rank: its own exception there, WorkerFailed here."""
+def _raise_everywhere(outcomes: Sequence[Any], own: Optional[BaseException]) -> None:
+    """If a rank failed, raise on every rank: its own exception (``own``, with its
+    traceback) there, WorkerFailed on the others."""
     failed = [(r, o) for r, o in enumerate(outcomes) if isinstance(o, BaseException)]
     if not failed:
         return
-    me = rank()
-    mine = [o for r, o in failed if r == me]
     err: BaseException
-    if mine:
-        err = mine[0]
+    if own is not None:
+        err = own
     else:
         r, o = failed[0]
         err = WorkerFailed(f"rank {r} of {len(outcomes)} failed ({type(o).__name__}: {o}); "
@@ -258,15 +253,16 @@ def map_shards(n_items: int, fn: Callable[[List[int]], Dict[int, T]],
         return fn(list(range(n_items)))
     mine = shard(n_items) if split else list(range(n_items))
     outcome: Any
+    own: Optional[BaseException] = None
     try:
         outcome = fn(mine)
     except Exception as err:  # noqa: BLE001 - sent to the others, then raised here
-        outcome = _portable(err)
+        own, outcome = err, _portable(err)
     if not split:
-        _raise_everywhere(all_gather(outcome if isinstance(outcome, BaseException) else None))
+        _raise_everywhere(all_gather(outcome if own is not None else None), own)
         return outcome
     outcomes = all_gather(outcome)
-    _raise_everywhere(outcomes)
+    _raise_everywhere(outcomes, own)
     merged: Dict[int, T] = {}
     for part in outcomes:
         merged.update(part)

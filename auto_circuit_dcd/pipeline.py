@@ -22,6 +22,11 @@
 6. write the attribution matrices and the circuits (``circuits.safetensors`` +
    ``circuits.json`` with edge names and top edges), then ``report.json`` and
    ``report.html``: each file whole or not at all, data before what describes it.
+
+Under torchrun or srun (:mod:`auto_circuit_dcd.distributed`) every worker loads the model
+and the data and does its share of steps 2 and 5; steps 3, 4 and 6 run on rank 0, which
+hands the circuits, then the report, to the others (or its error, which ends them too).
+Rank 0 alone holds the lock of ``config.out``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ How:
    per-batch fixed work (patch activations, ``mu(full)``, ``mu(empty)``) done once:
    ``"fast"`` (default where supported) runs the flag-free patched forward of
    :mod:`.patched`, several circuits per pass; ``"patch-mode"`` runs auto-circuit's patch
-   mode, one forward per circuit;
+   mode, one forward per circuit; inside an initialised process group
+   (:mod:`auto_circuit_dcd.distributed`) rank ``r`` of ``W`` evaluates test batches
+   ``r, r + W, ...`` and every rank gets every example's values;
 3. the curves: ratio of means per fraction.
 """
 
