@@ -17,9 +17,9 @@ it batch by batch (every example of a batch has the same token length; the passe
 :func:`auto_circuit_dcd.passes.run_passes`), keeps rows per batch in the cache
 (:mod:`auto_circuit_dcd.cache`) when asked, and assembles the :class:`AttributionMatrix`
 with the current loader's example ids and groups. Inside an initialised process group
-(:mod:`auto_circuit_dcd.distributed`) every rank calls it with the same arguments; rank
-``r`` of ``W`` computes batches ``r, r + W, ...`` (writing each into the cache), and every
-rank returns the whole matrix. Nothing is stored per destination (auto-circuit keeps a
+(:mod:`auto_circuit_dcd.distributed`) every rank calls it with the same arguments; the
+batches are split over the ranks by size (examples x tokens), each rank writes those it
+computes into the cache, and every rank returns the whole matrix. Nothing is stored per destination (auto-circuit keeps a
 source-difference copy in each of its destination wrappers); the model is never put in
 patch mode.
 """
@@ -229,7 +229,7 @@ def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Call
              progress: bool) -> Tuple[Tensor, Tensor]:
     """Rows and clean metrics of every batch, read from ``store`` where it has them.
 
-    Inside a process group each rank does its share of the batches
+    Inside a process group each rank does its share of the batches, by size
     (:func:`~auto_circuit_dcd.distributed.map_shards`), writing each into ``store`` as it
     finishes, and every rank gets all rows (on the CPU)."""
     from auto_circuit.utils.custom_tqdm import tqdm
@@ -251,7 +251,8 @@ def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Call
                 out[b] = (rows.cpu(), mu.cpu())
         return out
 
-    parts = map_shards(len(batches), rows_of)
+    parts = map_shards(len(batches), rows_of,
+                       weights=[b.clean.numel() * len(alphas) for b in batches])
     scores = torch.cat([parts[b][0] for b in range(len(batches))])
     clean_metric = torch.cat([parts[b][1] for b in range(len(batches))])
     return scores, clean_metric

@@ -8,8 +8,10 @@
 2. :func:`process_group` initialises the default group from it (gloo on the CPU, nccl on
    CUDA with one device per local rank, :func:`worker_device`) and destroys it on exit;
    a group the caller initialised is left alone.
-3. :func:`map_shards`: rank ``r`` of ``W`` does items ``r, r + W, ...`` (batches), every
-   rank gets every item's result, in item order; a failure on any rank is raised on
+3. :func:`map_shards`: the items (batches) are split over the ranks by :func:`assign`
+   (largest first, each to the rank with the least work so far, by a weight such as
+   examples x tokens; equal weights give rank ``r`` of ``W`` items ``r, r + W, ...``);
+   every rank gets every item's result, in item order; a failure on any rank is raised on
    every rank (the failing rank its own exception, the others :class:`WorkerFailed`),
    so no rank waits for one that gave up. Without a group (or with one process) it is a
    plain loop over all items.
@@ -37,7 +39,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from .errors import ConfigError, WorkerFailed
 
 __all__ = ["Launch", "launch_from_env", "process_group", "worker_device", "is_distributed",
-           "rank", "world_size", "is_main", "shard", "map_shards", "all_gather", "broadcast",
+           "rank", "world_size", "is_main", "assign", "shard", "map_shards", "all_gather", "broadcast",
            "barrier", "from_main", "main_first", "Handoff", "WorkerFailed", "TIMEOUT_ENV",
            "DEFAULT_TIMEOUT_S"]
 
@@ -180,9 +182,21 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def shard(n_items: int) -> List[int]:
-    """The items this rank does: ``rank, rank + world, ...`` below ``n_items``."""
-    return list(range(rank(), n_items, world_size()))
+def assign(weights: Sequence[float], n_ranks: int) -> List[List[int]]:
+    """Items per rank (each list ascending): largest weight first, each to the rank with
+    the least weight so far (the lowest rank on ties); the same on every rank."""
+    loads = [0.0] * n_ranks
+    out: List[List[int]] = [[] for _ in range(n_ranks)]
+    for i in sorted(range(len(weights)), key=lambda i: (-float(weights[i]), i)):
+        r = min(range(n_ranks), key=lambda r: (loads[r], r))
+        out[r].append(i)
+        loads[r] += float(weights[i])
+    return [sorted(items) for items in out]
+
+
+def shard(n_items: int, weights: Optional[Sequence[float]] = None) -> List[int]:
+    """The items this rank does (:func:`assign`; equal weights if none are given)."""
+    return assign([1.0] * n_items if weights is None else weights, world_size())[rank()]
 
 
 # ----------------------------------------------------------------------------- collectives
@@ -241,17 +255,18 @@ def _raise_everywhere(outcomes: Sequence[Any], own: Optional[BaseException]) -> 
     raise err
 
 
-def map_shards(n_items: int, fn: Callable[[List[int]], Dict[int, T]],
-               split: bool = True) -> Dict[int, T]:
-    """``fn(items)`` (item -> result) on this rank's :func:`shard`, gathered: every rank
-    gets ``{item: result}`` for all ``n_items``, in item order.
+def map_shards(n_items: int, fn: Callable[[List[int]], Dict[int, T]], split: bool = True,
+               weights: Optional[Sequence[float]] = None) -> Dict[int, T]:
+    """``fn(items)`` (item -> result) on this rank's :func:`shard` (by ``weights``, the
+    work of each item), gathered: every rank gets ``{item: result}`` for all ``n_items``,
+    in item order.
 
     ``split=False``: every rank does every item (work that cannot be split). An exception
     on any rank is raised on every rank (module docstring, step 3).
     """
     if not is_distributed():
         return fn(list(range(n_items)))
-    mine = shard(n_items) if split else list(range(n_items))
+    mine = shard(n_items, weights) if split else list(range(n_items))
     outcome: Any
     own: Optional[BaseException] = None
     try:

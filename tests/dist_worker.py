@@ -3,8 +3,9 @@
 ``library OUT``: the library inside a process group on the tiny random model: each rank
 saves what ``attribute`` and ``evaluate_circuits`` returned to it (``OUT/rank-R.pt``) and
 the errors each fault gave it (``OUT/rank-R.json``).
-``die-at-batch K ARGS...``: the command line ``auto-circuit-dcd ARGS...``, with rank 1
-killed (SIGKILL) when it starts its K-th attribution batch.
+``die-at-batch K LOG ARGS...``: the command line ``auto-circuit-dcd ARGS...``, with rank 1
+killed (SIGKILL) when it starts its K-th attribution batch; the tokens digest of each batch
+it starts is appended to LOG first.
 """
 
 import json
@@ -68,18 +69,21 @@ def library(out: Path) -> None:
     (out / f"rank-{RANK}.json").write_text(json.dumps(errors))
 
 
-def die_at_batch(k: int, args: list) -> int:
+def die_at_batch(k: int, log: Path, args: list) -> int:
     from auto_circuit_dcd import attribution
+    from auto_circuit_dcd.cache import batch_digest
     from auto_circuit_dcd.cli import main
 
     if RANK == 1:
         calls = [0]
         for name, real in list(attribution.BACKENDS.items()):
-            def dying(*a, _real=real, **kw):
+            def dying(model, graph, batch, *a, _real=real, **kw):
                 calls[0] += 1
+                with open(log, "a") as f:
+                    f.write(batch_digest(batch) + "\n")
                 if calls[0] == k:
                     os.kill(os.getpid(), signal.SIGKILL)
-                return _real(*a, **kw)
+                return _real(model, graph, batch, *a, **kw)
             attribution.BACKENDS[name] = dying
     return main(args)
 
@@ -88,4 +92,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "library":
         library(Path(sys.argv[2]))
     elif sys.argv[1] == "die-at-batch":
-        sys.exit(die_at_batch(int(sys.argv[2]), sys.argv[3:]))
+        sys.exit(die_at_batch(int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]))

@@ -163,22 +163,29 @@ def test_two_workers_under_torchrun_write_the_single_process_outputs(tmp_path, s
 @pytest.mark.slow
 def test_a_worker_killed_mid_attribution_loses_only_its_batch_in_flight(tmp_path, single_run,
                                                                         monkeypatch):
-    """Rank 1 is killed as it starts its 2nd batch (batch 3; it does 1, 3, 5, ...): torchrun
-    ends rank 0, batch 1 is in the cache, batch 3 is not; the same command in one process
+    """Rank 1 is killed as it starts its 2nd batch: torchrun ends rank 0; rank 1's first
+    batch is in the cache and the one in flight is not; the same command in one process
     then computes only the batches not cached and writes the single-process report."""
+    from safetensors import safe_open
+
     from auto_circuit_dcd import attribution
     from auto_circuit_dcd.cli import main
 
     ref_out, n_batches = single_run
-    out = tmp_path / "killed"
-    code, log = torchrun(sys.executable, TESTS / "dist_worker.py", "die-at-batch", 2, *TOY,
-                         "--out", out)
+    out, started = tmp_path / "killed", tmp_path / "started.txt"
+    code, log = torchrun(sys.executable, TESTS / "dist_worker.py", "die-at-batch", 2, started,
+                         *TOY, "--out", out)
     assert code != 0, log
     assert not (out / "report.json").exists()
     [cache] = (out / "cache").glob("attribution-*")
     names = {p.name for p in cache.glob("*.safetensors")}
-    assert "batch-000001.safetensors" in names and "batch-000003.safetensors" not in names
     assert "rows.safetensors" not in names
+    cached = set()
+    for name in names:
+        with safe_open(str(cache / name), framework="pt") as f:
+            cached.add(f.metadata()["batch_key"])
+    finished, in_flight = started.read_text().split()  # the tokens digests rank 1 started
+    assert finished in cached and in_flight not in cached
     calls = []
     for k, f in dict(attribution.BACKENDS).items():
         monkeypatch.setitem(attribution.BACKENDS, k,
@@ -186,3 +193,12 @@ def test_a_worker_killed_mid_attribution_loses_only_its_batch_in_flight(tmp_path
     assert main(TOY + ["--out", str(out)]) == 0
     assert len(calls) == n_batches - len(names)
     assert report_of(out)[0] == report_of(ref_out)[0]
+
+
+def test_batches_are_split_by_size_largest_first():
+    from auto_circuit_dcd.distributed import assign
+
+    # SmolLM2's 64 IOI prompts in batches of 8 (by length): 32 examples each, not 37 / 27
+    assert assign([8, 8, 8, 8, 8, 3, 8, 8, 5], 2) == [[0, 2, 4, 7], [1, 3, 5, 6, 8]]
+    assert assign([1] * 5, 2) == [[0, 2, 4], [1, 3]]  # equal sizes: round robin
+    assert assign([2, 1], 3) == [[0], [1], []]

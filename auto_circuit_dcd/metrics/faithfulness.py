@@ -21,8 +21,8 @@ How:
    ``"fast"`` (default where supported) runs the flag-free patched forward of
    :mod:`.patched`, several circuits per pass; ``"patch-mode"`` runs auto-circuit's patch
    mode, one forward per circuit; inside an initialised process group
-   (:mod:`auto_circuit_dcd.distributed`) rank ``r`` of ``W`` evaluates test batches
-   ``r, r + W, ...`` and every rank gets every example's values;
+   (:mod:`auto_circuit_dcd.distributed`) the test batches are split over the ranks by
+   size (examples x tokens) and every rank gets every example's values;
 3. the curves: ratio of means per fraction.
 """
 
@@ -393,7 +393,8 @@ def _sharded(backend: Callable[..., MaskMetrics], model: Any, batches: List[Any]
             start += sizes[i]
         return out
 
-    parts = list(map_shards(len(batches), metrics_of, split=ablation != "mean").values())
+    parts = list(map_shards(len(batches), metrics_of, split=ablation != "mean",
+                            weights=[b.clean.numel() for b in batches]).values())
     return MaskMetrics(mu=np.concatenate([p.mu for p in parts]),
                        mu_full=np.concatenate([p.mu_full for p in parts]),
                        mu_empty=np.concatenate([p.mu_empty for p in parts]))
