@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "large-norm examples dominate)")
     r.add_argument("--base-algo", default="eap",
                    help="eap (cluster mean) or an auto-circuit PRUNE_ALGO_DICT key, e.g. ACDC")
-    r.add_argument("--n", type=int, default=None, help="number of prompts to use")
+    r.add_argument("--n", "--prompts", dest="n", type=int, default=None,
+                   help="number of prompts to use (under torchrun write --prompts: torchrun "
+                        "reads --n as an abbreviation of its own options)")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--test-fraction", type=float, default=0.2)
     r.add_argument("--edge-fractions", type=_fractions, default=None,

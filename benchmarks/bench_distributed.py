@@ -17,7 +17,7 @@ For each worker count N (``--workers``, default ``1,2``):
 Usage (on a machine with nothing else running; one thread per worker)::
 
     python benchmarks/bench_distributed.py                       # SmolLM2, 1 and 2 CPU workers
-    python benchmarks/bench_distributed.py --device cuda --workers 1,2,4 --n 256
+    python benchmarks/bench_distributed.py --device cuda --workers 1,2,4 --prompts 256
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _launch(args: argparse.Namespace, n: int, out: Path) -> Dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc-per-node", str(n), str(Path(__file__).resolve()), "--worker",
-           "--out", str(out), "--model", args.model, "--n", str(args.n),
+           "--out", str(out), "--model", args.model, "--prompts", str(args.n),
            "--batch-size", str(args.batch_size), "--threads", str(args.threads),
            "--tokens", str(args.tokens),
            "--circuits", str(args.circuits), "--device", args.device]
@@ -87,7 +87,8 @@ def _launch(args: argparse.Namespace, n: int, out: Path) -> Dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--n", type=int, default=64, help="prompts")
+    # --prompts, not --n: torchrun takes "--n" after the script for its own --nnodes
+    p.add_argument("--prompts", "--n", dest="n", type=int, default=64, help="prompts")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tokens", type=int, default=16, help="prompt length for random models")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
