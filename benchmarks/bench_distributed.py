@@ -10,7 +10,7 @@ For each worker count N (``--workers``, default ``1,2``):
    waits at a barrier;
 3. ``dcd.attribute`` (EAP, no cache) is timed from that barrier to the end of the call on
    rank 0 (the gathered matrix on every rank), then ``dcd.evaluate_circuits`` of
-   ``--circuits`` circuits over the MIB grid (the main job's evaluation);
+   ``--circuits`` circuits at ``--fractions`` (the main job's evaluation, smaller);
 4. rank 0 writes its times; the table gives seconds per stage and the speed-up against
    the first worker count (its time / this time).
 
@@ -56,7 +56,7 @@ def _worker(args: argparse.Namespace) -> None:
         for name, call in (
                 ("attribution", lambda: dcd.attribute(pm, loader, progress=False)),
                 ("evaluation", lambda: dcd.evaluate_circuits(pm, loader, circuits,
-                                                             dcd.MIB_GRID))):
+                                                             args.fractions))):
             dist.barrier()
             if torch.cuda.is_available() and device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -79,7 +79,8 @@ def _launch(args: argparse.Namespace, n: int, out: Path) -> Dict[str, Any]:
            "--out", str(out), "--model", args.model, "--prompts", str(args.n),
            "--batch-size", str(args.batch_size), "--threads", str(args.threads),
            "--tokens", str(args.tokens),
-           "--circuits", str(args.circuits), "--device", args.device]
+           "--circuits", str(args.circuits), "--device", args.device,
+           "--fractions", ",".join(map(str, args.fractions))]
     subprocess.run(cmd, env=env, check=True)
     return json.loads(out.read_text())
 
@@ -92,7 +93,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tokens", type=int, default=16, help="prompt length for random models")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--circuits", type=int, default=5)
+    p.add_argument("--circuits", type=int, default=2)
+    p.add_argument("--fractions", type=lambda s: [float(x) for x in s.split(",")],
+                   default=[0.01, 0.05, 0.2], help="edge fractions evaluated")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     p.add_argument("--device", default="cpu")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -108,7 +111,7 @@ def main() -> None:
             rows.append(_launch(args, n, Path(tmp) / f"w{n}.json"))
     first = rows[0]
     print(f"{args.model}: {first['n']} prompts in {first['n_batches']} batches, "
-          f"{first['n_edges']} edges, {args.circuits} circuits x {10} sizes, "
+          f"{first['n_edges']} edges, {args.circuits} circuits x {len(args.fractions)} sizes, "
           f"{args.threads} thread(s) per worker, {args.device}")
     print(f"{'workers':>7} {'attribution s':>14} {'speed-up':>9} {'evaluation s':>13} "
           f"{'speed-up':>9}")
