@@ -2,7 +2,9 @@
 every rank ending when one fails, and a killed worker's run resumed from the cache.
 
 Equality is exact: both sides compute the same batches with the same code on the same
-processor, one thread each, and gathered rows travel as pickled tensors (no arithmetic).
+processor, one thread each (torch and BLAS: torchrun sets OMP_NUM_THREADS=1 in its
+workers, :func:`one_thread` does the same here), and gathered rows travel as pickled
+tensors (no arithmetic).
 """
 
 import json
@@ -54,6 +56,14 @@ def console_script():
     if not path.exists():
         pytest.skip("the auto-circuit-dcd console script is not installed beside python")
     return path
+
+
+def one_thread():
+    """BLAS on one thread in this process too (numpy's sums, hence clustering statistics,
+    depend on the thread count in their last digits)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
 
 
 def report_of(out):
@@ -126,7 +136,8 @@ def single_run(tmp_path_factory):
     attribution.BACKENDS.update({k: (lambda *a, _f=f, **kw: calls.append(1) or _f(*a, **kw))
                                  for k, f in saved.items()})
     try:
-        assert main(TOY + ["--out", str(out)]) == 0
+        with one_thread():
+            assert main(TOY + ["--out", str(out)]) == 0
     finally:
         attribution.BACKENDS.update(saved)
     return out, len(calls)
@@ -190,7 +201,8 @@ def test_a_worker_killed_mid_attribution_loses_only_its_batch_in_flight(tmp_path
     for k, f in dict(attribution.BACKENDS).items():
         monkeypatch.setitem(attribution.BACKENDS, k,
                             lambda *a, _f=f, **kw: calls.append(1) or _f(*a, **kw))
-    assert main(TOY + ["--out", str(out)]) == 0
+    with one_thread():
+        assert main(TOY + ["--out", str(out)]) == 0
     assert len(calls) == n_batches - len(names)
     assert report_of(out)[0] == report_of(ref_out)[0]
 
