@@ -252,7 +252,7 @@ def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Call
         return out
 
     parts = map_shards(len(batches), rows_of,
-                       weights=[b.clean.numel() * len(alphas) for b in batches])
+                       weights=[b.clean.numel() for b in batches])  # examples x tokens
     scores = torch.cat([parts[b][0] for b in range(len(batches))])
     clean_metric = torch.cat([parts[b][1] for b in range(len(batches))])
     return scores, clean_metric
