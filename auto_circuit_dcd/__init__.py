@@ -59,6 +59,8 @@ _EXPORTS: Dict[str, str] = {
     "write_html": "auto_circuit_dcd.report",
     # datasets
     "make_dataset": "auto_circuit_dcd.tasks",
+    # several processes (torchrun, srun)
+    "process_group": "auto_circuit_dcd.distributed",
     # registration with auto-circuit
     "register": "auto_circuit_dcd.registry",
     # errors the user can fix (the command prints them in one line)

@@ -16,7 +16,10 @@ This module is the front: it checks the input, picks a backend (:data:`BACKENDS`
 it batch by batch (every example of a batch has the same token length; the passes are
 :func:`auto_circuit_dcd.passes.run_passes`), keeps rows per batch in the cache
 (:mod:`auto_circuit_dcd.cache`) when asked, and assembles the :class:`AttributionMatrix`
-with the current loader's example ids and groups. Nothing is stored per destination (auto-circuit keeps a
+with the current loader's example ids and groups. Inside an initialised process group
+(:mod:`auto_circuit_dcd.distributed`) every rank calls it with the same arguments; the
+batches are split over the ranks by size (examples x tokens), each rank writes those it
+computes into the cache, and every rank returns the whole matrix. Nothing is stored per destination (auto-circuit keeps a
 source-difference copy in each of its destination wrappers); the model is never put in
 patch mode.
 """
@@ -34,6 +37,7 @@ from torch import Tensor
 from .cache import AttributionCache, batch_digest, cache_key, model_digest
 from .data import DatasetError, batch_to
 from .devices import model_device
+from .distributed import is_main, main_first, map_shards
 from .errors import NonFiniteRowsError
 from .fast_attribution import fast_attribute_batch
 from .forward import WrapperGraph, choose_backend, frozen
@@ -187,15 +191,17 @@ def attribute(
         if cache_dir is not None:
             keys = [batch_digest(b) for b in batches]
             key = cache_key(model_digest(model), graph.names, keys, params)
-            store = stack.enter_context(AttributionCache(Path(cache_dir), key))
+            # rank 0 locks the folder (and clears what a killed run left) before the others
+            store = main_first(lambda: stack.enter_context(
+                AttributionCache(Path(cache_dir), key, lock=is_main())))
         n_rows = sum(len(ids) for ids in batch_ids)
-        found = store.rows(n_rows) if store is not None else None
+        found = main_first(lambda: store.rows(n_rows)) if store is not None else None
         if found is None:
             found = _compute(model, graph, batches, BACKENDS[backend_name], metric_fn,
                              [k / steps for k in range(steps, 0, -1)],  # alpha = 1 first
                              dtype, store, keys, desc=f"{method} attribution",
-                             progress=progress)
-            if store is not None:
+                             progress=progress and is_main())
+            if store is not None and is_main():
                 store.finish(*found)
     scores, clean_metric = found
     return _matrix(scores, clean_metric, graph, dataloader, batch_ids, params,
@@ -206,25 +212,35 @@ def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Call
              metric_fn: Callable, alphas: List[float], dtype: torch.dtype,
              store: Optional[AttributionCache], keys: List[str], desc: str,
              progress: bool) -> Tuple[Tensor, Tensor]:
-    """Rows and clean metrics of every batch, read from ``store`` where it has them."""
+    """Rows and clean metrics of every batch, read from ``store`` where it has them.
+
+    Inside a process group each rank does its share of the batches, by size
+    (:func:`~auto_circuit_dcd.distributed.map_shards`), writing each into ``store`` as it
+    finishes, and every rank gets all rows (on the CPU)."""
     from auto_circuit.utils.custom_tqdm import tqdm
 
-    device = model_device(model)
-    all_rows, all_metric = [], []
-    with frozen(model):
-        for b, batch in enumerate(tqdm(batches, desc=desc, disable=not progress)):
-            n = int(batch.clean.shape[0])
-            cached = store.batch(b, keys[b], n) if store is not None else None
-            if cached is None:
-                rows, mu = batch_fn(model, graph, batch, metric_fn, alphas)
-                rows = rows.to(dtype)
-                if store is not None:
-                    store.put_batch(b, keys[b], rows, mu)
-            else:
-                rows, mu = cached[0].to(device), cached[1].to(device)
-            all_rows.append(rows)
-            all_metric.append(mu)
-    return torch.cat(all_rows), torch.cat(all_metric)
+    def rows_of(todo: List[int]) -> Dict[int, Tuple[Tensor, Tensor]]:
+        out: Dict[int, Tuple[Tensor, Tensor]] = {}
+        with frozen(model):
+            for b in tqdm(todo, desc=desc, disable=not progress):
+                batch = batches[b]
+                n = int(batch.clean.shape[0])
+                cached = store.batch(b, keys[b], n) if store is not None else None
+                if cached is None:
+                    rows, mu = batch_fn(model, graph, batch, metric_fn, alphas)
+                    rows = rows.to(dtype)
+                    if store is not None:
+                        store.put_batch(b, keys[b], rows, mu)
+                else:
+                    rows, mu = cached
+                out[b] = (rows.cpu(), mu.cpu())
+        return out
+
+    parts = map_shards(len(batches), rows_of,
+                       weights=[b.clean.numel() for b in batches])  # examples x tokens
+    scores = torch.cat([parts[b][0] for b in range(len(batches))])
+    clean_metric = torch.cat([parts[b][1] for b in range(len(batches))])
+    return scores, clean_metric
 
 
 def _matrix(scores: Tensor, clean_metric: Tensor, graph: WrapperGraph, dataloader: Any,

@@ -21,6 +21,8 @@ removed.
 3. Every file is written through a temporary file and a rename; the folder is locked
    (:func:`~auto_circuit_dcd.files.folder_lock`) while a process works in it, and the
    temporary files a killed process left behind are removed when the next one starts.
+   In a process group rank 0 holds the lock for all ranks; each rank writes the batches
+   it computes, rank 0 the finished rows (:func:`auto_circuit_dcd.attribution.attribute`).
 """
 
 from __future__ import annotations
@@ -80,24 +82,32 @@ def cache_key(model_id: str, edge_names: Sequence[str], batch_digests: Sequence[
 class AttributionCache:
     """One cache folder; use as a context manager (it holds the folder's lock).
 
+    ``lock=False``: for the other ranks of a process group whose rank 0 holds the lock
+    (each rank writes only its own batches; rank 0 the finished rows).
     ``batch(b, batch_key)`` / ``put_batch(b, batch_key, rows, metric)`` read and write
     one batch's rows; ``rows(n)`` reads the finished rows, ``finish(rows, metric)``
     writes them and removes the batch files.
     """
 
-    def __init__(self, root: str | Path, key: str):
+    def __init__(self, root: str | Path, key: str, lock: bool = True):
         self.key = key
         self.dir = Path(root) / f"attribution-{key}"
+        self.locks = lock
         self._lock: Any = None
 
     def __enter__(self) -> "AttributionCache":
+        if not self.locks:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            return self
         self._lock = folder_lock(self.dir, what="attribution")
         self._lock.__enter__()
         remove_temporaries(self.dir)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._lock.__exit__(*exc)
+        if self._lock is not None:
+            self._lock.__exit__(*exc)
+            self._lock = None
 
     # ------------------------------------------------------------ reading
     def _read(self, path: Path, expect: Dict[str, str], n_rows: Optional[int],

@@ -23,10 +23,11 @@ DEFAULT_MODEL = "toy-two-task"
 
 
 def _opt(default: Any, help: str, choices: Optional[Sequence[str]] = None,  # noqa: A002
-         strict: bool = True) -> Any:
-    """A field with its command-line help and, for a choice, its allowed values (refused
-    by the parser unless ``strict`` is False: then ``check_config`` refuses them)."""
-    meta: dict = {"help": help}
+         strict: bool = True, aliases: Sequence[str] = ()) -> Any:
+    """A field with its command-line help, other option names (``aliases``) and, for a
+    choice, its allowed values (refused by the parser unless ``strict`` is False: then
+    ``check_config`` refuses them)."""
+    meta: dict = {"help": help, "aliases": tuple(aliases)}
     if choices:
         meta.update(choices=tuple(choices), strict=strict)
     return field(default=default, metadata=meta)
@@ -68,7 +69,9 @@ class RunConfig:
     base_algo: str = _opt("eap", "cluster circuits: eap (cluster mean) or an auto-circuit "
                           "PRUNE_ALGO_DICT key, e.g. ACDC")
     n: Optional[int] = _opt(None, "number of prompts to use (all when not given; 1000 "
-                            "generated with --task)")
+                            "generated with --task); under torchrun write --prompts (torchrun "
+                            "reads --n as an abbreviation of its own options)",
+                            aliases=("--prompts",))
     batch_size: int = _opt(16, "prompts per batch")
     seed: int = _opt(42, "seed of the split, the clusterer and the K-random split")
     test_fraction: float = _opt(0.2, "share of prompts held out for evaluation (when the "

@@ -8,7 +8,7 @@ subclass also derives from the built-in type callers already catch (``ValueError
 from __future__ import annotations
 
 __all__ = ["UserError", "ConfigError", "ClusteringError", "DamagedFileError", "FolderBusyError",
-           "ModelUnavailableError", "NonFiniteRowsError"]
+           "ModelUnavailableError", "NonFiniteRowsError", "WorkerFailed"]
 
 
 class UserError(Exception):
@@ -37,3 +37,8 @@ class ModelUnavailableError(UserError, RuntimeError):
 
 class NonFiniteRowsError(UserError, FloatingPointError):
     """More attribution rows are NaN/inf than ``nan_tolerance`` allows."""
+
+
+class WorkerFailed(UserError, RuntimeError):
+    """Another worker of a process group failed, so this one stops too: the message names
+    that worker's rank and its error (which that worker prints in full)."""

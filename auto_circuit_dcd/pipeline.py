@@ -22,6 +22,11 @@
 6. write the attribution matrices and the circuits (``circuits.safetensors`` +
    ``circuits.json`` with edge names and top edges), then ``report.json`` and
    ``report.html``: each file whole or not at all, data before what describes it.
+
+Under torchrun or srun (:mod:`auto_circuit_dcd.distributed`) every worker loads the model
+and the data and does its share of steps 2 and 5; steps 3, 4 and 6 run on rank 0, which
+hands the circuits, then the report, to the others (or its error, which ends them too).
+Rank 0 alone holds the lock of ``config.out``.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import platform
 import shutil
 import sys
 import time
-from contextlib import contextmanager
-from dataclasses import asdict
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -278,18 +283,27 @@ def _discovery(config: RunConfig) -> Any:
 
 @contextmanager
 def _output_folder(out: Path) -> Iterator[Path]:
-    """Hold ``out``'s lock for the run. A run that fails removes the folders it created,
-    unless they hold cached attribution rows (a re-run resumes from them)."""
+    """Hold ``out``'s lock for the run (rank 0 of a process group holds it for all). A run
+    that fails removes the folders it created, unless they hold cached attribution rows
+    (a re-run resumes from them)."""
     first_new = None
     p = out
     while not p.exists():
         first_new, p = p, p.parent
-    try:
-        with folder_lock(out, what="run"):
+    from .distributed import is_main, main_first
+
+    def lock() -> None:
+        if is_main():
+            stack.enter_context(folder_lock(out, what="run"))
             remove_temporaries(out, recursive=True)
+
+    try:
+        with ExitStack() as stack:
+            main_first(lock)  # rank 0 only holds the lock; the others wait for it
             yield out
     except BaseException:
-        if first_new is not None and not any((out / "cache").glob("attribution-*/*.safetensors")):
+        if (is_main() and first_new is not None
+                and not any((out / "cache").glob("attribution-*/*.safetensors"))):
             shutil.rmtree(first_new, ignore_errors=True)
         raise
 
@@ -319,21 +333,23 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     from .cluster import k_random_circuits, single_circuit
     from .data import load_examples, make_loader, split_examples
     from .devices import resolve_device
-    from .metrics import combine_circuits, evaluate_circuits, overlap_matrix
+    from .distributed import Handoff, from_main, is_main, process_group, world_size, worker_device
+    from .metrics import combine_circuits, overlap_matrix
     from .models import load_model, make_patchable
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
     fractions = edge_fractions(config)
-    timer = _Timer(echo=progress)
-    with _output_folder(Path(config.out)) as out:
+    with process_group(config.device), _output_folder(Path(config.out)) as out, \
+            Handoff() as handoff:
+        timer = _Timer(echo=progress and is_main())
+        device = worker_device(config.device)
         with timer.stage("load_model", f"loading {config.model} on "
-                         f"{resolve_device(config.device)} ({config.dtype})"):
-            pm = make_patchable(load_model(config.model, device=config.device,
-                                           dtype=config.dtype))
+                         f"{resolve_device(device)} ({config.dtype})"):
+            pm = make_patchable(load_model(config.model, device=device, dtype=config.dtype))
         with timer.stage("dataset", "reading the dataset" if not config.task
                          else f"generating the {config.task} dataset"):
-            path = _dataset_path(config, pm.tokenizer, out)
+            path = from_main(lambda: _dataset_path(config, pm.tokenizer, out))
             examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
             train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
             train = make_loader(train_ex, config.batch_size)
@@ -352,6 +368,9 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             train = train.subset(A.example_ids)
         if dropped["test"]:
             test = test.subset(A_test.example_ids)
+        handoff.open()
+        if not is_main():  # the other ranks: evaluation only, then they wait for the report
+            return _follow(handoff, config, pm, test, fractions)
         with timer.stage("clustering", f"clustering {A.n_examples} rows ({config.clusterer}, "
                          f"k from 2 to {config.max_clusters}) and routing the test examples"):
             gd = _discovery(config)
@@ -369,10 +388,10 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             krand = k_random_circuits(A, k, random_state=config.seed) if k > 1 else {}
             for c, ps in krand.items():
                 circuits[f"k_random_{c}"] = vec(ps)
+        handoff.send(circuits)
         with timer.stage("evaluation", f"evaluating {len(circuits)} circuits at "
                          f"{len(fractions)} sizes on {A_test.n_examples} test examples"):
-            results = evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
-                                        progress=progress)
+            results = _evaluate(config, pm, test, circuits, fractions, progress)
         frac = np.asarray(fractions)
         test_ids = results["single"].example_ids
         pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
@@ -466,15 +485,34 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
                              "matrix": np.asarray(overlap.matrix)},
             "cluster_quality": _quality(train_groups, np.asarray(gd.labels_)),
             "selection": _finite(getattr(gd, "selection_", [])),
+            "world_size": world_size(),
             "timings": timer.seconds,
             "versions": _versions(),
         }
         report = _finite(report)
         timer.say(f"writing {out}")
         _write_outputs(out, report, pm, A, A_test, circuits, gd)
+        handoff.send(report, last=True)
     print(summary_table(report))
     print(f"report: {(Path(config.out) / REPORT_HTML).resolve()}")
     return report
+
+
+def _evaluate(config: RunConfig, pm: Any, test: Any, circuits: Dict[str, torch.Tensor],
+              fractions: List[float], progress: bool) -> Dict[str, Any]:
+    """Every circuit on the test split (split by batch over the ranks of a process group)."""
+    from .metrics import evaluate_circuits
+
+    return evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
+                             progress=progress)
+
+
+def _follow(handoff: Any, config: RunConfig, pm: Any, test: Any,
+            fractions: List[float]) -> Dict[str, Any]:
+    """A rank other than 0 after attribution: its share of the evaluation of rank 0's
+    circuits, then rank 0's report (or rank 0's exception, raised here too)."""
+    _evaluate(config, pm, test, handoff.receive(), fractions, progress=False)
+    return handoff.receive()
 
 
 def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: Any,

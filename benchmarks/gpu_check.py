@@ -17,7 +17,10 @@ faithfulness on random models of real shapes, with the plain-forward floor besid
 
    each after one untimed warm-up batch, with seconds, examples per second and peak
    device memory above the model (``torch.cuda.max_memory_allocated``);
-3. a table on stdout and everything as JSON in ``--out`` (default ``$OUT`` if set).
+3. on a machine with several GPUs, the multi-worker line: ``benchmarks/bench_distributed.py``
+   (attribution and evaluation of ``gpt2-like`` on 1 and on every GPU, one worker per GPU
+   under torchrun, and the speed-up); skipped with one GPU or none;
+4. a table on stdout and everything as JSON in ``--out`` (default ``$OUT`` if set).
 
 Run on a CUDA machine with its own torch (see README, "Scale": how to carry the missing
 pure-Python packages there as wheels)::
@@ -86,6 +89,27 @@ def device_tests(timeout: int) -> Dict[str, Any]:
     except subprocess.TimeoutExpired:
         code, tail = -1, f"timed out after {timeout} s"
     return {"returncode": code, "seconds": round(time.perf_counter() - t0, 1), "summary": tail}
+
+
+def multi_worker(timeout: int) -> Dict[str, Any]:
+    """``bench_distributed.py`` on 1 and on all visible GPUs, or why it was skipped."""
+    import torch
+
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus < 2:
+        return {"skipped": f"needs 2 or more CUDA GPUs, {n_gpus} visible"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_distributed.py"), "--device",
+           "cuda", "--model", "gpt2-like", "--n", "256", "--batch-size", "16",
+           "--workers", f"1,{n_gpus}"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        lines, code = proc.stdout.strip().splitlines(), proc.returncode
+        if code:
+            print(proc.stderr[-3000:], file=sys.stderr)
+    except subprocess.TimeoutExpired:
+        lines, code = [f"timed out after {timeout} s"], -1
+    return {"returncode": code, "seconds": round(time.perf_counter() - t0, 1), "table": lines}
 
 
 # ----------------------------------------------------------------------------- models
@@ -303,6 +327,9 @@ def main() -> None:
         if args.out:  # whatever finished is kept if a later model fails
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=1))
+    if device.type == "cuda":
+        report["multi_worker"] = multi_worker(args.tests_timeout)
+        print(f"# multi-worker: {report['multi_worker']}", file=sys.stderr)
     report["total_seconds"] = time.perf_counter() - t0
     if args.out:
         (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=1))
@@ -311,6 +338,10 @@ def main() -> None:
         print(f"device tests: {report['device_tests']['summary']} "
               f"({report['device_tests']['seconds']} s)")
     print(table(report["models"]))
+    if "multi_worker" in report:
+        mw = report["multi_worker"]
+        print("\nmulti-worker (bench_distributed.py): "
+              + ("\n".join(mw["table"]) if "table" in mw else mw["skipped"]))
     print(f"\ntotal {report['total_seconds']:.0f} s")
 
 

@@ -101,6 +101,7 @@ def test_report_json_has_the_documented_keys(report):
     assert len(rep["edge_overlap"]["matrix"]) == k
     assert {"ari", "nmi", "purity"} <= set(rep["cluster_quality"])
     assert {"attribution", "clustering", "evaluation"} <= set(rep["timings"])
+    assert rep["world_size"] == 1  # one process (tests/test_distributed.py: 2 workers)
     assert rep["versions"]["auto-circuit"] == "1.0.1"
 
 

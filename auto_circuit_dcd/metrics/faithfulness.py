@@ -20,7 +20,9 @@ How:
    per-batch fixed work (patch activations, ``mu(full)``, ``mu(empty)``) done once:
    ``"fast"`` (default where supported) runs the flag-free patched forward of
    :mod:`.patched`, several circuits per pass; ``"patch-mode"`` runs auto-circuit's patch
-   mode, one forward per circuit;
+   mode, one forward per circuit; inside an initialised process group
+   (:mod:`auto_circuit_dcd.distributed`) the test batches are split over the ranks by
+   size (examples x tokens) and every rank gets every example's values;
 3. the curves: ratio of means per fraction.
 """
 
@@ -346,12 +348,44 @@ def edge_set_metrics(
             distinct.append(m)
         where.append(column[key])
     todo = torch.stack(distinct) if distinct else torch.zeros(0, n_edges, dtype=torch.bool)
-    res = BACKENDS[backend_name](model, batches, todo, ablation=ablation, metric=metric,
-                                 progress=progress, max_stack_gib=max_stack_gib)
+    res = _sharded(BACKENDS[backend_name], model, batches, todo, ablation=ablation,
+                   metric=metric, progress=progress, max_stack_gib=max_stack_gib)
     n_dist = res.mu.shape[1]
     table = np.concatenate([res.mu, res.mu_full[:, None], res.mu_empty[:, None]], axis=1)
     cols = [j if j >= 0 else n_dist + (0 if j == full_col else 1) for j in where]
     return MaskMetrics(mu=table[:, cols], mu_full=res.mu_full, mu_empty=res.mu_empty)
+
+
+def _sharded(backend: Callable[..., MaskMetrics], model: Any, batches: List[Any],
+             todo: Tensor, *, ablation: str, progress: bool, **kw: Any) -> MaskMetrics:
+    """``backend`` on the batches, split by batch over the ranks of a process group
+    (:func:`~auto_circuit_dcd.distributed.map_shards`) and gathered in batch order.
+
+    ``mean`` ablation patches with the mean over the whole loader: every rank evaluates
+    every batch then (the result is the same).
+    """
+    from ..distributed import is_main, map_shards
+
+    sizes = [int(b.clean.shape[0]) for b in batches]
+
+    def metrics_of(idx: List[int]) -> Dict[int, MaskMetrics]:
+        if not idx:
+            return {}
+        res = backend(model, [batches[i] for i in idx], todo, ablation=ablation,
+                      progress=progress and is_main(), **kw)
+        out, start = {}, 0
+        for i in idx:
+            rows = slice(start, start + sizes[i])
+            out[i] = MaskMetrics(mu=res.mu[rows], mu_full=res.mu_full[rows],
+                                 mu_empty=res.mu_empty[rows])
+            start += sizes[i]
+        return out
+
+    parts = list(map_shards(len(batches), metrics_of, split=ablation != "mean",
+                            weights=[b.clean.numel() for b in batches]).values())
+    return MaskMetrics(mu=np.concatenate([p.mu for p in parts]),
+                       mu_full=np.concatenate([p.mu_full for p in parts]),
+                       mu_empty=np.concatenate([p.mu_empty for p in parts]))
 
 
 def faithfulness(
