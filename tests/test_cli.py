@@ -104,7 +104,8 @@ def test_run_has_one_option_per_config_field_with_its_default(capsys, monkeypatc
     assert {f.name: getattr(args, f.name) for f in fields(RunConfig)} == asdict(RunConfig())
     by_dest = {a.dest: a for a in run._actions}
     for f in fields(RunConfig):
-        assert by_dest[f.name].option_strings == ["--" + f.name.replace("_", "-")]
+        assert by_dest[f.name].option_strings[0] == "--" + f.name.replace("_", "-")
+        assert by_dest[f.name].option_strings[1:] == list(f.metadata.get("aliases", ()))
         assert by_dest[f.name].help, f"--{f.name} has no help"
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--help"])
