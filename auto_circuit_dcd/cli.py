@@ -57,6 +57,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         edge_fractions=args.edge_fractions, threads=args.threads,
         device=args.device, dtype=args.dtype,
         p_cross=args.p_cross, nan_tolerance=args.nan_tolerance,
+        selection=args.selection, ranking=args.ranking, cmd=args.cmd,
+        mib_parity=args.mib_parity, stability_resamples=args.stability_resamples,
     )
     run(config, progress=not args.quiet)
     return 0
@@ -138,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated circuit sizes as fractions of edges (default: MIB grid)")
     r.add_argument("--p-cross", type=float, default=0.05,
                    help="edge fraction of the cross-faithfulness matrix (one of --edge-fractions)")
+    r.add_argument("--selection", default=None, choices=["topn", "topn-prune", "greedy"],
+                   help="how each size's edges are chosen: top edges (topn), those of them on "
+                        "an input-to-logits path (topn-prune), or grown from the logits "
+                        "(greedy); default: see the README's table")
+    r.add_argument("--ranking", default=None, choices=["abs", "signed"],
+                   help="edges ranked by |score| (default) or signed score")
+    r.add_argument("--cmd", default=None, choices=["one-sided", "two-sided"],
+                   help="CMD integrates max(0, 1 - f) (one-sided, default) or |1 - f| "
+                        "(two-sided, MIB's)")
+    r.add_argument("--mib-parity", action="store_true",
+                   help="MIB's convention: signed ranking for CPR, |score| for CMD, "
+                        "two-sided CMD, topn-prune unless --selection is given")
+    r.add_argument("--stability-resamples", type=int, default=5,
+                   help="subsamples of the train rows the clusterer is refitted on to measure "
+                        "cluster stability (0: skip)")
     r.add_argument("--nan-tolerance", type=float, default=0.01,
                    help="largest share of examples with non-finite attribution rows that is "
                         "dropped (and reported); above it the run stops")

@@ -14,14 +14,21 @@
    on their own attribution rows (so routing needs each test example's answers and
    corrupted prompt); HDBSCAN noise (``-1``) is counted, and routed faithfulness is
    given both with noise left out and with it sent to the largest cluster's circuit;
-4. circuits: the single baseline (all train rows), one per cluster, K-random (same k);
-5. evaluate every circuit once on the whole test split at every edge fraction
-   (per-example metric values), then aggregate without more model passes: single,
-   DCD oracle and routed, K-random, each cluster's own circuit vs the single circuit on
-   its routed test group, cross-faithfulness at ``p`` and edge overlap;
-6. write the attribution matrices and the circuits (``circuits.safetensors`` +
-   ``circuits.json`` with edge names and top edges), then ``report.json`` and
-   ``report.html``: each file whole or not at all, data before what describes it.
+   cluster stability: the clusterer refitted on subsamples of the train rows
+   (:func:`~auto_circuit_dcd.cluster.cluster_stability`; clustering only);
+4. circuits (:class:`~auto_circuit_dcd.circuit.Circuit`), all by the same base algorithm:
+   the single baseline (all train examples), one per cluster, K-random (same k);
+5. evaluate every circuit once on the whole test split at every edge fraction, each
+   size's edges chosen by the selection rule and ranking of the run's convention
+   (:func:`~auto_circuit_dcd.metrics.convention.make_convention`; a second ranking is
+   evaluated when CMD ranks differently, as under MIB parity), then aggregate without
+   more model passes: single, DCD oracle and routed, K-random, each cluster's own
+   circuit vs the single circuit on its routed test group, cross-faithfulness at ``p``
+   and edge overlap;
+6. write the attribution matrices and the circuits (``circuits.safetensors``: scores and
+   the edge sets evaluated; ``circuits.json`` with edge names and top edges), then
+   ``report.json`` and ``report.html``: each file whole or not at all, data before what
+   describes it.
 """
 
 from __future__ import annotations
@@ -35,18 +42,21 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
+from .metrics.convention import Convention, make_convention
 from .files import folder_lock, remove_temporaries, save_tensors, write_text
 
 __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer",
            "summary_table"]
 
 DEFAULT_MODEL = "toy-two-task"
+#: the main job's selection rule (chosen by measurement: README, "Choosing the selection rule")
+DEFAULT_SELECTION = "topn"
 #: edges of each cluster's circuit drawn in the report (its top edges by |score|)
 DRAWN_EDGES = 40
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
@@ -89,6 +99,16 @@ class RunConfig:
     dtype: str = "float32"
     # share of examples whose attribution row may be non-finite (dropped, and reported)
     nan_tolerance: float = 0.01
+    # how each size's edges are chosen: "topn", "topn-prune", "greedy" (None: the default,
+    # DEFAULT_SELECTION; "topn-prune" under MIB parity)
+    selection: Optional[str] = None
+    # edge ranking "abs" or "signed" (None: "abs"); CMD "one-sided" or "two-sided" (None:
+    # one-sided); mib_parity: signed ranking for CPR, |score| for CMD, two-sided CMD
+    ranking: Optional[str] = None
+    cmd: Optional[str] = None
+    mib_parity: bool = False
+    # subsamples of the train rows the clusterer is refitted on (0: no stability figures)
+    stability_resamples: int = 5
 
 
 class _Timer:
@@ -165,11 +185,15 @@ def _versions() -> Dict[str, str]:
     return out
 
 
-def _curve_stats(f: np.ndarray, fractions: np.ndarray) -> Dict[str, Any]:
-    from .metrics import cmd, cpr
-
-    curve = (fractions, f)
-    return {"faithfulness": f, "cpr": cpr(curve), "cmd": cmd(curve)}
+def _curve_stats(f: np.ndarray, f_cmd: np.ndarray, fractions: np.ndarray,
+                 conv: Convention) -> Dict[str, Any]:
+    """The curve ``f`` (ranked for CPR), its CPR, and CMD of ``f_cmd`` (ranked for CMD; in
+    the report as ``faithfulness_cmd`` when it is another curve)."""
+    out = {"faithfulness": f, "cpr": conv.cpr((fractions, f)),
+           "cmd": conv.cmd((fractions, f_cmd))}
+    if f_cmd is not f:
+        out["faithfulness_cmd"] = f_cmd
+    return out
 
 
 def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
@@ -180,21 +204,93 @@ def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
     return ratio_of_means(result.mu_circuit[rows], result.mu_full[rows], result.mu_empty[rows])
 
 
-def _save_circuits(path: Path, circuits: Dict[str, torch.Tensor], edge_names: List[str],
+def _save_circuits(path: Path, circuits: Dict[str, Any], by_ranking: Dict[str, Any],
                    top: int = 50) -> None:
-    """``circuits.safetensors``, then ``circuits.json`` describing it (old JSON removed first)."""
+    """``circuits.safetensors`` (each circuit's scores as ``NAME`` and the edges evaluated at
+    each size as ``NAME.edges.RANKING``, bool ``[n_fractions, n_edges]``), then
+    ``circuits.json`` describing it (old JSON removed first)."""
     (path / "circuits.json").unlink(missing_ok=True)
-    save_tensors(path / "circuits.safetensors",
-                 {k: v.contiguous().float() for k, v in circuits.items()})
+    tensors = {name: c.scores.float() for name, c in circuits.items()}
+    first = next(iter(by_ranking.values()))["single"]
+    for ranking, results in by_ranking.items():
+        for name, r in results.items():
+            tensors[f"{name}.edges.{ranking}"] = torch.from_numpy(np.ascontiguousarray(r.edge_sets))
+    save_tensors(path / "circuits.safetensors", tensors)
     listing = {}
-    for name, vec in circuits.items():
-        order = vec.abs().argsort(descending=True)[:top].tolist()
-        listing[name] = [[edge_names[j], float(vec[j])] for j in order]
+    for name, c in circuits.items():
+        best = c.top(top, ranking=first.ranking)
+        order = sorted(torch.nonzero(best.mask).flatten().tolist(),
+                       key=lambda j: (-abs(float(c.scores[j])), j))[:top]
+        listing[name] = [[c.edge_names[j], float(c.scores[j])] for j in order]
     write_text(path / "circuits.json", json.dumps({
-        "edge_names": edge_names,
+        "edge_names": list(next(iter(circuits.values())).edge_names),
         "scores_file": "circuits.safetensors",
+        "edge_sets": {"key": "NAME.edges.RANKING", "fractions": first.fractions.tolist(),
+                      "selection": first.selection, "rankings": list(by_ranking)},
         "top_edges": listing,
     }))
+
+
+def _build_circuits(config: RunConfig, pm: Any, A: Any, train: Any, gd: Any,
+                    cluster_labels: List[int], k: int) -> Dict[str, Any]:
+    """The single baseline, one circuit per cluster and K-random, as ``Circuit`` objects;
+    the baselines built by the clusters' base algorithm."""
+    from .circuit import Circuit
+    from .cluster import k_random_circuits, single_circuit
+    from .graph import edge_graph
+
+    layout, graph = A.layout_for(pm), edge_graph(pm)
+    algo = dict(base_algo=config.base_algo, dataloader=train)
+
+    def circuit(name: str, ps: Any) -> Circuit:
+        return Circuit(layout.from_prune_scores(ps), A.edge_names, layout, graph=graph,
+                       meta={"label": name, "base_algo": str(config.base_algo)})
+
+    out = {"single": circuit("single", single_circuit(A, pm, **algo)[0])}
+    for c in cluster_labels:
+        out[f"cluster_{c}"] = circuit(f"cluster_{c}", gd.circuits_[c])
+    if k > 1:
+        for c, ps in k_random_circuits(A, k, random_state=config.seed, model=pm, **algo).items():
+            out[f"k_random_{c}"] = circuit(f"k_random_{c}", ps)
+    return out
+
+
+def _routed_curves(results: Dict[str, Any], cluster_labels: List[int], route: np.ndarray,
+                   largest: int) -> Tuple[Any, Any]:
+    """DCD's oracle and routed curves (noise to ``largest``), and routed without noise."""
+    from .metrics import combine_circuits
+
+    per = {c: results[f"cluster_{c}"] for c in cluster_labels}
+    return (combine_circuits(per, routing=route.tolist(), fallback=largest),
+            combine_circuits(per, routing=route.tolist(), exclude=(-1,)))
+
+
+def _selection_report(conv: Convention, by_ranking: Dict[str, Any],
+                      base_algo: Any) -> Dict[str, Any]:
+    """The report's ``circuit_selection``: the convention, and the edges achieved per size
+    and ranking (a rule can keep fewer edges than asked: pruning, or more: ties)."""
+    first = next(iter(by_ranking.values()))["single"]
+    return {**conv.to_dict(), "base_algo": str(base_algo),
+            "requested_edge_counts": first.requested_counts,
+            "achieved_edge_counts": {rank: {name: r.achieved_counts for name, r in res.items()}
+                                     for rank, res in by_ranking.items()},
+            "note": (f"each size's edges: {conv.selection} of the circuit's scores ranked by "
+                     f"{conv.cpr_ranking} for the curves and CPR, by {conv.cmd_ranking} for "
+                     f"CMD ({conv.cmd_form})")}
+
+
+def _stability(gd: Any, A: Any, config: RunConfig, progress: bool) -> Optional[Dict[str, Any]]:
+    """Cluster stability on subsamples of the train rows, refitting the clusterer the fit
+    chose (None when switched off)."""
+    from .cluster import cluster_stability
+
+    if not config.stability_resamples:
+        return None
+    t0 = time.perf_counter()
+    st = cluster_stability(gd, A, n_resamples=config.stability_resamples,
+                           random_state=config.seed, progress=progress, clusterer="chosen")
+    return {**st.to_dict(), "clusterer": gd.method_,
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def check_config(config: RunConfig) -> None:
@@ -222,6 +318,13 @@ def check_config(config: RunConfig) -> None:
          f"must lie strictly between 0 and 1, got {config.test_fraction}")
     need(0.0 <= config.nan_tolerance <= 1.0, "--nan-tolerance",
          f"is a share of examples in [0, 1], got {config.nan_tolerance}")
+    need(isinstance(config.stability_resamples, int) and config.stability_resamples >= 0,
+         "--stability-resamples", "must be a whole number of at least 0 (0: none), got "
+         f"{config.stability_resamples!r}")
+    try:
+        convention(config)
+    except ValueError as err:
+        raise ConfigError(f"--selection/--ranking/--cmd/--mib-parity: {err}") from None
     need(config.method in METHODS, "--method", f"must be one of {sorted(METHODS)}, got "
          f"{config.method!r}")
     grid = edge_fractions(config)
@@ -280,6 +383,12 @@ def _check_out(out: Path) -> None:
                           "choose another folder")
 
 
+def convention(config: RunConfig) -> Convention:
+    """How the run chooses each size's edges and computes CPR and CMD."""
+    return make_convention(config.selection, config.ranking, config.cmd, config.mib_parity,
+                           default_selection=DEFAULT_SELECTION)
+
+
 def edge_fractions(config: RunConfig) -> List[float]:
     """The circuit sizes evaluated: ``config.edge_fractions`` or the MIB grid, sorted."""
     from .metrics import MIB_GRID
@@ -336,7 +445,6 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     """
     check_config(config)
     from . import attribute
-    from .cluster import k_random_circuits, single_circuit
     from .data import load_examples, make_loader, split_examples
     from .metrics import combine_circuits, evaluate_circuits, overlap_matrix
     from .models import load_model, make_patchable
@@ -372,29 +480,28 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             gd = _discovery(config)
             gd.fit(A, model=pm, dataloader=train)
             routed = np.asarray(gd.predict(A_test))
+        with timer.stage("stability"):
+            stability = _stability(gd, A, config, progress)
         k = int(gd.n_clusters_)
         cluster_labels = sorted(int(c) for c in gd.circuits_)
+        conv = convention(config)
         with timer.stage("circuits"):
-            layout = A.layout_for(pm)
-            vec = lambda ps: layout.from_prune_scores(ps)  # noqa: E731
-            circuits: Dict[str, torch.Tensor] = {"single": vec(single_circuit(A)[0])}
-            for c in cluster_labels:
-                circuits[f"cluster_{c}"] = vec(gd.circuits_[c])
-            krand = k_random_circuits(A, k, random_state=config.seed) if k > 1 else {}
-            for c, ps in krand.items():
-                circuits[f"k_random_{c}"] = vec(ps)
+            circuits = _build_circuits(config, pm, A, train, gd, cluster_labels, k)
         with timer.stage("evaluation"):
-            results = evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
-                                        progress=progress)
+            by_ranking = {r: evaluate_circuits(pm, test, circuits, fractions,
+                                               metric=config.metric, progress=progress,
+                                               selection=conv.selection, ranking=r)
+                          for r in conv.rankings()}
+        results, cmd_results = by_ranking[conv.cpr_ranking], by_ranking[conv.cmd_ranking]
         frac = np.asarray(fractions)
         test_ids = results["single"].example_ids
         pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
         route = np.array([routed[pos_of[i]] for i in test_ids], dtype=int)
         largest = cluster_labels[0]
-        dcd_res = {c: results[f"cluster_{c}"] for c in cluster_labels}
-        dcd = combine_circuits(dcd_res, routing=route.tolist(), fallback=largest)
-        dcd_known = combine_circuits(dcd_res, routing=route.tolist(), exclude=(-1,))
-        kr_labels = [f"k_random_{c}" for c in krand]
+        dcd, dcd_known = _routed_curves(results, cluster_labels, route, largest)
+        dcd_cmd, dcd_known_cmd = ((dcd, dcd_known) if cmd_results is results else
+                                  _routed_curves(cmd_results, cluster_labels, route, largest))
+        kr_labels = [name for name in circuits if name.startswith("k_random_")]
         k_random: Dict[str, Any] = {"faithfulness_oracle": None, "faithfulness_routed": None}
         if kr_labels:
             rng = np.random.default_rng(config.seed)
@@ -420,14 +527,15 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             clusters.append({"label": c, "size": int(members.size), "n_test": int(rows.size),
                              "composition": comp, "faithfulness_own": own,
                              "single_on_group": _subset_f(single, rows),
-                             "cpr_own": _curve_stats(own, frac)["cpr"]})
+                             "cpr_own": conv.cpr((frac, own))})
         cross = np.array([[_subset_f(results[f"cluster_{i}"], np.flatnonzero(route == j))[p_idx]
                            for j in cluster_labels] for i in cluster_labels])
         overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels})
 
-        dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, frac),
-                     "routed": _curve_stats(dcd.routed_f, frac),
-                     "routed_excluding_noise": _curve_stats(dcd_known.routed_f, frac)}
+        dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, dcd_cmd.oracle_f, frac, conv),
+                     "routed": _curve_stats(dcd.routed_f, dcd_cmd.routed_f, frac, conv),
+                     "routed_excluding_noise": _curve_stats(
+                         dcd_known.routed_f, dcd_known_cmd.routed_f, frac, conv)}
         report = {
             "model": config.model,
             "dataset": str(path),
@@ -454,7 +562,8 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             },
             "edge_fractions": fractions,
             "achieved_edge_counts": {name: r.achieved_counts for name, r in results.items()},
-            "single": _curve_stats(single.f, frac),
+            "circuit_selection": _selection_report(conv, by_ranking, config.base_algo),
+            "single": _curve_stats(single.f, cmd_results["single"].f, frac, conv),
             "dcd": {
                 "faithfulness_oracle": dcd.oracle_f,
                 "faithfulness_routed": dcd.routed_f,
@@ -471,31 +580,32 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             "edge_overlap": {"gamma": 0.99, "labels": cluster_labels,
                              "matrix": np.asarray(overlap.matrix)},
             "cluster_quality": _quality(train_groups, np.asarray(gd.labels_)),
+            "stability": stability,
             "selection": _finite(getattr(gd, "selection_", [])),
             "timings": timer.seconds,
             "versions": _versions(),
         }
         report = _finite(report)
-        _write_outputs(out, report, pm, A, A_test, circuits, gd)
+        _write_outputs(out, report, pm, A, A_test, circuits, by_ranking, gd)
     print(summary_table(report))
     return report
 
 
 def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: Any,
-                   circuits: Dict[str, torch.Tensor], gd: Any) -> None:
+                   circuits: Dict[str, Any], by_ranking: Dict[str, Any], gd: Any) -> None:
     """The report's data first, then ``report.json`` and ``report.html`` that describe it;
     each file whole or not at all, the old report removed before any new data is written."""
     for name in (REPORT_JSON, REPORT_HTML):
         (out / name).unlink(missing_ok=True)
     A.save(out / "attribution_train")
     A_test.save(out / "attribution_test")
-    _save_circuits(out, circuits, A.edge_names)
+    _save_circuits(out, circuits, by_ranking)
     write_text(out / REPORT_JSON, json.dumps(report, indent=1))
     _write_html(report, out, pm, A, circuits, gd)
 
 
 def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
-                circuits: Dict[str, torch.Tensor], gd: Any) -> None:
+                circuits: Dict[str, Any], gd: Any) -> None:
     from .report import circuit_figure, write_html
 
     x = A.to_numpy()
@@ -507,11 +617,10 @@ def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
         xy = np.zeros((x.shape[0], 2))
     if xy.shape[1] < 2:
         xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
-    layout = A.layout_for(pm)
     figures = {}
     for c in report["cross_faithfulness"]["labels"]:
         n = min(DRAWN_EDGES, A.n_edges)
-        fig = circuit_figure(pm, layout.to_prune_scores(circuits[f"cluster_{c}"]), n)
+        fig = circuit_figure(pm, circuits[f"cluster_{c}"], n)
         if fig is not None:
             figures[c] = fig
     extras = {"projection": {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),

@@ -55,13 +55,13 @@ def test_stability_runs_no_model_pass():
         return {"m": torch.ones(3)}
 
     class Loader:  # what run_base_algo asks of a loader, no model behind it
-        def subset(self, ids, batch_size=None):
+        def subset(self, ids, batch_size=None, device=None):
             return types.SimpleNamespace(batch_positions=[list(ids)])
 
     X, _, _ = blobs(sizes=(12, 10))
     algo = PruneAlgo(key="counting", name="counting", func=scores)
     gd = GroupedDiscovery(clusterer="kmeans", base_algo=algo, n_clusters=2,
-                          random_state=0).fit(X, model=object(), dataloader=Loader())
+                          random_state=0).fit(X, model=torch.nn.Linear(1, 1), dataloader=Loader())
     assert sorted(calls) == [10, 12]
     st = cluster_stability(gd, X, 4, random_state=0)
     assert sorted(calls) == [10, 12] and st.ari_mean == 1.0
