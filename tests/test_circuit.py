@@ -4,6 +4,7 @@ lookup and threshold rule, and an independent path search on a real tiny model's
 import numpy as np
 import pytest
 import torch
+from conftest import reachable
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.circuit import Circuit
@@ -163,18 +164,8 @@ def on_path_oracle(pm, mask):
     start = node(next(e.src for e in edges if e.src.name == "Resid Start"))
     end = node(max(edges, key=lambda e: e.dest.layer).dest)  # the logits: the last layer
 
-    def search(origin, step):
-        seen, stack = {origin}, [origin]
-        while stack:
-            u = stack.pop()
-            for v in step(u):
-                if v not in seen:
-                    seen.add(v)
-                    stack.append(v)
-        return seen
-
-    forward = search(start, lambda u: [d for s, d in chosen if s == u])
-    backward = search(end, lambda v: [s for s, d in chosen if d == v])
+    forward = reachable(start, lambda u: [d for s, d in chosen if s == u])
+    backward = reachable(end, lambda v: [s for s, d in chosen if d == v])
     return np.array([bool(mask[j]) and node(e.src) in forward and node(e.dest) in backward
                      for j, e in enumerate(edges)])
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import random_examples
+from conftest import random_examples, reachable
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.cli import main
@@ -30,18 +30,8 @@ def on_paths_by_name(names, mask):
     pairs = [(n.split("->")[0], node(n.split("->")[1])) for n in names]
     chosen = [pairs[j] for j in np.flatnonzero(mask)]
 
-    def reach(start, step):
-        seen, todo = {start}, [start]
-        while todo:
-            u = todo.pop()
-            for v in step(u):
-                if v not in seen:
-                    seen.add(v)
-                    todo.append(v)
-        return seen
-
-    fwd = reach("Resid Start", lambda u: [d for s, d in chosen if s == u])
-    back = reach("Resid End", lambda v: [s for s, d in chosen if d == v])
+    fwd = reachable("Resid Start", lambda u: [d for s, d in chosen if s == u])
+    back = reachable("Resid End", lambda v: [s for s, d in chosen if d == v])
     return np.array([bool(m) and s in fwd and d in back for m, (s, d) in zip(mask, pairs)])
 
 
