@@ -214,7 +214,8 @@ def _save_circuits(path: Path, circuits: Dict[str, Any], by_ranking: Dict[str, A
     first = next(iter(by_ranking.values()))["single"]
     for ranking, results in by_ranking.items():
         for name, r in results.items():
-            tensors[f"{name}.edges.{ranking}"] = torch.from_numpy(np.ascontiguousarray(r.edge_sets))
+            sets = np.ascontiguousarray(r.edge_sets)
+            tensors[f"{name}.edges.{ranking}"] = torch.from_numpy(sets)
     save_tensors(path / "circuits.safetensors", tensors)
     listing = {}
     for name, c in circuits.items():

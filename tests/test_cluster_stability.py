@@ -61,7 +61,8 @@ def test_stability_runs_no_model_pass():
     X, _, _ = blobs(sizes=(12, 10))
     algo = PruneAlgo(key="counting", name="counting", func=scores)
     gd = GroupedDiscovery(clusterer="kmeans", base_algo=algo, n_clusters=2,
-                          random_state=0).fit(X, model=torch.nn.Linear(1, 1), dataloader=Loader())
+                          random_state=0).fit(X, model=torch.nn.Linear(1, 1),
+                                              dataloader=Loader())
     assert sorted(calls) == [10, 12]
     st = cluster_stability(gd, X, 4, random_state=0)
     assert sorted(calls) == [10, 12] and st.ari_mean == 1.0

@@ -10,7 +10,7 @@ from auto_circuit_dcd.cli import main
 REQUIRED = {
     "model", "dataset", "method", "n_train", "n_test", "n_edges", "n_clusters", "labels",
     "groups", "edge_fractions", "single", "dcd", "k_random", "cross_faithfulness",
-    "edge_overlap", "cluster_quality", "timings", "versions",
+    "edge_overlap", "cluster_quality", "timings", "versions", "circuit_selection", "stability",
 }
 
 

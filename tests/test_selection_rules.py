@@ -94,8 +94,9 @@ def test_conventions_and_their_contradictions():
     # hand-computed: f = 0, 1.5, 1 at p = 0, 0.5, 1; |1 - f| = 1, 0.5, 0 -> 0.5; one-sided 0.25
     curve = ([0.0, 0.5, 1.0], [0.0, 1.5, 1.0])
     assert mib.cmd(curve) == pytest.approx(0.5) and make_convention().cmd(curve) == 0.25
-    for bad in (dict(mib_parity=True, ranking="abs"), dict(mib_parity=True, cmd_form="one-sided"),
-                dict(selection="top-k"), dict(ranking="median"), dict(cmd_form="both")):
+    for bad in ({"mib_parity": True, "ranking": "abs"},
+                {"mib_parity": True, "cmd_form": "one-sided"}, {"selection": "top-k"},
+                {"ranking": "median"}, {"cmd_form": "both"}):
         with pytest.raises(ValueError):
             make_convention(**bad)
 
@@ -167,7 +168,8 @@ def test_toy_job_with_acdc_builds_its_baselines_with_acdc(tmp_path, monkeypatch)
         return out
 
     algo = PRUNE_ALGO_DICT["ACDC"]
-    monkeypatch.setattr(acdc_module, "acdc_prune_scores", watched)  # still "ACDC" to the package
+    # still recognised as ACDC (one batch per loader) by the package
+    monkeypatch.setattr(acdc_module, "acdc_prune_scores", watched)
     monkeypatch.setitem(PRUNE_ALGO_DICT, "ACDC", dataclasses.replace(
         algo, func=partial(watched, *algo.func.args, **algo.func.keywords)))
     rep, saved, listing = toy_run(tmp_path / "out", "--base-algo", "ACDC",
@@ -176,8 +178,9 @@ def test_toy_job_with_acdc_builds_its_baselines_with_acdc(tmp_path, monkeypatch)
     check_connected(rep, saved, listing)
     train, k = rep["example_ids"], rep["n_clusters"]
     parts = np.array_split(np.random.RandomState(42).permutation(len(train)), k)
-    expected = {"single": sorted(train),
-                **{f"k_random_{i}": sorted(train[j] for j in part) for i, part in enumerate(parts)}}
+    expected = {"single": sorted(train)}
+    for i, part in enumerate(parts):
+        expected[f"k_random_{i}"] = sorted(train[j] for j in part)
     by_examples = {tuple(sorted(ids)): ps for ids, ps in calls}
     assert len(calls) == 2 * k + 1  # clusters, single, K-random: every circuit by ACDC
     pm = dcd.make_patchable(dcd.load_model("toy-two-task"))

@@ -251,9 +251,9 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
     parts.append(("circuit-selection", "Circuit selection and cluster stability",
                   _circuit_selection(report),
                   "Edges per circuit size as chosen by the selection rule (pruning can keep "
-                  "fewer than asked, ties more). Stability: the clusterer refitted on subsamples "
-                  "of the training rows; ARI and pairs kept together near 1 mean the same "
-                  "groups come back."))
+                  "fewer than asked, ties more). Stability: the clusterer refitted on "
+                  "subsamples of the training rows; ARI and pairs kept together near 1 mean "
+                  "the same groups come back."))
     parts.append(("timings", "Timings and versions",
                   table(["stage", "seconds"], (report.get("timings") or {}).items())
                   + table(["package", "version"], (report.get("versions") or {}).items())))
