@@ -209,6 +209,8 @@ def _save_circuits(path: Path, circuits: Dict[str, Any], by_ranking: Dict[str, A
     """``circuits.safetensors`` (each circuit's scores as ``NAME`` and the edges evaluated at
     each size as ``NAME.edges.RANKING``, bool ``[n_fractions, n_edges]``), then
     ``circuits.json`` describing it (old JSON removed first)."""
+    from .selection import rank_key
+
     (path / "circuits.json").unlink(missing_ok=True)
     tensors = {name: c.scores.float() for name, c in circuits.items()}
     first = next(iter(by_ranking.values()))["single"]
@@ -218,10 +220,10 @@ def _save_circuits(path: Path, circuits: Dict[str, Any], by_ranking: Dict[str, A
             tensors[f"{name}.edges.{ranking}"] = torch.from_numpy(sets)
     save_tensors(path / "circuits.safetensors", tensors)
     listing = {}
-    for name, c in circuits.items():
-        best = c.top(top, ranking=first.ranking)
-        order = sorted(torch.nonzero(best.mask).flatten().tolist(),
-                       key=lambda j: (-abs(float(c.scores[j])), j))[:top]
+    for name, c in circuits.items():  # its top edges by the run's ranking, best first
+        key = rank_key(c.scores, first.ranking)
+        order = sorted(np.flatnonzero(c.top(top, first.ranking).mask.numpy()).tolist(),
+                       key=lambda j: (-key[j], j))[:top]
         listing[name] = [[c.edge_names[j], float(c.scores[j])] for j in order]
     write_text(path / "circuits.json", json.dumps({
         "edge_names": list(next(iter(circuits.values())).edge_names),
