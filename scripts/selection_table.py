@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 
+#: faithfulness differences below this are not counted (the table shows 3 decimals)
+TOL = 1e-3
+
+
 def _fmt(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -55,7 +59,7 @@ def _rows(report: Dict[str, Any], sizes: List[float]) -> List[str]:
 def own_vs_single(report: Dict[str, Any]) -> Dict[str, List[float]]:
     """The sizes (below 100%, at least one edge asked) where some cluster's own circuit is
     below the single circuit on its group (``"below"``), or only level with it (``"level"``,
-    within 1e-9: often the same edges)."""
+    within 0.001, the table's resolution: empty circuits differ by float noise)."""
     fr = report["edge_fractions"]
     asked = report["circuit_selection"]["requested_edge_counts"]
     out: Dict[str, List[float]] = {"below": [], "level": []}
@@ -64,9 +68,9 @@ def own_vs_single(report: Dict[str, Any]) -> Dict[str, List[float]]:
             continue
         gaps = [(c["faithfulness_own"][j], c["single_on_group"][j])
                 for c in report["dcd"]["clusters"]]
-        if any(o is None or s is None or o < s - 1e-9 for o, s in gaps):
+        if any(o is None or s is None or o < s - TOL for o, s in gaps):
             out["below"].append(p)
-        elif any(abs(o - s) <= 1e-9 for o, s in gaps):
+        elif any(abs(o - s) <= TOL for o, s in gaps):
             out["level"].append(p)
     return out
 

@@ -82,6 +82,21 @@ def test_each_size_holds_the_rules_edges_and_auto_circuit_agrees_on_f(tiny_pm, l
             assert res.f[j] == pytest.approx(run_circuits_f(tiny_pm, loader, got), abs=1e-4)
 
 
+def test_pruning_changes_the_size_not_the_behaviour_under_resampling(tiny_pm, loader):
+    """Under resample ablation an edge off every path of the circuit carries the corrupted
+    value whether kept or patched (its source sees only corrupted inputs, or its destination
+    reaches no logit), so topn-prune has topn's f with fewer edges (float32 forwards in
+    other groupings: 1e-4)."""
+    names, _ = edge_layout(tiny_pm)
+    scores = torch.randn(len(names), generator=torch.Generator().manual_seed(3)).double()
+    grid = [0.02, 0.05, 0.1, 0.2]
+    top, pruned = (evaluate_circuits(tiny_pm, loader, {"c": scores}, grid, selection=rule)["c"]
+                   for rule in ("topn", "topn-prune"))
+    np.testing.assert_allclose(pruned.f, top.f, atol=1e-4)
+    assert (pruned.achieved_counts <= top.achieved_counts).all()
+    assert (pruned.achieved_counts < top.achieved_counts).any()  # some edges were dropped
+
+
 def test_conventions_and_their_contradictions():
     default = make_convention()
     assert (default.selection, default.cpr_ranking, default.cmd_ranking, default.cmd_form) == (
