@@ -56,7 +56,7 @@ __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer
 
 DEFAULT_MODEL = "toy-two-task"
 #: the main job's selection rule (chosen by measurement: README, "Choosing the selection rule")
-DEFAULT_SELECTION = "topn"
+DEFAULT_SELECTION = "topn-prune"
 #: edges of each cluster's circuit drawn in the report (its top edges by |score|)
 DRAWN_EDGES = 40
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
