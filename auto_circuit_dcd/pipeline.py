@@ -42,14 +42,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
-from .metrics.convention import Convention, make_convention
 from .files import folder_lock, remove_temporaries, save_tensors, write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .metrics.convention import Convention
 
 __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer",
            "summary_table"]
@@ -386,8 +388,10 @@ def _check_out(out: Path) -> None:
                           "choose another folder")
 
 
-def convention(config: RunConfig) -> Convention:
+def convention(config: RunConfig) -> "Convention":
     """How the run chooses each size's edges and computes CPR and CMD."""
+    from .metrics.convention import make_convention
+
     return make_convention(config.selection, config.ranking, config.cmd, config.mib_parity,
                            default_selection=DEFAULT_SELECTION)
 
