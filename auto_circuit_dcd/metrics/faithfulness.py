@@ -41,7 +41,7 @@ from torch import Tensor
 
 from ..circuit import Circuit, check_selection
 from ..edges import edge_layout
-from ..graph import edge_graph
+from ..graph import EdgeGraph, edge_graph
 from ..selection import check_ranking
 from ..task_metric import check_metric
 from .ablation import ABLATIONS, check_ablation
@@ -184,16 +184,18 @@ def edge_count(fraction: float, n_edges: int) -> int:
     return int(math.floor(round(fraction * n_edges, 9)))
 
 
-def as_circuit(model: Any, circuit: Any) -> Circuit:
+def as_circuit(model: Any, circuit: Any, graph: Optional[EdgeGraph] = None) -> Circuit:
     """A :class:`Circuit` over ``model``'s edges from a ``Circuit`` (checked against them),
-    auto-circuit ``PruneScores`` or an ``[n_edges]`` vector (see :func:`score_vector`)."""
+    auto-circuit ``PruneScores`` or an ``[n_edges]`` vector (see :func:`score_vector`);
+    ``graph``: ``edge_graph(model)`` if already built."""
     names, layout = edge_layout(model)
     if isinstance(circuit, Circuit):
         if circuit.edge_names != tuple(names):
             raise ValueError("the circuit's edge names are not this model's edges (a circuit "
                              "of another model?)")
         return circuit
-    return Circuit(score_vector(model, circuit), names, layout, graph=edge_graph(model))
+    return Circuit(score_vector(model, circuit), names, layout,
+                   graph=graph if graph is not None else edge_graph(model))
 
 
 # ----------------------------------------------------------------------------- backends
@@ -308,7 +310,8 @@ def evaluate_circuits(
     n_edges = layout.n_edges
     requested = np.array([edge_count(float(p), n_edges) for p in fractions], dtype=np.int64)
     labels = list(circuits)
-    chosen = {lab: as_circuit(model, circuits[lab]) for lab in labels}
+    graph = None if all(isinstance(c, Circuit) for c in circuits.values()) else edge_graph(model)
+    chosen = {lab: as_circuit(model, circuits[lab], graph) for lab in labels}
     # one "edge in circuit" row per (label, fraction), label-major
     in_circuit = torch.stack([chosen[lab].select(selection, int(c), ranking).mask
                               for lab in labels for c in requested])
