@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mib-parity", action="store_true",
                    help="MIB's convention: signed ranking for CPR, |score| for CMD, "
                         "two-sided CMD, topn-prune unless --selection is given")
-    r.add_argument("--stability-resamples", type=int, default=5,
+    r.add_argument("--stability-resamples", type=int, default=3,
                    help="subsamples of the train rows the clusterer is refitted on to measure "
                         "cluster stability (0: skip)")
     r.add_argument("--nan-tolerance", type=float, default=0.01,

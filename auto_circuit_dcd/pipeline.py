@@ -110,7 +110,7 @@ class RunConfig:
     cmd: Optional[str] = None
     mib_parity: bool = False
     # subsamples of the train rows the clusterer is refitted on (0: no stability figures)
-    stability_resamples: int = 5
+    stability_resamples: int = 3
 
 
 class _Timer:
