@@ -161,7 +161,8 @@ def test_a_dropped_test_row_is_reported_and_the_rest_evaluated(tmp_path, monkeyp
     kept = [f"p-{i}" for i in (18, 19, 20, 22, 23)]
     single = saved_circuits(tmp_path / "out")["single"]
     f = dcd.faithfulness(tiny_pm, loader_of(prompts, kept), single,
-                         edge_fractions=rep["edge_fractions"]).f
+                         edge_fractions=rep["edge_fractions"],
+                         selection=rep["circuit_selection"]["rule"]).f
     np.testing.assert_allclose(rep["single"]["faithfulness"], f, atol=1e-5)
     assert all(math.isfinite(v) for v in rep["dcd"]["faithfulness_routed"])
 
