@@ -31,6 +31,10 @@ _EXPORTS: Dict[str, str] = {
     "cluster_means_in_chunks": "auto_circuit_dcd.streaming",
     # circuits and their selection rules
     "Circuit": "auto_circuit_dcd.circuit",
+    "SELECTIONS": "auto_circuit_dcd.circuit",
+    "Convention": "auto_circuit_dcd.metrics.convention",
+    "MIB_PARITY": "auto_circuit_dcd.metrics.convention",
+    "make_convention": "auto_circuit_dcd.metrics.convention",
     "EdgeGraph": "auto_circuit_dcd.graph",
     # grouped discovery and its baselines
     "GroupedDiscovery": "auto_circuit_dcd.cluster",

@@ -9,12 +9,16 @@ circuit whose edges are a subset of this one's, so rules chain
 
 - ``top(count, ranking)``: the ``count`` best edges by ``|score|`` or signed score, edges
   tied with the last one kept (auto-circuit's ``prune_scores_threshold`` rule, as
-  ``metrics.faithfulness.circuit_mask`` applies it; see :mod:`.selection`);
+  ``run_circuits`` applies it; see :mod:`.selection`);
 - ``mass(gamma)``: the smallest edge set holding ``gamma`` of the total ``|score|``;
 - ``pruned()``: only the edges on an input-to-logits path of the circuit's edges (EAP-IG's
   ``prune``, iterated to its fixed point);
 - ``greedy(count, ranking)``: grown from the logits through the best-scoring parent edges
   (EAP-IG's ``apply_greedy``), then pruned.
+
+:data:`SELECTIONS` names the rules that make a circuit of a given size (``"topn"``,
+``"topn-prune"``, ``"greedy"``); :meth:`Circuit.select` applies one, and the evaluation and
+the main job choose edge sets through it.
 
 ``top(n).pruned()`` is EAP-IG's ``apply_topn(n, absolute, prune=True)``, the rule of the
 method's release and of MIB's circuit track, up to ties (EAP-IG takes exactly ``n`` edges
@@ -28,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -44,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .matrix import AttributionMatrix
 
-__all__ = ["Circuit"]
+__all__ = ["Circuit", "SELECTIONS", "check_selection"]
 
 TENSORS_FILE = "circuit.safetensors"
 META_FILE = "circuit.json"
@@ -154,6 +158,11 @@ class Circuit:
                                                int(count), candidates=self.mask.numpy()))
         return grown.pruned() if prune else grown
 
+    def select(self, rule: str, count: int, ranking: str = "abs") -> "Circuit":
+        """The circuit of about ``count`` edges that selection ``rule`` (a key of
+        :data:`SELECTIONS`) makes from this one, edges ranked by ``ranking``."""
+        return SELECTIONS[check_selection(rule)](self, int(count), ranking)
+
     # ------------------------------------------------------------ auto-circuit
     def to_prune_scores(self, device: Any = None,
                         dtype: torch.dtype = torch.float32) -> Dict[str, Tensor]:
@@ -197,6 +206,24 @@ class Circuit:
         return cls(tensors["scores"], meta["edge_names"], EdgeLayout.from_json(meta["layout"]),
                    graph=EdgeGraph.from_json(meta["graph"]), mask=tensors["mask"],
                    meta=meta.get("meta", {}))
+
+
+#: selection rule -> ``f(circuit, count, ranking)``, the circuit of about ``count`` edges:
+#: ``"topn"`` the top ``count`` edges (ties kept); ``"topn-prune"`` those of them on an
+#: input-to-logits path (EAP-IG's ``apply_topn(prune=True)``; can hold fewer than
+#: ``count``); ``"greedy"`` ``count`` edges grown from the logits, then pruned.
+SELECTIONS: Dict[str, Callable[[Circuit, int, str], Circuit]] = {
+    "topn": lambda c, n, ranking: c.top(n, ranking),
+    "topn-prune": lambda c, n, ranking: c.top(n, ranking).pruned(),
+    "greedy": lambda c, n, ranking: c.greedy(n, ranking),
+}
+
+
+def check_selection(rule: str) -> str:
+    """``rule`` if it names a selection rule, else a ``ValueError`` listing them."""
+    if rule not in SELECTIONS:
+        raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {rule!r}")
+    return rule
 
 
 def _cpu_copy(values: Any) -> Tensor:

@@ -70,8 +70,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if getattr(kind, "__origin__", None) is Union and len(args) == 1:  # Optional[X]
             kind = args[0]
         choices = f.metadata.get("choices")
-        parser.add_argument("--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()),
-                            dest=f.name, default=f.default,
+        names = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
+        if kind is bool:  # a flag: off by default
+            parser.add_argument(*names, dest=f.name, action="store_true",
+                                help=f.metadata.get("help", ""))
+            continue
+        parser.add_argument(*names, dest=f.name, default=f.default,
                             type=_PARSERS[kind], help=f.metadata.get("help", ""),
                             choices=choices if f.metadata.get("strict") else None,
                             metavar="{" + ",".join(choices) + "}" if choices else None)

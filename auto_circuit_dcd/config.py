@@ -94,3 +94,17 @@ class RunConfig:
     # share of examples whose attribution row may be non-finite (dropped, and reported)
     nan_tolerance: float = _opt(0.01, "largest share of examples with non-finite attribution "
                                 "rows that is dropped (and reported); above it the run stops")
+    # how each size's edges are chosen (None: DEFAULT_SELECTION, also under MIB parity)
+    selection: Optional[str] = _opt(None, "how each size's edges are chosen: top edges (topn), "
+                                    "those of them on an input-to-logits path (topn-prune), "
+                                    "or grown from the logits (greedy); topn-prune when not "
+                                    "given (README: \"Choosing the selection rule\")",
+                                    ("topn", "topn-prune", "greedy"))
+    ranking: Optional[str] = _opt(None, "edges ranked by |score| (abs, when not given) or by "
+                                  "signed score", ("abs", "signed"))
+    cmd: Optional[str] = _opt(None, "CMD integrates max(0, 1 - f) (one-sided, when not given) "
+                              "or |1 - f| (two-sided, MIB's)", ("one-sided", "two-sided"))
+    mib_parity: bool = _opt(False, "MIB's convention: signed ranking for CPR, |score| for CMD, "
+                            "two-sided CMD, topn-prune unless --selection is given")
+    stability_resamples: int = _opt(3, "subsamples of the train rows the clusterer is refitted "
+                                    "on to measure cluster stability (0: skip)")

@@ -10,9 +10,9 @@
    importance-score form that MIB's ``run_evaluation.py --circuit-files`` reads and cuts at
    its own sizes;
 3. for every size ``p`` writes ``mib/<circuit>/edges-<100p>pct.json``: the edges the run
-   evaluated at ``p`` (the top ``floor(p * n_edges)`` by ``|score|``, edges tied with the
-   last kept: :meth:`Circuit.top`) as ``in_graph`` flags, the binary form of MIB's
-   multiple-circuit submissions;
+   evaluated at ``p`` (saved by the run as ``NAME.edges.RANKING``: its selection rule and,
+   under a convention with two rankings, the first, the one its curves and CPR use) as
+   ``in_graph`` flags, the binary form of MIB's multiple-circuit submissions;
 4. writes ``mib/index.json`` last: each file with its circuit, size and edge count.
 
 The old ``mib/`` folder is removed first and every file is written whole or not at all.
@@ -85,15 +85,26 @@ def run_circuits(run_dir: str | Path) -> Dict[str, Any]:
                                "job again") from err
     layout = EdgeLayout.from_json(listing["layout"])
     names = listing["edge_names"]
-    return {"graph_config": listing["graph_config"],
-            "circuits": {name: Circuit(vec, names, layout, meta={"label": name})
-                         for name, vec in vectors.items()}}
+    sets = listing.get("edge_sets")
+    if sets is None:
+        raise RunFolderError(f"{run_dir / 'circuits.json'} lists no evaluated edge sets "
+                             "(written by an older version): run the job again")
+    ranking = sets["rankings"][0]
+    circuits = {name: Circuit(vec, names, layout, meta={"label": name})
+                for name, vec in vectors.items() if ".edges." not in name}
+    missing = [n for n in circuits if f"{n}.edges.{ranking}" not in vectors]
+    if missing:
+        raise DamagedFileError(f"{run_dir}: the evaluated edges of {missing} are missing from "
+                               "the circuit scores file: run the job again")
+    return {"graph_config": listing["graph_config"], "circuits": circuits,
+            "fractions": [float(f) for f in sets["fractions"]],
+            "edge_sets": {n: vectors[f"{n}.edges.{ranking}"].bool() for n in circuits},
+            "selection": f"{sets['selection']} ({ranking} ranking), as evaluated by the run"}
 
 
 def export_mib(run_dir: str | Path) -> MibExport:
     """Write ``run_dir/mib/`` (see the module docstring); returns what was written."""
     from .files import folder_lock, write_text
-    from .metrics.faithfulness import edge_count
     from .mib import to_eap_ig_graph
 
     run_dir = Path(run_dir)
@@ -105,7 +116,7 @@ def export_mib(run_dir: str | Path) -> MibExport:
         report = _read_json(run_dir / "report.json", "report.json")
         saved = run_circuits(run_dir)
         cfg, circuits = saved["graph_config"], saved["circuits"]
-        fractions = [float(f) for f in report["edge_fractions"]]
+        fractions = saved["fractions"]
         folder = run_dir / MIB_FOLDER
         shutil.rmtree(folder, ignore_errors=True)
         for name, circuit in circuits.items():
@@ -114,17 +125,17 @@ def export_mib(run_dir: str | Path) -> MibExport:
                 to_eap_ig_graph(circuit.edge_names, scores, circuit.mask.numpy(), cfg)))
             files.append({"circuit": name, "file": f"{name}/{IMPORTANCES_FILE}",
                           "edge_fraction": None, "n_edges": circuit.size})
-            for p in fractions:
-                chosen = circuit.top(edge_count(p, circuit.n_edges))
+            for j, p in enumerate(fractions):
+                chosen = saved["edge_sets"][name][j].numpy()
                 file = f"{name}/{size_file_name(p)}"
                 write_text(folder / file, json.dumps(
-                    to_eap_ig_graph(circuit.edge_names, scores, chosen.mask.numpy(), cfg)))
+                    to_eap_ig_graph(circuit.edge_names, scores, chosen, cfg)))
                 files.append({"circuit": name, "file": file, "edge_fraction": p,
-                              "n_edges": chosen.size})
+                              "n_edges": int(chosen.sum())})
         write_text(folder / INDEX_FILE, json.dumps({
             "format": "EAP-IG graph JSON (eap.graph.Graph.from_json)",
             "model": report.get("model"), "graph_config": cfg,
             "n_edges": next(iter(circuits.values())).n_edges if circuits else 0,
-            "selection": "top floor(p * n_edges) edges by |score|, ties kept (as evaluated)",
+            "selection": saved["selection"],
             "files": files}, indent=1))
     return MibExport(folder=folder, files=files)

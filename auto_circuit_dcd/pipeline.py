@@ -14,14 +14,21 @@
    on their own attribution rows (so routing needs each test example's answers and
    corrupted prompt); HDBSCAN noise (``-1``) is counted, and routed faithfulness is
    given both with noise left out and with it sent to the largest cluster's circuit;
-4. circuits: the single baseline (all train rows), one per cluster, K-random (same k);
-5. evaluate every circuit once on the whole test split at every edge fraction
-   (per-example metric values), then aggregate without more model passes: single,
-   DCD oracle and routed, K-random, each cluster's own circuit vs the single circuit on
-   its routed test group, cross-faithfulness at ``p`` and edge overlap;
-6. write the attribution matrices and the circuits (``circuits.safetensors`` +
-   ``circuits.json`` with edge names and top edges), then ``report.json`` and
-   ``report.html``: each file whole or not at all, data before what describes it.
+   cluster stability: the clusterer refitted on subsamples of the train rows
+   (:func:`~auto_circuit_dcd.cluster.cluster_stability`; clustering only);
+4. circuits (:class:`~auto_circuit_dcd.circuit.Circuit`), all by the same base algorithm:
+   the single baseline (all train examples), one per cluster, K-random (same k);
+5. evaluate every circuit once on the whole test split at every edge fraction, each
+   size's edges chosen by the selection rule and ranking of the run's convention
+   (:func:`~auto_circuit_dcd.metrics.convention.make_convention`; a second ranking is
+   evaluated when CMD ranks differently, as under MIB parity), then aggregate without
+   more model passes: single, DCD oracle and routed, K-random, each cluster's own
+   circuit vs the single circuit on its routed test group, cross-faithfulness at ``p``
+   and edge overlap;
+6. write the attribution matrices and the circuits (``circuits.safetensors``: scores and
+   the edge sets evaluated; ``circuits.json`` with edge names and top edges), then
+   ``report.json`` and ``report.html``: each file whole or not at all, data before what
+   describes it.
 
 Under torchrun or srun (:mod:`auto_circuit_dcd.distributed`) every worker loads the model
 and the data and does its share of steps 2 and 5; steps 3, 4 and 6 run on rank 0, which
@@ -41,7 +48,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -50,9 +57,14 @@ from .config import DEFAULT_MODEL, RunConfig
 from .errors import ConfigError
 from .files import folder_lock, remove_temporaries, save_tensors, write_text
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .metrics.convention import Convention
+
 __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer",
            "summary_table"]
 
+#: the main job's selection rule (chosen by measurement: README, "Choosing the selection rule")
+DEFAULT_SELECTION = "topn-prune"
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 #: version of report.json's keys; rises when a key changes meaning or goes away
 REPORT_SCHEMA_VERSION = 1
@@ -144,11 +156,15 @@ def _versions() -> Dict[str, str]:
     return out
 
 
-def _curve_stats(f: np.ndarray, fractions: np.ndarray) -> Dict[str, Any]:
-    from .metrics import cmd, cpr
-
-    curve = (fractions, f)
-    return {"faithfulness": f, "cpr": cpr(curve), "cmd": cmd(curve)}
+def _curve_stats(f: np.ndarray, f_cmd: np.ndarray, fractions: np.ndarray,
+                 conv: Convention) -> Dict[str, Any]:
+    """The curve ``f`` (ranked for CPR), its CPR, and CMD of ``f_cmd`` (ranked for CMD; in
+    the report as ``faithfulness_cmd`` when it is another curve)."""
+    out = {"faithfulness": f, "cpr": conv.cpr((fractions, f)),
+           "cmd": conv.cmd((fractions, f_cmd))}
+    if f_cmd is not f:
+        out["faithfulness_cmd"] = f_cmd
+    return out
 
 
 def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
@@ -159,25 +175,98 @@ def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
     return ratio_of_means(result.mu_circuit[rows], result.mu_full[rows], result.mu_empty[rows])
 
 
-def _save_circuits(path: Path, circuits: Dict[str, torch.Tensor], edge_names: List[str],
+def _save_circuits(path: Path, circuits: Dict[str, Any], by_ranking: Dict[str, Any],
                    layout: Any, graph_cfg: Dict[str, Any], top: int = 50) -> None:
-    """``circuits.safetensors``, then ``circuits.json`` describing it (old JSON removed first):
-    edge names, the edge layout and the model's EAP-IG graph config (what ``export-mib``
-    needs without the model), and each circuit's top edges."""
+    """``circuits.safetensors`` (each circuit's scores as ``NAME`` and the edges evaluated at
+    each size as ``NAME.edges.RANKING``, bool ``[n_fractions, n_edges]``), then
+    ``circuits.json`` describing it (old JSON removed first): edge names, the edge layout
+    and the model's EAP-IG graph config (what ``export-mib`` needs without the model), and
+    each circuit's top edges."""
+    from .selection import rank_key
+
     (path / "circuits.json").unlink(missing_ok=True)
-    save_tensors(path / "circuits.safetensors",
-                 {k: v.contiguous().float() for k, v in circuits.items()})
+    tensors = {name: c.scores.float() for name, c in circuits.items()}
+    first = next(iter(by_ranking.values()))["single"]
+    for ranking, results in by_ranking.items():
+        for name, r in results.items():
+            sets = np.ascontiguousarray(r.edge_sets)
+            tensors[f"{name}.edges.{ranking}"] = torch.from_numpy(sets)
+    save_tensors(path / "circuits.safetensors", tensors)
     listing = {}
-    for name, vec in circuits.items():
-        order = vec.abs().argsort(descending=True)[:top].tolist()
-        listing[name] = [[edge_names[j], float(vec[j])] for j in order]
+    for name, c in circuits.items():  # its top edges by the run's ranking, best first
+        key = rank_key(c.scores, first.ranking)
+        order = sorted(np.flatnonzero(c.top(top, first.ranking).mask.numpy()).tolist(),
+                       key=lambda j: (-key[j], j))[:top]
+        listing[name] = [[c.edge_names[j], float(c.scores[j])] for j in order]
     write_text(path / "circuits.json", json.dumps({
-        "edge_names": edge_names,
+        "edge_names": list(next(iter(circuits.values())).edge_names),
         "layout": layout.to_json(),
         "graph_config": graph_cfg,
         "scores_file": "circuits.safetensors",
+        "edge_sets": {"key": "NAME.edges.RANKING", "fractions": first.fractions.tolist(),
+                      "selection": first.selection, "rankings": list(by_ranking)},
         "top_edges": listing,
     }))
+
+
+def _build_circuits(config: RunConfig, pm: Any, A: Any, train: Any, gd: Any,
+                    cluster_labels: List[int], k: int) -> Dict[str, Any]:
+    """The single baseline, one circuit per cluster and K-random, as ``Circuit`` objects;
+    the baselines built by the clusters' base algorithm."""
+    from .circuit import Circuit
+    from .cluster import k_random_circuits, single_circuit
+    from .graph import edge_graph
+
+    layout, graph = A.layout_for(pm), edge_graph(pm)
+    algo = dict(base_algo=config.base_algo, dataloader=train)
+
+    def circuit(name: str, ps: Any) -> Circuit:
+        return Circuit(layout.from_prune_scores(ps), A.edge_names, layout, graph=graph,
+                       meta={"label": name, "base_algo": str(config.base_algo)})
+
+    out = {"single": circuit("single", single_circuit(A, pm, **algo)[0])}
+    for c in cluster_labels:
+        out[f"cluster_{c}"] = circuit(f"cluster_{c}", gd.circuits_[c])
+    if k > 1:
+        for c, ps in k_random_circuits(A, k, random_state=config.seed, model=pm, **algo).items():
+            out[f"k_random_{c}"] = circuit(f"k_random_{c}", ps)
+    return out
+
+
+def _routed_curves(results: Dict[str, Any], cluster_labels: List[int], route: np.ndarray,
+                   largest: int) -> Tuple[Any, Any]:
+    """DCD's oracle and routed curves (noise to ``largest``), and routed without noise."""
+    from .metrics import combine_circuits
+
+    per = {c: results[f"cluster_{c}"] for c in cluster_labels}
+    return (combine_circuits(per, routing=route.tolist(), fallback=largest),
+            combine_circuits(per, routing=route.tolist(), exclude=(-1,)))
+
+
+def _selection_report(conv: Convention, by_ranking: Dict[str, Any],
+                      base_algo: Any) -> Dict[str, Any]:
+    """The report's ``circuit_selection``: the convention, and the edges achieved per size
+    and ranking (a rule can keep fewer edges than asked: pruning, or more: ties)."""
+    first = next(iter(by_ranking.values()))["single"]
+    return {**conv.to_dict(), "base_algo": str(base_algo),
+            "requested_edge_counts": first.requested_counts,
+            "achieved_edge_counts": {rank: {name: r.achieved_counts for name, r in res.items()}
+                                     for rank, res in by_ranking.items()},
+            "note": (f"each size's edges: {conv.selection} of the circuit's scores ranked by "
+                     f"{conv.cpr_ranking} for the curves and CPR, by {conv.cmd_ranking} for "
+                     f"CMD ({conv.cmd_form})")}
+
+
+def _stability(gd: Any, A: Any, config: RunConfig, progress: bool) -> Optional[Dict[str, Any]]:
+    """Cluster stability on subsamples of the train rows, refitting the clusterer the fit
+    chose (None when switched off); its wall time is ``timings["stability"]``."""
+    from .cluster import cluster_stability
+
+    if not config.stability_resamples:
+        return None
+    st = cluster_stability(gd, A, n_resamples=config.stability_resamples,
+                           random_state=config.seed, progress=progress, clusterer="chosen")
+    return {**st.to_dict(), "clusterer": gd.method_}
 
 
 def check_config(config: RunConfig) -> None:
@@ -205,6 +294,13 @@ def check_config(config: RunConfig) -> None:
          f"must lie strictly between 0 and 1, got {config.test_fraction}")
     need(0.0 <= config.nan_tolerance <= 1.0, "--nan-tolerance",
          f"is a share of examples in [0, 1], got {config.nan_tolerance}")
+    need(isinstance(config.stability_resamples, int) and config.stability_resamples >= 0,
+         "--stability-resamples", "must be a whole number of at least 0 (0: none), got "
+         f"{config.stability_resamples!r}")
+    try:
+        convention(config)
+    except ValueError as err:
+        raise ConfigError(f"--selection/--ranking/--cmd/--mib-parity: {err}") from None
     need(config.method in METHODS, "--method", f"must be one of {sorted(METHODS)}, got "
          f"{config.method!r}")
     grid = edge_fractions(config)
@@ -263,6 +359,14 @@ def _check_out(out: Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: cannot write into {existing} (permission denied); "
                           "choose another folder")
+
+
+def convention(config: RunConfig) -> "Convention":
+    """How the run chooses each size's edges and computes CPR and CMD."""
+    from .metrics.convention import make_convention
+
+    return make_convention(config.selection, config.ranking, config.cmd, config.mib_parity,
+                           default_selection=DEFAULT_SELECTION)
 
 
 def edge_fractions(config: RunConfig) -> List[float]:
@@ -330,7 +434,6 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     """
     check_config(config)
     from . import attribute
-    from .cluster import k_random_circuits, single_circuit
     from .data import load_examples, make_loader, split_examples
     from .devices import resolve_device
     from .distributed import Handoff, from_main, is_main, process_group, world_size, worker_device
@@ -376,41 +479,41 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             gd = _discovery(config)
             gd.fit(A, model=pm, dataloader=train)
             routed = np.asarray(gd.predict(A_test))
+        with timer.stage("stability", f"measuring cluster stability "
+                         f"({config.stability_resamples} refits of the clusterer)"):
+            stability = _stability(gd, A, config, progress)
         k = int(gd.n_clusters_)
         cluster_labels = sorted(int(c) for c in gd.circuits_)
+        conv = convention(config)
         with timer.stage("circuits", "building the single, per-cluster and K-random "
                                      "circuits"):
-            layout = A.layout_for(pm)
-            vec = lambda ps: layout.from_prune_scores(ps)  # noqa: E731
-            circuits: Dict[str, torch.Tensor] = {"single": vec(single_circuit(A)[0])}
-            for c in cluster_labels:
-                circuits[f"cluster_{c}"] = vec(gd.circuits_[c])
-            krand = k_random_circuits(A, k, random_state=config.seed) if k > 1 else {}
-            for c, ps in krand.items():
-                circuits[f"k_random_{c}"] = vec(ps)
+            circuits = _build_circuits(config, pm, A, train, gd, cluster_labels, k)
         handoff.send(circuits)
         with timer.stage("evaluation", f"evaluating {len(circuits)} circuits at "
                          f"{len(fractions)} sizes on {A_test.n_examples} test examples"):
-            results = _evaluate(config, pm, test, circuits, fractions, progress)
+            by_ranking = _evaluate(config, pm, test, circuits, fractions, progress)
+        results, cmd_results = by_ranking[conv.cpr_ranking], by_ranking[conv.cmd_ranking]
         frac = np.asarray(fractions)
         test_ids = results["single"].example_ids
         pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
         route = np.array([routed[pos_of[i]] for i in test_ids], dtype=int)
         largest = cluster_labels[0]
-        dcd_res = {c: results[f"cluster_{c}"] for c in cluster_labels}
-        dcd = combine_circuits(dcd_res, routing=route.tolist(), fallback=largest)
-        dcd_known = combine_circuits(dcd_res, routing=route.tolist(), exclude=(-1,))
-        kr_labels = [f"k_random_{c}" for c in krand]
+        dcd, dcd_known = _routed_curves(results, cluster_labels, route, largest)
+        dcd_cmd, dcd_known_cmd = ((dcd, dcd_known) if cmd_results is results else
+                                  _routed_curves(cmd_results, cluster_labels, route, largest))
+        kr_labels = [name for name in circuits if name.startswith("k_random_")]
         k_random: Dict[str, Any] = {"faithfulness_oracle": None, "faithfulness_routed": None,
                                     "cpr": {"oracle": None, "routed": None},
                                     "cmd": {"oracle": None, "routed": None}}
         if kr_labels:
             rng = np.random.default_rng(config.seed)
             kr_route = rng.permutation(np.arange(len(test_ids)) % len(kr_labels))
-            kr = combine_circuits({lab: results[lab] for lab in kr_labels},
-                                  routing=[kr_labels[i] for i in kr_route])
-            kr_stats = {"oracle": _curve_stats(kr.oracle_f, frac),
-                        "routed": _curve_stats(kr.routed_f, frac)}
+            kr_routing = [kr_labels[i] for i in kr_route]
+            kr = combine_circuits({lab: results[lab] for lab in kr_labels}, routing=kr_routing)
+            kr_cmd = kr if cmd_results is results else combine_circuits(
+                {lab: cmd_results[lab] for lab in kr_labels}, routing=kr_routing)
+            kr_stats = {"oracle": _curve_stats(kr.oracle_f, kr_cmd.oracle_f, frac, conv),
+                        "routed": _curve_stats(kr.routed_f, kr_cmd.routed_f, frac, conv)}
             k_random = {"faithfulness_oracle": kr.oracle_f, "faithfulness_routed": kr.routed_f,
                         "cpr": {name: st["cpr"] for name, st in kr_stats.items()},
                         "cmd": {name: st["cmd"] for name, st in kr_stats.items()}}
@@ -432,14 +535,15 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             clusters.append({"label": c, "size": int(members.size), "n_test": int(rows.size),
                              "composition": comp, "faithfulness_own": own,
                              "single_on_group": _subset_f(single, rows),
-                             "cpr_own": _curve_stats(own, frac)["cpr"]})
+                             "cpr_own": conv.cpr((frac, own))})
         cross = np.array([[_subset_f(results[f"cluster_{i}"], np.flatnonzero(route == j))[p_idx]
                            for j in cluster_labels] for i in cluster_labels])
         overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels})
 
-        dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, frac),
-                     "routed": _curve_stats(dcd.routed_f, frac),
-                     "routed_excluding_noise": _curve_stats(dcd_known.routed_f, frac)}
+        dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, dcd_cmd.oracle_f, frac, conv),
+                     "routed": _curve_stats(dcd.routed_f, dcd_cmd.routed_f, frac, conv),
+                     "routed_excluding_noise": _curve_stats(
+                         dcd_known.routed_f, dcd_known_cmd.routed_f, frac, conv)}
         report = {
             "schema_version": REPORT_SCHEMA_VERSION,
             "model": config.model,
@@ -467,7 +571,8 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             },
             "edge_fractions": fractions,
             "achieved_edge_counts": {name: r.achieved_counts for name, r in results.items()},
-            "single": _curve_stats(single.f, frac),
+            "circuit_selection": _selection_report(conv, by_ranking, config.base_algo),
+            "single": _curve_stats(single.f, cmd_results["single"].f, frac, conv),
             "dcd": {
                 "faithfulness_oracle": dcd.oracle_f,
                 "faithfulness_routed": dcd.routed_f,
@@ -484,6 +589,7 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             "edge_overlap": {"gamma": 0.99, "labels": cluster_labels,
                              "matrix": np.asarray(overlap.matrix)},
             "cluster_quality": _quality(train_groups, np.asarray(gd.labels_)),
+            "stability": stability,
             "selection": _finite(getattr(gd, "selection_", [])),
             "world_size": world_size(),
             "timings": timer.seconds,
@@ -491,20 +597,24 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
         }
         report = _finite(report)
         timer.say(f"writing {out}")
-        _write_outputs(out, report, pm, A, A_test, circuits, gd)
+        _write_outputs(out, report, pm, A, A_test, circuits, by_ranking, gd)
         handoff.send(report, last=True)
     print(summary_table(report))
     print(f"report: {(Path(config.out) / REPORT_HTML).resolve()}")
     return report
 
 
-def _evaluate(config: RunConfig, pm: Any, test: Any, circuits: Dict[str, torch.Tensor],
-              fractions: List[float], progress: bool) -> Dict[str, Any]:
-    """Every circuit on the test split (split by batch over the ranks of a process group)."""
+def _evaluate(config: RunConfig, pm: Any, test: Any, circuits: Dict[str, Any],
+              fractions: List[float], progress: bool) -> Dict[str, Dict[str, Any]]:
+    """Every circuit on the test split under each ranking of the run's convention
+    (``{ranking: {name: FaithfulnessResult}}``), split by batch over the ranks of a
+    process group."""
     from .metrics import evaluate_circuits
 
-    return evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
-                             progress=progress)
+    conv = convention(config)
+    return {r: evaluate_circuits(pm, test, circuits, fractions, metric=config.metric,
+                                 progress=progress, selection=conv.selection, ranking=r)
+            for r in conv.rankings()}
 
 
 def _follow(handoff: Any, config: RunConfig, pm: Any, test: Any,
@@ -516,7 +626,7 @@ def _follow(handoff: Any, config: RunConfig, pm: Any, test: Any,
 
 
 def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: Any,
-                   circuits: Dict[str, torch.Tensor], gd: Any) -> None:
+                   circuits: Dict[str, Any], by_ranking: Dict[str, Any], gd: Any) -> None:
     """The report's data first, then ``report.json`` and ``report.html`` that describe it;
     each file whole or not at all, the old report removed before any new data is written."""
     for name in (REPORT_JSON, REPORT_HTML):
@@ -525,17 +635,16 @@ def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: A
     A_test.save(out / "attribution_test")
     from .mib import graph_config
 
-    _save_circuits(out, circuits, A.edge_names, A.layout_for(pm),
+    _save_circuits(out, circuits, by_ranking, A.layout_for(pm),
                    graph_config(pm.wrapped_model.cfg))
     write_text(out / REPORT_JSON, json.dumps(report, indent=1))
     _write_html(report, out, pm, A, circuits, gd)
 
 
 def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
-                circuits: Dict[str, torch.Tensor], gd: Any) -> None:
+                circuits: Dict[str, Any], gd: Any) -> None:
     """The page; each cluster's circuit drawn at ``--draw-fraction`` (default ``--p-cross``,
     the size of the page's per-cluster numbers), the drawn edge count in its caption."""
-    from .circuit import Circuit
     from .metrics.faithfulness import edge_count
     from .report import circuit_figure, write_html
     from .report.figures import MAX_DRAWN_EDGES, projection
@@ -546,10 +655,9 @@ def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
     why = ("the size of the cross-faithfulness matrix and the per-cluster table"
            if math.isclose(p_draw, p_cross) else
            f"--draw-fraction; the per-cluster numbers are at {100 * p_cross:.3g}%")
-    layout = A.layout_for(pm)
     figures, captions = {}, {}
     for c in report["cross_faithfulness"]["labels"]:
-        circuit = Circuit(circuits[f"cluster_{c}"], A.edge_names, layout)
+        circuit = circuits[f"cluster_{c}"]
         drawn = circuit.top(count).size
         captions[c] = (f"top {drawn} of {A.n_edges} edges by |score| "
                        f"({100 * p_draw:.3g}% of all edges: {why})")

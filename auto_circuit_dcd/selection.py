@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-__all__ = ["RANKINGS", "rank_key", "top_mask", "mass_mask"]
+__all__ = ["RANKINGS", "check_ranking", "rank_key", "top_mask", "mass_mask"]
 
 #: ranking name -> the key edges are sorted by (largest first)
 RANKINGS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -48,13 +48,16 @@ def _array(scores: Any) -> np.ndarray:
     return arr
 
 
+def check_ranking(ranking: str) -> str:
+    """``ranking`` if it is a key of :data:`RANKINGS`, else a ``ValueError`` listing them."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {sorted(RANKINGS)}, got {ranking!r}")
+    return ranking
+
+
 def rank_key(scores: Any, ranking: str = "abs") -> np.ndarray:
     """The sort key of ``ranking`` (a key of :data:`RANKINGS`) applied to ``scores``."""
-    try:
-        fn = RANKINGS[ranking]
-    except KeyError:
-        raise ValueError(f"ranking must be one of {sorted(RANKINGS)}, got {ranking!r}") from None
-    return fn(_array(scores))
+    return RANKINGS[check_ranking(ranking)](_array(scores))
 
 
 def top_mask(scores: Any, count: int, ranking: str = "abs",

@@ -29,6 +29,18 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+def reachable(start, step):
+    """Nodes reached from ``start`` by depth-first search, ``step(u)`` giving u's neighbours."""
+    seen, todo = {start}, [start]
+    while todo:
+        u = todo.pop()
+        for v in step(u):
+            if v not in seen:
+                seen.add(v)
+                todo.append(v)
+    return seen
+
+
 def random_examples(n: int, lengths=(6, 7), d_vocab: int = 50, seed: int = 0,
                     n_wrong: int = 2, groups=None):
     """``n`` random prompt pairs (token ids) for the tiny random models.

@@ -4,12 +4,12 @@ lookup and threshold rule, and an independent path search on a real tiny model's
 import numpy as np
 import pytest
 import torch
+from conftest import reachable
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.circuit import Circuit
 from auto_circuit_dcd.edges import EdgeLayout, edge_layout, sorted_edges
 from auto_circuit_dcd.graph import EdgeGraph, edge_graph
-from auto_circuit_dcd.metrics.faithfulness import circuit_mask, score_vector
 from auto_circuit_dcd.selection import mass_mask, top_mask
 
 # A hand-built graph shaped like auto-circuit's: input, one head (Q and K inputs), one MLP,
@@ -164,18 +164,8 @@ def on_path_oracle(pm, mask):
     start = node(next(e.src for e in edges if e.src.name == "Resid Start"))
     end = node(max(edges, key=lambda e: e.dest.layer).dest)  # the logits: the last layer
 
-    def search(origin, step):
-        seen, stack = {origin}, [origin]
-        while stack:
-            u = stack.pop()
-            for v in step(u):
-                if v not in seen:
-                    seen.add(v)
-                    stack.append(v)
-        return seen
-
-    forward = search(start, lambda u: [d for s, d in chosen if s == u])
-    backward = search(end, lambda v: [s for s, d in chosen if d == v])
+    forward = reachable(start, lambda u: [d for s, d in chosen if s == u])
+    backward = reachable(end, lambda v: [s for s, d in chosen if d == v])
     return np.array([bool(mask[j]) and node(e.src) in forward and node(e.dest) in backward
                      for j, e in enumerate(edges)])
 
@@ -194,12 +184,17 @@ def test_pruned_and_greedy_keep_exactly_the_edges_on_paths_of_a_real_graph(tiny_
 
 
 @pytest.mark.parametrize("seed,decimals", [(0, None), (1, 1), (2, 0)])
-def test_top_gives_the_edge_sets_of_circuit_mask(tiny_pm, seed, decimals):
+def test_top_gives_the_edge_sets_of_auto_circuits_threshold(tiny_pm, seed, decimals):
+    """Oracle: auto-circuit's ``prune_scores_threshold`` on the PruneScores, every edge at or
+    above it kept (``run_circuits``' rule); rounded scores make ties."""
+    from auto_circuit.utils.tensor_ops import prune_scores_threshold
+
     ps = random_prune_scores(tiny_pm, seed, decimals)
     c = Circuit.from_prune_scores(ps, tiny_pm)
-    vec = score_vector(tiny_pm, ps)
-    for count in range(0, c.n_edges + 3):
-        assert torch.equal(c.top(count).mask, circuit_mask(vec, count)), count
+    mag = c.scores.abs()
+    for count in range(0, c.n_edges + 1):
+        threshold = float(prune_scores_threshold(ps, count))
+        assert torch.equal(c.top(count).mask, mag >= threshold), count
 
 
 def test_prune_scores_round_trip_against_auto_circuits_edge_lookup(tiny_pm):

@@ -19,7 +19,8 @@ def tiny_run(tmp_path_factory):
     """``(out folder, report.json, stdout, stderr)`` of one run with progress output on."""
     data = write(tmp_path_factory.mktemp("data") / "tiny.json", tiny_prompts())
     out = tmp_path_factory.mktemp("run")
-    argv = [a for a in RUN if a != "--quiet"] + ["--dataset", str(data), "--out", str(out)]
+    argv = [a for a in RUN if a != "--quiet"] + ["--dataset", str(data), "--out", str(out),
+                                                 "--selection", "topn"]
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         assert main(argv) == 0
@@ -29,9 +30,10 @@ def tiny_run(tmp_path_factory):
 # ----------------------------------------------------------------------------- export-mib
 def test_export_mib_writes_every_circuit_at_every_size_and_it_reads_back(tiny_run, tiny_pm,
                                                                            capsys):
-    """Oracle: the circuit's edge set recomputed here from the saved scores (the top
-    floor(p * n) by |score|, ties kept) and the evaluation's own edge counts in
-    report.json; the file is read back into the package's edge order by name."""
+    """Oracle: the circuit's edge set recomputed here from the saved scores (the run's
+    ``--selection topn``: the top floor(p * n) by |score|, ties kept) and the evaluation's
+    own edge counts in report.json; the file is read back into the package's edge order
+    by name."""
     from safetensors.torch import load_file
 
     from auto_circuit_dcd.edges import edge_layout
@@ -40,7 +42,8 @@ def test_export_mib_writes_every_circuit_at_every_size_and_it_reads_back(tiny_ru
     out, rep, _, _ = tiny_run
     assert main(["export-mib", str(out)]) == 0
     assert str(out / "mib") in capsys.readouterr().out
-    saved = load_file(str(out / "circuits.safetensors"))
+    saved = {k: v for k, v in load_file(str(out / "circuits.safetensors")).items()
+             if ".edges." not in k}  # the scores; NAME.edges.RANKING are the evaluated sets
     index = json.loads((out / "mib" / "index.json").read_text())
     names, _ = edge_layout(tiny_pm)
     fractions = rep["edge_fractions"]
@@ -111,7 +114,7 @@ def test_run_has_one_option_per_config_field_with_its_default(capsys, monkeypatc
         parser.parse_args(["run", "--help"])
     text = capsys.readouterr().out
     for f in fields(RunConfig):
-        if f.default is not None:
+        if f.default is not None and not isinstance(f.default, bool):  # a flag shows none
             assert f"(default: {f.default})" in text, f.name
     args = parser.parse_args(["run", "--edge-fractions", "0.1,0.5", "--prompt-types", "a, b",
                               "--p-cross", "0.1", "--draw-fraction", "0.5", "--n", "7"])
@@ -128,15 +131,18 @@ def test_the_choices_shown_are_the_tables_that_implement_them():
     from dataclasses import fields
 
     from auto_circuit_dcd.attribution import METHODS
+    from auto_circuit_dcd.circuit import SELECTIONS
     from auto_circuit_dcd.cluster.grouped import CLUSTERER_NAMES, COMBINE, PREPROCESSORS
     from auto_circuit_dcd.config import RunConfig
     from auto_circuit_dcd.devices import DTYPE_CHOICES
+    from auto_circuit_dcd.metrics.curves import CMD_FORMS
+    from auto_circuit_dcd.selection import RANKINGS
     from auto_circuit_dcd.task_metric import METRICS
     from auto_circuit_dcd.tasks import TASKS
 
     tables = {"method": METHODS, "metric": METRICS, "clusterer": CLUSTERER_NAMES,
               "k_rule": COMBINE, "preprocessing": PREPROCESSORS, "dtype": DTYPE_CHOICES,
-              "task": TASKS}
+              "task": TASKS, "selection": SELECTIONS, "ranking": RANKINGS, "cmd": CMD_FORMS}
     shown = {f.name: f.metadata["choices"] for f in fields(RunConfig) if "choices" in f.metadata}
     assert set(shown) == set(tables)
     for name, table in tables.items():

@@ -1,6 +1,7 @@
 """Cluster stability on planted structures: separated blobs come back on every resample;
 a partition forced on structureless data does not."""
 
+import dataclasses
 import types
 
 import numpy as np
@@ -61,7 +62,8 @@ def test_stability_runs_no_model_pass():
     X, _, _ = blobs(sizes=(12, 10))
     algo = PruneAlgo(key="counting", name="counting", func=scores)
     gd = GroupedDiscovery(clusterer="kmeans", base_algo=algo, n_clusters=2,
-                          random_state=0).fit(X, model=object(), dataloader=Loader())
+                          random_state=0).fit(X, model=torch.nn.Linear(1, 1),
+                                              dataloader=Loader())
     assert sorted(calls) == [10, 12]
     st = cluster_stability(gd, X, 4, random_state=0)
     assert sorted(calls) == [10, 12] and st.ari_mean == 1.0
@@ -81,3 +83,23 @@ def test_stability_rejects_bad_input():
         cluster_stability(gd, X, fraction=1.5)
     with pytest.raises(ValueError, match="n_resamples"):
         cluster_stability(gd, X, 0)
+
+
+def test_chosen_refits_only_the_clusterer_auto_picked(monkeypatch):
+    """``clusterer="chosen"``: every refit runs the one clusterer ``"auto"`` kept (counted
+    by wrapping each candidate's path), and the blobs still come back exactly."""
+    from auto_circuit_dcd.cluster import clusterers
+
+    X, _, _ = blobs()
+    gd = GroupedDiscovery(clusterer="auto", max_clusters=5, gap_references=3,
+                          random_state=0).fit(X)
+    used = []
+    for name, spec in list(clusterers.PATH_CLUSTERERS.items()):
+        def path(*a, _name=name, _path=spec.path, **k):
+            used.append(_name)
+            return _path(*a, **k)
+        monkeypatch.setitem(clusterers.PATH_CLUSTERERS, name, dataclasses.replace(spec, path=path))
+    st = cluster_stability(gd, X, 3, random_state=0, clusterer="chosen")
+    assert set(used) == {gd.method_} and st.ari.tolist() == [1.0] * 3
+    with pytest.raises(ValueError, match="'same' or 'chosen'"):
+        cluster_stability(gd, X, 3, clusterer="auto")

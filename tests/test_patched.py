@@ -18,7 +18,8 @@ from auto_circuit_dcd.data import load_examples, make_loader
 from auto_circuit_dcd.edges import edge_layout, sorted_edges
 from auto_circuit_dcd.metrics import evaluate_circuits
 from auto_circuit_dcd.metrics import patched as patched_mod
-from auto_circuit_dcd.metrics.faithfulness import circuit_mask, edge_set_metrics
+from auto_circuit_dcd.metrics.faithfulness import edge_set_metrics
+from auto_circuit_dcd.selection import top_mask
 from auto_circuit_dcd.metrics.patched import PatchedForward, fast_unsupported_reason, stacks
 from auto_circuit_dcd.task_metric import METRICS
 from conftest import random_examples
@@ -91,7 +92,7 @@ def test_both_forms_and_mixed_forms_occur(zoo_pm):
     n = pf.n_edges
     forms = set()
     for p in FRACTIONS[1:-1]:
-        plan = pf.plan(circuit_mask(scores, int(p * n)))
+        plan = pf.plan(torch.from_numpy(top_mask(scores.numpy(), int(p * n))))
         for blk in plan.attn:
             forms.add(blk.sparse[:3])  # Q, K, V (then the MLP)
     assert (True, True, True) in forms and (False, False, False) in forms

@@ -10,7 +10,7 @@ from auto_circuit_dcd.cli import main
 REQUIRED = {
     "model", "dataset", "method", "n_train", "n_test", "n_edges", "n_clusters", "labels",
     "groups", "edge_fractions", "single", "dcd", "k_random", "cross_faithfulness",
-    "edge_overlap", "cluster_quality", "timings", "versions",
+    "edge_overlap", "cluster_quality", "timings", "versions", "circuit_selection", "stability",
 }
 
 
@@ -124,7 +124,8 @@ def test_cross_faithfulness_against_each_circuit_evaluated_on_its_routed_example
                 assert got is None
                 continue
             f = dcd.faithfulness(tiny_pm, loader_of(prompts, ids), circuits[f"cluster_{ci}"],
-                                 edge_fractions=[0.05]).f[0]
+                                 edge_fractions=[0.05],
+                                 selection=rep["circuit_selection"]["rule"]).f[0]
             assert got == pytest.approx(f, abs=1e-5)
     assert rep["routing"]["rule"] in ("nearest training row", "nearest centroid")
     assert 0.0 <= rep["routing"]["train_agreement"] <= 1.0

@@ -46,6 +46,9 @@ def one_line_error(capsys):
     (["--test-fraction", "1.5"], "--test-fraction must lie strictly between 0 and 1"),
     (["--edge-fractions", "0.1,0.2"], r"lacks 0.05, where cross-faithfulness is taken"),
     (["--nan-tolerance", "2"], "--nan-tolerance is a share"),
+    (["--mib-parity", "--ranking", "abs"], "MIB parity ranks by signed score for CPR"),
+    (["--mib-parity", "--cmd", "one-sided"], "MIB parity's CMD is two-sided"),
+    (["--stability-resamples", "-1"], "--stability-resamples must be a whole number"),
 ])
 def test_bad_arguments_are_refused_before_anything_loads(tmp_path, capsys, no_loading, extra,
                                                          message):
@@ -158,7 +161,8 @@ def test_a_dropped_test_row_is_reported_and_the_rest_evaluated(tmp_path, monkeyp
     kept = [f"p-{i}" for i in (18, 19, 20, 22, 23)]
     single = saved_circuits(tmp_path / "out")["single"]
     f = dcd.faithfulness(tiny_pm, loader_of(prompts, kept), single,
-                         edge_fractions=rep["edge_fractions"]).f
+                         edge_fractions=rep["edge_fractions"],
+                         selection=rep["circuit_selection"]["rule"]).f
     np.testing.assert_allclose(rep["single"]["faithfulness"], f, atol=1e-5)
     assert all(math.isfinite(v) for v in rep["dcd"]["faithfulness_routed"])
 
@@ -243,7 +247,8 @@ def test_changed_groups_or_ids_come_from_the_dataset_not_the_cache(tmp_path):
 
 def test_a_non_eap_base_algorithm_through_the_pipeline(tmp_path, tiny_pm):
     """auto-circuit's log-prob-difference mask gradient as the per-cluster algorithm; oracle:
-    the same auto-circuit function on a loader of each cluster's training examples."""
+    the same auto-circuit function on a loader of each cluster's training examples, and of
+    all of them for the single baseline."""
     from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT
 
     from auto_circuit_dcd.edges import edge_layout
@@ -259,8 +264,9 @@ def test_a_non_eap_base_algorithm_through_the_pipeline(tmp_path, tiny_pm):
         ref = PRUNE_ALGO_DICT[key].func(tiny_pm, loader_of(prompts, ids), None)
         torch.testing.assert_close(circuits[f"cluster_{c}"], layout.from_prune_scores(ref).float())
     assert rep["config"]["base_algo"] == key
-    eap = circuits["single"]  # the baseline stays the EAP mean: a different vector
-    assert not torch.allclose(eap / eap.norm(), circuits["cluster_0"] / circuits["cluster_0"].norm())
+    # the single baseline: the same algorithm on all training examples, not the EAP mean
+    ref = PRUNE_ALGO_DICT[key].func(tiny_pm, loader_of(prompts, rep["example_ids"]), None)
+    torch.testing.assert_close(circuits["single"], layout.from_prune_scores(ref).float())
 
 
 def test_a_run_killed_while_writing_never_leaves_an_old_report_beside_new_data(

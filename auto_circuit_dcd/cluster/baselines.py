@@ -1,8 +1,13 @@
 """Baselines in the same ``{label: circuit}`` form as ``GroupedDiscovery.circuits_``.
 
-- :func:`single_circuit`: one circuit, the mean of all rows (EAP on the whole set).
+- :func:`single_circuit`: one circuit of all rows (EAP on the whole set: their mean).
 - :func:`k_random_circuits`: the rows shuffled with a seed and split into ``k`` parts of
-  equal size (sizes differ by at most one); one mean circuit per part.
+  equal size (sizes differ by at most one); one circuit per part.
+
+Both build their circuits with the base algorithm the clusters use
+(:func:`.circuits.rows_circuit`: the mean of the rows for EAP / EAP-IG, or any auto-circuit
+prune algorithm run on the examples, given ``model`` and ``dataloader``), so DCD is
+compared with the same method without clustering, not with another method.
 - :func:`representative_circuits`: per cluster, the medoid example's own row (the member
   with the smallest summed Euclidean distance to the other members; ties: first).
 - :func:`random_circuits`: scores drawn from U(-1, 1) per edge.
@@ -13,33 +18,44 @@ is given; then on the model's device), else the score vector.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
 from ..devices import model_device
-from .circuits import as_rows, mean_circuit
+from .circuits import as_rows, mean_circuit, rows_circuit
 
-__all__ = ["single_circuit", "k_random_circuits", "representative_circuits",
+__all__ = ["single_circuit", "k_random_circuits", "random_split", "representative_circuits",
            "random_circuits", "medoid"]
 
 
-def single_circuit(A: Any, model: Any = None) -> Dict[int, Any]:
-    """``{0: mean of all rows}``."""
+def single_circuit(A: Any, model: Any = None, *, base_algo: Any = "eap",
+                   dataloader: Any = None, batch_size: Optional[int] = None) -> Dict[int, Any]:
+    """``{0: circuit of all rows}`` (their mean for EAP; else ``base_algo`` on all examples)."""
     X, matrix = as_rows(A)
-    return {0: mean_circuit(X, matrix, np.arange(len(X)), model)}
+    return {0: rows_circuit(base_algo, X, matrix, np.arange(len(X)), model=model,
+                            dataloader=dataloader, batch_size=batch_size, label="single")}
 
 
-def k_random_circuits(A: Any, k: int, random_state: Any = 42, model: Any = None) -> Dict[int, Any]:
-    """``k`` circuits from a random equal split of the rows (seeded)."""
+def random_split(n: int, k: int, random_state: Any = 42) -> list:
+    """``k`` sorted arrays of row positions: ``range(n)`` shuffled (seeded) and split into
+    parts whose sizes differ by at most one."""
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot split {n} examples into k={k} non-empty parts")
+    order = check_random_state(random_state).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, k)]
+
+
+def k_random_circuits(A: Any, k: int, random_state: Any = 42, model: Any = None, *,
+                      base_algo: Any = "eap", dataloader: Any = None,
+                      batch_size: Optional[int] = None) -> Dict[int, Any]:
+    """``k`` circuits from a random equal split of the rows (seeded), by ``base_algo``."""
     X, matrix = as_rows(A)
-    if not 1 <= k <= len(X):
-        raise ValueError(f"cannot split {len(X)} examples into k={k} non-empty parts")
-    order = check_random_state(random_state).permutation(len(X))
-    return {i: mean_circuit(X, matrix, np.sort(part), model)
-            for i, part in enumerate(np.array_split(order, k))}
+    return {i: rows_circuit(base_algo, X, matrix, part, model=model, dataloader=dataloader,
+                            batch_size=batch_size, label=f"k-random {i}")
+            for i, part in enumerate(random_split(len(X), k, random_state))}
 
 
 def medoid(X: np.ndarray, rows: Sequence[int]) -> int:

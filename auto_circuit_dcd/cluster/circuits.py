@@ -25,8 +25,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["EAP_FAMILY", "as_rows", "mean_circuit", "resolve_base_algo", "run_base_algo",
-           "finite_scores"]
+__all__ = ["EAP_FAMILY", "as_rows", "mean_circuit", "rows_circuit", "resolve_base_algo",
+           "run_base_algo", "finite_scores"]
 
 #: base algorithms whose per-cluster circuit is the mean of the cluster's rows
 EAP_FAMILY = ("eap", "eap-ig")
@@ -67,6 +67,29 @@ def mean_circuit(X: np.ndarray, matrix: Optional[Any], rows: Sequence[int],
     if matrix.layout is None and model is None:
         return matrix.mean(rows)
     return matrix.prune_scores(rows, model=model)
+
+
+def rows_circuit(base_algo: Any, X: np.ndarray, matrix: Optional[Any], rows: Sequence[int],
+                 *, example_ids: Optional[Sequence[Any]] = None, model: Any = None,
+                 dataloader: Any = None, batch_size: Optional[int] = None,
+                 label: Any = None) -> Any:
+    """The circuit of the examples at ``rows`` by ``base_algo``: their mean row (EAP family,
+    :func:`mean_circuit`) or the algorithm run on a loader of those examples only
+    (:func:`run_base_algo`; needs ``model``, an ``ExampleLoader`` and the rows' example ids,
+    ``matrix.example_ids`` by default). Clusters and baselines are built by this one rule."""
+    if base_algo in EAP_FAMILY:
+        return mean_circuit(X, matrix, rows, model)
+    algo = resolve_base_algo(base_algo)
+    if model is None or dataloader is None:
+        raise ValueError(f"base_algo={getattr(algo, 'key', algo)!r} runs on the examples "
+                         "themselves: pass model= and dataloader=")
+    if example_ids is None:
+        if matrix is None:
+            raise ValueError("a non-EAP base algorithm needs the rows' example ids: pass an "
+                             "AttributionMatrix or example_ids=")
+        example_ids = matrix.example_ids
+    ids = [example_ids[int(i)] for i in rows]
+    return run_base_algo(algo, model, dataloader, ids, batch_size=batch_size, label=label)
 
 
 def resolve_base_algo(base_algo: Any) -> Any:

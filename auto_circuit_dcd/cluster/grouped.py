@@ -36,7 +36,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils import check_random_state
 
 from ..errors import ClusteringError
-from .circuits import EAP_FAMILY, as_rows, mean_circuit, resolve_base_algo, run_base_algo
+from .circuits import EAP_FAMILY, as_rows, resolve_base_algo, rows_circuit
 from .clusterers import (AUTO_CANDIDATES, PATH_CLUSTERERS, centroid_agreement, fit_hdbscan,
                          nearest_centroid, nearest_row, nearest_row_agreement)
 from .preprocess import PREPROCESSORS, preprocess
@@ -322,15 +322,10 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
     # -------------------------------------------------------------- circuits
     def _circuits(self, X: np.ndarray, matrix: Any, labels: np.ndarray, kept: List[int],
                   model: Any, dataloader: Any) -> Dict[int, Any]:
-        if self.base_algo in EAP_FAMILY:
-            return {c: mean_circuit(X, matrix, np.flatnonzero(labels == c), model) for c in kept}
-        algo = resolve_base_algo(self.base_algo)
-        out = {}
-        for c in kept:
-            ids = [self.example_ids_[i] for i in np.flatnonzero(labels == c)]
-            out[c] = run_base_algo(algo, model, dataloader, ids,
-                                   batch_size=self.base_algo_batch_size, label=c)
-        return out
+        return {c: rows_circuit(self.base_algo, X, matrix, np.flatnonzero(labels == c),
+                                example_ids=self.example_ids_, model=model,
+                                dataloader=dataloader, batch_size=self.base_algo_batch_size,
+                                label=c) for c in kept}
 
     # --------------------------------------------------------------- predict
     def predict(self, A: Any) -> np.ndarray:

@@ -8,7 +8,9 @@ a property of the data or of this sample. ``cluster_stability(gd, A)``:
    replacement (default as many rows as there are);
 2. fit a clone of the fitted ``GroupedDiscovery`` (same parameters and ``random_state``;
    it chooses its own k as the full fit did) on each set's rows. Clustering only: the
-   clone's base algorithm is EAP (circuits are row means), so no model pass runs;
+   clone's base algorithm is EAP (circuits are row means), so no model pass runs.
+   ``clusterer="chosen"`` refits with the clusterer the full fit chose where it chose
+   among several (``"auto"``), which costs one clusterer's fit instead of all three;
 3. ARI of each resample's labels against the full fit's labels on the rows it drew (each
    distinct row once; HDBSCAN's noise label ``-1`` counts as a label);
 4. per cluster ``c`` of the full fit, averaged over the resamples in which it has members:
@@ -34,6 +36,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.utils import check_random_state
 
 from .circuits import as_rows
+from .clusterers import PATH_CLUSTERERS
 
 __all__ = ["RESAMPLERS", "ClusterStability", "cluster_stability"]
 
@@ -105,9 +108,10 @@ class ClusterStability:
 
 def cluster_stability(gd: Any, A: Any, n_resamples: int = 20, *, method: str = "subsample",
                       fraction: Optional[float] = None, random_state: Any = None,
-                      progress: bool = False) -> ClusterStability:
+                      progress: bool = False, clusterer: str = "same") -> ClusterStability:
     """Refit ``gd``'s clusterer on resamples of the rows of ``A`` (the matrix or array it was
-    fitted on) and compare with its labels; see the module docstring."""
+    fitted on) and compare with its labels; see the module docstring. ``clusterer``:
+    ``"same"`` (``gd``'s own setting) or ``"chosen"`` (the one ``"auto"`` picked)."""
     from sklearn.utils.validation import check_is_fitted
     from tqdm.auto import tqdm
 
@@ -129,8 +133,12 @@ def cluster_stability(gd: Any, A: Any, n_resamples: int = 20, *, method: str = "
     if int(n_resamples) < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
 
+    if clusterer not in ("same", "chosen"):
+        raise ValueError(f"clusterer must be 'same' or 'chosen', got {clusterer!r}")
     rng = check_random_state(random_state)
     refit = clone(gd).set_params(base_algo="eap")
+    if clusterer == "chosen" and gd.clusterer == "auto" and gd.method_ in PATH_CLUSTERERS:
+        refit.set_params(clusterer=gd.method_)
     clusters = sorted(c for c in set(full.tolist()) if c >= 0)
     ari, ks = [], []
     pairs: Dict[int, list] = {c: [] for c in clusters}

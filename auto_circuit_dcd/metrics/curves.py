@@ -4,15 +4,32 @@ difference), trapezoid rule over the fractions of edges on a linear axis.
 A curve is a :class:`~auto_circuit_dcd.metrics.faithfulness.FaithfulnessResult`, a pair
 ``(fractions, f)`` or a mapping ``{fraction: f}``. Points are sorted by fraction first.
 The area runs over the evaluated fractions only (the MIB grid starts at 0.001, not 0).
+
+CMD has two forms (:data:`CMD_FORMS`): ``"one-sided"`` integrates ``max(0, 1 - f)`` (the
+method's release: a circuit above the model costs nothing) and ``"two-sided"``
+``|1 - f|`` (MIB's: any distance from the model's behaviour counts).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import numpy as np
 
-__all__ = ["cpr", "cmd", "as_curve"]
+__all__ = ["cpr", "cmd", "as_curve", "CMD_FORMS", "check_cmd_form"]
+
+#: CMD form -> the gap to the model integrated over the curve, from ``f``
+CMD_FORMS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "one-sided": lambda f: np.maximum(0.0, 1.0 - f),
+    "two-sided": lambda f: np.abs(1.0 - f),
+}
+
+
+def check_cmd_form(form: str) -> str:
+    """``form`` if it is a key of :data:`CMD_FORMS`, else a ``ValueError`` listing them."""
+    if form not in CMD_FORMS:
+        raise ValueError(f"CMD form must be one of {list(CMD_FORMS)}, got {form!r}")
+    return form
 
 
 def as_curve(curve: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -50,11 +67,10 @@ def cpr(curve: Any) -> float:
     return _trapezoid(p, f)
 
 
-def cmd(curve: Any, two_sided: bool = False) -> float:
-    """Area of ``max(0, 1 - f(p))`` (``|1 - f(p)|`` if ``two_sided``: MIB's form).
-
-    Lower is better.
-    """
+def cmd(curve: Any, two_sided: bool = False, *, form: str | None = None) -> float:
+    """Area of ``max(0, 1 - f(p))`` (``|1 - f(p)|`` if ``two_sided``: MIB's form); ``form``
+    (a key of :data:`CMD_FORMS`) names the form instead. Lower is better."""
+    form = check_cmd_form(form) if form is not None else (
+        "two-sided" if two_sided else "one-sided")
     p, f = as_curve(curve)
-    gap = np.abs(1.0 - f) if two_sided else np.maximum(0.0, 1.0 - f)
-    return _trapezoid(p, gap)
+    return _trapezoid(p, CMD_FORMS[form](f))

@@ -7,14 +7,18 @@ output on the example's own corrupted prompt (RESAMPLE). Then
 
     f(C) = (mean_i mu_i(C) - mean_i mu_i(empty)) / (mean_i mu_i(full) - mean_i mu_i(empty))
 
-a ratio of means over the test set. The circuit at size p is the top ``floor(p * n_edges)``
-edges by ``|score|``, thresholded as auto-circuit's ``run_circuits`` does (edges tied with
-the last one kept are all kept, so the achieved count can exceed the requested one).
+a ratio of means over the test set. The circuit at size p is the edge set a selection rule
+(:data:`auto_circuit_dcd.circuit.SELECTIONS`) makes for ``floor(p * n_edges)`` edges:
+``"topn"`` (default) the top edges by ``ranking`` (``"abs"``: ``|score|``; ``"signed"``),
+thresholded as auto-circuit's ``run_circuits`` does (edges tied with the last one kept
+are all kept, so the achieved count can exceed the requested one); ``"topn-prune"`` those
+of them on an input-to-logits path; ``"greedy"`` edges grown from the logits. The edges
+achieved per size are in ``FaithfulnessResult.achieved_counts`` and ``edge_sets``.
 
 How:
 
 1. each circuit's edge set: a boolean "edge in circuit" vector per (label, fraction), in
-   the package's edge order (:func:`circuit_mask`); identical sets are evaluated once,
+   the package's edge order (:meth:`Circuit.select`); identical sets are evaluated once,
    the full set is the clean run and the empty set the fully patched one;
 2. a backend (:data:`BACKENDS`) gives ``mu`` per example for each distinct set, with the
    per-batch fixed work (patch activations, ``mu(full)``, ``mu(empty)``) done once:
@@ -37,8 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..circuit import Circuit, check_selection
 from ..edges import edge_layout
 from ..forward import choose_backend
+from ..graph import EdgeGraph, edge_graph
+from ..selection import check_ranking
 from ..task_metric import check_metric
 from .ablation import ABLATIONS, check_ablation
 from .mask_metrics import MaskMetrics
@@ -54,8 +61,8 @@ __all__ = [
     "evaluate_circuits",
     "edge_set_metrics",
     "score_vector",
+    "as_circuit",
     "edge_count",
-    "circuit_mask",
 ]
 
 #: fractions of edges of the MIB grid (0.1% .. 100%)
@@ -80,6 +87,9 @@ class FaithfulnessResult:
         example_ids: id of each row, in the loader's order.
         n_edges: edges in the model's graph.
         metric, ablation: how ``mu`` and the patch activations were computed.
+        selection, ranking: how each size's edges were chosen (:meth:`Circuit.select`).
+        edge_sets: bool ``[n_fractions, n_edges]``, the edges evaluated at each size
+            (package edge order); not in :meth:`to_dict` (one row per edge).
     """
 
     fractions: np.ndarray
@@ -94,6 +104,9 @@ class FaithfulnessResult:
     metric: str = "max_diff"
     ablation: str = "resample"
     groups: Optional[List[Optional[str]]] = field(default=None)
+    selection: str = "topn"
+    ranking: str = "abs"
+    edge_sets: Optional[np.ndarray] = field(default=None, repr=False)
 
     @property
     def n_examples(self) -> int:
@@ -126,6 +139,8 @@ class FaithfulnessResult:
             "n_edges": self.n_edges,
             "metric": self.metric,
             "ablation": self.ablation,
+            "selection": self.selection,
+            "ranking": self.ranking,
         }
 
 
@@ -172,17 +187,18 @@ def edge_count(fraction: float, n_edges: int) -> int:
     return int(math.floor(round(fraction * n_edges, 9)))
 
 
-def circuit_mask(scores: Tensor, count: int) -> Tensor:
-    """Bool ``[n_edges]``: the top ``count`` edges by ``|score|``, ties with the last one kept.
-
-    Same rule as auto-circuit's ``prune_scores_threshold`` (threshold = the ``count``-th
-    largest ``|score|``; every edge at or above it is in the circuit).
-    """
-    if count <= 0:
-        return torch.zeros(scores.shape[0], dtype=torch.bool)
-    mag = scores.abs()
-    threshold = mag.sort(descending=True).values[min(count, mag.shape[0]) - 1]
-    return mag >= threshold
+def as_circuit(model: Any, circuit: Any, graph: Optional[EdgeGraph] = None) -> Circuit:
+    """A :class:`Circuit` over ``model``'s edges from a ``Circuit`` (checked against them),
+    auto-circuit ``PruneScores`` or an ``[n_edges]`` vector (see :func:`score_vector`);
+    ``graph``: ``edge_graph(model)`` if already built."""
+    names, layout = edge_layout(model)
+    if isinstance(circuit, Circuit):
+        if circuit.edge_names != tuple(names):
+            raise ValueError("the circuit's edge names are not this model's edges (a circuit "
+                             "of another model?)")
+        return circuit
+    return Circuit(score_vector(model, circuit), names, layout,
+                   graph=graph if graph is not None else edge_graph(model))
 
 
 # ----------------------------------------------------------------------------- backends
@@ -238,6 +254,8 @@ def evaluate_circuits(
     *,
     backend: str = "auto",
     max_stack_gib: Optional[float] = None,
+    selection: str = "topn",
+    ranking: str = "abs",
 ) -> Dict[Hashable, FaithfulnessResult]:
     """Faithfulness curves of several circuits on one test set, sharing the common work.
 
@@ -247,9 +265,10 @@ def evaluate_circuits(
     Args:
         model: an auto-circuit ``PatchableModel`` (see :func:`auto_circuit_dcd.make_patchable`).
         dataloader: any ``PromptDataLoader``; an ``ExampleLoader`` also gives example ids.
-        circuits: ``{label: scores}``; scores are ``PruneScores`` or an ``[n_edges]``
-            vector in the package's edge order. The circuit at size p is the top
-            ``floor(p * n_edges)`` edges by ``|score|``.
+        circuits: ``{label: circuit}``; a circuit is a :class:`Circuit`, ``PruneScores``
+            or an ``[n_edges]`` vector in the package's edge order. The circuit at size p
+            is ``circuit.select(selection, floor(p * n_edges), ranking)`` (a ``Circuit``
+            that already has a subset of the edges selects among them).
         edge_fractions: fractions of edges p in [0, 1].
         ablation: a key of :data:`ABLATIONS` (``"resample"``, ``"zero"``, ``"mean"``).
         metric: a key of :data:`auto_circuit_dcd.task_metric.METRICS`.
@@ -259,12 +278,18 @@ def evaluate_circuits(
         max_stack_gib: ``"fast"`` only: working memory (GiB) of one pass over a stack of
             circuits; more circuits are split over several passes. Default: 1 GiB on the
             CPU, a quarter of the free memory on a GPU.
+        selection: ``"topn"``, ``"topn-prune"`` or ``"greedy"``
+            (:data:`auto_circuit_dcd.circuit.SELECTIONS`).
+        ranking: ``"abs"`` (by ``|score|``) or ``"signed"`` (most positive first, MIB's
+            ranking for CPR).
 
     Returns:
         ``{label: FaithfulnessResult}`` in the order of ``circuits``.
     """
     check_ablation(ablation)
     check_metric(metric)
+    check_selection(selection)
+    check_ranking(ranking)
     if not circuits:
         raise ValueError("no circuits to evaluate")
     fractions = np.asarray(list(edge_fractions), dtype=np.float64)
@@ -274,10 +299,11 @@ def evaluate_circuits(
     n_edges = layout.n_edges
     requested = np.array([edge_count(float(p), n_edges) for p in fractions], dtype=np.int64)
     labels = list(circuits)
-    vectors = {lab: score_vector(model, circuits[lab]) for lab in labels}
+    graph = None if all(isinstance(c, Circuit) for c in circuits.values()) else edge_graph(model)
+    chosen = {lab: as_circuit(model, circuits[lab], graph) for lab in labels}
     # one "edge in circuit" row per (label, fraction), label-major
-    in_circuit = torch.stack([circuit_mask(vectors[lab], int(c)) for lab in labels
-                              for c in requested])
+    in_circuit = torch.stack([chosen[lab].select(selection, int(c), ranking).mask
+                              for lab in labels for c in requested])
     res = edge_set_metrics(model, dataloader, in_circuit, ablation=ablation, metric=metric,
                            progress=progress, backend=backend, max_stack_gib=max_stack_gib)
     full, empty = res.mu_full, res.mu_empty
@@ -291,13 +317,15 @@ def evaluate_circuits(
     out: Dict[Hashable, FaithfulnessResult] = {}
     for i, lab in enumerate(labels):
         mu = res.mu[:, i * n_f:(i + 1) * n_f]
-        achieved = in_circuit[i * n_f:(i + 1) * n_f].sum(1).numpy().astype(np.int64)
+        sets = in_circuit[i * n_f:(i + 1) * n_f].numpy()
+        achieved = sets.sum(1).astype(np.int64)
         out[lab] = FaithfulnessResult(
             fractions=fractions.copy(), requested_counts=requested.copy(),
             achieved_counts=achieved, f=ratio_of_means(mu, full, empty),
             mu_circuit=mu, mu_full=full.copy(), mu_empty=empty.copy(),
             example_ids=list(ids), n_edges=n_edges, metric=metric, ablation=ablation,
-            groups=None if groups is None else list(groups))
+            groups=None if groups is None else list(groups), selection=selection,
+            ranking=ranking, edge_sets=sets)
     return out
 
 
@@ -399,8 +427,11 @@ def faithfulness(
     *,
     backend: str = "auto",
     max_stack_gib: Optional[float] = None,
+    selection: str = "topn",
+    ranking: str = "abs",
 ) -> FaithfulnessResult:
     """Faithfulness curve f(p) of one circuit; see :func:`evaluate_circuits`."""
     return evaluate_circuits(model, dataloader, {"circuit": prune_scores}, edge_fractions,
                              ablation=ablation, metric=metric, progress=progress,
-                             backend=backend, max_stack_gib=max_stack_gib)["circuit"]
+                             backend=backend, max_stack_gib=max_stack_gib,
+                             selection=selection, ranking=ranking)["circuit"]

@@ -163,13 +163,17 @@ def multi_circuit_faithfulness(
     ablation: str = "resample",
     metric: str = "max_diff",
     progress: bool = False,
+    selection: str = "topn",
+    ranking: str = "abs",
 ) -> MultiCircuitResult:
     """Oracle (best circuit per example) and routed (assigned circuit) faithfulness.
 
-    ``routing`` as in :func:`combine_circuits`; without it only the oracle is computed.
+    ``routing`` as in :func:`combine_circuits`; without it only the oracle is computed;
+    ``selection`` and ``ranking`` as in :func:`evaluate_circuits`.
     """
     results = evaluate_circuits(model, dataloader, circuits, edge_fractions,
-                                ablation=ablation, metric=metric, progress=progress)
+                                ablation=ablation, metric=metric, progress=progress,
+                                selection=selection, ranking=ranking)
     return combine_circuits(results, routing, fallback=fallback)
 
 
@@ -209,6 +213,8 @@ def cross_faithfulness(
     ablation: str = "resample",
     metric: str = "max_diff",
     progress: bool = False,
+    selection: str = "topn",
+    ranking: str = "abs",
 ) -> CrossFaithfulness:
     """Faithfulness of every circuit on every group's test set.
 
@@ -225,7 +231,8 @@ def cross_faithfulness(
     results: Dict[tuple, FaithfulnessResult] = {}
     for j, col in enumerate(cols):
         res = evaluate_circuits(model, dataloaders_by_group[col], circuits, grid,
-                                ablation=ablation, metric=metric, progress=progress)
+                                ablation=ablation, metric=metric, progress=progress,
+                                selection=selection, ranking=ranking)
         for i, row in enumerate(rows):
             results[(row, col)] = res[row]
             matrix[i, j] = res[row].at(p)

@@ -187,6 +187,34 @@ def _selection(report: Mapping[str, Any]) -> str:
     return notes + body
 
 
+def _circuit_selection(report: Mapping[str, Any]) -> str:
+    """The convention circuits were chosen and scored by, edges achieved per size, and
+    cluster stability."""
+    sel = report.get("circuit_selection") or {}
+    body = kv_table([("convention", sel.get("convention")), ("selection rule", sel.get("rule")),
+                     ("ranking (curves, CPR)", sel.get("ranking")),
+                     ("ranking (CMD)", sel.get("cmd_ranking")), ("CMD", sel.get("cmd")),
+                     ("base algorithm (clusters and baselines)", sel.get("base_algo"))])
+    achieved = (sel.get("achieved_edge_counts") or {}).get(sel.get("ranking")) or {}
+    fractions = report.get("edge_fractions") or []
+    if achieved:
+        body += table(["circuit", *(f"{fmt(f)} ({n} asked)" for f, n in
+                                    zip(fractions, sel.get("requested_edge_counts") or []))],
+                      [[name, *counts] for name, counts in achieved.items()])
+    st = report.get("stability")
+    if not isinstance(st, Mapping):
+        return body + '<p class="note">Cluster stability was not measured (0 resamples).</p>'
+    body += "<h3>Cluster stability</h3>" + kv_table([
+        ("refits", f"{st.get('n_resamples')} {st.get('method')}s of {fmt(st.get('fraction'))} "
+                   f"of the training rows ({st.get('clusterer')})"),
+        ("ARI with the full fit, mean", st.get("ari_mean")),
+        ("ARI, standard deviation", st.get("ari_std")),
+        ("clusters found per refit", ", ".join(str(k) for k in st.get("n_clusters") or []))])
+    co, jac = st.get("co_assignment") or {}, st.get("jaccard") or {}
+    return body + table(["cluster", "member pairs kept together", "best-match Jaccard"],
+                        [(c, co.get(c), jac.get(c)) for c in co])
+
+
 def _section(anchor: str, title: str, body: str, note: str = "") -> str:
     note_html = f'<p class="note">{esc(note)}</p>' if note else ""
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}{body}</section>\n'
@@ -202,7 +230,9 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
     title = f"DCD report: {report.get('model', '?')} on {dataset_name(report.get('dataset', '?'))}"
     parts: List[tuple] = [
         ("summary", "Run summary", _summary(report) + _scores(report),
-         "CPR: area under faithfulness vs edge fraction; CMD: area of max(0, 1 - faithfulness). "
+         "CPR: area under faithfulness vs edge fraction; CMD: area of "
+         + ("|1 - faithfulness|" if (report.get("circuit_selection") or {}).get("cmd")
+            == "two-sided" else "max(0, 1 - faithfulness)") + ". "
          "Cluster-quality scores compare clusters with the dataset's known groups; they are "
          "reported only, never used to choose k."),
         ("faithfulness", "Faithfulness vs circuit size",
@@ -248,6 +278,12 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
                       "Each cluster's circuit drawn by auto-circuit; link width is proportional to "
                       "|score| (blue positive, red negative), scaled so the largest is 1."))
     parts.append(("selection", "Choosing k", _selection(report)))
+    parts.append(("circuit-selection", "Circuit selection and cluster stability",
+                  _circuit_selection(report),
+                  "Edges per circuit size as chosen by the selection rule (pruning can keep "
+                  "fewer than asked, ties more). Stability: the clusterer refitted on "
+                  "subsamples of the training rows; ARI and pairs kept together near 1 mean "
+                  "the same groups come back."))
     parts.append(("timings", "Timings and versions",
                   table(["stage", "seconds"], (report.get("timings") or {}).items())
                   + table(["package", "version"], (report.get("versions") or {}).items())))
