@@ -137,9 +137,9 @@ def main() -> None:
     print(f"plain forward after: {plain[1][0]:.3f} s wall, {plain[1][1]:.3f} s CPU; "
           f"mean used below: {t_plain[0]:.3f} s wall, {t_plain[1]:.3f} s CPU")
 
-    print(f"\n| backend | fixed work s (wall / CPU) | x plain (CPU) | 1 circuit x MIB grid s "
-          f"(wall / CPU) | per added (circuit, fraction) s (wall / CPU) | x plain (wall) | "
-          f"x plain (CPU) | max rel. diff of mu vs first backend |")
+    print("\n| backend | fixed work s (wall / CPU) | x plain (CPU) | 1 circuit x MIB grid s "
+          "(wall / CPU) | per added (circuit, fraction) s (wall / CPU) | x plain (wall) | "
+          "x plain (CPU) | max rel. diff of mu vs first backend |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['backend']} | {r['fixed'][0]:.2f} / {r['fixed'][1]:.2f} | "

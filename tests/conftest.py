@@ -29,6 +29,33 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+#: IOI prompts for the SmolLM2 tests (answers and wrong answers one token each)
+SMOLLM2_IOI = [
+    {"clean": "When Mary and John went to the store, John gave a drink to",
+     "corrupt": "When Mary and John went to the store, Paul gave a drink to",
+     "answers": [" Mary"], "wrong_answers": [" John"]},
+    {"clean": "When Tom and Anna went to the park, Tom handed a ball to",
+     "corrupt": "When Tom and Anna went to the park, Paul handed a ball to",
+     "answers": [" Anna"], "wrong_answers": [" Tom"]},
+    {"clean": "When Sarah and David went to the shop, David gave a book to",
+     "corrupt": "When Sarah and David went to the shop, James gave a book to",
+     "answers": [" Sarah"], "wrong_answers": [" David"]},
+]
+
+
+def failing_after(n: int, metric):
+    """``metric`` that raises ``RuntimeError("boom")`` on its ``n``-th call; ``.calls``
+    counts the calls (a fault in the middle of a run)."""
+    def failing(logits, batch):
+        failing.calls += 1
+        if failing.calls == n:
+            raise RuntimeError("boom")
+        return metric(logits, batch)
+
+    failing.calls = 0
+    return failing
+
+
 def reachable(start, step):
     """Nodes reached from ``start`` by depth-first search, ``step(u)`` giving u's neighbours."""
     seen, todo = {start}, [start]

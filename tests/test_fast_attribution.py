@@ -11,7 +11,7 @@ from auto_circuit_dcd.forward import (WrapperGraph, frozen, norm_vjp, plain_forw
                                       supports_fast, unsupported_reason)
 from auto_circuit_dcd.hooks_attribution import hooks_attribute_batch
 from auto_circuit_dcd.task_metric import avg_diff, max_diff
-from conftest import random_examples
+from conftest import SMOLLM2_IOI, random_examples
 from conftest import randomise_weights as _randomise
 from conftest import tl_config as _config
 
@@ -160,14 +160,7 @@ def test_smollm2_fast_rows_equal_the_exact_path(alphas):
 
     pm = dcd.make_patchable(dcd.load_model("smollm2-135m"))
     assert supports_fast(pm), unsupported_reason(pm)
-    data = {"prompts": [
-        {"clean": "When Mary and John went to the store, John gave a drink to",
-         "corrupt": "When Mary and John went to the store, Paul gave a drink to",
-         "answers": [" Mary"], "wrong_answers": [" John"]},
-        {"clean": "When Tom and Anna went to the park, Tom handed a ball to",
-         "corrupt": "When Tom and Anna went to the park, Paul handed a ball to",
-         "answers": [" Anna"], "wrong_answers": [" Tom"]},
-    ]}
+    data = {"prompts": SMOLLM2_IOI[:2]}
     loader = make_loader(load_examples(data, pm.tokenizer), batch_size=2)
     for batch in loader:
         (rows, mu), (fast_rows, fast_mu) = _both(pm, batch, alphas)

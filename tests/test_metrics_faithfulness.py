@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_examples
+from conftest import failing_after, random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.task_metric import METRICS
@@ -132,18 +132,11 @@ def test_inputs_and_masks_restored_also_on_error(tiny_pm, loader, monkeypatch):
         assert not w.patch_mode
     assert all(torch.equal(ps[k], ps_copy[k]) for k in ps)
 
-    calls = {"n": 0}
-
-    def failing(logits, batch):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("boom")
-        return METRICS["max_diff"](logits, batch)
-
+    failing = failing_after(4, METRICS["max_diff"])
     monkeypatch.setitem(METRICS, "max_diff", failing)
     with pytest.raises(RuntimeError, match="boom"):
         faithfulness(tiny_pm, loader, ps, edge_fractions=[0.1, 0.5])
-    assert calls["n"] == 4
+    assert failing.calls == 4
     for w in tiny_pm.dest_wrappers:
         assert torch.equal(w.patch_mask.data, before[w.module_name])
         assert not w.patch_mode and w.patch_src_outs is None

@@ -22,7 +22,7 @@ from auto_circuit_dcd.metrics.faithfulness import edge_set_metrics
 from auto_circuit_dcd.selection import top_mask
 from auto_circuit_dcd.metrics.patched import PatchedForward, fast_unsupported_reason, stacks
 from auto_circuit_dcd.task_metric import METRICS
-from conftest import random_examples
+from conftest import SMOLLM2_IOI, failing_after, random_examples
 from test_fast_attribution import MODELS, _config, _randomise
 
 # sizes that put destination modules in both forms: small ones sparse, large ones in the
@@ -198,15 +198,7 @@ def test_state_restored_and_hooks_removed_on_error(tiny_pm, monkeypatch):
     loader = make_loader(random_examples(4, lengths=(6,), seed=2), batch_size=2)
     modules = list(tiny_pm.wrapped_model.modules())
     before = [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in modules]
-    calls = {"n": 0}
-
-    def failing(logits, batch):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise RuntimeError("boom")
-        return METRICS["max_diff"](logits, batch)
-
-    monkeypatch.setitem(METRICS, "max_diff", failing)
+    monkeypatch.setitem(METRICS, "max_diff", failing_after(4, METRICS["max_diff"]))
     with pytest.raises(RuntimeError, match="boom"):
         evaluate_circuits(tiny_pm, loader, {"a": _scores(tiny_pm, 0)}, [0.2, 0.5],
                           backend="fast")
@@ -291,17 +283,7 @@ def test_hand_built_edge_set_equals_patch_mode_edges(tiny_pm):
 def test_smollm2_fast_equals_patch_mode():
     pm = dcd.make_patchable(dcd.load_model("smollm2-135m"))
     assert fast_unsupported_reason(pm) is None
-    data = {"prompts": [
-        {"clean": "When Mary and John went to the store, John gave a drink to",
-         "corrupt": "When Mary and John went to the store, Paul gave a drink to",
-         "answers": [" Mary"], "wrong_answers": [" John"]},
-        {"clean": "When Tom and Anna went to the park, Tom handed a ball to",
-         "corrupt": "When Tom and Anna went to the park, Paul handed a ball to",
-         "answers": [" Anna"], "wrong_answers": [" Tom"]},
-        {"clean": "When Sarah and David went to the shop, David gave a book to",
-         "corrupt": "When Sarah and David went to the shop, James gave a book to",
-         "answers": [" Sarah"], "wrong_answers": [" David"]},
-    ]}
+    data = {"prompts": SMOLLM2_IOI}
     loader = make_loader(load_examples(data, pm.tokenizer), batch_size=3)
     A = dcd.attribute(pm, loader, progress=False)
     circuits = {"eap": A.scores.mean(0), "random": _scores(pm, 0)}
