@@ -20,13 +20,11 @@ from typing import Any, Callable, Dict, List, Optional, Union, get_type_hints
 
 from . import __version__
 from .config import RunConfig
+from .model_table import OFFLINE_MODELS
 from .tasks.dataset import TASKS
 
 __all__ = ["main"]
 
-#: models that load without a model hub (kept in step with models.MODEL_LOADERS by a test)
-OFFLINE_MODELS = ("toy-two-task", "smollm2-135m", "tiny-random", "tiny-random-attn-only",
-                  "tiny-random-gqa")
 
 
 #: OSError numbers that are the machine's state, not a bug (reported in one line)

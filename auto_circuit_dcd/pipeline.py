@@ -53,7 +53,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .config import DEFAULT_MODEL, RunConfig
+from .config import RunConfig
+from .model_table import MODELS, embedded_dataset
 from .errors import ConfigError
 from .files import folder_lock, remove_temporaries, save_tensors, write_text
 
@@ -96,15 +97,13 @@ class _Timer:
 
 
 def load_tokenizer(model: str) -> Any:
-    """The tokenizer of a model name without loading its weights where possible."""
-    if model == "smollm2-135m":
-        from .models.smollm2 import load_smollm2_tokenizer
+    """The tokenizer of a model name without loading its weights where the model table
+    has a tokenizer loader."""
+    from .model_table import model_tokenizer
 
-        return load_smollm2_tokenizer()
-    if model == "toy-two-task":
-        from .toy import toy_tokenizer
-
-        return toy_tokenizer()
+    tokenizer = model_tokenizer(model)
+    if tokenizer is not None:
+        return tokenizer
     from .models import load_model
 
     return load_model(model).tokenizer
@@ -120,10 +119,9 @@ def _dataset_path(config: RunConfig, tokenizer: Any, out: Path) -> Path:
         make_dataset(task=config.task, prompt_types=config.prompt_types, tokenizer=tokenizer,
                      n=config.n or 1000, seed=config.seed, out=path)
         return path
-    if config.model == "toy-two-task":
-        from .toy import toy_dataset_path
-
-        return Path(toy_dataset_path("mixed"))
+    embedded = embedded_dataset(config.model)
+    if embedded is not None:
+        return embedded
     raise ConfigError(f"model {config.model!r} has no embedded dataset: pass --dataset FILE "
                       "or --task NAME (e.g. --task all-tasks)")
 
@@ -323,7 +321,7 @@ def check_config(config: RunConfig) -> None:
     if config.dataset:
         need(Path(config.dataset).is_file(), "--dataset", f"{config.dataset} does not exist")
     elif not config.task:
-        need(config.model == DEFAULT_MODEL, "--model",
+        need(config.model in MODELS and MODELS[config.model].dataset is not None, "--model",
              f"{config.model!r} has no embedded dataset: pass --dataset FILE or --task NAME "
              "(e.g. --task all-tasks)")
     for flag, check in (

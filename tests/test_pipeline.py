@@ -1,10 +1,12 @@
 """The main job end to end on a tiny model: report.json keys, files, one-line CLI errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import auto_circuit_dcd as dcd
 from auto_circuit_dcd.cli import main
 
 REQUIRED = {
@@ -172,8 +174,18 @@ def test_default_run_on_the_toy_model_separates_the_two_tasks(tmp_path):
     assert rep["dcd"]["faithfulness_routed"][j] > rep["single"]["faithfulness"][j]
 
 
-def test_cli_knows_which_models_are_offline():
-    from auto_circuit_dcd.cli import OFFLINE_MODELS
+def test_the_model_table_gives_the_loaded_models_tokenizer_and_dataset():
+    """Oracle: the loaded toy model's own tokenizer and the toy package's mixed dataset;
+    names outside the table have neither and are not offline."""
+    from auto_circuit_dcd.model_table import MODELS, OFFLINE_MODELS, embedded_dataset
     from auto_circuit_dcd.models import MODEL_LOADERS
+    from auto_circuit_dcd.pipeline import load_tokenizer
+    from auto_circuit_dcd.toy import toy_dataset_path
 
-    assert set(OFFLINE_MODELS) == set(MODEL_LOADERS)
+    path = embedded_dataset("toy-two-task")
+    assert path == Path(toy_dataset_path("mixed"))
+    text = json.loads(path.read_text())["prompts"][0]["clean"]
+    model = dcd.load_model("toy-two-task")
+    assert load_tokenizer("toy-two-task")(text)["input_ids"] == model.tokenizer(text)["input_ids"]
+    assert embedded_dataset("tiny-random") is None and embedded_dataset("gpt2") is None
+    assert set(OFFLINE_MODELS) == set(MODELS) == set(MODEL_LOADERS) and "gpt2" not in MODELS

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from ..errors import ConfigError, ModelUnavailableError
+from ..model_table import MODELS
 
 __all__ = ["load_model", "check_model_name", "make_patchable", "prepare_for_patching",
            "enable_patching_flags",
@@ -89,7 +90,8 @@ TINY_GQA: Dict[str, Any] = dict(n_heads=4, d_head=4, n_key_value_heads=2,
                                 rotary_dim=4, act_fn="silu", gated_mlp=True)
 
 
-def _tiny_random(attn_only: bool = False, **overrides: Any) -> Any:
+def tiny_random(attn_only: bool = False, **overrides: Any) -> Any:
+    """A random 2-layer model from a config (``tiny-random``), for tests."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=50,
@@ -99,25 +101,19 @@ def _tiny_random(attn_only: bool = False, **overrides: Any) -> Any:
     return HookedTransformer(HookedTransformerConfig(**cfg))
 
 
-def _smollm2(**kwargs: Any) -> Any:
-    from .smollm2 import load_smollm2
-
-    return load_smollm2(**kwargs)
-
-
-def _toy(**kwargs: Any) -> Any:
-    from ..toy import load_toy_model
-
-    return load_toy_model(**kwargs)
+def tiny_random_attn_only(**kwargs: Any) -> Any:
+    """``tiny-random`` without MLPs."""
+    return tiny_random(attn_only=True, **kwargs)
 
 
-MODEL_LOADERS: Dict[str, Callable[..., Any]] = {
-    "smollm2-135m": _smollm2,
-    "toy-two-task": _toy,
-    "tiny-random": _tiny_random,
-    "tiny-random-attn-only": lambda **kw: _tiny_random(attn_only=True, **kw),
-    "tiny-random-gqa": lambda **kw: _tiny_random(**{**TINY_GQA, **kw}),
-}
+def tiny_random_gqa(**kwargs: Any) -> Any:
+    """``tiny-random`` with grouped-query attention (:data:`TINY_GQA`)."""
+    return tiny_random(**{**TINY_GQA, **kwargs})
+
+
+#: built-in name -> loader (the table itself: :data:`auto_circuit_dcd.model_table.MODELS`)
+MODEL_LOADERS: Dict[str, Callable[..., Any]] = {name: entry.load
+                                                for name, entry in MODELS.items()}
 
 
 def _transformer_lens(name: str, **kwargs: Any) -> Any:

@@ -100,6 +100,11 @@ def toy_dataset_path(name: str) -> Path:
     return path
 
 
+def mixed_dataset_path() -> Path:
+    """The main job's embedded dataset: the mixture of both planted tasks."""
+    return toy_dataset_path("mixed")
+
+
 def encode(texts: Sequence[str], prepend_bos: bool = True) -> torch.Tensor:
     """Token ids ``[len(texts), n_words (+1)]`` of space-separated prompts, without a tokenizer.
 
