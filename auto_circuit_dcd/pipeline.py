@@ -477,8 +477,9 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
             gd = _discovery(config)
             gd.fit(A, model=pm, dataloader=train)
             routed = np.asarray(gd.predict(A_test))
-        with timer.stage("stability", f"measuring cluster stability "
-                         f"({config.stability_resamples} refits of the clusterer)"):
+        with timer.stage("stability", f"measuring cluster stability ({config.stability_resamples}"
+                         " refits of the clusterer)" if config.stability_resamples else
+                         "cluster stability skipped (--stability-resamples 0)"):
             stability = _stability(gd, A, config, progress)
         k = int(gd.n_clusters_)
         cluster_labels = sorted(int(c) for c in gd.circuits_)
