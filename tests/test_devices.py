@@ -104,6 +104,15 @@ def test_prepare_puts_the_loaders_on_the_model_device(tmp_path):
 
 
 # ----------------------------------------------------------------------------- command
+def _dataset_file(path):
+    """24 token-id prompt pairs of two groups as an auto-circuit JSON dataset at ``path``."""
+    prompts = [{"clean": e.clean.tolist(), "corrupt": e.corrupt.tolist(),
+                "answers": e.answers.tolist(), "wrong_answers": e.wrong_answers.tolist(),
+                "group": e.group} for e in _pairs(24, seed=4)]
+    path.write_text(json.dumps({"prompts": prompts}))
+    return path
+
+
 def test_main_job_takes_device_and_dtype(tmp_path):
     from auto_circuit_dcd.cli import build_parser, main
     from auto_circuit_dcd.pipeline import RunConfig
@@ -113,11 +122,7 @@ def test_main_job_takes_device_and_dtype(tmp_path):
     assert (RunConfig().device, RunConfig().dtype) == ("auto", "float32")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--dtype", "int8"])
-    prompts = [{"clean": e.clean.tolist(), "corrupt": e.corrupt.tolist(),
-                "answers": e.answers.tolist(), "wrong_answers": e.wrong_answers.tolist(),
-                "group": e.group} for e in _pairs(24, seed=4)]
-    data = tmp_path / "d.json"
-    data.write_text(json.dumps({"prompts": prompts}))
+    data = _dataset_file(tmp_path / "d.json")
     out = tmp_path / "run"
     assert main(["run", "--model", "tiny-random", "--dataset", str(data), "--out", str(out),
                  "--quiet", "--batch-size", "4", "--max-clusters", "3",
@@ -226,11 +231,7 @@ def test_cuda_runs_without_float64_on_the_device(monkeypatch):
 def test_cuda_main_job_in_bfloat16(tmp_path):
     from auto_circuit_dcd.cli import main
 
-    prompts = [{"clean": e.clean.tolist(), "corrupt": e.corrupt.tolist(),
-                "answers": e.answers.tolist(), "wrong_answers": e.wrong_answers.tolist(),
-                "group": e.group} for e in _pairs(24, seed=4)]
-    data = tmp_path / "d.json"
-    data.write_text(json.dumps({"prompts": prompts}))
+    data = _dataset_file(tmp_path / "d.json")
     out = tmp_path / "run"
     assert main(["run", "--model", "tiny-random-gqa", "--dataset", str(data), "--out",
                  str(out), "--quiet", "--batch-size", "4", "--max-clusters", "3",
