@@ -136,14 +136,20 @@ def test_flags_are_restored_when_the_metric_fails(tiny_pm):
     assert cfg.use_attn_result and cfg.use_split_qkv_input and cfg.use_hook_mlp_in
 
 
-def test_unsupported_models_are_refused_with_a_reason():
+def combined_qkv_model():
+    """An attention-only model wrapped by auto-circuit with ``separate_qkv=False`` (one
+    attention input per layer), which neither fast path takes."""
     from auto_circuit.utils.graph_utils import patchable_model
 
     model = _randomise(HookedTransformer(_config(attn_only=True)))
     model.set_use_attn_result(True)
     model.set_use_attn_in(True)
-    pm = patchable_model(model, factorized=True, slice_output="last_seq",
-                         separate_qkv=False, device="cpu")
+    return patchable_model(model, factorized=True, slice_output="last_seq",
+                           separate_qkv=False, device="cpu")
+
+
+def test_unsupported_models_are_refused_with_a_reason():
+    pm = combined_qkv_model()
     assert not supports_fast(pm)
     assert "separate_qkv" in unsupported_reason(pm)
     graph = WrapperGraph(pm)

@@ -11,7 +11,6 @@ from typing import Any, List
 import numpy as np
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import load_examples, make_loader
@@ -23,7 +22,7 @@ from auto_circuit_dcd.selection import top_mask
 from auto_circuit_dcd.metrics.patched import PatchedForward, fast_unsupported_reason, stacks
 from auto_circuit_dcd.task_metric import METRICS
 from conftest import SMOLLM2_IOI, failing_after, random_examples
-from test_fast_attribution import MODELS, _config, _randomise
+from test_fast_attribution import MODELS, combined_qkv_model
 
 # sizes that put destination modules in both forms: small ones sparse, large ones in the
 # complement form, middle ones mixed across Q/K/V of one layer (scores scaled per module)
@@ -232,13 +231,7 @@ def test_error_inside_a_pass_restores_the_attention(tiny_pm, monkeypatch):
 
 
 def test_unsupported_model_falls_back_to_patch_mode():
-    from auto_circuit.utils.graph_utils import patchable_model
-
-    model = _randomise(HookedTransformer(_config(attn_only=True)))
-    model.set_use_attn_result(True)
-    model.set_use_attn_in(True)
-    pm = patchable_model(model, factorized=True, slice_output="last_seq",
-                         separate_qkv=False, device="cpu")
+    pm = combined_qkv_model()
     assert "separate_qkv" in fast_unsupported_reason(pm)
     loader = make_loader(random_examples(3, lengths=(6,), seed=1), batch_size=3)
     scores = torch.randn(pm.n_edges)
