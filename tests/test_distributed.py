@@ -1,10 +1,12 @@
 """Several workers under torchrun (2 CPU processes, gloo): the same results as one process,
 every rank ending when one fails, and a killed worker's run resumed from the cache.
 
-Equality is exact: both sides compute the same batches with the same code on the same
-processor, one thread each (torch and BLAS: torchrun sets OMP_NUM_THREADS=1 in its
-workers, :func:`one_thread` does the same here), and gathered rows travel as pickled
-tensors (no arithmetic).
+Both sides compute the same batches with the same code on the same processor, one thread
+each (torch and BLAS: torchrun sets OMP_NUM_THREADS=1 in its workers, :func:`one_thread`
+does the same here), and gathered rows travel as pickled tensors. What must match exactly
+does (labels, example ids, edge sets, integers); floats are compared to a relative 1e-6,
+because vectorised sums depend on how an array is aligned in memory, which differs between
+processes (clustering statistics differed in their 16th digit on one CI machine).
 """
 
 import json
@@ -66,6 +68,32 @@ def one_thread():
     return threadpool_limits(1)
 
 
+#: float agreement between processes: far below any figure the report rounds to
+REL, ABS = 1e-6, 1e-9
+
+
+def assert_match(got, want, where="report"):
+    """``got == want`` with floats (and NaN) to REL/ABS; everything else exactly."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            assert_match(got[k], want[k], f"{where}[{k!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert isinstance(got, (list, tuple)) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_match(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) or isinstance(got, float):
+        assert got == pytest.approx(want, rel=REL, abs=ABS, nan_ok=True), where
+    elif isinstance(want, (torch.Tensor, np.ndarray)):
+        g, w = torch.as_tensor(got), torch.as_tensor(want)
+        if w.is_floating_point():
+            torch.testing.assert_close(g, w, rtol=REL, atol=ABS, equal_nan=True, msg=where)
+        else:
+            assert torch.equal(g, w), where
+    else:
+        assert got == want, where
+
+
 def report_of(out):
     rep = json.loads((Path(out) / "report.json").read_text())
     return {k: v for k, v in rep.items() if k not in VARYING}, rep
@@ -104,11 +132,12 @@ def test_the_library_in_a_process_group_gives_every_rank_the_single_process_resu
     for r in (0, 1):
         got = torch.load(tmp_path / f"rank-{r}.pt", weights_only=False)
         assert got["world_size"] == 2
-        assert torch.equal(got["scores"], A.scores) and got["ids"] == A.example_ids
-        assert got["clean_metric"] == A.meta["clean_metric"]
-        np.testing.assert_array_equal(got["mu"], ref.mu_circuit)
-        np.testing.assert_array_equal(got["mu_full"], ref.mu_full)
-        np.testing.assert_array_equal(got["f"], ref.f)
+        assert got["ids"] == A.example_ids
+        assert_match(got["scores"], A.scores, "scores")
+        assert_match(got["clean_metric"], A.meta["clean_metric"], "clean_metric")
+        assert_match(got["mu"], ref.mu_circuit, "mu")
+        assert_match(got["mu_full"], ref.mu_full, "mu_full")
+        assert_match(got["f"], ref.f, "f")
     # the ranks wrote their batches into one cache; rank 0 then the finished rows
     [shared] = (tmp_path / "cache").glob("attribution-*")
     assert [p.name for p in shared.glob("*.safetensors")] == ["rows.safetensors"]
@@ -161,14 +190,14 @@ def test_two_workers_under_torchrun_write_the_single_process_outputs(tmp_path, s
     assert code == 0, log
     got, full = report_of(out)
     want, _ = report_of(ref_out)
-    assert got == want
+    assert_match(got, want)
     assert full["world_size"] == 2
     assert set(full["timings"]) >= {"attribution", "clustering", "evaluation"}
     a, b = saved(out), saved(ref_out)
     assert a.keys() == b.keys() and "circuits.safetensors" in a
     for name in a:
         for key in a[name]:
-            assert torch.equal(a[name][key], b[name][key]), (name, key)
+            assert_match(a[name][key], b[name][key], f"{name}:{key}")
 
 
 @pytest.mark.slow
@@ -204,7 +233,7 @@ def test_a_worker_killed_mid_attribution_loses_only_its_batch_in_flight(tmp_path
     with one_thread():
         assert main(TOY + ["--out", str(out)]) == 0
     assert len(calls) == n_batches - len(names)
-    assert report_of(out)[0] == report_of(ref_out)[0]
+    assert_match(report_of(out)[0], report_of(ref_out)[0])
 
 
 def test_batches_are_split_by_size_largest_first():
@@ -214,3 +243,14 @@ def test_batches_are_split_by_size_largest_first():
     assert assign([8, 8, 8, 8, 8, 3, 8, 8, 5], 2) == [[0, 2, 4, 7], [1, 3, 5, 6, 8]]
     assert assign([1] * 5, 2) == [[0, 2, 4], [1, 3]]  # equal sizes: round robin
     assert assign([2, 1], 3) == [[0], [1], []]
+
+
+def test_the_comparison_tolerates_rounding_only():
+    """assert_match lets floats differ in their last digits and nothing else."""
+    want = {"labels": [0, 1, 1], "gap": 1.131973903636057, "f": torch.tensor([0.5, float("nan")])}
+    assert_match({"labels": [0, 1, 1], "gap": 1.1319739036360579,
+                  "f": torch.tensor([0.5 + 1e-8, float("nan")])}, want)
+    for wrong in ({**want, "labels": [0, 1, 0]}, {**want, "gap": 1.1320},
+                  {**want, "f": torch.tensor([0.5, 0.0])}, {**want, "extra": 1}):
+        with pytest.raises(AssertionError):
+            assert_match(wrong, want)
