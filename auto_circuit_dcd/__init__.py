@@ -60,6 +60,7 @@ _EXPORTS: Dict[str, str] = {
     # the main job and its report
     "RunConfig": "auto_circuit_dcd.pipeline",
     "run": "auto_circuit_dcd.pipeline",
+    "RunReport": "auto_circuit_dcd.run_report",
     "write_html": "auto_circuit_dcd.report",
     # datasets
     "make_dataset": "auto_circuit_dcd.tasks",

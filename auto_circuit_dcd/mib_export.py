@@ -26,9 +26,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from .errors import DamagedFileError, UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run_report import RunReport
 
 __all__ = ["MIB_FOLDER", "MibExport", "export_mib", "size_file_name", "run_circuits"]
 
@@ -102,6 +105,18 @@ def run_circuits(run_dir: str | Path) -> Dict[str, Any]:
             "selection": f"{sets['selection']} ({ranking} ranking), as evaluated by the run"}
 
 
+def _read_report(run_dir: Path) -> "RunReport":
+    from .run_report import RunReport
+    from .schema import SchemaError
+
+    try:
+        return RunReport.from_dict(_read_json(run_dir / "report.json", "report.json"))
+    except SchemaError as err:
+        raise RunFolderError(f"{run_dir / 'report.json'} is not a report of this version "
+                             f"({err}): run the job again (cached attributions make it "
+                             "quick)") from None
+
+
 def export_mib(run_dir: str | Path) -> MibExport:
     """Write ``run_dir/mib/`` (see the module docstring); returns what was written."""
     from .files import folder_lock, write_text
@@ -113,7 +128,7 @@ def export_mib(run_dir: str | Path) -> MibExport:
                              "`auto-circuit-dcd run`")
     files: List[Dict[str, Any]] = []
     with folder_lock(run_dir, what="run"):
-        report = _read_json(run_dir / "report.json", "report.json")
+        report = _read_report(run_dir)
         saved = run_circuits(run_dir)
         cfg, circuits = saved["graph_config"], saved["circuits"]
         fractions = saved["fractions"]
@@ -134,7 +149,7 @@ def export_mib(run_dir: str | Path) -> MibExport:
                               "n_edges": int(chosen.sum())})
         write_text(folder / INDEX_FILE, json.dumps({
             "format": "EAP-IG graph JSON (eap.graph.Graph.from_json)",
-            "model": report.get("model"), "graph_config": cfg,
+            "model": report.model, "graph_config": cfg,
             "n_edges": next(iter(circuits.values())).n_edges if circuits else 0,
             "selection": saved["selection"],
             "files": files}, indent=1))

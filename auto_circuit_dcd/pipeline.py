@@ -21,17 +21,18 @@
 5. evaluate every circuit once on the whole test split at every edge fraction, each
    size's edges chosen by the selection rule and ranking of the run's convention
    (:func:`~auto_circuit_dcd.metrics.convention.make_convention`; a second ranking is
-   evaluated when CMD ranks differently, as under MIB parity), then aggregate without
-   more model passes: single, DCD oracle and routed, K-random, each cluster's own
-   circuit vs the single circuit on its routed test group, cross-faithfulness at ``p``
-   and edge overlap;
-6. write the attribution matrices and the circuits (``circuits.safetensors``: scores and
+   evaluated when CMD ranks differently, as under MIB parity);
+6. the report (:func:`~auto_circuit_dcd.assemble.assemble_report`, no more model passes):
+   single, DCD oracle and routed, K-random, each cluster's own circuit vs the single
+   circuit on its routed test group, cross-faithfulness at ``p`` and edge overlap, as a
+   typed :class:`~auto_circuit_dcd.run_report.RunReport`;
+7. write the attribution matrices and the circuits (``circuits.safetensors``: scores and
    the edge sets evaluated; ``circuits.json`` with edge names and top edges), then
    ``report.json`` and ``report.html``: each file whole or not at all, data before what
    describes it.
 
 Under torchrun or srun (:mod:`auto_circuit_dcd.distributed`) every worker loads the model
-and the data and does its share of steps 2 and 5; steps 3, 4 and 6 run on rank 0, which
+and the data and does its share of steps 2 and 5; steps 3, 4, 6 and 7 run on rank 0, which
 hands the circuits, then the report, to the others (or its error, which ends them too).
 Rank 0 alone holds the lock of ``config.out``.
 """
@@ -41,20 +42,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import torch
 
+from .assemble import assemble_report
 from .config import RunConfig
 from .model_table import MODELS, embedded_dataset
+from .run_report import RunReport
 from .errors import ConfigError
 from .files import folder_lock, remove_temporaries, save_tensors, write_text
 
@@ -67,12 +68,6 @@ __all__ = ["RunConfig", "run", "check_config", "edge_fractions", "load_tokenizer
 #: the main job's selection rule (chosen by measurement: README, "Choosing the selection rule")
 DEFAULT_SELECTION = "topn-prune"
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
-#: version of report.json's keys; rises when a key changes meaning or goes away
-REPORT_SCHEMA_VERSION = 1
-#: the composition entry of training examples without a group label
-UNLABELLED = "(no group)"
-ROUTING_NOTE = ("each test example is routed by its own attribution row, which needs its "
-                "answers and its corrupted prompt; examples without them cannot be routed")
 
 
 class _Timer:
@@ -126,53 +121,6 @@ def _dataset_path(config: RunConfig, tokenizer: Any, out: Path) -> Path:
                       "or --task NAME (e.g. --task all-tasks)")
 
 
-def _finite(x: Any) -> Any:
-    """JSON-safe floats: NaN/inf -> None, numpy -> python."""
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _finite(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def _versions() -> Dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("auto-circuit-dcd", "auto-circuit", "transformer-lens", "torch",
-                "transformers", "scikit-learn", "hdbscan", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def _curve_stats(f: np.ndarray, f_cmd: np.ndarray, fractions: np.ndarray,
-                 conv: Convention) -> Dict[str, Any]:
-    """The curve ``f`` (ranked for CPR), its CPR, and CMD of ``f_cmd`` (ranked for CMD; in
-    the report as ``faithfulness_cmd`` when it is another curve)."""
-    out = {"faithfulness": f, "cpr": conv.cpr((fractions, f)),
-           "cmd": conv.cmd((fractions, f_cmd))}
-    if f_cmd is not f:
-        out["faithfulness_cmd"] = f_cmd
-    return out
-
-
-def _subset_f(result: Any, rows: np.ndarray) -> np.ndarray:
-    from .metrics.faithfulness import ratio_of_means
-
-    if rows.size == 0:
-        return np.full(result.fractions.shape, np.nan)
-    return ratio_of_means(result.mu_circuit[rows], result.mu_full[rows], result.mu_empty[rows])
-
-
 def _save_circuits(path: Path, circuits: Dict[str, Any], by_ranking: Dict[str, Any],
                    layout: Any, graph_cfg: Dict[str, Any], top: int = 50) -> None:
     """``circuits.safetensors`` (each circuit's scores as ``NAME`` and the edges evaluated at
@@ -207,8 +155,8 @@ def _save_circuits(path: Path, circuits: Dict[str, Any], by_ranking: Dict[str, A
     }))
 
 
-def _build_circuits(config: RunConfig, pm: Any, A: Any, train: Any, gd: Any,
-                    cluster_labels: List[int], k: int) -> Dict[str, Any]:
+def _build_circuits(config: RunConfig, pm: Any, A: Any, train: Any,
+                    gd: Any) -> Dict[str, Any]:
     """The single baseline, one circuit per cluster and K-random, as ``Circuit`` objects;
     the baselines built by the clusters' base algorithm."""
     from .circuit import Circuit
@@ -223,48 +171,24 @@ def _build_circuits(config: RunConfig, pm: Any, A: Any, train: Any, gd: Any,
                        meta={"label": name, "base_algo": str(config.base_algo)})
 
     out = {"single": circuit("single", single_circuit(A, pm, **algo)[0])}
-    for c in cluster_labels:
+    for c in sorted(int(c) for c in gd.circuits_):
         out[f"cluster_{c}"] = circuit(f"cluster_{c}", gd.circuits_[c])
+    k = int(gd.n_clusters_)
     if k > 1:
         for c, ps in k_random_circuits(A, k, random_state=config.seed, model=pm, **algo).items():
             out[f"k_random_{c}"] = circuit(f"k_random_{c}", ps)
     return out
 
 
-def _routed_curves(results: Dict[str, Any], cluster_labels: List[int], route: np.ndarray,
-                   largest: int) -> Tuple[Any, Any]:
-    """DCD's oracle and routed curves (noise to ``largest``), and routed without noise."""
-    from .metrics import combine_circuits
-
-    per = {c: results[f"cluster_{c}"] for c in cluster_labels}
-    return (combine_circuits(per, routing=route.tolist(), fallback=largest),
-            combine_circuits(per, routing=route.tolist(), exclude=(-1,)))
-
-
-def _selection_report(conv: Convention, by_ranking: Dict[str, Any],
-                      base_algo: Any) -> Dict[str, Any]:
-    """The report's ``circuit_selection``: the convention, and the edges achieved per size
-    and ranking (a rule can keep fewer edges than asked: pruning, or more: ties)."""
-    first = next(iter(by_ranking.values()))["single"]
-    return {**conv.to_dict(), "base_algo": str(base_algo),
-            "requested_edge_counts": first.requested_counts,
-            "achieved_edge_counts": {rank: {name: r.achieved_counts for name, r in res.items()}
-                                     for rank, res in by_ranking.items()},
-            "note": (f"each size's edges: {conv.selection} of the circuit's scores ranked by "
-                     f"{conv.cpr_ranking} for the curves and CPR, by {conv.cmd_ranking} for "
-                     f"CMD ({conv.cmd_form})")}
-
-
-def _stability(gd: Any, A: Any, config: RunConfig, progress: bool) -> Optional[Dict[str, Any]]:
+def _stability(gd: Any, A: Any, config: RunConfig, progress: bool) -> Any:
     """Cluster stability on subsamples of the train rows, refitting the clusterer the fit
     chose (None when switched off); its wall time is ``timings["stability"]``."""
     from .cluster import cluster_stability
 
     if not config.stability_resamples:
         return None
-    st = cluster_stability(gd, A, n_resamples=config.stability_resamples,
-                           random_state=config.seed, progress=progress, clusterer="chosen")
-    return {**st.to_dict(), "clusterer": gd.method_}
+    return cluster_stability(gd, A, n_resamples=config.stability_resamples,
+                             random_state=config.seed, progress=progress, clusterer="chosen")
 
 
 def check_config(config: RunConfig) -> None:
@@ -410,33 +334,14 @@ def _output_folder(out: Path) -> Iterator[Path]:
         raise
 
 
-def _quality(groups: Optional[List[Optional[str]]], labels: np.ndarray) -> Optional[Dict[str, Any]]:
-    """Cluster quality on the rows that carry a group label, and how many do."""
-    from .metrics import cluster_quality
-
-    if groups is None:
-        return None
-    rows = [i for i, g in enumerate(groups) if g is not None]
-    if not rows:
-        return None
-    q = cluster_quality([groups[i] for i in rows], [int(labels[i]) for i in rows]).to_dict()
-    q.update(n_labelled=len(rows), n_unlabelled=len(groups) - len(rows))
-    return q
-
-
-def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
-    """Run the whole job; returns the report dict (also written to ``out/report.json``).
+def run(config: RunConfig, progress: bool = True) -> RunReport:
+    """Run the whole job; returns the report (also written to ``out/report.json``).
 
     The configuration is checked first (:func:`check_config`); then ``config.out`` is
     locked for the run (a second run into it is refused).
     """
     check_config(config)
-    from . import attribute
-    from .data import load_examples, make_loader, split_examples
-    from .devices import resolve_device
-    from .distributed import Handoff, from_main, is_main, process_group, world_size, worker_device
-    from .metrics import combine_circuits, overlap_matrix
-    from .models import load_model, make_patchable
+    from .distributed import Handoff, is_main, process_group, world_size
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -444,163 +349,93 @@ def run(config: RunConfig, progress: bool = True) -> Dict[str, Any]:
     with process_group(config.device), _output_folder(Path(config.out)) as out, \
             Handoff() as handoff:
         timer = _Timer(echo=progress and is_main())
-        device = worker_device(config.device)
-        with timer.stage("load_model", f"loading {config.model} on "
-                         f"{resolve_device(device)} ({config.dtype})"):
-            pm = make_patchable(load_model(config.model, device=device, dtype=config.dtype))
-        with timer.stage("dataset", "reading the dataset" if not config.task
-                         else f"generating the {config.task} dataset"):
-            path = from_main(lambda: _dataset_path(config, pm.tokenizer, out))
-            examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
-            train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
-            train = make_loader(train_ex, config.batch_size)
-            test = make_loader(test_ex, config.batch_size)
-        with timer.stage("attribution", f"{config.method} attribution of {len(train_ex)} "
-                         f"train and {len(test_ex)} test examples (cached in {out / 'cache'})"):
-            kw = dict(method=config.method, ig_steps=config.ig_steps, metric=config.metric,
-                      cache_dir=out / "cache", progress=progress,
-                      nan_tolerance=config.nan_tolerance)
-            A = attribute(pm, train, **kw)
-            A_test = attribute(pm, test, **kw)
-        # examples whose rows were not finite are left out of everything that follows
-        dropped = {"train": list(A.meta.get("dropped_ids", [])),
-                   "test": list(A_test.meta.get("dropped_ids", []))}
-        if dropped["train"]:
-            train = train.subset(A.example_ids)
-        if dropped["test"]:
-            test = test.subset(A_test.example_ids)
+        pm = _load_model(config, timer)
+        path, train, test = _load_data(config, pm, out, timer)
+        A, A_test, train, test, dropped = _attribute(config, pm, train, test, out, timer,
+                                                     progress)
         handoff.open()
         if not is_main():  # the other ranks: evaluation only, then they wait for the report
             return _follow(handoff, config, pm, test, fractions)
-        with timer.stage("clustering", f"clustering {A.n_examples} rows ({config.clusterer}, "
-                         f"k from 2 to {config.max_clusters}) and routing the test examples"):
-            gd = _discovery(config)
-            gd.fit(A, model=pm, dataloader=train)
-            routed = np.asarray(gd.predict(A_test))
-        with timer.stage("stability", f"measuring cluster stability ({config.stability_resamples}"
-                         " refits of the clusterer)" if config.stability_resamples else
-                         "cluster stability skipped (--stability-resamples 0)"):
-            stability = _stability(gd, A, config, progress)
-        k = int(gd.n_clusters_)
-        cluster_labels = sorted(int(c) for c in gd.circuits_)
-        conv = convention(config)
+        gd, routed, stability = _cluster(config, pm, A, A_test, train, timer, progress)
         with timer.stage("circuits", "building the single, per-cluster and K-random "
                                      "circuits"):
-            circuits = _build_circuits(config, pm, A, train, gd, cluster_labels, k)
+            circuits = _build_circuits(config, pm, A, train, gd)
         handoff.send(circuits)
         with timer.stage("evaluation", f"evaluating {len(circuits)} circuits at "
                          f"{len(fractions)} sizes on {A_test.n_examples} test examples"):
             by_ranking = _evaluate(config, pm, test, circuits, fractions, progress)
-        results, cmd_results = by_ranking[conv.cpr_ranking], by_ranking[conv.cmd_ranking]
-        frac = np.asarray(fractions)
-        test_ids = results["single"].example_ids
-        pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
-        route = np.array([routed[pos_of[i]] for i in test_ids], dtype=int)
-        largest = cluster_labels[0]
-        dcd, dcd_known = _routed_curves(results, cluster_labels, route, largest)
-        dcd_cmd, dcd_known_cmd = ((dcd, dcd_known) if cmd_results is results else
-                                  _routed_curves(cmd_results, cluster_labels, route, largest))
-        kr_labels = [name for name in circuits if name.startswith("k_random_")]
-        k_random: Dict[str, Any] = {"faithfulness_oracle": None, "faithfulness_routed": None,
-                                    "cpr": {"oracle": None, "routed": None},
-                                    "cmd": {"oracle": None, "routed": None}}
-        if kr_labels:
-            rng = np.random.default_rng(config.seed)
-            kr_route = rng.permutation(np.arange(len(test_ids)) % len(kr_labels))
-            kr_routing = [kr_labels[i] for i in kr_route]
-            kr = combine_circuits({lab: results[lab] for lab in kr_labels}, routing=kr_routing)
-            kr_cmd = kr if cmd_results is results else combine_circuits(
-                {lab: cmd_results[lab] for lab in kr_labels}, routing=kr_routing)
-            kr_stats = {"oracle": _curve_stats(kr.oracle_f, kr_cmd.oracle_f, frac, conv),
-                        "routed": _curve_stats(kr.routed_f, kr_cmd.routed_f, frac, conv)}
-            k_random = {"faithfulness_oracle": kr.oracle_f, "faithfulness_routed": kr.routed_f,
-                        "cpr": {name: st["cpr"] for name, st in kr_stats.items()},
-                        "cmd": {name: st["cmd"] for name, st in kr_stats.items()}}
-        single = results["single"]
-        p_idx = int(np.flatnonzero(np.isclose(frac, config.p_cross))[0])
-
-        train_groups = A.groups
-        clusters = []
-        for c in cluster_labels:
-            rows = np.flatnonzero(route == c)
-            members = np.flatnonzero(np.asarray(gd.labels_) == c)
-            comp: Dict[str, int] = {}
-            if train_groups is not None:
-                for i in members:
-                    g = train_groups[i]
-                    name = UNLABELLED if g is None else str(g)
-                    comp[name] = comp.get(name, 0) + 1
-            own = _subset_f(results[f"cluster_{c}"], rows)
-            clusters.append({"label": c, "size": int(members.size), "n_test": int(rows.size),
-                             "composition": comp, "faithfulness_own": own,
-                             "single_on_group": _subset_f(single, rows),
-                             "cpr_own": conv.cpr((frac, own))})
-        cross = np.array([[_subset_f(results[f"cluster_{i}"], np.flatnonzero(route == j))[p_idx]
-                           for j in cluster_labels] for i in cluster_labels])
-        overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels})
-
-        dcd_stats = {"oracle": _curve_stats(dcd.oracle_f, dcd_cmd.oracle_f, frac, conv),
-                     "routed": _curve_stats(dcd.routed_f, dcd_cmd.routed_f, frac, conv),
-                     "routed_excluding_noise": _curve_stats(
-                         dcd_known.routed_f, dcd_known_cmd.routed_f, frac, conv)}
-        report = {
-            "schema_version": REPORT_SCHEMA_VERSION,
-            "model": config.model,
-            "dataset": str(path),
-            "method": config.method,
-            "metric": config.metric,
-            "config": asdict(config),
-            "n_train": A.n_examples,
-            "n_test": A_test.n_examples,
-            "n_edges": A.n_edges,
-            "n_clusters": k,
-            "labels": [int(x) for x in gd.labels_],
-            "example_ids": A.example_ids,
-            "groups": train_groups,
-            "test_example_ids": list(test_ids),
-            "test_routing": [int(x) for x in route],
-            "dropped_examples": dropped,
-            "routing": {
-                "rule": gd.routing_rule_,
-                "train_agreement": gd.train_agreement_,
-                "n_test_noise": int((route == -1).sum()),
-                "n_train_noise": int((np.asarray(gd.labels_) == -1).sum()),
-                "noise_fallback": largest,
-                "note": ROUTING_NOTE,
-            },
-            "edge_fractions": fractions,
-            "achieved_edge_counts": {name: r.achieved_counts for name, r in results.items()},
-            "circuit_selection": _selection_report(conv, by_ranking, config.base_algo),
-            "single": _curve_stats(single.f, cmd_results["single"].f, frac, conv),
-            "dcd": {
-                "faithfulness_oracle": dcd.oracle_f,
-                "faithfulness_routed": dcd.routed_f,
-                "faithfulness_routed_excluding_noise": dcd_known.routed_f,
-                "cpr": {name: st["cpr"] for name, st in dcd_stats.items()},
-                "cmd": {name: st["cmd"] for name, st in dcd_stats.items()},
-                "clusters": clusters,
-            },
-            "k_random": k_random,
-            "cross_faithfulness": {"p": config.p_cross, "labels": cluster_labels,
-                                   "matrix": cross,
-                                   "orientation": "matrix[i][j] = circuit of cluster i on the "
-                                                  "test examples routed to cluster j"},
-            "edge_overlap": {"gamma": 0.99, "labels": cluster_labels,
-                             "matrix": np.asarray(overlap.matrix)},
-            "cluster_quality": _quality(train_groups, np.asarray(gd.labels_)),
-            "stability": stability,
-            "selection": _finite(getattr(gd, "selection_", [])),
-            "world_size": world_size(),
-            "timings": timer.seconds,
-            "versions": _versions(),
-        }
-        report = _finite(report)
+        report = assemble_report(config=config, conv=convention(config), dataset=str(path),
+                                 A=A, A_test=A_test, gd=gd, routed=routed, circuits=circuits,
+                                 by_ranking=by_ranking, dropped=dropped, stability=stability,
+                                 world_size=world_size(), timings=timer.seconds)
         timer.say(f"writing {out}")
-        _write_outputs(out, report, pm, A, A_test, circuits, by_ranking, gd)
+        _write_outputs(out, report, pm, A, A_test, circuits, by_ranking)
         handoff.send(report, last=True)
     print(summary_table(report))
     print(f"report: {(Path(config.out) / REPORT_HTML).resolve()}")
     return report
+
+
+def _load_model(config: RunConfig, timer: _Timer) -> Any:
+    """The model on this worker's device, in the run's dtype, wrapped for patching."""
+    from .devices import resolve_device
+    from .distributed import worker_device
+    from .models import load_model, make_patchable
+
+    device = worker_device(config.device)
+    with timer.stage("load_model", f"loading {config.model} on {resolve_device(device)} "
+                     f"({config.dtype})"):
+        return make_patchable(load_model(config.model, device=device, dtype=config.dtype))
+
+
+def _load_data(config: RunConfig, pm: Any, out: Path, timer: _Timer) -> Tuple[Path, Any, Any]:
+    """The dataset's path, and loaders of its train and test splits."""
+    from .data import load_examples, make_loader, split_examples
+    from .distributed import from_main
+
+    with timer.stage("dataset", "reading the dataset" if not config.task
+                     else f"generating the {config.task} dataset"):
+        path = from_main(lambda: _dataset_path(config, pm.tokenizer, out))
+        examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
+        train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
+        return (path, make_loader(train_ex, config.batch_size),
+                make_loader(test_ex, config.batch_size))
+
+
+def _attribute(config: RunConfig, pm: Any, train: Any, test: Any, out: Path, timer: _Timer,
+               progress: bool) -> Tuple[Any, Any, Any, Any, Dict[str, List[Any]]]:
+    """Attribution rows of both splits (cached in ``out/cache``); examples whose rows were
+    not finite are left out of the loaders and everything that follows, and listed."""
+    from . import attribute
+
+    with timer.stage("attribution", f"{config.method} attribution of {len(train.examples)} "
+                     f"train and {len(test.examples)} test examples (cached in "
+                     f"{out / 'cache'})"):
+        kw = dict(method=config.method, ig_steps=config.ig_steps, metric=config.metric,
+                  cache_dir=out / "cache", progress=progress, nan_tolerance=config.nan_tolerance)
+        A, A_test = attribute(pm, train, **kw), attribute(pm, test, **kw)
+    dropped = {"train": list(A.meta.get("dropped_ids", [])),
+               "test": list(A_test.meta.get("dropped_ids", []))}
+    if dropped["train"]:
+        train = train.subset(A.example_ids)
+    if dropped["test"]:
+        test = test.subset(A_test.example_ids)
+    return A, A_test, train, test, dropped
+
+
+def _cluster(config: RunConfig, pm: Any, A: Any, A_test: Any, train: Any, timer: _Timer,
+             progress: bool) -> Tuple[Any, np.ndarray, Any]:
+    """The fitted ``GroupedDiscovery``, each test row's cluster, and cluster stability."""
+    with timer.stage("clustering", f"clustering {A.n_examples} rows ({config.clusterer}, "
+                     f"k from 2 to {config.max_clusters}) and routing the test examples"):
+        gd = _discovery(config)
+        gd.fit(A, model=pm, dataloader=train)
+        routed = np.asarray(gd.predict(A_test))
+    with timer.stage("stability", f"measuring cluster stability ({config.stability_resamples}"
+                     " refits of the clusterer)" if config.stability_resamples else
+                     "cluster stability skipped (--stability-resamples 0)"):
+        stability = _stability(gd, A, config, progress)
+    return gd, routed, stability
 
 
 def _evaluate(config: RunConfig, pm: Any, test: Any, circuits: Dict[str, Any],
@@ -617,15 +452,15 @@ def _evaluate(config: RunConfig, pm: Any, test: Any, circuits: Dict[str, Any],
 
 
 def _follow(handoff: Any, config: RunConfig, pm: Any, test: Any,
-            fractions: List[float]) -> Dict[str, Any]:
+            fractions: List[float]) -> RunReport:
     """A rank other than 0 after attribution: its share of the evaluation of rank 0's
     circuits, then rank 0's report (or rank 0's exception, raised here too)."""
     _evaluate(config, pm, test, handoff.receive(), fractions, progress=False)
     return handoff.receive()
 
 
-def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: Any,
-                   circuits: Dict[str, Any], by_ranking: Dict[str, Any], gd: Any) -> None:
+def _write_outputs(out: Path, report: RunReport, pm: Any, A: Any, A_test: Any,
+                   circuits: Dict[str, Any], by_ranking: Dict[str, Any]) -> None:
     """The report's data first, then ``report.json`` and ``report.html`` that describe it;
     each file whole or not at all, the old report removed before any new data is written."""
     for name in (REPORT_JSON, REPORT_HTML):
@@ -636,26 +471,26 @@ def _write_outputs(out: Path, report: Dict[str, Any], pm: Any, A: Any, A_test: A
 
     _save_circuits(out, circuits, by_ranking, A.layout_for(pm),
                    graph_config(pm.wrapped_model.cfg))
-    write_text(out / REPORT_JSON, json.dumps(report, indent=1))
-    _write_html(report, out, pm, A, circuits, gd)
+    write_text(out / REPORT_JSON, report.to_json())
+    _write_html(report, out, pm, A, circuits)
 
 
-def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
-                circuits: Dict[str, Any], gd: Any) -> None:
+def _write_html(report: RunReport, out: Path, pm: Any, A: Any,
+                circuits: Dict[str, Any]) -> None:
     """The page; each cluster's circuit drawn at ``--draw-fraction`` (default ``--p-cross``,
     the size of the page's per-cluster numbers), the drawn edge count in its caption."""
     from .metrics.faithfulness import edge_count
     from .report import circuit_figure, write_html
     from .report.figures import MAX_DRAWN_EDGES, projection
 
-    p_cross = report["cross_faithfulness"]["p"]
-    p_draw = report["config"].get("draw_fraction") or p_cross
+    p_cross = report.cross_faithfulness.p
+    p_draw = report.config["draw_fraction"] or p_cross
     count = edge_count(p_draw, A.n_edges)
     why = ("the size of the cross-faithfulness matrix and the per-cluster table"
            if math.isclose(p_draw, p_cross) else
            f"--draw-fraction; the per-cluster numbers are at {100 * p_cross:.3g}%")
     figures, captions = {}, {}
-    for c in report["cross_faithfulness"]["labels"]:
+    for c in report.cross_faithfulness.labels:
         circuit = circuits[f"cluster_{c}"]
         drawn = circuit.top(count).size
         captions[c] = (f"top {drawn} of {A.n_edges} edges by |score| "
@@ -670,51 +505,46 @@ def _write_html(report: Dict[str, Any], out: Path, pm: Any, A: Any,
     xy, note = projection(A.to_numpy())
     extras: Dict[str, Any] = {"circuit_figures": figures, "circuit_captions": captions}
     if xy is not None:
-        extras["projection"] = {**xy, "labels": report["labels"], "groups": report["groups"]}
+        extras["projection"] = {**xy, "labels": report.labels, "groups": report.groups}
     else:
         extras["projection_note"] = note
     write_html(report, out / REPORT_HTML, extras)
 
 
-def summary_table(report: Dict[str, Any]) -> str:
+def summary_table(report: RunReport) -> str:
     """Plain text: clusters, sizes, composition, f at p for own vs single circuit, and
     CPR/CMD per circuit family (numbers shown by the report's rule, rounding noise as 0)."""
-    fr = report["edge_fractions"]
-    p = report["cross_faithfulness"]["p"]
-    j = min(range(len(fr)), key=lambda i: abs(fr[i] - p))
+    from .report.values import fixed, score_rows
 
-    from .report.values import score_rows, shown
+    def num(v: float) -> str:
+        return fixed(v)
 
-    def fmt(v: Optional[float]) -> str:
-        v = shown(v)
-        return "n/a" if v is None else f"{v:.3f}"
-
-    lines = [f"{report['model']} | {report['method']} | {report['n_train']} train / "
-             f"{report['n_test']} test | {report['n_edges']} edges | k = {report['n_clusters']}"]
-    q = report.get("cluster_quality")
-    if q:
-        lines.append(f"cluster quality vs known groups: ARI {fmt(q.get('ari'))}, "
-                     f"NMI {fmt(q.get('nmi'))}")
+    fr, j = report.edge_fractions, report.p_index
+    lines = [f"{report.model} | {report.method} | {report.n_train} train / "
+             f"{report.n_test} test | {report.n_edges} edges | k = {report.n_clusters}"]
+    q = report.cluster_quality
+    if q is not None:
+        lines.append(f"cluster quality vs known groups: ARI {num(q.ari)}, NMI {num(q.nmi)}")
     lines.append(f"{'cluster':>7} {'size':>5} {'test':>5}  {'f own':>7} {'f single':>8}  composition")
-    for c in report["dcd"]["clusters"]:
-        comp = ", ".join(f"{g}:{n}" for g, n in sorted(c["composition"].items())) or "-"
-        lines.append(f"{c['label']:>7} {c['size']:>5} {c['n_test']:>5}  "
-                     f"{fmt(c['faithfulness_own'][j]):>7} {fmt(c['single_on_group'][j]):>8}  {comp}")
-    lines.append(f"at p = {fr[j]:g}: single {fmt(report['single']['faithfulness'][j])}, "
-                 f"DCD routed {fmt(report['dcd']['faithfulness_routed'][j])}, "
-                 f"DCD oracle {fmt(report['dcd']['faithfulness_oracle'][j])}")
-    routing = report.get("routing") or {}
-    if routing.get("n_test_noise"):
-        known = (report["dcd"].get("faithfulness_routed_excluding_noise") or [None] * len(fr))[j]
-        lines.append(f"{routing['n_test_noise']} of {report['n_test']} test examples routed to "
-                     f"noise: DCD routed sends them to cluster {routing.get('noise_fallback')}; "
-                     f"without them {fmt(known)}")
-    dropped = {k: len(v) for k, v in (report.get("dropped_examples") or {}).items() if v}
+    for c in report.dcd.clusters:
+        comp = ", ".join(f"{g}:{n}" for g, n in sorted(c.composition.items())) or "-"
+        lines.append(f"{c.label:>7} {c.size:>5} {c.n_test:>5}  "
+                     f"{num(c.faithfulness_own[j]):>7} {num(c.single_on_group[j]):>8}  {comp}")
+    lines.append(f"at p = {fr[j]:g}: single {num(report.single.faithfulness[j])}, "
+                 f"DCD routed {num(report.dcd.faithfulness_routed[j])}, "
+                 f"DCD oracle {num(report.dcd.faithfulness_oracle[j])}")
+    routing = report.routing
+    if routing.n_test_noise:
+        lines.append(f"{routing.n_test_noise} of {report.n_test} test examples routed to "
+                     f"noise: DCD routed sends them to cluster {routing.noise_fallback}; "
+                     f"without them {num(report.dcd.faithfulness_routed_excluding_noise[j])}")
+    dropped = {split: len(ids) for split, ids in (("train", report.dropped_examples.train),
+                                                  ("test", report.dropped_examples.test)) if ids}
     if dropped:
         lines.append("dropped (non-finite attribution rows): "
                      + ", ".join(f"{n} {split}" for split, n in dropped.items()))
     lines.append(f"over edge fractions {fr[0]:g} to {fr[-1]:g}: CPR (higher is better), "
                  "CMD (lower is better)")
     for name, cpr, cmd in score_rows(report):
-        lines.append(f"  {name:<52} CPR {fmt(cpr):>6}   CMD {fmt(cmd):>6}")
+        lines.append(f"  {name:<52} CPR {num(cpr):>6}   CMD {num(cmd):>6}")
     return "\n".join(lines)

@@ -261,7 +261,7 @@ def readme_report_keys():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    bullet = re.search(r"^- `report.json` with these keys.*?^- `", text, re.S | re.M).group(0)
+    bullet = re.search(r"^- `report.json`, the typed.*?^- `", text, re.S | re.M).group(0)
     listing = bullet[bullet.index("`schema_version`,"):bullet.index("`versions`.") + 11]
     keys, pos = {}, 0
     pattern = re.compile(r"`(\w+)`\s*(\{)?")

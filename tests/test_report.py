@@ -20,48 +20,76 @@ def curve(top: float, nan_at: int = -1) -> list:
     return ys
 
 
-def synthetic_report(groups=True) -> dict:
-    """A report shaped like the pipeline's, 3 clusters, one with no test examples (NaN)."""
+def synthetic_report(groups=True, k_random=False):
+    """A ``RunReport`` with planted values, 3 clusters, one with no test examples (NaN);
+    with ``k_random``, K-random curves and scores too."""
+    from auto_circuit_dcd import RunReport
+
     names = ["ioi", "induction", EVIL] if groups else None
     labels = [0] * 5 + [1] * 4 + [2] * 3
     comp = [{"ioi": 5}, {"induction": 3, EVIL: 1}, {EVIL: 3}] if groups else [{}, {}, {}]
+    nan = float("nan")
     clusters = [
         {"label": 0, "size": 5, "composition": comp[0], "faithfulness_own": curve(0.95),
-         "single_on_group": curve(0.7), "n_test": 2},
+         "single_on_group": curve(0.7), "n_test": 2, "cpr_own": 0.7},
         {"label": 1, "size": 4, "composition": comp[1], "faithfulness_own": curve(0.9),
-         "single_on_group": curve(0.6), "n_test": 2},
+         "single_on_group": curve(0.6), "n_test": 2, "cpr_own": 0.65},
         {"label": 2, "size": 3, "composition": comp[2], "faithfulness_own": [None] * 10,
-         "single_on_group": [float("nan")] * 10, "n_test": 0},
+         "single_on_group": [nan] * 10, "n_test": 0, "cpr_own": None},
     ]
-    return {
-        "model": "tiny-random", "dataset": "synthetic.json", "method": "eap",
+    counts = [max(1, int(f * 46)) for f in FRACTIONS]
+    no_k_random = {"faithfulness_oracle": None, "faithfulness_routed": None,
+                   "cpr": {"oracle": None, "routed": None}, "cmd": {"oracle": None, "routed": None}}
+    return RunReport.from_dict({
+        "schema_version": 1, "model": "tiny-random", "dataset": "synthetic.json",
+        "method": "eap", "metric": "max_diff", "config": {"draw_fraction": None},
         "n_train": 12, "n_test": 4, "n_edges": 46, "n_clusters": 3,
-        "labels": labels,
+        "labels": labels, "example_ids": [f"e{i}" for i in range(12)],
         "groups": ([names[0]] * 5 + [names[1]] * 3 + [names[2]] * 4) if groups else None,
+        "test_example_ids": ["t0", "t1", "t2", "t3"], "test_routing": [0, 0, 1, 1],
+        "dropped_examples": {"train": [], "test": []},
+        "routing": {"rule": "nearest centroid", "train_agreement": 1.0, "n_test_noise": 0,
+                    "n_train_noise": 0, "noise_fallback": 0, "note": "routed by their rows"},
         "edge_fractions": FRACTIONS,
+        "achieved_edge_counts": {"single": counts},
+        "circuit_selection": {"convention": "custom", "rule": "topn", "ranking": "abs",
+                              "cmd_ranking": "abs", "cmd": "one-sided", "base_algo": "eap",
+                              "requested_edge_counts": counts,
+                              "achieved_edge_counts": {"abs": {"single": counts}},
+                              "note": "top n"},
         "single": {"faithfulness": curve(0.8), "cpr": 0.61, "cmd": 0.22},
         "dcd": {"faithfulness_oracle": curve(0.97), "faithfulness_routed": curve(0.9, nan_at=0),
-                "cpr": {"oracle": 0.7, "routed": None}, "cmd": {"oracle": 0.11, "routed": 0.19},
+                "faithfulness_routed_excluding_noise": curve(0.9, nan_at=0),
+                "cpr": {"oracle": 0.7, "routed": None, "routed_excluding_noise": None},
+                "cmd": {"oracle": 0.11, "routed": 0.19, "routed_excluding_noise": 0.19},
                 "clusters": clusters},
-        "k_random": {"faithfulness_oracle": curve(0.85), "faithfulness_routed": curve(0.75)},
-        "cross_faithfulness": {"p": 0.05, "labels": [0, 1, 2], "matrix": CROSS},
+        "k_random": {"faithfulness_oracle": curve(0.85), "faithfulness_routed": curve(0.75),
+                     "cpr": {"oracle": 0.654, "routed": 0.543},
+                     "cmd": {"oracle": 0.187, "routed": 0.298}} if k_random else no_k_random,
+        "cross_faithfulness": {"p": 0.05, "labels": [0, 1, 2], "matrix": CROSS,
+                               "orientation": "rows: circuits"},
         "edge_overlap": {"gamma": 0.99, "labels": [0, 1, 2],
                          "matrix": [[1.0, 0.125, 0.3333], [0.125, 1.0, 0.0625],
                                     [0.3333, 0.0625, 1.0]]},
-        "cluster_quality": {"ari": 0.5123, "nmi": 0.6, "purity": 0.75} if groups else None,
+        "cluster_quality": {"ari": 0.5123, "nmi": 0.6, "purity": 0.75, "per_label": {},
+                            "per_cluster": {}, "majority_label": {}, "clusters": [],
+                            "labels": [], "contingency": [], "n_labelled": 12,
+                            "n_unlabelled": 0} if groups else None,
+        "stability": None,
         "selection": [{"method": "kmeans-svd", "k": 2, "silhouette": 0.31, "chosen": False},
                       {"method": "kmeans-svd", "k": 3, "silhouette": 0.44, "chosen": True,
                        "gap": 0.12}],
+        "world_size": 1,
         "timings": {"attribution": 3.25, "clustering": 0.5},
         "versions": {"auto-circuit": "1.0.1", "torch": "2.13.0"},
-    }
+    })
 
 
 def projection(report) -> dict:
     g = torch.Generator().manual_seed(1)
-    n = len(report["labels"])
+    n = len(report.labels)
     return {"x": torch.randn(n, generator=g).tolist(), "y": torch.randn(n, generator=g).tolist(),
-            "labels": report["labels"], "groups": report["groups"]}
+            "labels": report.labels, "groups": report.groups}
 
 
 def figure_payloads(page: str) -> list:
@@ -76,7 +104,7 @@ def figure_payloads(page: str) -> list:
 def page(tmp_path_factory):
     from auto_circuit_dcd.report import write_html
 
-    report = synthetic_report()
+    report = synthetic_report(k_random=True)
     path = write_html(report, tmp_path_factory.mktemp("r") / "sub" / "report.html",
                       extras={"projection": projection(report)})
     assert path.exists() and list(path.parent.iterdir()) == [path]
@@ -145,14 +173,14 @@ def test_no_groups_and_no_extras(tmp_path):
     page = write_html(report, tmp_path / "p.html", extras={"projection": pr}).read_text()
     scatter = [t for f in figure_payloads(page) for t in f if t.get("type") == "scattergl"]
     assert sorted(t["name"] for t in scatter) == ["0", "1", "2"]
-    assert sum(len(t["x"]) for t in scatter) == len(report["labels"])
+    assert sum(len(t["x"]) for t in scatter) == len(report.labels)
 
 
 def test_rejects_non_dict(tmp_path):
     from auto_circuit_dcd.report import write_html
 
-    with pytest.raises(TypeError, match="report must be a dict"):
-        write_html([1, 2], tmp_path / "x.html")
+    with pytest.raises(TypeError, match="report must be a RunReport"):
+        write_html({"model": "m"}, tmp_path / "x.html")
 
 
 def _mask_state(pm):
@@ -257,8 +285,8 @@ def test_rounding_noise_reads_as_zero_in_tables_and_heatmaps():
     from auto_circuit_dcd.report import render
 
     report = synthetic_report()
-    report["single"]["cpr"] = -9.68e-09
-    report["cross_faithfulness"]["matrix"] = [[0.8123, -9.68e-09, -0.0144],
+    report.single.cpr = -9.68e-09
+    report.cross_faithfulness.matrix = [[0.8123, -9.68e-09, -0.0144],
                                               [2.3e-05, 0.9266, 0.0417],
                                               [0.2222, 0.0588, 0.7719]]
     page = render(report)
@@ -274,10 +302,7 @@ def test_rounding_noise_reads_as_zero_in_tables_and_heatmaps():
 def test_cpr_table_has_k_random_rows():
     from auto_circuit_dcd.report import render
 
-    report = synthetic_report()
-    report["k_random"]["cpr"] = {"oracle": 0.654, "routed": 0.543}
-    report["k_random"]["cmd"] = {"oracle": 0.187, "routed": 0.298}
-    page = render(report)
+    page = render(synthetic_report(k_random=True))
     for family, cpr, cmd in (("K-random, routed", "0.543", "0.298"),
                              ("K-random, oracle", "0.654", "0.187")):
         row = re.search(re.escape(family) + r'[^<]*</td><td class="num">([^<]*)</td>'
@@ -290,8 +315,8 @@ def test_cpr_table_has_k_random_rows():
 def test_single_curve_is_drawn_first_and_widest_so_an_equal_curve_shows_inside_it():
     from auto_circuit_dcd.report.figures import faithfulness_curves
 
-    report = synthetic_report()
-    report["k_random"]["faithfulness_oracle"] = report["single"]["faithfulness"]
+    report = synthetic_report(k_random=True)
+    report.k_random.faithfulness_oracle = report.single.faithfulness
     traces = faithfulness_curves(report).data
     names = [t.name for t in traces]
     assert names[0] == "single"
@@ -308,13 +333,13 @@ def test_choosing_k_is_narrow_and_has_no_column_of_missing_values():
     from auto_circuit_dcd.report import render
 
     report = synthetic_report()
-    report["selection"] = [
+    report.selection = [
         {"method": "single-cluster test", "k": 1, "one_cluster": False, "gap_1": 0.41,
          "gap_2": 1.08, "se_2": 0.015, "reason": "gap statistic: Gap(1) < Gap(2) - s_2"}]
     for method, criterion in (("agglomerative", "merge_gap"), ("divisive", "within_distance"),
                               ("kmeans", "inertia")):
         for k in (2, 3):
-            report["selection"].append({
+            report.selection.append({
                 "method": method, "k": k, "silhouette": 0.5 / k, criterion: 10.0 / k,
                 "elbow": 10.0 / k, "gap": 1.1 + k / 10, "gap_se": 0.05, "chosen": k == 2,
                 "selected": method == "kmeans" and k == 2})

@@ -95,15 +95,13 @@ class ClusterStability:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable form (NaN as None)."""
-        def num(x: float) -> Optional[float]:
-            return None if math.isnan(x) else float(x)
+        from ..schema import jsonable
 
-        return {"method": self.method, "fraction": self.fraction,
-                "n_resamples": int(self.ari.size), "ari_mean": self.ari_mean,
-                "ari_std": self.ari_std, "ari": self.ari.tolist(),
-                "n_clusters": self.n_clusters.tolist(),
-                "co_assignment": {str(c): num(v) for c, v in self.co_assignment.items()},
-                "jaccard": {str(c): num(v) for c, v in self.jaccard.items()}}
+        return jsonable({"method": self.method, "fraction": self.fraction,
+                         "n_resamples": int(self.ari.size), "ari_mean": self.ari_mean,
+                         "ari_std": self.ari_std, "ari": self.ari,
+                         "n_clusters": self.n_clusters, "co_assignment": self.co_assignment,
+                         "jaccard": self.jaccard})
 
 
 def cluster_stability(gd: Any, A: Any, n_resamples: int = 20, *, method: str = "subsample",

@@ -122,18 +122,16 @@ class FaithfulnessResult:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable form (lists of floats; NaN as None)."""
-        def clean(a: np.ndarray) -> Any:
-            return [None if (isinstance(x, float) and math.isnan(x)) else x
-                    for x in a.tolist()] if a.ndim == 1 else [clean(r) for r in a]
+        from ..schema import jsonable
 
-        return {
-            "fractions": self.fractions.tolist(),
-            "requested_counts": self.requested_counts.tolist(),
-            "achieved_counts": self.achieved_counts.tolist(),
-            "f": clean(self.f),
-            "mu_circuit": clean(self.mu_circuit),
-            "mu_full": clean(self.mu_full),
-            "mu_empty": clean(self.mu_empty),
+        return jsonable({
+            "fractions": self.fractions,
+            "requested_counts": self.requested_counts,
+            "achieved_counts": self.achieved_counts,
+            "f": self.f,
+            "mu_circuit": self.mu_circuit,
+            "mu_full": self.mu_full,
+            "mu_empty": self.mu_empty,
             "example_ids": [x if isinstance(x, (int, str)) else str(x) for x in self.example_ids],
             "groups": self.groups,
             "n_edges": self.n_edges,
@@ -141,7 +139,7 @@ class FaithfulnessResult:
             "ablation": self.ablation,
             "selection": self.selection,
             "ranking": self.ranking,
-        }
+        })
 
 
 def ratio_of_means(mu_circuit: np.ndarray, mu_full: np.ndarray, mu_empty: np.ndarray) -> np.ndarray:

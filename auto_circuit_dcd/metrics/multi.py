@@ -59,17 +59,15 @@ class MultiCircuitResult:
     n_excluded: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-serialisable summary (labels as strings)."""
-        return {
-            "fractions": self.fractions.tolist(),
-            "oracle_f": self.oracle_f.tolist(),
-            "routed_f": None if self.routed_f is None else self.routed_f.tolist(),
-            "labels": [str(x) for x in self.labels],
-            "oracle_choice": self.oracle_choice.tolist(),
-            "routing": None if self.routing is None else self.routing.tolist(),
-            "n_excluded": self.n_excluded,
-            "per_circuit_f": {str(k): v.f.tolist() for k, v in self.per_circuit.items()},
-        }
+        """JSON-serialisable summary (labels as strings, NaN as None)."""
+        from ..schema import jsonable
+
+        return jsonable({
+            "fractions": self.fractions, "oracle_f": self.oracle_f, "routed_f": self.routed_f,
+            "labels": [str(x) for x in self.labels], "oracle_choice": self.oracle_choice,
+            "routing": self.routing, "n_excluded": self.n_excluded,
+            "per_circuit_f": {str(k): v.f for k, v in self.per_circuit.items()},
+        })
 
 
 def _routing_index(routing: Any, labels: List[Hashable], ids: List[Any],
@@ -193,14 +191,14 @@ class CrossFaithfulness:
     results: Dict[tuple, FaithfulnessResult]
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-serialisable form (labels as strings)."""
-        return {
-            "p": self.p,
-            "rows": [str(x) for x in self.row_labels],
-            "cols": [str(x) for x in self.col_labels],
-            "matrix": self.matrix.tolist(),
-            "cpr_matrix": None if self.cpr_matrix is None else self.cpr_matrix.tolist(),
-        }
+        """JSON-serialisable form (labels as strings, NaN as None)."""
+        from ..schema import jsonable
+
+        return jsonable({
+            "p": self.p, "rows": [str(x) for x in self.row_labels],
+            "cols": [str(x) for x in self.col_labels], "matrix": self.matrix,
+            "cpr_matrix": self.cpr_matrix,
+        })
 
 
 def cross_faithfulness(

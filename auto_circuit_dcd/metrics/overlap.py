@@ -92,9 +92,10 @@ class OverlapMatrix:
     set_sizes: np.ndarray
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"labels": [str(x) for x in self.labels], "measure": self.measure,
-                "matrix": [[None if np.isnan(v) else float(v) for v in r] for r in self.matrix],
-                "set_sizes": self.set_sizes.tolist()}
+        from ..schema import jsonable
+
+        return jsonable({"labels": [str(x) for x in self.labels], "measure": self.measure,
+                         "matrix": self.matrix, "set_sizes": self.set_sizes})
 
 
 def overlap_matrix(circuits: Mapping[Hashable, Any], gamma: float = 0.99,

@@ -1,7 +1,8 @@
 """Plotly figures for the run report, one function per figure.
 
-Every function takes plain data (the run's report dict, or the pieces it needs) and returns a
-``plotly.graph_objects.Figure``. Missing values (``None`` or NaN, e.g. the faithfulness of a
+Every function takes the run's :class:`~auto_circuit_dcd.run_report.RunReport` (or the pieces
+it needs) and returns a ``plotly.graph_objects.Figure``. Missing values (NaN, e.g. the
+faithfulness of a
 cluster with no test examples) are drawn as gaps and written as "n/a", rounding noise as 0
 (:mod:`auto_circuit_dcd.report.values`); no function fails on them.
 Figures use an explicit template so that the host library's global plotly template (set when
@@ -13,12 +14,15 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from auto_circuit_dcd.report.values import finite, finite_list, fmt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.run_report import RunReport
 
 TEMPLATE = "plotly_white"
 FONT = dict(size=13)
@@ -58,18 +62,16 @@ def _log_fraction_axis(fig: go.Figure, **where: Any) -> None:
                      **where)
 
 
-def faithfulness_curves(report: Mapping[str, Any]) -> go.Figure:
+def faithfulness_curves(report: "RunReport") -> go.Figure:
     """Faithfulness vs edge fraction for the single circuit, DCD and K-random (oracle, routed)."""
-    fractions = finite_list(report.get("edge_fractions"))
+    fractions = finite_list(report.edge_fractions)
     n = len(fractions)
-    dcd = report.get("dcd") or {}
-    krand = report.get("k_random") or {}
     series = {
-        "single": (report.get("single") or {}).get("faithfulness"),
-        "K-random oracle": krand.get("faithfulness_oracle"),
-        "K-random routed": krand.get("faithfulness_routed"),
-        "DCD oracle": dcd.get("faithfulness_oracle"),
-        "DCD routed": dcd.get("faithfulness_routed"),
+        "single": report.single.faithfulness,
+        "K-random oracle": report.k_random.faithfulness_oracle,
+        "K-random routed": report.k_random.faithfulness_routed,
+        "DCD oracle": report.dcd.faithfulness_oracle,
+        "DCD routed": report.dcd.faithfulness_routed,
     }
     legend_order = ["single", "DCD oracle", "DCD routed", "K-random oracle", "K-random routed"]
     fig = go.Figure()
@@ -89,31 +91,31 @@ def faithfulness_curves(report: Mapping[str, Any]) -> go.Figure:
     return _base_layout(fig, "Faithfulness vs circuit size", 450)
 
 
-def cluster_faithfulness(report: Mapping[str, Any]) -> go.Figure:
+def cluster_faithfulness(report: "RunReport") -> go.Figure:
     """Per cluster: faithfulness of its own circuit vs the single circuit on its test examples."""
-    fractions = finite_list(report.get("edge_fractions"))
+    fractions = finite_list(report.edge_fractions)
     n = len(fractions)
-    clusters = list((report.get("dcd") or {}).get("clusters") or [])
+    clusters = report.dcd.clusters
     if not clusters:
         return _empty("Per-cluster faithfulness", "no clusters in this report")
     cols = min(len(clusters), 3)
     rows = math.ceil(len(clusters) / cols)
-    titles = [f"cluster {c.get('label')} (size {fmt(c.get('size'))}, "
-              f"{fmt(c.get('n_test'))} test)" for c in clusters]
+    titles = [f"cluster {c.label} (size {fmt(c.size)}, {fmt(c.n_test)} test)"
+              for c in clusters]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_yaxes=True,
                         horizontal_spacing=0.06, vertical_spacing=0.5 / max(rows, 1) / 2)
     for i, c in enumerate(clusters):
         r, col = i // cols + 1, i % cols + 1
-        for name, key, color, dash in (("own circuit", "faithfulness_own", "#1f77b4", "solid"),
-                                       ("single circuit", "single_on_group", "#444444", "dash")):
+        curves = (("own circuit", c.faithfulness_own, "#1f77b4", "solid"),
+                  ("single circuit", c.single_on_group, "#444444", "dash"))
+        for name, ys, color, dash in curves:
             fig.add_trace(go.Scatter(
-                x=fractions, y=finite_list(c.get(key), n), name=name, legendgroup=name,
+                x=fractions, y=finite_list(ys, n), name=name, legendgroup=name,
                 showlegend=(i == 0), mode="lines+markers",
                 line=dict(color=color, dash=dash, width=2),
                 hovertemplate="%{x:.2%} of edges: %{y:.3f}<extra>" + name + "</extra>"),
                 row=r, col=col)
-        if all(v is None for key in ("faithfulness_own", "single_on_group")
-               for v in finite_list(c.get(key), n)):
+        if all(v is None for _, ys, _, _ in curves for v in finite_list(ys, n)):
             ref = "" if i == 0 else str(i + 1)
             fig.add_annotation(text="no test examples", showarrow=False, x=0.5, y=0.5,
                                xref=f"x{ref} domain", yref=f"y{ref} domain")
@@ -127,10 +129,11 @@ def cluster_faithfulness(report: Mapping[str, Any]) -> go.Figure:
                              "cluster's test examples", 330 * rows + 80)
 
 
-def _heatmap(block: Mapping[str, Any], title: str, colorbar: str, zmin: Optional[float],
-             zmax: Optional[float], colorscale: str) -> go.Figure:
-    labels = [str(x) for x in (block.get("labels") or [])]
-    matrix = [finite_list(row, len(labels)) for row in (block.get("matrix") or [])]
+def _heatmap(labels: Sequence[Any], values: Sequence[Sequence[float]], title: str,
+             colorbar: str, zmin: Optional[float], zmax: Optional[float],
+             colorscale: str) -> go.Figure:
+    labels = [str(x) for x in labels]
+    matrix = [finite_list(row, len(labels)) for row in values]
     if not labels or not matrix:
         return _empty(title, "no matrix in this report")
     text = [[fmt(v) for v in row] for row in matrix]
@@ -148,44 +151,46 @@ def _heatmap(block: Mapping[str, Any], title: str, colorbar: str, zmin: Optional
     return fig
 
 
-def cross_faithfulness_heatmap(report: Mapping[str, Any]) -> go.Figure:
+def cross_faithfulness_heatmap(report: "RunReport") -> go.Figure:
     """``matrix[i][j]``: faithfulness of cluster i's circuit on cluster j's test examples."""
-    block = report.get("cross_faithfulness") or {}
-    p = finite(block.get("p"))
+    block = report.cross_faithfulness
+    p = finite(block.p)
     at = f" at {p:.1%} of edges" if p is not None else ""
-    fig = _heatmap(block, "Cross-faithfulness" + at, "faithfulness", 0.0, 1.0, "Blues")
+    fig = _heatmap(block.labels, block.matrix, "Cross-faithfulness" + at, "faithfulness",
+                   0.0, 1.0, "Blues")
     fig.update_xaxes(title_text="data of cluster (test examples)")
     fig.update_yaxes(title_text="circuit of cluster")
     return fig
 
 
-def edge_overlap_heatmap(report: Mapping[str, Any]) -> go.Figure:
+def edge_overlap_heatmap(report: "RunReport") -> go.Figure:
     """Jaccard overlap of the clusters' cumulative-mass edge sets."""
-    block = report.get("edge_overlap") or {}
-    gamma = finite(block.get("gamma"))
+    block = report.edge_overlap
+    gamma = finite(block.gamma)
     at = f", gamma = {gamma:g}" if gamma is not None else ""
-    fig = _heatmap(block, "Edge overlap (Jaccard" + at + ")", "Jaccard", 0.0, 1.0, "Greens")
+    fig = _heatmap(block.labels, block.matrix, "Edge overlap (Jaccard" + at + ")", "Jaccard",
+                   0.0, 1.0, "Greens")
     fig.update_xaxes(title_text="circuit of cluster")
     fig.update_yaxes(title_text="circuit of cluster")
     return fig
 
 
-def composition_bars(report: Mapping[str, Any]) -> go.Figure:
+def composition_bars(report: "RunReport") -> go.Figure:
     """Stacked bars: how many training examples of each known group fall in each cluster."""
-    clusters = list((report.get("dcd") or {}).get("clusters") or [])
+    clusters = report.dcd.clusters
     if not clusters:
         return _empty("Cluster composition", "no clusters in this report")
-    xs = [str(c.get("label")) for c in clusters]
-    groups = sorted({str(g) for c in clusters for g in (c.get("composition") or {})})
+    xs = [str(c.label) for c in clusters]
+    groups = sorted({str(g) for c in clusters for g in c.composition})
     fig = go.Figure()
     if groups:
         for gi, g in enumerate(groups):
-            counts = [int((c.get("composition") or {}).get(g, 0) or 0) for c in clusters]
+            counts = [int(c.composition.get(g, 0)) for c in clusters]
             fig.add_trace(go.Bar(x=xs, y=counts, name=g, marker_color=PALETTE[gi % len(PALETTE)],
                                  hovertemplate="cluster %{x}: %{y}<extra>" + g + "</extra>"))
         title = "Cluster composition by known group"
     else:
-        fig.add_trace(go.Bar(x=xs, y=[finite(c.get("size")) for c in clusters], name="examples",
+        fig.add_trace(go.Bar(x=xs, y=[c.size for c in clusters], name="examples",
                              marker_color="#7f7f7f"))
         title = "Cluster sizes (no known groups in this dataset)"
     fig.update_layout(barmode="stack", legend_title_text="group")

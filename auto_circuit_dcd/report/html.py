@@ -1,7 +1,7 @@
 """Assemble the run report into one self-contained HTML page.
 
-1. Tables (run summary, scores, clusters, k selection, timings, versions) are built from the report
-   dict; every string is HTML-escaped, missing numbers read "n/a" and rounding noise 0
+1. Tables (run summary, scores, clusters, k selection, timings, versions) are built from the
+   run's :class:`~auto_circuit_dcd.run_report.RunReport`; every string is HTML-escaped, missing numbers read "n/a" and rounding noise 0
    (:mod:`auto_circuit_dcd.report.values`); wide tables scroll inside the page.
 2. Figures come from :mod:`auto_circuit_dcd.report.figures` (and, for circuits, from ``extras``),
    each embedded as a ``<div>`` with its data as JSON (plotly escapes ``<`` there).
@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from auto_circuit_dcd.report import figures as F
 from auto_circuit_dcd.report.values import fmt, score_rows
+from auto_circuit_dcd.run_report import DroppedExamples, RunReport
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -74,27 +75,26 @@ def figure_div(fig: Any) -> str:
                                                      "displaylogo": False}) + "</div>"
 
 
-def _summary(report: Mapping[str, Any]) -> str:
-    quality = report.get("cluster_quality") or {}
-    timings = report.get("timings") or {}
+def _summary(report: RunReport) -> str:
+    q = report.cluster_quality
+    timings = report.timings
     total = sum(v for v in (F.finite(t) for t in timings.values()) if v is not None)
-    groups = report.get("groups")
+    groups = report.groups
     pairs = [
-        ("model", report.get("model")),
-        ("dataset", dataset_name(report.get("dataset"))),
-        ("attribution method", report.get("method")),
-        ("train examples", report.get("n_train")),
-        ("test examples", report.get("n_test")),
-        ("edges in the model", report.get("n_edges")),
-        ("clusters (k)", report.get("n_clusters")),
-        ("known groups", ", ".join(sorted({str(g) for g in groups})) if groups else "none"),
-        ("labelled train examples (quality measured on them)",
-         quality.get("n_labelled") if quality else None),
-        ("examples dropped (non-finite attribution rows)",
-         _dropped(report.get("dropped_examples"))),
-        ("ARI vs known groups", quality.get("ari")),
-        ("NMI vs known groups", quality.get("nmi")),
-        ("purity vs known groups", quality.get("purity")),
+        ("model", report.model),
+        ("dataset", dataset_name(report.dataset)),
+        ("attribution method", report.method),
+        ("train examples", report.n_train),
+        ("test examples", report.n_test),
+        ("edges in the model", report.n_edges),
+        ("clusters (k)", report.n_clusters),
+        ("known groups", ", ".join(sorted({str(g) for g in groups if g is not None}))
+         if groups else "none"),
+        ("labelled train examples (quality measured on them)", q and q.n_labelled),
+        ("examples dropped (non-finite attribution rows)", _dropped(report.dropped_examples)),
+        ("ARI vs known groups", q and q.ari),
+        ("NMI vs known groups", q and q.nmi),
+        ("purity vs known groups", q and q.purity),
         ("total time (s)", total if timings else None),
     ]
     return kv_table(pairs)
@@ -110,50 +110,34 @@ def dataset_name(path: Any) -> str:
         return "" if path is None else str(path)
 
 
-def _dropped(dropped: Any) -> Optional[str]:
-    if not isinstance(dropped, Mapping):
-        return None
-    return ", ".join(f"{split} {len(ids or [])}" for split, ids in dropped.items())
+def _dropped(dropped: DroppedExamples) -> str:
+    return f"train {len(dropped.train)}, test {len(dropped.test)}"
 
 
-def _routing(report: Mapping[str, Any]) -> str:
-    routing = report.get("routing") or {}
+def _routing(report: RunReport) -> str:
+    routing = report.routing
     pairs = [
-        ("rule", routing.get("rule")),
-        ("training rows the rule sends to their own cluster", routing.get("train_agreement")),
-        ("test examples routed to noise (-1)", routing.get("n_test_noise")),
-        ("training examples labelled noise", routing.get("n_train_noise")),
-        ("circuit of noise examples in 'DCD, routed'", routing.get("noise_fallback")),
+        ("rule", routing.rule),
+        ("training rows the rule sends to their own cluster", routing.train_agreement),
+        ("test examples routed to noise (-1)", routing.n_test_noise),
+        ("training examples labelled noise", routing.n_train_noise),
+        ("circuit of noise examples in 'DCD, routed'", routing.noise_fallback),
     ]
     return kv_table(pairs)
 
 
-def _scores(report: Mapping[str, Any]) -> str:
+def _scores(report: RunReport) -> str:
     return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"],
                  score_rows(report))
 
 
-def _clusters_table(report: Mapping[str, Any]) -> str:
-    fractions = F.finite_list(report.get("edge_fractions"))
-    clusters = list((report.get("dcd") or {}).get("clusters") or [])
-    p = F.finite((report.get("cross_faithfulness") or {}).get("p"))
-    col = _closest(fractions, p) if p is not None else None
-    at = f" at {fractions[col]:.1%}" if col is not None else ""
-    rows = []
-    for c in clusters:
-        own = F.finite_list(c.get("faithfulness_own"), len(fractions))
-        single = F.finite_list(c.get("single_on_group"), len(fractions))
-        rows.append((c.get("label"), c.get("size"), c.get("n_test"),
-                     dict(sorted((c.get("composition") or {}).items(), key=lambda kv: str(kv[0]))),
-                     own[col] if col is not None else None,
-                     single[col] if col is not None else None))
+def _clusters_table(report: RunReport) -> str:
+    j = report.p_index
+    at = f" at {report.edge_fractions[j]:.1%}"
+    rows = [(c.label, c.size, c.n_test, dict(sorted(c.composition.items())),
+             c.faithfulness_own[j], c.single_on_group[j]) for c in report.dcd.clusters]
     return table(["cluster", "train size", "test examples", "composition (known groups)",
                   "own circuit" + at, "single circuit" + at], rows)
-
-
-def _closest(xs: List[Optional[float]], target: float) -> Optional[int]:
-    best = [(abs(x - target), i) for i, x in enumerate(xs) if x is not None]
-    return min(best)[1] if best else None
 
 
 #: the k-selection columns shown, (header, key) in order; a criterion a clusterer lacks
@@ -163,9 +147,9 @@ _K_COLUMNS = [("clusterer", "method"), ("k", "k"), ("silhouette", "silhouette"),
               ("used", "selected")]
 
 
-def _selection(report: Mapping[str, Any]) -> str:
+def _selection(report: RunReport) -> str:
     """The single-cluster test as sentences, then one narrow row per (clusterer, k)."""
-    rows = [r for r in (report.get("selection") or []) if isinstance(r, Mapping)]
+    rows = report.selection
     if not rows:
         return '<p class="note">No k-selection results in this report.</p>'
     tests = [r for r in rows if "silhouette" not in r]
@@ -187,32 +171,30 @@ def _selection(report: Mapping[str, Any]) -> str:
     return notes + body
 
 
-def _circuit_selection(report: Mapping[str, Any]) -> str:
+def _circuit_selection(report: RunReport) -> str:
     """The convention circuits were chosen and scored by, edges achieved per size, and
     cluster stability."""
-    sel = report.get("circuit_selection") or {}
-    body = kv_table([("convention", sel.get("convention")), ("selection rule", sel.get("rule")),
-                     ("ranking (curves, CPR)", sel.get("ranking")),
-                     ("ranking (CMD)", sel.get("cmd_ranking")), ("CMD", sel.get("cmd")),
-                     ("base algorithm (clusters and baselines)", sel.get("base_algo"))])
-    achieved = (sel.get("achieved_edge_counts") or {}).get(sel.get("ranking")) or {}
-    fractions = report.get("edge_fractions") or []
+    sel = report.circuit_selection
+    body = kv_table([("convention", sel.convention), ("selection rule", sel.rule),
+                     ("ranking (curves, CPR)", sel.ranking),
+                     ("ranking (CMD)", sel.cmd_ranking), ("CMD", sel.cmd),
+                     ("base algorithm (clusters and baselines)", sel.base_algo)])
+    achieved = sel.achieved_edge_counts.get(sel.ranking, {})
     if achieved:
         body += table(["circuit", *(f"{fmt(f)} ({n} asked)" for f, n in
-                                    zip(fractions, sel.get("requested_edge_counts") or []))],
+                                    zip(report.edge_fractions, sel.requested_edge_counts))],
                       [[name, *counts] for name, counts in achieved.items()])
-    st = report.get("stability")
-    if not isinstance(st, Mapping):
+    st = report.stability
+    if st is None:
         return body + '<p class="note">Cluster stability was not measured (0 resamples).</p>'
     body += "<h3>Cluster stability</h3>" + kv_table([
-        ("refits", f"{st.get('n_resamples')} {st.get('method')}s of {fmt(st.get('fraction'))} "
-                   f"of the training rows ({st.get('clusterer')})"),
-        ("ARI with the full fit, mean", st.get("ari_mean")),
-        ("ARI, standard deviation", st.get("ari_std")),
-        ("clusters found per refit", ", ".join(str(k) for k in st.get("n_clusters") or []))])
-    co, jac = st.get("co_assignment") or {}, st.get("jaccard") or {}
+        ("refits", f"{st.n_resamples} {st.method}s of {fmt(st.fraction)} "
+                   f"of the training rows ({st.clusterer})"),
+        ("ARI with the full fit, mean", st.ari_mean),
+        ("ARI, standard deviation", st.ari_std),
+        ("clusters found per refit", ", ".join(str(k) for k in st.n_clusters))])
     return body + table(["cluster", "member pairs kept together", "best-match Jaccard"],
-                        [(c, co.get(c), jac.get(c)) for c in co])
+                        [(c, v, st.jaccard.get(c)) for c, v in st.co_assignment.items()])
 
 
 def _section(anchor: str, title: str, body: str, note: str = "") -> str:
@@ -220,19 +202,20 @@ def _section(anchor: str, title: str, body: str, note: str = "") -> str:
     return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}{body}</section>\n'
 
 
-def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None) -> str:
+def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str:
     """The whole report page as a string (see :func:`write_html`)."""
     import plotly.offline
 
-    if not isinstance(report, Mapping):
-        raise TypeError(f"report must be a dict (the run's report), got {type(report).__name__}")
+    if not isinstance(report, RunReport):
+        raise TypeError(f"report must be a RunReport (the run's report; RunReport.load(path) "
+                        f"reads a report.json), got {type(report).__name__}")
     extras = extras or {}
-    title = f"DCD report: {report.get('model', '?')} on {dataset_name(report.get('dataset', '?'))}"
+    title = f"DCD report: {report.model} on {dataset_name(report.dataset)}"
     parts: List[tuple] = [
         ("summary", "Run summary", _summary(report) + _scores(report),
          "CPR: area under faithfulness vs edge fraction; CMD: area of "
-         + ("|1 - faithfulness|" if (report.get("circuit_selection") or {}).get("cmd")
-            == "two-sided" else "max(0, 1 - faithfulness)") + ". "
+         + ("|1 - faithfulness|" if report.circuit_selection.cmd == "two-sided"
+            else "max(0, 1 - faithfulness)") + ". "
          "Cluster-quality scores compare clusters with the dataset's known groups; they are "
          "reported only, never used to choose k."),
         ("faithfulness", "Faithfulness vs circuit size",
@@ -241,7 +224,7 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
          "test example scored with the circuit of the cluster it is assigned to. K-random: the "
          "same number of circuits, found on a random equal split of the training examples."),
         ("routing", "Routing test examples", _routing(report),
-         str((report.get("routing") or {}).get("note") or "")
+         report.routing.note
          + ". 'DCD, routed' sends noise examples to the stated circuit; the row 'noise "
          "examples left out' scores only the routed ones."),
         ("clusters", "Clusters", _clusters_table(report)
@@ -285,8 +268,8 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
                   "subsamples of the training rows; ARI and pairs kept together near 1 mean "
                   "the same groups come back."))
     parts.append(("timings", "Timings and versions",
-                  table(["stage", "seconds"], (report.get("timings") or {}).items())
-                  + table(["package", "version"], (report.get("versions") or {}).items())))
+                  table(["stage", "seconds"], report.timings.items())
+                  + table(["package", "version"], report.versions.items())))
     nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, *_ in parts)
     sections = "".join(_section(*p) for p in parts)
     return (
@@ -297,7 +280,7 @@ def render(report: Mapping[str, Any], extras: Optional[Mapping[str, Any]] = None
     )
 
 
-def write_html(report: Dict[str, Any], path: "str | Path",
+def write_html(report: RunReport, path: "str | Path",
                extras: Optional[Dict[str, Any]] = None) -> Path:
     """Write the report as one self-contained HTML file at ``path`` and return its path.
 

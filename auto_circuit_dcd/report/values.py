@@ -7,15 +7,19 @@
    would read as a sign and a magnitude;
 3. shown with 3 significant digits (whole numbers as they are).
 
-:func:`score_rows` lists the CPR/CMD of each circuit family, for the page and the summary.
+:func:`score_rows` lists the CPR/CMD of each circuit family of a
+:class:`~auto_circuit_dcd.run_report.RunReport`, for the page and the summary.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
-__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "score_rows"]
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.run_report import RunReport
+
+__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "fixed", "score_rows"]
 
 #: |x| below this is shown as 0: half the last decimal (0.001) an order-1 quantity is
 #: read to, so nothing shown as 0 would read differently at that precision
@@ -61,24 +65,27 @@ def fmt(x: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
-def score_rows(report: Mapping[str, Any]) -> List[Tuple[str, Any, Any]]:
+def fixed(x: Any, decimals: int = 3) -> str:
+    """A number for a column of aligned figures (:func:`shown`): ``decimals`` decimals,
+    "n/a" when missing."""
+    v = shown(x)
+    return "n/a" if v is None else f"{v:.{decimals}f}"
+
+
+def score_rows(report: "RunReport") -> List[Tuple[str, float, float]]:
     """``(family, CPR, CMD)`` per circuit family of a run report: the single circuit, DCD
     routed and oracle (and routed without the noise examples, when there are any),
     K-random routed and oracle (when the run has K-random circuits, k > 1)."""
-    single = report.get("single") or {}
-    dcd = report.get("dcd") or {}
-    krand = report.get("k_random") or {}
-    cpr, cmd = dcd.get("cpr") or {}, dcd.get("cmd") or {}
-    rows = [("single circuit", single.get("cpr"), single.get("cmd")),
-            ("DCD, routed (each example to its cluster's circuit)", cpr.get("routed"),
-             cmd.get("routed")),
-            ("DCD, oracle (best circuit per example)", cpr.get("oracle"), cmd.get("oracle"))]
-    if (report.get("routing") or {}).get("n_test_noise"):
-        rows.append(("DCD, routed, noise examples left out", cpr.get("routed_excluding_noise"),
-                     cmd.get("routed_excluding_noise")))
-    kcpr, kcmd = krand.get("cpr") or {}, krand.get("cmd") or {}
-    if kcpr.get("routed") is not None or kcpr.get("oracle") is not None:
-        rows += [("K-random, routed (same k, random split)", kcpr.get("routed"),
-                  kcmd.get("routed")),
-                 ("K-random, oracle", kcpr.get("oracle"), kcmd.get("oracle"))]
+    single, dcd, krand = report.single, report.dcd, report.k_random
+    rows = [("single circuit", single.cpr, single.cmd),
+            ("DCD, routed (each example to its cluster's circuit)", dcd.cpr.routed,
+             dcd.cmd.routed),
+            ("DCD, oracle (best circuit per example)", dcd.cpr.oracle, dcd.cmd.oracle)]
+    if report.routing.n_test_noise:
+        rows.append(("DCD, routed, noise examples left out", dcd.cpr.routed_excluding_noise,
+                     dcd.cmd.routed_excluding_noise))
+    if krand.faithfulness_oracle is not None:
+        rows += [("K-random, routed (same k, random split)", krand.cpr.routed,
+                  krand.cmd.routed),
+                 ("K-random, oracle", krand.cpr.oracle, krand.cmd.oracle)]
     return rows

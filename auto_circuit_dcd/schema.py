@@ -1,0 +1,180 @@
+"""Typed records <-> JSON: dataclasses checked against their type hints, one NaN rule,
+and a JSON Schema of each record for validators outside Python.
+
+1. :func:`to_jsonable`: a dataclass becomes a dict of its fields in order; numpy arrays
+   and scalars become lists and Python numbers; a float that is NaN or infinite becomes
+   ``null`` (the one NaN rule: a number that does not exist is ``null`` in JSON and NaN
+   in Python);
+2. :func:`from_jsonable`: JSON data becomes the dataclass, every value checked against
+   its field's type; ``null`` where a ``float`` is expected becomes NaN; a missing key, a
+   key the record does not have or a value of the wrong type is a :class:`SchemaError`
+   naming where it is (``report.dcd.clusters[1].size``);
+3. :func:`json_schema`: the same types as a JSON Schema (draft 2020-12).
+
+Types understood: ``bool``, ``int``, ``float``, ``str``, ``Any`` (any JSON value),
+``Optional[T]``, ``Union[A, B]``, ``List[T]``, ``Dict[str, T]`` and dataclasses of these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, Dict, Type, TypeVar, Union
+
+import numpy as np
+
+__all__ = ["SchemaError", "jsonable", "to_jsonable", "from_jsonable", "json_schema"]
+
+T = TypeVar("T")
+
+
+class SchemaError(ValueError):
+    """JSON data that does not fit its record type; the message says where and why."""
+
+
+def _hints(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def jsonable(x: Any) -> Any:
+    """Any value as JSON-ready data: numpy as Python, NaN and infinities as None, records
+    as dicts."""
+    if isinstance(x, np.ndarray):
+        return [jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return to_jsonable(x)
+    return x
+
+
+def to_jsonable(record: Any) -> Dict[str, Any]:
+    """``record`` (a dataclass) as JSON-ready data: its fields in order, NaN as None."""
+    return {f.name: jsonable(getattr(record, f.name)) for f in dataclasses.fields(record)}
+
+
+def _args(tp: Any) -> tuple:
+    return typing.get_args(tp)
+
+
+def _decode(data: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return data
+    if origin is Union:
+        options = _args(tp)
+        if data is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _decode(data, option, where)
+            except SchemaError as err:
+                errors.append(str(err))
+        raise SchemaError(errors[0] if len(errors) == 1 else
+                          f"{where}: {data!r:.60} fits none of {tp}")
+    if origin in (list, typing.List):
+        if not isinstance(data, list):
+            raise SchemaError(f"{where}: expected a list, got {type(data).__name__}")
+        (item,) = _args(tp) or (Any,)
+        return [_decode(v, item, f"{where}[{i}]") for i, v in enumerate(data)]
+    if origin in (dict, typing.Dict):
+        if not isinstance(data, dict):
+            raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
+        _, value = _args(tp) or (str, Any)
+        return {str(k): _decode(v, value, f"{where}.{k}") for k, v in data.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_jsonable(tp, data, where)
+    if tp is float:
+        if data is None:
+            return math.nan
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return float(data)
+    elif tp is int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+    elif tp is bool or tp is str:
+        if isinstance(data, tp):
+            return data
+    else:
+        raise TypeError(f"{where}: type {tp} is not one a record can hold")
+    raise SchemaError(f"{where}: expected {tp.__name__}, got {data!r:.60}")
+
+
+def from_jsonable(cls: Type[T], data: Any, where: str = "report") -> T:
+    """``data`` (parsed JSON) as a ``cls`` record, checked field by field."""
+    if not isinstance(data, dict):
+        raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SchemaError(f"{where}: unknown keys {unknown} (a {cls.__name__} has "
+                          f"{list(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _decode(data[name], hints[name], f"{where}.{name}")
+        elif (f.default is dataclasses.MISSING
+              and f.default_factory is dataclasses.MISSING):  # type: ignore[misc]
+            raise SchemaError(f"{where}: missing key {name!r}")
+    return cls(**values)
+
+
+_PRIMITIVE = {bool: {"type": "boolean"}, int: {"type": "integer"}, str: {"type": "string"},
+              float: {"type": ["number", "null"]}}  # null: the NaN rule
+
+
+def _schema_of(tp: Any, defs: Dict[str, Any]) -> Dict[str, Any]:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return {}
+    if tp in _PRIMITIVE:
+        return dict(_PRIMITIVE[tp])
+    if origin is Union:
+        options = [o for o in _args(tp) if o is not type(None)]
+        parts = [_schema_of(o, defs) for o in options]
+        if type(None) in _args(tp):
+            parts.append({"type": "null"})
+        return {"anyOf": parts}
+    if origin in (list, typing.List):
+        (item,) = _args(tp) or (Any,)
+        return {"type": "array", "items": _schema_of(item, defs)}
+    if origin in (dict, typing.Dict):
+        _, value = _args(tp) or (str, Any)
+        return {"type": "object", "additionalProperties": _schema_of(value, defs)}
+    if dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}  # placeholder against recursion
+            hints = _hints(tp)
+            fields = dataclasses.fields(tp)
+            defs[name] = {
+                "type": "object",
+                "description": (tp.__doc__ or "").strip().split("\n")[0],
+                "properties": {f.name: _schema_of(hints[f.name], defs) for f in fields},
+                "required": [f.name for f in fields
+                             if f.default is dataclasses.MISSING
+                             and f.default_factory is dataclasses.MISSING],  # type: ignore[misc]
+                "additionalProperties": False,
+            }
+        return {"$ref": f"#/$defs/{name}"}
+    raise TypeError(f"type {tp} is not one a record can hold")
+
+
+def json_schema(cls: type, title: str = "") -> Dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of ``cls``'s JSON form."""
+    defs: Dict[str, Any] = {}
+    root = _schema_of(cls, defs)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": title or cls.__name__, **root, "$defs": defs}
