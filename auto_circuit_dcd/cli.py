@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Union, get_type_hints
 
 from . import __version__
 from .config import RunConfig
-from .model_table import OFFLINE_MODELS
+from .model_table import DEFAULT_REAL_MODEL, OFFLINE_MODELS
 from .tasks.dataset import TASKS
 
 __all__ = ["main"]
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--prompt-types", default=None,
                    help="comma-separated prompt types of the task, e.g. ABBA,BABA (the task's "
                         "own default set when not given)")
-    m.add_argument("--model", default="smollm2-135m",
+    m.add_argument("--model", default=DEFAULT_REAL_MODEL,
                    help="whose tokenizer checks that every answer is one token")
     m.add_argument("--n", type=int, default=1000, help="number of prompts")
     m.add_argument("--seed", type=int, default=42, help="seed of the generator")
@@ -175,9 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fetch-model", formatter_class=_HelpFormatter,
                        help="download/convert a model once so later runs are offline")
-    f.add_argument("--model", default="smollm2-135m",
-                   help="model name (smollm2-135m is converted from its GGUF file and cached; "
-                        "a TransformerLens name is downloaded from the model hub)")
+    f.add_argument("--model", default=DEFAULT_REAL_MODEL,
+                   help=f"model name ({DEFAULT_REAL_MODEL} is converted from its GGUF file and "
+                        "cached; a TransformerLens name is downloaded from the model hub)")
     f.set_defaults(func=_cmd_fetch_model)
 
     e = sub.add_parser("export-mib", help="write a run's circuits as EAP-IG graph JSON "

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
 
+from .model_table import DEFAULT_MODEL, describe_models
 from .tasks.dataset import TASKS
 
 __all__ = ["RunConfig", "DEFAULT_MODEL"]
-
-DEFAULT_MODEL = "toy-two-task"
 
 
 def _opt(default: Any, help: str, choices: Optional[Sequence[str]] = None,  # noqa: A002
@@ -37,8 +36,7 @@ def _opt(default: Any, help: str, choices: Optional[Sequence[str]] = None,  # no
 class RunConfig:
     """Everything ``auto-circuit-dcd run`` takes; see ``auto-circuit-dcd run --help``."""
 
-    model: str = _opt(DEFAULT_MODEL, "model name: toy-two-task (embedded, with its own mixed "
-                      "dataset), smollm2-135m, tiny-random, or a TransformerLens name (gpt2, ...)")
+    model: str = _opt(DEFAULT_MODEL, f"model name: {describe_models()}")
     dataset: Optional[str] = _opt(None, "an auto-circuit JSON dataset (optional per-prompt "
                                   "'group', 'id', 'split'); excludes --task")
     task: Optional[str] = _opt(None, "generate a dataset of this task (or mixture) instead; "

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-__all__ = ["ModelEntry", "MODELS", "OFFLINE_MODELS", "model_tokenizer", "embedded_dataset"]
+__all__ = ["ModelEntry", "MODELS", "OFFLINE_MODELS", "DEFAULT_MODEL", "DEFAULT_REAL_MODEL",
+           "describe_models", "model_tokenizer", "embedded_dataset"]
 
 
 def _resolve(path: str) -> Callable[..., Any]:
@@ -56,6 +57,17 @@ MODELS: Dict[str, ModelEntry] = {
 
 #: names that load without a model hub
 OFFLINE_MODELS = tuple(name for name, entry in MODELS.items() if entry.offline)
+#: the main job's model: embedded, with its own dataset
+DEFAULT_MODEL = "toy-two-task"
+#: the real model whose tokenizer and weights the dataset and fetch commands default to
+DEFAULT_REAL_MODEL = "smollm2-135m"
+
+
+def describe_models() -> str:
+    """The built-in names for help texts: which bring a dataset, then any TransformerLens
+    name."""
+    named = [f"{n} (embedded dataset)" if e.dataset else n for n, e in MODELS.items()]
+    return ", ".join(named) + ", or a TransformerLens name (gpt2, ...)"
 
 
 def model_tokenizer(name: str) -> Optional[Any]:

@@ -30,6 +30,7 @@ from auto_circuit.tasks import Task
 
 from .. import keys
 from ..paths import cache_root
+from ..model_table import DEFAULT_REAL_MODEL
 
 __all__ = ["GeneratedTask", "cache_dir", "task_entries"]
 
@@ -107,7 +108,7 @@ class GeneratedTask(Task):
         self.__init_complete__ = True
 
 
-_DEFAULT_MODEL = "smollm2-135m"
+_DEFAULT_MODEL = DEFAULT_REAL_MODEL
 
 # key -> (name, task, prompt types)
 _SPECS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
