@@ -15,60 +15,51 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
+from auto_circuit_dcd import RunReport
+from auto_circuit_dcd.report.values import fixed
 
 #: faithfulness differences below this are not counted (the table shows 3 decimals)
 TOL = 1e-3
 
 
-def _fmt(x: Optional[float]) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+def _rows(report: RunReport, sizes: List[float]) -> List[str]:
+    cols = [report.edge_fractions.index(p) for p in sizes]
+    sel, dcd = report.circuit_selection, report.dcd
+    rule = sel.rule
+    achieved = sel.achieved_edge_counts[sel.ranking]["single"]
 
+    def at(curve: List[float]) -> str:
+        return " | ".join(fixed(curve[j]) for j in cols)
 
-def _rows(report: Dict[str, Any], sizes: List[float]) -> List[str]:
-    fr = report["edge_fractions"]
-    cols = [fr.index(p) for p in sizes]
-    rule = report["circuit_selection"]["rule"]
-    dcd = report["dcd"]
-    achieved = report["circuit_selection"]["achieved_edge_counts"][
-        report["circuit_selection"]["ranking"]]["single"]
-
-    def at(curve: List[Optional[float]]) -> str:
-        return " | ".join(_fmt(curve[j]) for j in cols)
-
-    lines = [f"| {rule} | single circuit | {_fmt(report['single']['cpr'])} | "
-             f"{at(report['single']['faithfulness'])} | "
+    lines = [f"| {rule} | single circuit | {fixed(report.single.cpr)} | "
+             f"{at(report.single.faithfulness)} | "
              + ", ".join(str(achieved[j]) for j in cols) + " |",
-             f"| {rule} | DCD routed | {_fmt(dcd['cpr']['routed'])} | "
-             f"{at(dcd['faithfulness_routed'])} | |",
-             f"| {rule} | DCD oracle | {_fmt(dcd['cpr']['oracle'])} | "
-             f"{at(dcd['faithfulness_oracle'])} | |"]
-    for c in dcd["clusters"]:
-        comp = max(c["composition"], key=c["composition"].get) if c["composition"] else "?"
-        lines.append(f"| {rule} | cluster {c['label']} ({comp}): own / single | "
-                     f"{_fmt(c.get('cpr_own'))} | "
-                     + " | ".join(f"{_fmt(c['faithfulness_own'][j])} / "
-                                  f"{_fmt(c['single_on_group'][j])}" for j in cols) + " | |")
+             f"| {rule} | DCD routed | {fixed(dcd.cpr.routed)} | {at(dcd.faithfulness_routed)} | |",
+             f"| {rule} | DCD oracle | {fixed(dcd.cpr.oracle)} | {at(dcd.faithfulness_oracle)} | |"]
+    for c in dcd.clusters:
+        comp = max(c.composition, key=c.composition.get) if c.composition else "?"
+        lines.append(f"| {rule} | cluster {c.label} ({comp}): own / single | "
+                     f"{fixed(c.cpr_own)} | "
+                     + " | ".join(f"{fixed(c.faithfulness_own[j])} / "
+                                  f"{fixed(c.single_on_group[j])}" for j in cols) + " | |")
     return lines
 
 
-def own_vs_single(report: Dict[str, Any]) -> Dict[str, List[float]]:
+def own_vs_single(report: RunReport) -> Dict[str, List[float]]:
     """The sizes (below 100%, at least one edge asked) where some cluster's own circuit is
     below the single circuit on its group (``"below"``), or only level with it (``"level"``,
     within 0.001, the table's resolution: empty circuits differ by float noise)."""
-    fr = report["edge_fractions"]
-    asked = report["circuit_selection"]["requested_edge_counts"]
+    asked = report.circuit_selection.requested_edge_counts
     out: Dict[str, List[float]] = {"below": [], "level": []}
-    for j, p in enumerate(fr):
+    for j, p in enumerate(report.edge_fractions):
         if p >= 1.0 or asked[j] == 0:
             continue
-        gaps = [(c["faithfulness_own"][j], c["single_on_group"][j])
-                for c in report["dcd"]["clusters"]]
-        if any(o is None or s is None or o < s - TOL for o, s in gaps):
+        gaps = [(c.faithfulness_own[j], c.single_on_group[j]) for c in report.dcd.clusters]
+        if any(math.isnan(o) or math.isnan(s) or o < s - TOL for o, s in gaps):
             out["below"].append(p)
         elif any(abs(o - s) <= TOL for o, s in gaps):
             out["level"].append(p)
@@ -86,14 +77,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("|---|---|---|" + "---|" * len(sizes) + "---|")
     verdicts = []
     for run in args.runs:
-        report = json.loads((Path(run) / "report.json").read_text())
+        report = RunReport.load(run)
         print("\n".join(_rows(report, sizes)))
         vs = own_vs_single(report)
         said = "yes" if not (vs["below"] or vs["level"]) else "no"
         for what, sizes_ in vs.items():
             if sizes_:
                 said += f"; {what} at {', '.join(f'{p:g}' for p in sizes_)}"
-        verdicts.append(f"{report['circuit_selection']['rule']}: every cluster's own circuit "
+        verdicts.append(f"{report.circuit_selection.rule}: every cluster's own circuit "
                         f"above the single circuit at every size below 100%: {said}")
     print("\n" + "\n".join(verdicts))
     return 0
