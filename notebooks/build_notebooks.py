@@ -7,7 +7,8 @@ The notebooks' code lives in this one reviewable Python file. Run from the repos
     python notebooks/build_notebooks.py --execute     # and execute them; outputs saved
     python notebooks/build_notebooks.py --execute 02  # only the notebooks named 02*
 
-``--execute`` is how the committed notebooks are made:
+The committed notebooks are executed (a test fails on one saved without outputs), and
+``--execute`` is how they are made:
 
 1. build each notebook from its cells, as without ``--execute``;
 2. execute it in a fresh kernel running this interpreter, with ``DCD_NB_N`` set to its saved
