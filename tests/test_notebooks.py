@@ -1,8 +1,10 @@
 """Execute every example notebook end to end, at the small size of its parameter cell.
 
 The notebooks are saved executed at full size (``notebooks/build_notebooks.py --execute``);
-their outputs are stripped here before each run, and checked separately: every code cell
-executed in order, no error, a PNG in every figure cell. Each notebook ends with a conclusion cell that builds a ``summary`` dict from its results;
+their saved outputs are checked on their own (every code cell executed in order, no error, a
+PNG in every figure cell) and stripped before each run here.
+
+Each notebook ends with a conclusion cell that builds a ``summary`` dict from its results;
 after the notebook runs, one extra cell (added here, not saved) prints it as JSON, and the
 tests check it against what is known independently: the toy model's planted mechanisms,
 the model's accuracy on IOI, auto-circuit's own measurements.
@@ -125,21 +127,22 @@ def test_saved_notebooks_are_executed() -> None:
         code = [c for c in nb.cells if c.cell_type == "code"]
         # one kernel, every cell once, in order
         assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), name
-        figure_cells = [c for c in code if build_notebooks.FIGURE_TAG in c.metadata.get("tags", [])]
-        assert figure_cells, name
-        for cell in code:
+        is_figure = [build_notebooks.FIGURE_TAG in c.metadata.get("tags", []) for c in code]
+        assert any(is_figure), name
+        for cell, figure in zip(code, is_figure):
             outputs = cell.outputs
             assert not [o for o in outputs if o.output_type == "error"], (name, cell.id)
             assert not [o for o in outputs if o.get("name") == "stderr"], (name, cell.id)
             for o in outputs:
                 data = o.get("data", {})
                 if build_notebooks.PLOTLY_MIME in data:
+                    assert "image/png" in data, (name, cell.id)
                     png = base64.b64decode(data["image/png"])
                     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, (name, cell.id)
                 text = json.dumps({k: v for k, v in data.items() if k != "image/png"}) + str(
                     o.get("text", ""))
                 assert not [w for w in _FORBIDDEN if w in text], (name, cell.id)
-            if cell in figure_cells:
+            if figure:
                 assert any("image/png" in o.get("data", {}) for o in outputs), (name, cell.id)
         assert (NOTEBOOKS / name).stat().st_size < 2_000_000, name
 
