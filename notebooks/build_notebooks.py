@@ -1,30 +1,78 @@
 """Write the example notebooks (``notebooks/*.ipynb``) from the cell sources below.
 
-The notebooks are generated, without outputs, so that their code lives in one reviewable
-Python file; ``tests/test_notebooks.py`` executes them. Run from anywhere:
+The notebooks' code lives in this one reviewable Python file. Run from the repository root
+(offline; SmolLM2-135M converted and cached by ``auto-circuit-dcd fetch-model``):
 
-    python notebooks/build_notebooks.py
+    python notebooks/build_notebooks.py               # sources only, no outputs
+    python notebooks/build_notebooks.py --execute     # and execute them; outputs saved
+    python notebooks/build_notebooks.py --execute 02  # only the notebooks named 02*
+
+The committed notebooks are executed (a test fails on one saved without outputs), and
+``--execute`` is how they are made:
+
+1. build each notebook from its cells, as without ``--execute``;
+2. execute it in a fresh kernel running this interpreter, with ``DCD_NB_N`` set to its saved
+   size (``SAVED_N``: the full size its text describes), offline, on one thread, with
+   ``PLOTLY_RENDERER=plotly_mimetype`` (each figure saved as plotly JSON, interactive in
+   JupyterLab and VS Code without a server);
+3. add beside each figure's JSON a static PNG rendered by kaleido 0.2.1 from that JSON with
+   the installed plotly's own plotly.js (no CDN), which GitHub and nbviewer show; drop
+   stderr streams and execution timings, and keep the built notebook metadata, so that a
+   rebuild changes only what the outputs show;
+4. write it, with ``metadata.auto_circuit_dcd.DCD_NB_N`` recording the size.
+
+``tests/test_notebooks.py`` checks that the saved cells are these sources, that every code
+cell was executed without error and every figure cell holds a PNG, and re-executes each
+notebook at its small default size against independent oracles.
 """
-
 from __future__ import annotations
 
+import argparse
+import base64
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
-Cell = Tuple[str, str]  # ("md" | "code", source)
+Cell = Tuple[str, str]  # (kind, source); kind "md", "code", or "fig": code that draws figures
+FIGURE_TAG = "figure"  # cell tag of "fig" cells: their saved outputs must hold a PNG
+
+# Full size (``DCD_NB_N``) of each notebook, as its text describes it, and the size at which
+# ``--execute`` computes the outputs saved in the file.
+FULL_N: Dict[str, int] = {
+    "01_quickstart_toy.ipynb": 320,
+    "02_dataset_variations_smollm2.ipynb": 200,
+    "03_two_task_mixture_smollm2.ipynb": 200,
+    "04_inside_auto_circuit.ipynb": 320,
+}
+SAVED_N: Dict[str, int] = dict(FULL_N)
 
 SIZE_NOTE = (
     "**Size.** The parameter cell reads `DCD_NB_N` from the environment. Its default is the "
     "small size the test suite runs (a few minutes on one CPU thread for all notebooks); "
     "for a real measurement set it before starting Jupyter, e.g. `DCD_NB_N={full} jupyter lab`"
     "{extra}. Small sizes give noisy faithfulness numbers: read them as a demonstration of "
-    "the workflow, not as results."
+    "the workflow, not as results. The outputs saved in this file were computed at "
+    "`DCD_NB_N={saved}`{below} by `python notebooks/build_notebooks.py --execute`."
 )
+
+
+def size_note(name: str, extra: str = "") -> str:
+    """The size paragraph of notebook ``name``: how to set its size, and its saved size."""
+    full, saved = FULL_N[name], SAVED_N[name]
+    below = "" if saved == full else f" (below the full size {full}, to bound the build's time)"
+    return SIZE_NOTE.format(full=full, extra=extra, saved=saved, below=below)
+
 
 # ----------------------------------------------------------------------------- 01
 QUICKSTART: List[Cell] = [
@@ -45,7 +93,8 @@ The usual workflow finds **one** circuit for the whole dataset. DCD instead
 Because the two mechanisms were planted, we know what DCD should recover: clusters that
 match the tasks, and per-cluster circuits that beat the single circuit at small sizes.
 
-""" + SIZE_NOTE.format(full=320, extra=" (the toy dataset has 320 prompts; the default "
+""" + size_note("01_quickstart_toy.ipynb",
+                        extra=" (the toy dataset has 320 prompts; the default "
                         "already uses all of them because the model is tiny)")),
     ("code", """import os
 import time
@@ -84,7 +133,7 @@ for ex in train.examples[:2]:
 `dcd.attribute` gives an `AttributionMatrix`: one EAP row per example over all edges, with
 the edge names beside the numbers. Sorting the rows by task already shows two patterns:
 the two tasks use different edges."""),
-    ("code", """A = dcd.attribute(pm, train, method="eap", progress=False)
+    ("fig", """A = dcd.attribute(pm, train, method="eap", progress=False)
 A_test = dcd.attribute(pm, test, method="eap", progress=False)
 print(A)
 
@@ -114,7 +163,7 @@ quality = dcd.cluster_quality(A.groups, gd.labels_)
 print(f"method {gd.method_}, k = {gd.n_clusters_}, sizes {gd.cluster_sizes_}")
 print(f"ARI {quality.ari:.3f}, NMI {quality.nmi:.3f}, purity {quality.purity:.3f}")
 pd.crosstab(pd.Series(gd.labels_, name="cluster"), pd.Series(A.groups, name="task"))"""),
-    ("code", """emb = gd.embedding_
+    ("fig", """emb = gd.embedding_
 fig = px.scatter(x=emb[:, 0], y=emb[:, 1], color=[str(g) for g in A.groups],
                  symbol=[f"cluster {c}" for c in gd.labels_],
                  labels={"x": "component 1", "y": "component 2", "color": "task"},
@@ -134,7 +183,7 @@ prompt. Four curves:
   bound that flatters many clusters);
 - **K-random oracle**: the same number of circuits from a random split of the training set,
   with the same oracle: what the oracle gives without any structure."""),
-    ("code", """route = gd.predict(A_test)
+    ("fig", """route = gd.predict(A_test)
 routing = dict(zip(A_test.example_ids, route.tolist()))
 k_random = dcd.k_random_circuits(A, gd.n_clusters_, random_state=SEED)
 circuits = {"single": single}
@@ -162,7 +211,7 @@ Each cluster's circuit on the test examples of each task (known labels), at p = 
 to the circuits found on each task alone (the supervised reference). Rows are circuits,
 columns test sets: a circuit of a distinct mechanism is faithful on its own task and not
 on the other."""),
-    ("code", """tasks = sorted(set(test.groups))
+    ("fig", """tasks = sorted(set(test.groups))
 test_by_task = {t: test.subset([i for i, g in zip(test.example_ids, test.groups) if g == t])
                 for t in tasks}
 groups = np.asarray(A.groups)
@@ -230,7 +279,8 @@ We take four IOI variants, e.g. for the same story
 find one EAP circuit per variant, and compare them: edge overlap, and cross-faithfulness
 (the circuit of variant i evaluated on the test set of variant j) at p = 5% of edges.
 
-""" + SIZE_NOTE.format(full=200, extra="; `DCD_NB_FRACTIONS=0.01,0.05,0.2` adds "
+""" + size_note("02_dataset_variations_smollm2.ipynb",
+                        extra="; `DCD_NB_FRACTIONS=0.01,0.05,0.2` adds "
                         "faithfulness curves")),
     ("code", """import os
 import tempfile
@@ -288,7 +338,7 @@ Two measures: the Jaccard index of each circuit's top-k edges with k = 5% of the
 |score| (the method's definition, which keeps most edges of a model this size). As a noise
 floor, the same top-k overlap between two halves of one variant's training prompts: with
 few prompts per variant, part of the difference between variants is sampling noise."""),
-    ("code", """k = int(P * pm.n_edges)
+    ("fig", """k = int(P * pm.n_edges)
 as_circuits = {g: dcd.Circuit.from_prune_scores(ps, pm) for g, ps in circuits.items()}
 ov_top = dcd.overlap_matrix(as_circuits, k=k)
 ov_mass = dcd.overlap_matrix(as_circuits, gamma=0.99)
@@ -308,7 +358,7 @@ print("split-half top-k overlap within a variant:",
 
 `matrix[i, j]` is the faithfulness of the circuit of variant i on the test prompts of
 variant j. A dataset-specific circuit shows a bright diagonal and a dim off-diagonal."""),
-    ("code", """test_loaders = {g: dcd.make_loader([e for e in test if e.group == g], batch_size=16)
+    ("fig", """test_loaders = {g: dcd.make_loader([e for e in test if e.group == g], batch_size=16)
                 for g in groups}
 cross = dcd.cross_faithfulness(pm, circuits, test_loaders, p=P, edge_fractions=FRACTIONS or None)
 cross_df = pd.DataFrame(cross.matrix, index=groups, columns=groups)
@@ -379,7 +429,7 @@ induction over repeated name sequences).
 3. DCD on the mixture: clusters vs task labels, and each cluster's circuit vs the single
    circuit on the cluster's test examples.
 
-""" + SIZE_NOTE.format(full=200, extra="")),
+""" + size_note("03_two_task_mixture_smollm2.ipynb")),
     ("code", """import os
 import tempfile
 import time
@@ -438,7 +488,7 @@ labels are used only to score the clusters (ARI), never to fit or choose them.
 
 Test examples are then routed to a cluster by `predict`. The cluster circuits join the
 others so that one evaluation pass measures everything."""),
-    ("code", """fits = {prep: dcd.GroupedDiscovery(clusterer="auto", base_algo="eap", preprocessing=prep,
+    ("fig", """fits = {prep: dcd.GroupedDiscovery(clusterer="auto", base_algo="eap", preprocessing=prep,
                                   max_clusters=MAX_CLUSTERS, random_state=SEED).fit(A)
         for prep in ["raw", "binary"]}
 print(pd.DataFrame([{"preprocessing": prep, "method": g.method_, "k": g.n_clusters_,
@@ -459,7 +509,7 @@ pd.crosstab(pd.Series(gd.labels_, name="cluster"), pd.Series(A.groups, name="tas
 
 Rows: circuits (each task alone, the single circuit of the mixture, the DCD clusters);
 columns: each task's test prompts."""),
-    ("code", """ids_of = {t: [i for i, g in zip(test.example_ids, test.groups) if g == t] for t in tasks}
+    ("fig", """ids_of = {t: [i for i, g in zip(test.example_ids, test.groups) if g == t] for t in tasks}
 cross = dcd.cross_faithfulness(pm, circuits, {t: test.subset(ids_of[t]) for t in tasks}, p=P)
 cross_df = pd.DataFrame(cross.matrix, index=cross.row_labels, columns=cross.col_labels)
 accuracy = {t: float(np.mean(cross.results[(cross.row_labels[0], t)].mu_full > 0)) for t in tasks}
@@ -472,7 +522,7 @@ print("model accuracy per task:", {t: round(a, 2) for t, a in accuracy.items()})
 The test examples routed to a cluster form its test group. Faithfulness on a group is the
 ratio of means over that group's per-example values, which the cross-faithfulness run has
 already computed for every circuit and test example."""),
-    ("code", """def f_on(circuit: str, ids) -> float:
+    ("fig", """def f_on(circuit: str, ids) -> float:
     \"\"\"Faithfulness at P of one circuit on the test examples ``ids`` (ratio of means).\"\"\"
     ids = {str(i) for i in ids}
     mu_c, mu_full, mu_empty = [], [], []
@@ -551,12 +601,12 @@ majority mechanism, not for the whole dataset. We show this on the embedded toy 
 and on each task's test prompts. The registered SmolLM2 tasks (e.g. `"DCD IOI ABBA"`) work
 the same way, at a much higher cost for auto-circuit's own EAP.
 
-""" + SIZE_NOTE.format(full=320, extra=" (the toy dataset has 320 prompts)")),
+""" + size_note("04_inside_auto_circuit.ipynb",
+                        extra=" (the toy dataset has 320 prompts)")),
     ("code", """import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
@@ -629,7 +679,7 @@ task_prune_scores = {t.key: task_prune_scores[tasks["mixed"].key] for t in tasks
 Faithfulness (DCD's ratio of means, correct minus best wrong logit) next to auto-circuit's
 own logit-difference percentage, with resample ablation and tree patching (the method's
 setting), at a range of circuit sizes."""),
-    ("code", """edge_counts = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, pm.n_edges})
+    ("fig", """edge_counts = sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, pm.n_edges})
 metric_keys = [keys.METRIC_FAITHFULNESS_MAX_DIFF, "Logit Diff Percent"]
 measurements = measure_prune_metrics(
     [AblationType.RESAMPLE], [PRUNE_METRIC_DICT[k] for k in metric_keys], task_prune_scores,
@@ -699,22 +749,128 @@ NOTEBOOKS: Dict[str, List[Cell]] = {
 
 def build(cells: List[Cell]) -> nbformat.NotebookNode:
     """A notebook without outputs from ``(kind, source)`` cells, for the python3 kernel."""
-    nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src)
-                             for kind, src in cells])
+    def cell(kind: str, src: str) -> nbformat.NotebookNode:
+        if kind == "md":
+            return new_markdown_cell(src)
+        return new_code_cell(src, metadata={"tags": [FIGURE_TAG]} if kind == "fig" else {})
+
+    nb = new_notebook(cells=[cell(kind, src) for kind, src in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"cell-{i:02d}"
     return nb
 
 
-def main() -> None:
-    for name, cells in NOTEBOOKS.items():
-        nb = build(cells)
+# ----------------------------------------------------------------------------- execution
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+# Kernel environment of ``--execute``: offline, one thread, no progress bars; plotly figures
+# as their JSON (interactive in JupyterLab and VS Code); the PNG beside each is added here.
+EXECUTE_ENV: Dict[str, str] = {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    "PLOTLY_RENDERER": "plotly_mimetype",
+}
+
+
+@contextmanager
+def _kernel_env(n: int) -> Iterator[None]:
+    """Set the kernel's environment (and a ``python3`` kernelspec running this interpreter)."""
+    with tempfile.TemporaryDirectory(prefix="dcd-nb-build-") as tmp:
+        spec_dir = Path(tmp, "jupyter", "kernels", "python3")
+        spec_dir.mkdir(parents=True)
+        (spec_dir / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3", "language": "python"}))
+        Path(tmp, "out").mkdir()
+        env = {**EXECUTE_ENV, "JUPYTER_PATH": str(Path(tmp, "jupyter")), "DCD_NB_N": str(n),
+               "DCD_NB_OUT": str(Path(tmp, "out"))}
+        saved = {k: os.environ.get(k) for k in [*env, "DCD_NB_FRACTIONS"]}
+        os.environ.update(env)
+        os.environ.pop("DCD_NB_FRACTIONS", None)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _png_renderer() -> Callable[[dict], bytes]:
+    """Figure JSON -> PNG bytes, offline: kaleido 0.2.1 with the plotly.js of the installed
+    plotly (plotly 6+'s own ``to_image`` needs kaleido >= 1 and a Chrome; kaleido 0.2.1
+    bundles its Chromium but loads plotly.js from a CDN unless given a file)."""
+    import plotly
+    from kaleido.scopes.plotly import PlotlyScope
+
+    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    scope = PlotlyScope(plotlyjs=str(plotly_js), mathjax=False)
+
+    def render(figure: dict) -> bytes:
+        fig = {"data": figure.get("data", []), "layout": figure.get("layout", {})}
+        return scope.transform(fig, format="png")
+
+    return render
+
+
+def finish_outputs(nb: nbformat.NotebookNode, render: Callable[[dict], bytes]) -> None:
+    """Make executed outputs fit to save: a PNG beside every plotly figure's JSON, no stderr."""
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        c.outputs = [o for o in c.outputs
+                     if not (o.output_type == "stream" and o.get("name") == "stderr")]
+        for o in c.outputs:
+            data = o.get("data", {})
+            if PLOTLY_MIME in data:
+                data["image/png"] = base64.b64encode(render(data[PLOTLY_MIME])).decode("ascii")
+        c.metadata.pop("execution", None)
+
+
+def execute(names: Optional[List[str]] = None, timeout_s: int = 7200) -> None:
+    """Build, execute at ``SAVED_N`` and write the notebooks ``names`` (default: all)."""
+    from nbclient import NotebookClient
+
+    render = _png_renderer()
+    for name in names or list(NOTEBOOKS):
+        nb = build(NOTEBOOKS[name])
+        metadata = copy.deepcopy(nb.metadata)
+        with _kernel_env(SAVED_N[name]):
+            client = NotebookClient(nb, kernel_name="python3", timeout=timeout_s,
+                                    record_timing=False,
+                                    resources={"metadata": {"path": str(HERE)}})
+            t0 = time.perf_counter()
+            client.execute()
+            seconds = time.perf_counter() - t0
+        finish_outputs(nb, render)
+        nb.metadata = metadata  # no kernel or interpreter versions: only outputs change
+        nb.metadata["auto_circuit_dcd"] = {"DCD_NB_N": SAVED_N[name]}
         nbformat.validate(nb)
         nbformat.write(nb, HERE / name)
-        print(f"wrote {HERE / name}")
+        size = (HERE / name).stat().st_size
+        print(f"executed {name} at DCD_NB_N={SAVED_N[name]} in {seconds:.0f} s; {size} bytes")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--execute", nargs="*", metavar="PREFIX", default=None,
+                        help="also execute the notebooks (all, or those whose file name starts "
+                             "with a PREFIX, e.g. 02) at their saved size and save the outputs")
+    args = parser.parse_args(argv)
+    if args.execute is None:
+        for name, cells in NOTEBOOKS.items():
+            nb = build(cells)
+            nbformat.validate(nb)
+            nbformat.write(nb, HERE / name)
+            print(f"wrote {name}")
+        return
+    names = [n for n in NOTEBOOKS if not args.execute or any(n.startswith(p) for p in args.execute)]
+    if not names:
+        parser.error(f"no notebook starts with {args.execute}")
+    execute(names)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Execute every example notebook end to end, at the small size of its parameter cell.
 
+The notebooks are saved executed at full size (``notebooks/build_notebooks.py --execute``);
+their saved outputs are checked on their own (every code cell executed in order, no error, a
+PNG in every figure cell) and stripped before each run here.
+
 Each notebook ends with a conclusion cell that builds a ``summary`` dict from its results;
 after the notebook runs, one extra cell (added here, not saved) prints it as JSON, and the
 tests check it against what is known independently: the toy model's planted mechanisms,
@@ -12,6 +16,7 @@ written to a temporary directory placed first on ``JUPYTER_PATH``, so the tests 
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import sys
@@ -51,9 +56,7 @@ def run_notebook(name: str, env: Dict[str, str], monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("DCD_NB_N", raising=False)
     monkeypatch.delenv("DCD_NB_FRACTIONS", raising=False)
-    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
-        f"{name} is saved with outputs; rebuild it with notebooks/build_notebooks.py")
+    nb = strip_outputs(nbformat.read(NOTEBOOKS / name, as_version=4))
     nb.cells.append(nbformat.v4.new_code_cell(
         f"import json\nprint({_MARK!r} + json.dumps(summary, default=str))"))
     client = NotebookClient(nb, kernel_name="python3", timeout=_TIMEOUT_S,
@@ -69,6 +72,29 @@ def run_notebook(name: str, env: Dict[str, str], monkeypatch: pytest.MonkeyPatch
     return summary
 
 
+def strip_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` without outputs, execution counts or execution metadata (in place)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+    return nb
+
+
+def _build_notebooks():
+    sys.path.insert(0, str(NOTEBOOKS))
+    try:
+        import build_notebooks
+    finally:
+        sys.path.remove(str(NOTEBOOKS))
+    return build_notebooks
+
+
+def _cells(nb: nbformat.NotebookNode):
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+
+
 def _finite_matrix(d: Dict[str, Any], rows: int, cols: int) -> None:
     m = d["matrix"]
     assert len(m) == rows and all(len(r) == cols for r in m)
@@ -76,17 +102,49 @@ def _finite_matrix(d: Dict[str, Any], rows: int, cols: int) -> None:
 
 
 def test_notebooks_are_built_from_their_sources() -> None:
-    """The saved notebooks are exactly what build_notebooks.py writes (no drift, no outputs)."""
-    sys.path.insert(0, str(NOTEBOOKS))
-    try:
-        import build_notebooks
-    finally:
-        sys.path.remove(str(NOTEBOOKS))
+    """The saved notebooks' cells (type, source, tags) are what build_notebooks.py writes."""
+    build_notebooks = _build_notebooks()
+    assert sorted(build_notebooks.NOTEBOOKS) == sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     for name, cells in build_notebooks.NOTEBOOKS.items():
         saved = nbformat.read(NOTEBOOKS / name, as_version=4)
         built = build_notebooks.build(cells)
-        assert [c.source for c in saved.cells] == [c.source for c in built.cells], name
+        assert _cells(saved) == _cells(built), name
         assert saved.metadata["kernelspec"]["name"] == "python3"
+
+
+# what a saved output must not show: this machine's paths, errors, progress bars
+_FORBIDDEN = ("Traceback", "site-packages", "/tmp/", "/home/", "/root/", "/work/", "it/s]")
+
+
+def test_saved_notebooks_are_executed() -> None:
+    """Each saved notebook was executed top to bottom at its saved size, without error, and
+    holds a PNG of every figure (and its plotly JSON)."""
+    build_notebooks = _build_notebooks()
+    for name in build_notebooks.NOTEBOOKS:
+        nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+        assert nb.metadata.get("auto_circuit_dcd", {}).get("DCD_NB_N") == (
+            build_notebooks.SAVED_N[name]), f"{name}: run notebooks/build_notebooks.py --execute"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        # one kernel, every cell once, in order
+        assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), name
+        is_figure = [build_notebooks.FIGURE_TAG in c.metadata.get("tags", []) for c in code]
+        assert any(is_figure), name
+        for cell, figure in zip(code, is_figure):
+            outputs = cell.outputs
+            assert not [o for o in outputs if o.output_type == "error"], (name, cell.id)
+            assert not [o for o in outputs if o.get("name") == "stderr"], (name, cell.id)
+            for o in outputs:
+                data = o.get("data", {})
+                if build_notebooks.PLOTLY_MIME in data:
+                    assert "image/png" in data, (name, cell.id)
+                    png = base64.b64decode(data["image/png"])
+                    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, (name, cell.id)
+                text = json.dumps({k: v for k, v in data.items() if k != "image/png"}) + str(
+                    o.get("text", ""))
+                assert not [w for w in _FORBIDDEN if w in text], (name, cell.id)
+            if figure:
+                assert any("image/png" in o.get("data", {}) for o in outputs), (name, cell.id)
+        assert (NOTEBOOKS / name).stat().st_size < 2_000_000, name
 
 
 def test_quickstart_toy(kernel_env, monkeypatch) -> None:
