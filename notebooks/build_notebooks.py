@@ -230,6 +230,32 @@ overlap = dcd.overlap_matrix({k: dcd.Circuit.from_prune_scores(v, pm)
                              k=int(P * pm.n_edges))
 overlap_df = pd.DataFrame(overlap.matrix, index=overlap.labels, columns=overlap.labels)
 px.imshow(overlap_df.round(2), text_auto=True, title=f"Top-{int(P * pm.n_edges)} edge IoU").show()"""),
+    ("md", """## 7. The same as one command, and its typed report
+
+`dcd.run(dcd.RunConfig(...))` is `auto-circuit-dcd run` from Python: it does all of the
+above with the job's own defaults (its clusterer search, the `topn-prune` selection rule,
+routing, K-random) and writes `report.json`, `report.html`, the circuits and the matrices
+into `out`. It returns the report as typed records, `dcd.RunReport`, which is also what
+`dcd.RunReport.load(out)` reads back from `report.json`: `report.dcd.clusters`,
+`report.single.cpr`, `report.cross_faithfulness.matrix`, ... (missing values are NaN here
+and `null` in the file)."""),
+    ("code", """import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+from auto_circuit_dcd.pipeline import summary_table
+
+out = Path(os.environ.get("DCD_NB_OUT") or tempfile.mkdtemp(prefix="dcd-nb01-")) / "run"
+config = dcd.RunConfig(out=str(out), n=N, seed=SEED, edge_fractions=sorted(set(FRACTIONS) | {P}),
+                       p_cross=P, stability_resamples=0, threads=1)
+with contextlib.redirect_stdout(io.StringIO()):  # the job prints this summary and its path
+    report = dcd.run(config, progress=False)
+print(summary_table(report))
+j = report.p_index
+pd.DataFrame([{"cluster": c.label, "train size": c.size, "test examples": c.n_test,
+               "composition": c.composition, f"own circuit, f at {P:.0%}": c.faithfulness_own[j],
+               "single circuit": c.single_on_group[j]} for c in report.dcd.clusters]).round(3)"""),
     ("md", """## Conclusion
 
 Computed from the results above."""),
@@ -244,6 +270,10 @@ summary = {
     "f_dcd_oracle": float(curves["DCD oracle"][i_p]),
     "f_k_random_oracle": float(curves["K-random oracle"][i_p]),
     "cross": cross.to_dict(), "seconds": round(time.perf_counter() - t_start, 1),
+    "run": {"n_clusters": report.n_clusters, "ari": report.cluster_quality.ari,
+            "f_single": report.single.faithfulness[j],
+            "f_dcd_routed": report.dcd.faithfulness_routed[j],
+            "reloaded_equal": dcd.RunReport.load(out).to_dict() == report.to_dict()},
 }
 verdict = ("beats" if summary["f_dcd_routed"] > summary["f_single"] else "does not beat")
 display(Markdown(f\"\"\"

@@ -157,6 +157,12 @@ def test_quickstart_toy(kernel_env, monkeypatch) -> None:
     assert s["f_dcd_oracle"] >= s["f_dcd_routed"] - 1e-9
     n_rows = 3 + s["n_clusters"]  # two task circuits, single, clusters
     _finite_matrix(s["cross"], n_rows, 2)
+    # the main job on the same data finds the planted tasks too, and its typed report is
+    # what report.json reads back as
+    run = s["run"]
+    assert run["n_clusters"] >= 2 and run["ari"] > 0.5
+    assert run["f_dcd_routed"] > run["f_single"] + 0.1
+    assert run["reloaded_equal"] is True
 
 
 def test_inside_auto_circuit(kernel_env, monkeypatch) -> None:
