@@ -84,6 +84,12 @@ def _combined(results: Results, cmd_results: Results, names: Mapping[Any, str],
     return a, b
 
 
+def _ids(ids: Sequence[Any]) -> List[Any]:
+    """Example ids as the report holds them: strings and whole numbers as they are, any other
+    id (a dataset's float or list ``id`` field) as its text."""
+    return [i if isinstance(i, (str, int)) and not isinstance(i, bool) else str(i) for i in ids]
+
+
 def _k_random(results: Results, cmd_results: Results, score: _Scorer,
               seed: int) -> KRandomResult:
     from .metrics.aggregate import random_routing
@@ -186,9 +192,10 @@ def assemble_report(*, config: "RunConfig", conv: "Convention", dataset: str, A:
         method=config.method, metric=config.metric, config=asdict(config),
         n_train=A.n_examples, n_test=A_test.n_examples, n_edges=A.n_edges,
         n_clusters=int(gd.n_clusters_), labels=[int(x) for x in train_labels],
-        example_ids=list(A.example_ids), groups=A.groups,
-        test_example_ids=list(single.example_ids), test_routing=[int(x) for x in route],
-        dropped_examples=DroppedExamples(**dropped),
+        example_ids=_ids(A.example_ids), groups=A.groups,
+        test_example_ids=_ids(single.example_ids), test_routing=[int(x) for x in route],
+        dropped_examples=DroppedExamples(train=_ids(dropped["train"]),
+                                         test=_ids(dropped["test"])),
         routing=Routing(rule=gd.routing_rule_, train_agreement=float(gd.train_agreement_),
                         n_test_noise=int((route == -1).sum()),
                         n_train_noise=int((train_labels == -1).sum()),
