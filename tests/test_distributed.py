@@ -4,9 +4,10 @@ every rank ending when one fails, and a killed worker's run resumed from the cac
 Both sides compute the same batches with the same code on the same processor, one thread
 each (torch and BLAS: torchrun sets OMP_NUM_THREADS=1 in its workers, :func:`one_thread`
 does the same here), and gathered rows travel as pickled tensors. What must match exactly
-does (labels, example ids, edge sets, integers); floats are compared to a relative 1e-6,
-because vectorised sums depend on how an array is aligned in memory, which differs between
-processes (clustering statistics differed in their 16th digit on one CI machine).
+does (labels, example ids, edge sets, integers); floats are compared to a relative 1e-6:
+clustering statistics differed in their 16th digit between the two runs on one CI machine,
+likely because vectorised sums can depend on how an array is aligned in memory, which
+differs between processes.
 """
 
 import json
