@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
     from .metrics.convention import Convention
     from .metrics.faithfulness import FaithfulnessResult
+    from .metrics.multi import CrossFaithfulness
 
 __all__ = ["assemble_report", "ROUTING_NOTE", "UNLABELLED"]
 
@@ -38,6 +39,8 @@ __all__ = ["assemble_report", "ROUTING_NOTE", "UNLABELLED"]
 UNLABELLED = "(no group)"
 ROUTING_NOTE = ("each test example is routed by its own attribution row, which needs its "
                 "answers and its corrupted prompt; examples without them cannot be routed")
+#: the share of |score| each cluster's edge set holds in the report's edge overlap
+OVERLAP_GAMMA = 0.99
 Results = Mapping[str, "FaithfulnessResult"]
 
 
@@ -106,8 +109,10 @@ def _k_random(results: Results, cmd_results: Results, score: _Scorer,
 
 
 def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels: List[int],
-         route: np.ndarray, train_labels: np.ndarray,
+         route: np.ndarray, cross: "CrossFaithfulness", train_labels: np.ndarray,
          train_groups: Optional[List[Optional[str]]]) -> DcdResult:
+    """DCD's curves and scores, and per cluster its own circuit (``cross``'s diagonal: the
+    cluster's circuit on its routed examples) beside the single circuit there."""
     from .metrics.aggregate import per_group
 
     names = {c: f"cluster_{c}" for c in cluster_labels}
@@ -121,7 +126,7 @@ def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels:
         members = np.flatnonzero(train_labels == c)
         comp = {} if train_groups is None else dict(Counter(
             UNLABELLED if train_groups[i] is None else str(train_groups[i]) for i in members))
-        own = per_group(results[name], route, [c])[c]
+        own = cross.results[(c, c)]
         clusters.append(ClusterResult(
             label=c, size=int(members.size), n_test=own.n_examples,
             composition=comp, faithfulness_own=list(own.f),
@@ -186,7 +191,8 @@ def assemble_report(*, config: "RunConfig", conv: "Convention", dataset: str, A:
     train_labels = np.asarray(gd.labels_)
     cross = routed_cross_faithfulness({c: results[f"cluster_{c}"] for c in cluster_labels},
                                       route, config.p_cross)
-    overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels})
+    overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels},
+                             gamma=OVERLAP_GAMMA)
     return RunReport(
         schema_version=SCHEMA_VERSION, model=config.model, dataset=dataset,
         method=config.method, metric=config.metric, config=asdict(config),
@@ -205,13 +211,14 @@ def assemble_report(*, config: "RunConfig", conv: "Convention", dataset: str, A:
                               for name, r in results.items()},
         circuit_selection=_selection(conv, by_ranking, config.base_algo),
         single=score.curve(single.f, cmd_results["single"].f),
-        dcd=_dcd(results, cmd_results, score, cluster_labels, route, train_labels, A.groups),
+        dcd=_dcd(results, cmd_results, score, cluster_labels, route, cross, train_labels,
+                 A.groups),
         k_random=_k_random(results, cmd_results, score, config.seed),
         cross_faithfulness=CrossFaithfulnessTable(
             p=config.p_cross, labels=cluster_labels, matrix=cross.matrix.tolist(),
             orientation="matrix[i][j] = circuit of cluster i on the test examples routed to "
                         "cluster j"),
-        edge_overlap=EdgeOverlapTable(gamma=0.99, labels=cluster_labels,
+        edge_overlap=EdgeOverlapTable(gamma=OVERLAP_GAMMA, labels=cluster_labels,
                                       matrix=np.asarray(overlap.matrix).tolist()),
         cluster_quality=_quality(A.groups, train_labels),
         stability=None if stability is None else from_jsonable(

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -60,18 +59,6 @@ SMALL = dict(n_layers=2, d_model=64, d_head=16, d_mlp=128, d_vocab=512)
 SIZES = {"full": dict(n=64, batch_size=16, tokens=24, eval_n=16),
          "small": dict(n=8, batch_size=4, tokens=12, eval_n=4)}
 FRACTIONS = [0.01, 0.1, 1.0]
-
-
-def _versions() -> Dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "numpy", "transformer-lens", "auto-circuit"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def device_tests(timeout: int) -> Dict[str, Any]:
@@ -307,10 +294,11 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
+    from auto_circuit_dcd.assemble import versions
     from auto_circuit_dcd.devices import resolve_device
 
     device = resolve_device(args.device)
-    report: Dict[str, Any] = {"versions": _versions(), "device": str(device),
+    report: Dict[str, Any] = {"versions": versions(), "device": str(device),
                               "size": args.size, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(device)

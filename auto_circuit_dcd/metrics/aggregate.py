@@ -65,17 +65,18 @@ def routed_cross_faithfulness(results: Mapping[Hashable, FaithfulnessResult],
     labels = list(results)
     if not labels:
         raise ValueError("no circuits to compare")
+    curves = results[labels[0]].fractions.size > 1  # an area needs more than one size
     matrix = np.empty((len(labels), len(labels)))
-    cpr_m = np.empty_like(matrix)
+    cpr_m = np.empty_like(matrix) if curves else None
     cells: Dict[tuple, FaithfulnessResult] = {}
     for i, row in enumerate(labels):
         for j, (col, res) in enumerate(per_group(results[row], routing, labels).items()):
             cells[(row, col)] = res
             matrix[i, j] = res.at(p)
-            cpr_m[i, j] = cpr(res) if res.fractions.size > 1 else np.nan
+            if cpr_m is not None:
+                cpr_m[i, j] = cpr(res)
     return CrossFaithfulness(matrix=matrix, row_labels=labels, col_labels=labels, p=float(p),
-                             cpr_matrix=cpr_m if len(next(iter(cells.values())).fractions) > 1
-                             else None, results=cells)
+                             cpr_matrix=cpr_m, results=cells)
 
 
 def random_routing(n: int, labels: Sequence[Hashable], seed: int) -> List[Hashable]:
