@@ -6,17 +6,11 @@ from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import load_examples, make_loader
+from conftest import SMOLLM2_IOI
 
 pytestmark = pytest.mark.slow
 
-IOI = {"prompts": [
-    {"clean": "When Mary and John went to the store, John gave a drink to",
-     "corrupt": "When Mary and John went to the store, Paul gave a drink to",
-     "answers": [" Mary"], "wrong_answers": [" John"]},
-    {"clean": "After Anna and Tom went to the park, Anna handed a ball to",
-     "corrupt": "After Anna and Tom went to the park, James handed a ball to",
-     "answers": [" Tom"], "wrong_answers": [" Anna"]},
-]}
+IOI = {"prompts": SMOLLM2_IOI[:2]}
 
 
 @pytest.fixture(scope="module")
