@@ -16,26 +16,26 @@ __version__ = "0.1.0"
 
 _EXPORTS: Dict[str, str] = {
     # models and data
-    "load_model": "auto_circuit_dcd.models",
-    "make_patchable": "auto_circuit_dcd.models",
+    "load_model": "auto_circuit_dcd.model.load",
+    "make_patchable": "auto_circuit_dcd.model.load",
     "prepare": "auto_circuit_dcd.data",
     "make_loader": "auto_circuit_dcd.data",
     "load_examples": "auto_circuit_dcd.data",
     "ExampleLoader": "auto_circuit_dcd.data",
     "DatasetError": "auto_circuit_dcd.data",
     # attribution
-    "attribute": "auto_circuit_dcd.attribution",
-    "AttributionMatrix": "auto_circuit_dcd.matrix",
-    "sorted_edges": "auto_circuit_dcd.edges",
-    "reduce_in_chunks": "auto_circuit_dcd.streaming",
-    "cluster_means_in_chunks": "auto_circuit_dcd.streaming",
+    "attribute": "auto_circuit_dcd.attribution.front",
+    "AttributionMatrix": "auto_circuit_dcd.attribution.matrix",
+    "sorted_edges": "auto_circuit_dcd.model.edges",
+    "reduce_in_chunks": "auto_circuit_dcd.attribution.streaming",
+    "cluster_means_in_chunks": "auto_circuit_dcd.attribution.streaming",
     # circuits and their selection rules
-    "Circuit": "auto_circuit_dcd.circuit",
-    "SELECTIONS": "auto_circuit_dcd.circuit",
+    "Circuit": "auto_circuit_dcd.circuits.circuit",
+    "SELECTIONS": "auto_circuit_dcd.circuits.circuit",
     "Convention": "auto_circuit_dcd.metrics.convention",
     "MIB_PARITY": "auto_circuit_dcd.metrics.convention",
     "make_convention": "auto_circuit_dcd.metrics.convention",
-    "EdgeGraph": "auto_circuit_dcd.graph",
+    "EdgeGraph": "auto_circuit_dcd.circuits.graph",
     # grouped discovery and its baselines
     "GroupedDiscovery": "auto_circuit_dcd.cluster",
     "cluster_stability": "auto_circuit_dcd.cluster",
@@ -45,9 +45,9 @@ _EXPORTS: Dict[str, str] = {
     "representative_circuits": "auto_circuit_dcd.cluster",
     "random_circuits": "auto_circuit_dcd.cluster",
     # measuring circuits
-    "MIB_GRID": "auto_circuit_dcd.metrics",
-    "faithfulness": "auto_circuit_dcd.metrics",
-    "evaluate_circuits": "auto_circuit_dcd.metrics",
+    "MIB_GRID": "auto_circuit_dcd.evaluation",
+    "faithfulness": "auto_circuit_dcd.evaluation",
+    "evaluate_circuits": "auto_circuit_dcd.evaluation",
     "multi_circuit_faithfulness": "auto_circuit_dcd.metrics",
     "combine_circuits": "auto_circuit_dcd.metrics",
     "cross_faithfulness": "auto_circuit_dcd.metrics",
@@ -58,9 +58,9 @@ _EXPORTS: Dict[str, str] = {
     "cpr": "auto_circuit_dcd.metrics",
     "cmd": "auto_circuit_dcd.metrics",
     # the main job and its report
-    "RunConfig": "auto_circuit_dcd.pipeline",
-    "run": "auto_circuit_dcd.pipeline",
-    "RunReport": "auto_circuit_dcd.run_report",
+    "RunConfig": "auto_circuit_dcd.job.config",
+    "run": "auto_circuit_dcd.job.pipeline",
+    "RunReport": "auto_circuit_dcd.report.records",
     "write_html": "auto_circuit_dcd.report",
     # datasets
     "make_dataset": "auto_circuit_dcd.tasks",

@@ -18,10 +18,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union, get_type_hints
 
-from . import __version__
-from .config import RunConfig
-from .model_table import DEFAULT_REAL_MODEL, OFFLINE_MODELS
-from .tasks.dataset import TASKS
+from auto_circuit_dcd import __version__
+from auto_circuit_dcd.job.config import RunConfig
+from auto_circuit_dcd.model.table import DEFAULT_REAL_MODEL, OFFLINE_MODELS
+from auto_circuit_dcd.tasks.dataset import TASKS
 
 __all__ = ["main"]
 
@@ -46,7 +46,7 @@ def _fractions(value: str) -> List[float]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import run
+    from auto_circuit_dcd.job.pipeline import run
 
     config = RunConfig(**{f.name: getattr(args, f.name) for f in fields(RunConfig)})
     run(config, progress=not args.quiet)
@@ -90,16 +90,16 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
-    from .tasks import make_dataset
+    from auto_circuit_dcd.tasks import make_dataset
 
     tokenizer, model = None, None
     if args.only_correct:
-        from .models import load_model
+        from auto_circuit_dcd.model.load import load_model
 
         model = load_model(args.model)
         tokenizer = model.tokenizer
     else:
-        from .pipeline import load_tokenizer
+        from auto_circuit_dcd.job.pipeline import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
     summary = make_dataset(
@@ -118,7 +118,7 @@ def _format_summary(summary: Dict) -> str:
 
 
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
-    from .models import load_model
+    from auto_circuit_dcd.model.load import load_model
 
     model = load_model(args.model)
     print(f"{args.model}: {model.cfg.n_layers} layers, {model.cfg.n_heads} heads, "
@@ -127,7 +127,7 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_mib(args: argparse.Namespace) -> int:
-    from .mib_export import export_mib
+    from auto_circuit_dcd.job.export import export_mib
 
     done = export_mib(args.run_dir)
     sizes = sorted({f["edge_fraction"] for f in done.files if f["edge_fraction"] is not None})
@@ -238,7 +238,7 @@ def _show_package_log() -> None:
 
 
 def _is_user_error(err: Exception) -> bool:
-    from .errors import UserError
+    from auto_circuit_dcd.errors import UserError
 
     return isinstance(err, UserError) or (isinstance(err, OSError)
                                           and err.errno in _ENVIRONMENT_ERRNOS)

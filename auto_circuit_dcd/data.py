@@ -30,8 +30,8 @@ import torch
 from auto_circuit.data import PromptDataLoader, PromptPair, PromptPairBatch, collate_fn
 from torch.utils.data import DataLoader, Sampler
 
-from .errors import UserError
-from .tokens import UnknownWordError, encode
+from auto_circuit_dcd.errors import UserError
+from auto_circuit_dcd.model.tokens import UnknownWordError, encode
 
 __all__ = [
     "Example",
@@ -369,7 +369,7 @@ def prepare(
 
     Args:
         model: a TransformerLens ``HookedTransformer`` (wrapped with
-            :func:`auto_circuit_dcd.models.make_patchable`) or an existing auto-circuit
+            :func:`auto_circuit_dcd.model.load.make_patchable`) or an existing auto-circuit
             ``PatchableModel`` (used as it is).
         dataset: path to an auto-circuit JSON dataset, or its loaded dict.
         test_fraction: share of examples held out (ignored when every prompt has a
@@ -383,8 +383,8 @@ def prepare(
         ``(patchable_model, train_loader, test_loader)``; the loaders' batches are on
         the model's device.
     """
-    from .devices import model_device
-    from .models import make_patchable
+    from auto_circuit_dcd.model.devices import model_device
+    from auto_circuit_dcd.model.load import make_patchable
 
     pm = make_patchable(model)
     examples = load_examples(dataset, pm.tokenizer, prepend_bos=prepend_bos,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar
 
-from .errors import ConfigError, WorkerFailed
+from auto_circuit_dcd.errors import ConfigError, WorkerFailed
 
 __all__ = ["Launch", "launch_from_env", "process_group", "worker_device", "is_distributed",
            "rank", "world_size", "is_main", "assign", "shard", "map_shards", "all_gather", "broadcast",

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from .errors import DamagedFileError, FolderBusyError
+from auto_circuit_dcd.errors import DamagedFileError, FolderBusyError
 
 __all__ = ["atomic_path", "write_text", "save_tensors", "remove_temporaries", "digest",
            "tensor_digest", "file_digest", "folder_lock", "save_bundle", "load_bundle",

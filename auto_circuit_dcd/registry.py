@@ -2,7 +2,7 @@
 
 Nothing is registered at import time. Each part of the package lists its own entries
 (``registry_entries()`` in :mod:`auto_circuit_dcd.tasks`, :mod:`auto_circuit_dcd.cluster`
-and :mod:`auto_circuit_dcd.metrics`), under keys defined in :mod:`auto_circuit_dcd.keys`.
+and :mod:`auto_circuit_dcd.evaluation`), under keys defined in :mod:`auto_circuit_dcd.keys`.
 A key already present with a value this package did not put there is never overwritten.
 """
 
@@ -32,7 +32,7 @@ def _targets() -> Dict[str, tuple]:
     return {
         "tasks": (TASK_DICT, provider("auto_circuit_dcd.tasks")),
         "algos": (PRUNE_ALGO_DICT, provider("auto_circuit_dcd.cluster")),
-        "metrics": (PRUNE_METRIC_DICT, provider("auto_circuit_dcd.metrics")),
+        "metrics": (PRUNE_METRIC_DICT, provider("auto_circuit_dcd.evaluation")),
     }
 
 

@@ -132,8 +132,8 @@ def _auto_circuit_per_example(pm: Any, loader: Any, batches: List[Any]) -> Any:
     from auto_circuit.utils.graph_utils import (patch_mode, set_all_masks, set_mask_batch_size,
                                                 train_mask_mode)
 
-    from auto_circuit_dcd.task_metric import max_diff
-    from auto_circuit_dcd.edges import edge_layout
+    from auto_circuit_dcd.model.task_metric import max_diff
+    from auto_circuit_dcd.model.edges import edge_layout
 
     _, layout = edge_layout(pm)
     src_outs = batch_src_ablations(pm, loader, ablation_type=AblationType.RESAMPLE,
@@ -155,8 +155,8 @@ def _auto_circuit_per_example(pm: Any, loader: Any, batches: List[Any]) -> Any:
 def run_mode(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
-    from auto_circuit_dcd.forward import frozen, plain_forward
-    from auto_circuit_dcd.task_metric import max_diff
+    from auto_circuit_dcd.model.forward import frozen, plain_forward
+    from auto_circuit_dcd.model.task_metric import max_diff
 
     torch.set_num_threads(args.threads)
     pm, loader = _load(args)

@@ -50,8 +50,8 @@ def main(argv: Any = None) -> int:
     import torch
 
     import auto_circuit_dcd as dcd
-    from auto_circuit_dcd.cache import batch_digest, cache_key, model_digest
-    from auto_circuit_dcd.forward import WrapperGraph
+    from auto_circuit_dcd.attribution.cache import batch_digest, cache_key, model_digest
+    from auto_circuit_dcd.model.forward import WrapperGraph
     from auto_circuit_dcd.files import tensor_digest
     from bench_attribution import ioi_prompts
 

@@ -53,7 +53,7 @@ def _plain(tl: Any, tokens: Any, reps: int) -> tuple:
     """Mean (wall, CPU) seconds of ``reps`` plain forwards (flags off), after a warm-up."""
     import torch
 
-    from auto_circuit_dcd.forward import plain_forward
+    from auto_circuit_dcd.model.forward import plain_forward
 
     with plain_forward(tl), torch.inference_mode():
         tl(tokens)
@@ -118,9 +118,9 @@ def main() -> None:
         print(f"# {backend}: fixed {t_fixed[0]:.2f} s wall / {t_fixed[1]:.2f} s CPU, grid "
               f"{t_grid[0]:.2f} / {t_grid[1]:.2f} s", flush=True)
 
-    from auto_circuit_dcd.metrics.ablation import patch_values
-    from auto_circuit_dcd.metrics.faithfulness import circuit_mask, edge_count
-    from auto_circuit_dcd.metrics.patched import PatchedForward
+    from auto_circuit_dcd.evaluation.ablation import patch_values
+    from auto_circuit_dcd.evaluation.faithfulness import circuit_mask, edge_count
+    from auto_circuit_dcd.evaluation.patched import PatchedForward
 
     pf = PatchedForward(pm)
     bp = pf.batch_patch(patch_values("resample", pf.sources(), batch, None)[0])

@@ -165,8 +165,8 @@ def floor_pass(pm: Any, batches: List[Any]) -> None:
     """Plain model: corrupt forward, clean forward, backward of the metric (input leaf)."""
     import torch
 
-    from auto_circuit_dcd.forward import frozen, plain_forward
-    from auto_circuit_dcd.task_metric import max_diff
+    from auto_circuit_dcd.model.forward import frozen, plain_forward
+    from auto_circuit_dcd.model.task_metric import max_diff
 
     model = pm.wrapped_model
 
@@ -184,7 +184,7 @@ def floor_pass(pm: Any, batches: List[Any]) -> None:
 def forward_pass(pm: Any, batches: List[Any]) -> None:
     import torch
 
-    from auto_circuit_dcd.forward import plain_forward
+    from auto_circuit_dcd.model.forward import plain_forward
 
     with plain_forward(pm.wrapped_model), torch.inference_mode():
         for batch in batches:
@@ -294,8 +294,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from auto_circuit_dcd.assemble import versions
-    from auto_circuit_dcd.devices import resolve_device
+    from auto_circuit_dcd.job.assemble import versions
+    from auto_circuit_dcd.model.devices import resolve_device
 
     device = resolve_device(args.device)
     report: Dict[str, Any] = {"versions": versions(), "device": str(device),

@@ -47,7 +47,7 @@ def measure(name: str, dtype: str, n: int, batch_size: int, method: str) -> Dict
 
     import auto_circuit_dcd as dcd
     from auto_circuit_dcd.data import make_loader
-    from auto_circuit_dcd.task_metric import max_diff
+    from auto_circuit_dcd.model.task_metric import max_diff
 
     pm = dcd.make_patchable(dcd.load_model(name, dtype=dtype))
     loader = _loader(pm, name, n, batch_size)

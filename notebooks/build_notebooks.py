@@ -244,7 +244,7 @@ import io
 import tempfile
 from pathlib import Path
 
-from auto_circuit_dcd.pipeline import summary_table
+from auto_circuit_dcd.job.pipeline import summary_table
 
 out = Path(os.environ.get("DCD_NB_OUT") or tempfile.mkdtemp(prefix="dcd-nb01-")) / "run"
 config = dcd.RunConfig(out=str(out), n=N, seed=SEED, edge_fractions=sorted(set(FRACTIONS) | {P}),

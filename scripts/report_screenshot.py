@@ -24,7 +24,7 @@ def main() -> int:
     args = ap.parse_args()
     run_dir = Path(args.run)
     if not (run_dir / "report.html").exists():
-        from auto_circuit_dcd.pipeline import RunConfig, run
+        from auto_circuit_dcd.job.pipeline import RunConfig, run
 
         run(RunConfig(out=str(run_dir)), progress=True)
     from auto_circuit_dcd.report.browser import check_page

@@ -31,7 +31,7 @@ def _eap_ari(state: Dict[str, Any], mixed: Dict[str, Any]) -> Dict[str, float]:
     from sklearn.metrics import adjusted_rand_score
 
     import auto_circuit_dcd as dcd
-    from auto_circuit_dcd.models import enable_patching_flags
+    from auto_circuit_dcd.model.load import enable_patching_flags
     from auto_circuit_dcd.toy.model import build_model
 
     model = build_model(init_weights=False)

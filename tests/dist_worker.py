@@ -27,7 +27,7 @@ def library(out: Path) -> None:
     import auto_circuit_dcd as dcd
     from auto_circuit_dcd import distributed as dist
     from auto_circuit_dcd.errors import ClusteringError, ConfigError
-    from auto_circuit_dcd.pipeline import _output_folder
+    from auto_circuit_dcd.job.pipeline import _output_folder
 
     pm = dcd.make_patchable(dcd.load_model("tiny-random"))
     loader = dcd.make_loader(random_examples(13, lengths=(6,)), batch_size=3)  # 5 batches
@@ -70,8 +70,8 @@ def library(out: Path) -> None:
 
 
 def die_at_batch(k: int, log: Path, args: list) -> int:
-    from auto_circuit_dcd import attribution
-    from auto_circuit_dcd.cache import batch_digest
+    from auto_circuit_dcd.attribution import front as attribution
+    from auto_circuit_dcd.attribution.cache import batch_digest
     from auto_circuit_dcd.cli import main
 
     if RANK == 1:

@@ -8,9 +8,9 @@ from auto_circuit.data import PromptDataLoader, PromptDataset
 from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd import attribution
+from auto_circuit_dcd.attribution import front as attribution
 from auto_circuit_dcd.data import make_loader
-from auto_circuit_dcd.task_metric import max_diff
+from auto_circuit_dcd.model.task_metric import max_diff
 from conftest import nan_row_for_first, random_examples
 
 

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd import attribution
+from auto_circuit_dcd.attribution import front as attribution
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.errors import FolderBusyError, NonFiniteRowsError
 from auto_circuit_dcd.files import folder_lock

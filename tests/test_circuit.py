@@ -7,10 +7,10 @@ import torch
 from conftest import reachable
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.circuit import Circuit
-from auto_circuit_dcd.edges import EdgeLayout, edge_layout, sorted_edges
-from auto_circuit_dcd.graph import EdgeGraph, edge_graph
-from auto_circuit_dcd.selection import mass_mask, top_mask
+from auto_circuit_dcd.circuits.circuit import Circuit
+from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout, sorted_edges
+from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
+from auto_circuit_dcd.circuits.selection import mass_mask, top_mask
 
 # A hand-built graph shaped like auto-circuit's: input, one head (Q and K inputs), one MLP,
 # the logits. Edge j below is column j.

@@ -36,8 +36,8 @@ def test_export_mib_writes_every_circuit_at_every_size_and_it_reads_back(tiny_ru
     by name."""
     from safetensors.torch import load_file
 
-    from auto_circuit_dcd.edges import edge_layout
-    from auto_circuit_dcd.mib import from_eap_ig_graph
+    from auto_circuit_dcd.model.edges import edge_layout
+    from auto_circuit_dcd.circuits.mib import from_eap_ig_graph
 
     out, rep, _, _ = tiny_run
     assert main(["export-mib", str(out)]) == 0
@@ -100,7 +100,7 @@ def test_run_has_one_option_per_config_field_with_its_default(capsys, monkeypatc
     from dataclasses import asdict, fields
 
     monkeypatch.setenv("COLUMNS", "2000")  # no line wrapping inside a default
-    from auto_circuit_dcd.config import RunConfig
+    from auto_circuit_dcd.job.config import RunConfig
 
     parser, run = _subparser("run")
     args = parser.parse_args(["run"])
@@ -130,14 +130,14 @@ def test_run_has_one_option_per_config_field_with_its_default(capsys, monkeypatc
 def test_the_choices_shown_are_the_tables_that_implement_them():
     from dataclasses import fields
 
-    from auto_circuit_dcd.attribution import METHODS
-    from auto_circuit_dcd.circuit import SELECTIONS
-    from auto_circuit_dcd.cluster.grouped import CLUSTERER_NAMES, COMBINE, PREPROCESSORS
-    from auto_circuit_dcd.config import RunConfig
-    from auto_circuit_dcd.devices import DTYPE_CHOICES
+    from auto_circuit_dcd.attribution.front import METHODS
+    from auto_circuit_dcd.circuits.circuit import SELECTIONS
+    from auto_circuit_dcd.cluster.discovery import CLUSTERER_NAMES, COMBINE, PREPROCESSORS
+    from auto_circuit_dcd.job.config import RunConfig
+    from auto_circuit_dcd.model.devices import DTYPE_CHOICES
     from auto_circuit_dcd.metrics.curves import CMD_FORMS
-    from auto_circuit_dcd.selection import RANKINGS
-    from auto_circuit_dcd.task_metric import METRICS
+    from auto_circuit_dcd.circuits.selection import RANKINGS
+    from auto_circuit_dcd.model.task_metric import METRICS
     from auto_circuit_dcd.tasks import TASKS
 
     tables = {"method": METHODS, "metric": METRICS, "clusterer": CLUSTERER_NAMES,

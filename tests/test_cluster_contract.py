@@ -8,8 +8,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from auto_circuit_dcd.cluster import (GroupedDiscovery, k_random_circuits, random_circuits,
                                       representative_circuits, single_circuit)
-from auto_circuit_dcd.edges import edge_layout
-from auto_circuit_dcd.matrix import AttributionMatrix
+from auto_circuit_dcd.model.edges import edge_layout
+from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 from test_cluster_recovery import blobs
 
 

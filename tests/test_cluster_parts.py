@@ -10,7 +10,7 @@ from auto_circuit_dcd.cluster.reduce import effective_components, make_reducer
 from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
 from auto_circuit_dcd.cluster.select_k import (chord_elbow, gap_choice, largest_merge_gap,
                                                merge_gaps, within_ss)
-from auto_circuit_dcd.selection import mass_mask
+from auto_circuit_dcd.circuits.selection import mass_mask
 
 
 def test_mass_mask_keeps_smallest_set_reaching_gamma():

@@ -127,7 +127,7 @@ def test_words_the_toy_tokenizer_does_not_know_are_refused(field, value, word):
 
 
 def test_a_literal_unknown_token_is_not_an_unknown_word():
-    from auto_circuit_dcd.tokens import encode, unknown_words
+    from auto_circuit_dcd.model.tokens import encode, unknown_words
     from auto_circuit_dcd.toy import toy_tokenizer
 
     tok = toy_tokenizer()

@@ -14,7 +14,7 @@ import torch
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import batch_to, make_loader
-from auto_circuit_dcd.devices import model_device, resolve_device, resolve_dtype
+from auto_circuit_dcd.model.devices import model_device, resolve_device, resolve_dtype
 from conftest import random_examples
 
 CUDA = pytest.mark.cuda
@@ -54,12 +54,12 @@ def test_load_model_casts_to_the_dtype_asked_for():
 
 
 def test_load_model_checks_the_device_before_loading(monkeypatch):
-    from auto_circuit_dcd import models
+    from auto_circuit_dcd.model import load as model_load
 
     def never(**kwargs):
         raise AssertionError("the model was loaded before the device was checked")
 
-    monkeypatch.setitem(models.MODEL_LOADERS, "tiny-random", never)
+    monkeypatch.setitem(model_load.MODEL_LOADERS, "tiny-random", never)
     with pytest.raises(ValueError, match="unknown device"):
         dcd.load_model("tiny-random", device="gpu0")
 
@@ -115,7 +115,7 @@ def _dataset_file(path):
 
 def test_main_job_takes_device_and_dtype(tmp_path):
     from auto_circuit_dcd.cli import build_parser, main
-    from auto_circuit_dcd.pipeline import RunConfig
+    from auto_circuit_dcd.job.pipeline import RunConfig
 
     args = build_parser().parse_args(["run"])
     assert (args.device, args.dtype) == ("auto", "float32")

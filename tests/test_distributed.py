@@ -157,7 +157,7 @@ def test_the_library_in_a_process_group_gives_every_rank_the_single_process_resu
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
     """The toy job in one process, counting the attribution batches it computes."""
-    from auto_circuit_dcd import attribution
+    from auto_circuit_dcd.attribution import front as attribution
     from auto_circuit_dcd.cli import main
 
     out = tmp_path_factory.mktemp("single")
@@ -209,7 +209,7 @@ def test_a_worker_killed_mid_attribution_loses_only_its_batch_in_flight(tmp_path
     then computes only the batches not cached and writes the single-process report."""
     from safetensors import safe_open
 
-    from auto_circuit_dcd import attribution
+    from auto_circuit_dcd.attribution import front as attribution
     from auto_circuit_dcd.cli import main
 
     ref_out, n_batches = single_run

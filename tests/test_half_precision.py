@@ -14,7 +14,7 @@ from transformer_lens import HookedTransformer
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
-from auto_circuit_dcd.forward import accumulation_dtype, unsupported_reason
+from auto_circuit_dcd.model.forward import accumulation_dtype, unsupported_reason
 from conftest import random_examples, randomise_weights, tl_config
 
 MODELS = {

@@ -12,7 +12,7 @@ from auto_circuit.types import PatchType
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
-from auto_circuit_dcd.edges import edge_layout, sorted_edges
+from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
 from conftest import random_examples
 
 ORDER_SCRIPT = """

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.metrics import FaithfulnessResult, cross_faithfulness
+from auto_circuit_dcd.metrics import cross_faithfulness
+from auto_circuit_dcd.evaluation import FaithfulnessResult
 from auto_circuit_dcd.metrics.aggregate import (per_group, random_routing,
                                                 routed_cross_faithfulness, subset)
 from conftest import random_examples

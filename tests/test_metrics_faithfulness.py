@@ -6,10 +6,10 @@ import torch
 from conftest import failing_after, random_examples
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.task_metric import METRICS
-from auto_circuit_dcd.edges import edge_layout, sorted_edges
-from auto_circuit_dcd.metrics import (MIB_GRID, combine_circuits, cross_faithfulness,
-                                      evaluate_circuits, faithfulness,
+from auto_circuit_dcd.model.task_metric import METRICS
+from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
+from auto_circuit_dcd.evaluation import MIB_GRID, evaluate_circuits, faithfulness
+from auto_circuit_dcd.metrics import (combine_circuits, cross_faithfulness,
                                       multi_circuit_faithfulness)
 
 
@@ -182,7 +182,7 @@ def test_multi_circuit_oracle_and_routed(tiny_pm, loader):
 
 
 def _result(mu_circuit, mu_full, mu_empty):
-    from auto_circuit_dcd.metrics.faithfulness import FaithfulnessResult
+    from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
 
     mu = np.asarray(mu_circuit, dtype=float)[:, None]
     return FaithfulnessResult(

@@ -30,7 +30,8 @@ def _toy():
 
 
 def test_single_task_circuits_do_not_transfer_but_mixture_circuit_does():
-    from auto_circuit_dcd.metrics import MIB_GRID, cross_faithfulness, edge_overlap
+    from auto_circuit_dcd.evaluation import MIB_GRID
+    from auto_circuit_dcd.metrics import cross_faithfulness, edge_overlap
 
     model, paths = _toy()
     pm = None

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.edges import edge_layout
-from auto_circuit_dcd.mib import (eap_ig_edge_name, from_eap_ig_graph, graph_config,
+from auto_circuit_dcd.model.edges import edge_layout
+from auto_circuit_dcd.circuits.mib import (eap_ig_edge_name, from_eap_ig_graph, graph_config,
                                   package_edge_name, to_eap_ig_graph)
 
 

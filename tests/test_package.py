@@ -20,8 +20,18 @@ def test_import_is_light_and_has_no_side_effects():
     assert float(out[0]) < 2.0
 
 
-def test_public_names_resolve():
+def test_public_names_resolve_to_objects_not_modules():
+    """Every public name is the documented object even after every submodule is imported
+    (a stage package named like a public function would shadow it: ``dcd.run``)."""
+    import importlib
+    import pkgutil
+    import types
+
     import auto_circuit_dcd as dcd
 
+    for info in pkgutil.walk_packages(dcd.__path__, "auto_circuit_dcd."):
+        importlib.import_module(info.name)
     for name in dcd.__all__:
-        assert getattr(dcd, name) is not None
+        value = getattr(dcd, name)
+        assert value is not None and not isinstance(value, types.ModuleType), name
+    assert callable(dcd.run) and dcd.run.__module__ == "auto_circuit_dcd.job.pipeline"

@@ -14,13 +14,13 @@ import torch
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import load_examples, make_loader
-from auto_circuit_dcd.edges import edge_layout, sorted_edges
-from auto_circuit_dcd.metrics import evaluate_circuits
-from auto_circuit_dcd.metrics import patched as patched_mod
-from auto_circuit_dcd.metrics.faithfulness import edge_set_metrics
-from auto_circuit_dcd.selection import top_mask
-from auto_circuit_dcd.metrics.patched import PatchedForward, fast_unsupported_reason, stacks
-from auto_circuit_dcd.task_metric import METRICS
+from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
+from auto_circuit_dcd.evaluation import evaluate_circuits
+from auto_circuit_dcd.evaluation import patched as patched_mod
+from auto_circuit_dcd.evaluation.faithfulness import edge_set_metrics
+from auto_circuit_dcd.circuits.selection import top_mask
+from auto_circuit_dcd.evaluation.patched import PatchedForward, fast_unsupported_reason, stacks
+from auto_circuit_dcd.model.task_metric import METRICS
 from conftest import SMOLLM2_IOI, failing_after, random_examples
 from test_fast_attribution import MODELS, combined_qkv_model
 
@@ -211,7 +211,7 @@ def test_state_restored_and_hooks_removed_on_error(tiny_pm, monkeypatch):
 def test_error_inside_a_pass_restores_the_attention(tiny_pm, monkeypatch):
     """A failure in the middle of a patched forward (after layer 0's Q/K/V projection was
     replaced) leaves TransformerLens' own projection, and the model's logits unchanged."""
-    import auto_circuit_dcd.metrics.patched as patched
+    import auto_circuit_dcd.evaluation.patched as patched
 
     tl = tiny_pm.wrapped_model
     tokens = torch.randint(0, tl.cfg.d_vocab, (2, 6), generator=torch.Generator().manual_seed(3))

@@ -382,7 +382,7 @@ def test_the_logits_node_is_labelled(tiny_pm):
     """The drawn circuit's links into ``Resid End`` (named from the circuit's own edges)
     end at the node labelled "logits"; no used node is left unlabelled."""
     import auto_circuit_dcd as dcd
-    from auto_circuit_dcd.edges import edge_layout
+    from auto_circuit_dcd.model.edges import edge_layout
     from auto_circuit_dcd.report import circuit_figure
 
     names, layout = edge_layout(tiny_pm)

@@ -34,7 +34,7 @@ def test_the_check_sees_errors_and_undrawn_figures(tmp_path):
 
 
 def test_toy_report_draws_every_figure_without_errors(tmp_path):
-    from auto_circuit_dcd.pipeline import RunConfig, run
+    from auto_circuit_dcd.job.pipeline import RunConfig, run
 
     out = tmp_path / "run"
     run(RunConfig(out=str(out), edge_fractions=[0.05, 0.2, 1.0]), progress=False)

@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd import models
+from auto_circuit_dcd.model import load as model_load
 from auto_circuit_dcd.cli import main
 from test_pipeline import RUN, loader_of, run_tiny, saved_circuits, tiny_prompts, write
 
@@ -22,7 +22,7 @@ def no_loading(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(models, "load_model", refuse)
+    monkeypatch.setattr(model_load, "load_model", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -141,14 +141,14 @@ def split_prompts():
 def test_a_dropped_test_row_is_reported_and_the_rest_evaluated(tmp_path, monkeypatch, tiny_pm):
     """A NaN embedding for one token gives one test example a non-finite row (and NaN
     logits): it is dropped, counted, and every other test example is evaluated."""
-    real = models.MODEL_LOADERS["tiny-random"]
+    real = model_load.MODEL_LOADERS["tiny-random"]
 
     def poisoned(**kw):
         m = real(**kw)
         m.embed.W_E.data[POISON] = float("nan")
         return m
 
-    monkeypatch.setitem(models.MODEL_LOADERS, "tiny-random", poisoned)
+    monkeypatch.setitem(model_load.MODEL_LOADERS, "tiny-random", poisoned)
     prompts = split_prompts()
     data = write(tmp_path / "d.json", prompts)
     with pytest.warns(UserWarning, match="dropping 1 example"):
@@ -251,7 +251,7 @@ def test_a_non_eap_base_algorithm_through_the_pipeline(tmp_path, tiny_pm):
     all of them for the single baseline."""
     from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT
 
-    from auto_circuit_dcd.edges import edge_layout
+    from auto_circuit_dcd.model.edges import edge_layout
 
     key = "Edge Answer Log Prob Diff Gradient At Clean"
     prompts = tiny_prompts(24)
@@ -271,7 +271,7 @@ def test_a_non_eap_base_algorithm_through_the_pipeline(tmp_path, tiny_pm):
 
 def test_a_run_killed_while_writing_never_leaves_an_old_report_beside_new_data(
         tmp_path, monkeypatch, tiny_pm):
-    from auto_circuit_dcd import pipeline
+    from auto_circuit_dcd.job import pipeline
 
     out = tmp_path / "out"
     run_tiny(write(tmp_path / "a.json", tiny_prompts(24, seed=0)), out)

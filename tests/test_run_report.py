@@ -15,7 +15,7 @@ from auto_circuit_dcd.schema import SchemaError
 @pytest.fixture(scope="module")
 def toy_report(tmp_path_factory):
     """``(report.json parsed, the RunReport run returned)`` of a small toy job."""
-    from auto_circuit_dcd.pipeline import RunConfig, run
+    from auto_circuit_dcd.job.pipeline import RunConfig, run
 
     out = tmp_path_factory.mktemp("toy")
     typed = run(RunConfig(out=str(out), edge_fractions=[0.05, 0.2, 1.0], threads=1,

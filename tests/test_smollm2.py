@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.models import smollm2
+from auto_circuit_dcd.model import smollm2
 
 
 # --------------------------------------------------------------------------- fast tests

@@ -29,7 +29,7 @@ PER_TYPE = 20
 
 @pytest.fixture(scope="module")
 def tok():
-    from auto_circuit_dcd.models.smollm2 import load_smollm2_tokenizer
+    from auto_circuit_dcd.model.smollm2 import load_smollm2_tokenizer
 
     return load_smollm2_tokenizer()
 
@@ -349,7 +349,7 @@ def test_generated_task_runs_through_auto_circuit_eap(tok, tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_registered_task_runs_on_smollm2(tmp_path, monkeypatch):
-    from auto_circuit_dcd.models.smollm2 import smollm2_cache_dir
+    from auto_circuit_dcd.model.smollm2 import smollm2_cache_dir
 
     converted = smollm2_cache_dir()
     if converted.is_dir():  # datasets are generated into the empty cache; the model is reused

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .baselines import k_random_circuits, random_circuits, representative_circuits, single_circuit
-from .divisive import DivisiveClustering
-from .grouped import GroupedDiscovery
-from .stability import ClusterStability, cluster_stability
+from auto_circuit_dcd.cluster.baselines import k_random_circuits, random_circuits, representative_circuits, single_circuit
+from auto_circuit_dcd.cluster.divisive import DivisiveClustering
+from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
+from auto_circuit_dcd.cluster.stability import ClusterStability, cluster_stability
 
 __all__ = [
     "GroupedDiscovery",
@@ -31,8 +31,8 @@ __all__ = [
 
 def registry_entries() -> Dict[str, Any]:
     """``{PRUNE_ALGO_DICT key: PruneAlgo}``: the largest DCD cluster's circuit (EAP, EAP-IG)."""
-    from .. import keys
-    from .algos import largest_cluster_algo
+    from auto_circuit_dcd import keys
+    from auto_circuit_dcd.cluster.algos import largest_cluster_algo
 
     return {
         keys.ALGO_LARGEST_CLUSTER_EAP: largest_cluster_algo(

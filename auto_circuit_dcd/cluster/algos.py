@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Set
 
 import torch
 
-from .grouped import GroupedDiscovery
+from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
 
 __all__ = ["largest_cluster_prune_scores", "largest_cluster_algo"]
 
@@ -33,7 +33,7 @@ def largest_cluster_prune_scores(
     ``params`` go to :class:`GroupedDiscovery` (``random_state`` defaults to 42).
     ``official_edges`` is not used.
     """
-    from ..attribution import attribute
+    from auto_circuit_dcd.attribution.front import attribute
 
     A = attribute(model, dataloader, method=method, ig_steps=ig_steps, metric=metric,
                   progress=False)

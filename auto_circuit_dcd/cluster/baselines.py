@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from ..devices import model_device
-from .circuits import as_rows, mean_circuit, rows_circuit
+from auto_circuit_dcd.model.devices import model_device
+from auto_circuit_dcd.cluster.circuits import as_rows, mean_circuit, rows_circuit
 
 __all__ = ["single_circuit", "k_random_circuits", "random_split", "representative_circuits",
            "random_circuits", "medoid"]

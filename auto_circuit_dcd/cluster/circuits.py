@@ -34,7 +34,7 @@ EAP_FAMILY = ("eap", "eap-ig")
 
 def as_rows(A: Any) -> Tuple[np.ndarray, Optional[Any]]:
     """``(float64 [n, f] array, AttributionMatrix or None)``; checks shape and finiteness."""
-    from ..matrix import AttributionMatrix
+    from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 
     matrix = A if isinstance(A, AttributionMatrix) else None
     if matrix is not None:
@@ -121,7 +121,7 @@ def run_base_algo(algo: Any, model: Any, dataloader: Any, ids: Sequence[Any],
         raise TypeError(
             "a non-EAP base algorithm needs an ExampleLoader (dcd.prepare / dcd.data.make_loader) "
             "to build one loader per cluster; got " + type(dataloader).__name__)
-    from ..devices import model_device
+    from auto_circuit_dcd.model.devices import model_device
 
     one_batch = _first_batch_only(algo)
     loader = dataloader.subset(list(ids), batch_size=len(ids) if one_batch else batch_size,

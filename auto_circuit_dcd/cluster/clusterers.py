@@ -34,8 +34,8 @@ from typing import Any, Callable, Dict, Mapping
 
 import numpy as np
 
-from .divisive import divisive_path, within_distance
-from .select_k import chord_elbow, largest_merge_gap, merge_gaps, within_ss
+from auto_circuit_dcd.cluster.divisive import divisive_path, within_distance
+from auto_circuit_dcd.cluster.select_k import chord_elbow, largest_merge_gap, merge_gaps, within_ss
 
 __all__ = ["PathClusterer", "PATH_CLUSTERERS", "AUTO_CANDIDATES", "fit_hdbscan",
            "nearest_centroid", "nearest_row", "nearest_row_agreement", "centroid_agreement"]

@@ -8,7 +8,7 @@ transformed exactly like the training rows and nothing is learned here:
 - ``l2``: each row divided by its L2 norm (all-zero rows stay zero);
 - ``sparse``: per row, keep the smallest set of edges whose cumulative ``|s|`` reaches
   ``gamma`` of the row's total ``|s|`` (largest first, ties by column;
-  :func:`auto_circuit_dcd.selection.mass_mask`, the rule circuits use), zero the rest;
+  :func:`auto_circuit_dcd.circuits.selection.mass_mask`, the rule circuits use), zero the rest;
 - ``binary``: the indicator of that same edge set (1 kept, 0 not). Euclidean distance
   between binary rows is the square root of the size of their symmetric difference;
   :func:`jaccard_distances` gives the Jaccard distance for analysis.
@@ -20,7 +20,7 @@ from typing import Callable, Dict
 
 import numpy as np
 
-from ..selection import mass_mask
+from auto_circuit_dcd.circuits.selection import mass_mask
 
 __all__ = ["PREPROCESSORS", "preprocess", "jaccard_distances"]
 

@@ -35,8 +35,8 @@ from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 from sklearn.utils import check_random_state
 
-from .circuits import as_rows
-from .clusterers import PATH_CLUSTERERS
+from auto_circuit_dcd.cluster.circuits import as_rows
+from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
 
 __all__ = ["RESAMPLERS", "ClusterStability", "cluster_stability"]
 
@@ -95,7 +95,7 @@ class ClusterStability:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable form (NaN as None)."""
-        from ..schema import jsonable
+        from auto_circuit_dcd.schema import jsonable
 
         return jsonable({"method": self.method, "fraction": self.fraction,
                          "n_resamples": int(self.ari.size), "ari_mean": self.ari_mean,

@@ -20,9 +20,9 @@ from typing import Any, Dict, Hashable, List, Mapping, Sequence
 
 import numpy as np
 
-from .curves import cpr
-from .faithfulness import FaithfulnessResult, ratio_of_means
-from .multi import CrossFaithfulness
+from auto_circuit_dcd.metrics.curves import cpr
+from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult, ratio_of_means
+from auto_circuit_dcd.metrics.multi import CrossFaithfulness
 
 __all__ = ["subset", "per_group", "routed_cross_faithfulness", "random_routing"]
 

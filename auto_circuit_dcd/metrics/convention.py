@@ -1,7 +1,7 @@
 """How circuits are chosen and scored: one object that names the field's conventions.
 
 Published numbers differ in three choices: how a circuit of ``n`` edges is chosen
-(:data:`auto_circuit_dcd.circuit.SELECTIONS`), how edges are ranked (``"abs"``: by
+(:data:`auto_circuit_dcd.circuits.circuit.SELECTIONS`), how edges are ranked (``"abs"``: by
 ``|score|``; ``"signed"``: most positive first), and whether CMD counts a circuit above
 the model (:data:`.curves.CMD_FORMS`). MIB ranks by signed score for CPR and by
 ``|score|`` for CMD, and its CMD is two-sided; the method's release ranks by ``|score|``
@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from ..circuit import check_selection
-from ..selection import check_ranking
-from .curves import check_cmd_form, cmd, cpr
+from auto_circuit_dcd.circuits.circuit import check_selection
+from auto_circuit_dcd.circuits.selection import check_ranking
+from auto_circuit_dcd.metrics.curves import check_cmd_form, cmd, cpr
 
 __all__ = ["Convention", "MIB_PARITY", "make_convention"]
 

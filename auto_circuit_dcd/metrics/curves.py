@@ -1,7 +1,7 @@
 """Areas under faithfulness curves: CPR (circuit performance ratio) and CMD (circuit-model
 difference), trapezoid rule over the fractions of edges on a linear axis.
 
-A curve is a :class:`~auto_circuit_dcd.metrics.faithfulness.FaithfulnessResult`, a pair
+A curve is a :class:`~auto_circuit_dcd.evaluation.faithfulness.FaithfulnessResult`, a pair
 ``(fractions, f)`` or a mapping ``{fraction: f}``. Points are sorted by fraction first.
 The area runs over the evaluated fractions only (the MIB grid starts at 0.001, not 0).
 

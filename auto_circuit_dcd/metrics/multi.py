@@ -17,8 +17,8 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .curves import cpr
-from .faithfulness import MIB_GRID, FaithfulnessResult, evaluate_circuits, ratio_of_means
+from auto_circuit_dcd.metrics.curves import cpr
+from auto_circuit_dcd.evaluation.faithfulness import MIB_GRID, FaithfulnessResult, evaluate_circuits, ratio_of_means
 
 __all__ = [
     "MultiCircuitResult",
@@ -60,7 +60,7 @@ class MultiCircuitResult:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable summary (labels as strings, NaN as None)."""
-        from ..schema import jsonable
+        from auto_circuit_dcd.schema import jsonable
 
         return jsonable({
             "fractions": self.fractions, "oracle_f": self.oracle_f, "routed_f": self.routed_f,
@@ -192,7 +192,7 @@ class CrossFaithfulness:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-serialisable form (labels as strings, NaN as None)."""
-        from ..schema import jsonable
+        from auto_circuit_dcd.schema import jsonable
 
         return jsonable({
             "p": self.p, "rows": [str(x) for x in self.row_labels],

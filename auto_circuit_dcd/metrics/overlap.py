@@ -1,10 +1,10 @@
 """Edge overlap of circuits: Jaccard of their cumulative-mass edge sets, and top-k IoU.
 
-A circuit here is a :class:`~auto_circuit_dcd.circuit.Circuit` (its scores on its own
+A circuit here is a :class:`~auto_circuit_dcd.circuits.circuit.Circuit` (its scores on its own
 edges, 0 elsewhere) or an ``[n_edges]`` score vector in the package's edge order (torch or
 numpy); auto-circuit ``PruneScores`` are converted first with
 ``Circuit.from_prune_scores(ps, model)``, so that every edge set is taken in one edge order.
-The edge sets are the package's selection rules (:mod:`auto_circuit_dcd.selection`):
+The edge sets are the package's selection rules (:mod:`auto_circuit_dcd.circuits.selection`):
 
 - the ``gamma`` mass set: the smallest set of edges whose summed ``|s|`` reaches ``gamma``
   of the total (edges in decreasing ``|s|``, ties by edge index);
@@ -22,7 +22,7 @@ from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..selection import mass_mask, top_mask
+from auto_circuit_dcd.circuits.selection import mass_mask, top_mask
 
 __all__ = ["jaccard", "edge_overlap", "top_k_iou", "OverlapMatrix", "overlap_matrix"]
 
@@ -30,7 +30,7 @@ __all__ = ["jaccard", "edge_overlap", "top_k_iou", "OverlapMatrix", "overlap_mat
 def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """A circuit's float64 ``[n_edges]`` scores (0 outside its edges) and its edge mask
     (``None`` for a plain vector: every edge is a candidate)."""
-    from ..circuit import Circuit
+    from auto_circuit_dcd.circuits.circuit import Circuit
 
     if isinstance(circuit, Circuit):
         return circuit.masked_scores().numpy(), circuit.mask.numpy()
@@ -48,7 +48,7 @@ def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 def _edge_sets(circuits: Sequence[Any], *, gamma: float = 0.99,
                k: Optional[int] = None) -> List[np.ndarray]:
     """Each circuit's top-``k`` set (if ``k``) or ``gamma`` mass set, over the same edges."""
-    from ..circuit import Circuit
+    from auto_circuit_dcd.circuits.circuit import Circuit
 
     named = [c.edge_names for c in circuits if isinstance(c, Circuit)]
     if any(names != named[0] for names in named[1:]):
@@ -92,7 +92,7 @@ class OverlapMatrix:
     set_sizes: np.ndarray
 
     def to_dict(self) -> Dict[str, Any]:
-        from ..schema import jsonable
+        from auto_circuit_dcd.schema import jsonable
 
         return jsonable({"labels": [str(x) for x in self.labels], "measure": self.measure,
                          "matrix": self.matrix, "set_sizes": self.set_sizes})

@@ -1,6 +1,6 @@
 """Plotly figures for the run report, one function per figure.
 
-Every function takes the run's :class:`~auto_circuit_dcd.run_report.RunReport` (or the pieces
+Every function takes the run's :class:`~auto_circuit_dcd.report.records.RunReport` (or the pieces
 it needs) and returns a ``plotly.graph_objects.Figure``. Missing values (NaN, e.g. the
 faithfulness of a
 cluster with no test examples) are drawn as gaps and written as "n/a", rounding noise as 0
@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 from auto_circuit_dcd.report.values import finite, finite_list, fmt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from auto_circuit_dcd.run_report import RunReport
+    from auto_circuit_dcd.report.records import RunReport
 
 TEMPLATE = "plotly_white"
 FONT = dict(size=13)
@@ -293,7 +293,7 @@ def circuit_figure(pm: Any, circuit: Any, n_edges: int) -> Optional[go.Figure]:
     """
     import torch as t
 
-    from ..circuit import Circuit
+    from auto_circuit_dcd.circuits.circuit import Circuit
 
     if not isinstance(circuit, Circuit):
         if missing := sorted(set(pm.patch_masks) - set(circuit)):

@@ -1,7 +1,7 @@
 """Assemble the run report into one self-contained HTML page.
 
 1. Tables (run summary, scores, clusters, k selection, timings, versions) are built from the
-   run's :class:`~auto_circuit_dcd.run_report.RunReport`; every string is HTML-escaped, missing numbers read "n/a" and rounding noise 0
+   run's :class:`~auto_circuit_dcd.report.records.RunReport`; every string is HTML-escaped, missing numbers read "n/a" and rounding noise 0
    (:mod:`auto_circuit_dcd.report.values`); wide tables scroll inside the page.
 2. Figures come from :mod:`auto_circuit_dcd.report.figures` (and, for circuits, from ``extras``),
    each embedded as a ``<div>`` with its data as JSON (plotly escapes ``<`` there).
@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from auto_circuit_dcd.report import figures as F
 from auto_circuit_dcd.report.values import fmt, score_rows
-from auto_circuit_dcd.run_report import DroppedExamples, RunReport
+from auto_circuit_dcd.report.records import DroppedExamples, RunReport
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -288,6 +288,6 @@ def write_html(report: RunReport, path: "str | Path",
     (or ``projection_note``: why there is none), ``circuit_figures`` = {cluster label: plotly
     Figure or None} and ``circuit_captions`` = {cluster label: what is drawn}.
     """
-    from ..files import write_text
+    from auto_circuit_dcd.files import write_text
 
     return write_text(path, render(report, extras))

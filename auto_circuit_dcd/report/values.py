@@ -8,7 +8,7 @@
 3. shown with 3 significant digits (whole numbers as they are).
 
 :func:`score_rows` lists the CPR/CMD of each circuit family of a
-:class:`~auto_circuit_dcd.run_report.RunReport`, for the page and the summary.
+:class:`~auto_circuit_dcd.report.records.RunReport`, for the page and the summary.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
-    from auto_circuit_dcd.run_report import RunReport
+    from auto_circuit_dcd.report.records import RunReport
 
 __all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "fixed", "score_rows"]
 

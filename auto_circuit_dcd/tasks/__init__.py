@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .common import GenerationError, GenStats
-from .dataset import DEFAULT_PROMPT_TYPES, GENERATORS, TASKS, make_dataset
-from .mixture import MIXTURES, Component, entity_addition
+from auto_circuit_dcd.tasks.common import GenerationError, GenStats
+from auto_circuit_dcd.tasks.dataset import DEFAULT_PROMPT_TYPES, GENERATORS, TASKS, make_dataset
+from auto_circuit_dcd.tasks.mixture import MIXTURES, Component, entity_addition
 
 __all__ = [
     "make_dataset",
@@ -34,6 +34,6 @@ __all__ = [
 def registry_entries() -> Dict[str, Any]:
     """{key: auto-circuit Task} for every generated dataset (SmolLM2-135M, 200 prompts,
     seed 42); keys are the ``TASK_*`` constants of :mod:`auto_circuit_dcd.keys`."""
-    from .auto_circuit_tasks import task_entries
+    from auto_circuit_dcd.tasks.auto_circuit_tasks import task_entries
 
     return task_entries()

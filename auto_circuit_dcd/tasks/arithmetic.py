@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from typing import Any, Dict, Iterator, List, Optional
 
-from .common import GenStats, check_pair, collect, make_prompt, one_token_words
+from auto_circuit_dcd.tasks.common import GenStats, check_pair, collect, make_prompt, one_token_words
 
 __all__ = ["TASK", "PROMPT_TYPES", "DEFAULT_PROMPT_TYPES", "generate", "MAX_OPERAND", "MAX_SUM"]
 

@@ -5,8 +5,8 @@ tree (absent from a pip install), left-pads mixed-length prompts and builds one 
 KV cache from the first batch's prefix (wrong when prefixes differ, as in mixed IOI
 templates). :class:`GeneratedTask` is a ``Task`` whose ``init_task``, on first use:
 
-1. loads the model (:func:`auto_circuit_dcd.models.load_model` for a name; a given
-   module is used as it is) and wraps it once (:func:`~auto_circuit_dcd.models.make_patchable`);
+1. loads the model (:func:`auto_circuit_dcd.model.load.load_model` for a name; a given
+   module is used as it is) and wraps it once (:func:`~auto_circuit_dcd.model.load.make_patchable`);
 2. generates the dataset with the model's tokenizer into the cache directory
    (``$AUTO_CIRCUIT_DCD_CACHE`` or ``~/.cache/auto-circuit-dcd``), unless already there;
 3. loads its ``train``/``test`` splits into :class:`~auto_circuit_dcd.data.ExampleLoader`
@@ -28,9 +28,9 @@ from typing import Any, Dict, Tuple
 import torch
 from auto_circuit.tasks import Task
 
-from .. import keys
-from ..paths import cache_root
-from ..model_table import DEFAULT_REAL_MODEL
+from auto_circuit_dcd import keys
+from auto_circuit_dcd.paths import cache_root
+from auto_circuit_dcd.model.table import DEFAULT_REAL_MODEL
 
 __all__ = ["GeneratedTask", "cache_dir", "task_entries"]
 
@@ -47,7 +47,7 @@ def _slug(text: str) -> str:
 
 
 def _patchable(model_def: Any) -> Any:
-    from ..models import load_model, make_patchable
+    from auto_circuit_dcd.model.load import load_model, make_patchable
 
     cache_key = model_def if isinstance(model_def, str) else id(model_def)
     if cache_key not in _PATCHABLE:
@@ -83,8 +83,8 @@ class GeneratedTask(Task):
         return cache_dir() / "datasets" / self._model_tag() / name
 
     def init_task(self) -> None:
-        from ..data import load_examples, make_loader
-        from .dataset import make_dataset
+        from auto_circuit_dcd.data import load_examples, make_loader
+        from auto_circuit_dcd.tasks.dataset import make_dataset
 
         if self.token_circuit:
             raise ValueError(f"task {self.key!r}: token_circuit=True needs prompts of one "

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..errors import UserError
-from ..tokens import UnknownWordError, encode
+from auto_circuit_dcd.errors import UserError
+from auto_circuit_dcd.model.tokens import UnknownWordError, encode
 
 __all__ = [
     "GenerationError",
@@ -70,7 +70,7 @@ class GenStats:
 
 def n_tokens(tokenizer: Any, text: str) -> int:
     """Token count of ``text`` without special tokens; :class:`UnknownWordError` when the
-    tokenizer does not know a word of it (see :mod:`auto_circuit_dcd.tokens`)."""
+    tokenizer does not know a word of it (see :mod:`auto_circuit_dcd.model.tokens`)."""
     return len(encode(tokenizer, text))
 
 
@@ -191,6 +191,6 @@ def assign_splits(prompts: List[Dict[str, Any]], split: Sequence[float], seed: i
 def write_dataset(prompts: List[Dict[str, Any]], out: str | Path,
                   meta: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``{"prompts": [...], "meta": {...}}`` (auto-circuit's format) atomically."""
-    from ..files import write_text
+    from auto_circuit_dcd.files import write_text
 
     return write_text(out, json.dumps({"prompts": prompts, "meta": meta or {}}, indent=1))

@@ -16,10 +16,10 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import arithmetic, entity_binding, ioi, sequence
-from .common import (DEFAULT_SPLIT, GenerationError, GenStats, assign_splits, component_rng,
+from auto_circuit_dcd.tasks import arithmetic, entity_binding, ioi, sequence
+from auto_circuit_dcd.tasks.common import (DEFAULT_SPLIT, GenerationError, GenStats, assign_splits, component_rng,
                      write_dataset)
-from .mixture import MIXTURES, Component, component_counts, parse_component
+from auto_circuit_dcd.tasks.mixture import MIXTURES, Component, component_counts, parse_component
 
 __all__ = ["make_dataset", "generate_prompts", "GENERATORS", "DEFAULT_PROMPT_TYPES", "TASKS"]
 
@@ -80,7 +80,7 @@ def generate_prompts(component: Component, tokenizer: Any, n: int, seed: int,
         prompts = gen(component.prompt_type, tokenizer, n, component_rng(seed, component.group),
                       stats)
     else:
-        from .scoring import logit_margins
+        from auto_circuit_dcd.tasks.scoring import logit_margins
 
         factor, prompts, stats = 2, [], GenStats()
         while True:
@@ -140,7 +140,7 @@ def make_dataset(
     if only_correct:
         if model is None:
             raise GenerationError("only_correct needs a model (give model=...)")
-        from .scoring import as_model
+        from auto_circuit_dcd.tasks.scoring import as_model
 
         model = as_model(model)
     if tokenizer is None:

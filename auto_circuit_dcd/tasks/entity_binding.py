@@ -20,8 +20,8 @@ import random
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .common import GenStats, check_pair, collect, make_prompt, one_token_words
-from .words import COLOURS, ENTITIES, LETTERS
+from auto_circuit_dcd.tasks.common import GenStats, check_pair, collect, make_prompt, one_token_words
+from auto_circuit_dcd.tasks.words import COLOURS, ENTITIES, LETTERS
 
 __all__ = ["TASK", "PROMPT_TYPES", "DEFAULT_PROMPT_TYPES", "generate", "parse_prompt_type"]
 

@@ -1,10 +1,10 @@
 """How a model does on generated prompts: the task metric ``mu`` of each prompt.
 
-``mu`` is :func:`auto_circuit_dcd.task_metric.max_diff` (mean logit of the answers - max
+``mu`` is :func:`auto_circuit_dcd.model.task_metric.max_diff` (mean logit of the answers - max
 logit of the wrong answers), the metric attribution and faithfulness use. Prompts are
 scored as :mod:`auto_circuit_dcd.data` feeds them (BOS prepended, no other special
 tokens), at the last position, batched by token length (no padding), with
-TransformerLens' per-head flags off (:func:`auto_circuit_dcd.forward.plain_forward`).
+TransformerLens' per-head flags off (:func:`auto_circuit_dcd.model.forward.plain_forward`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from ..forward import plain_forward
-from ..task_metric import max_diff
+from auto_circuit_dcd.model.forward import plain_forward
+from auto_circuit_dcd.model.task_metric import max_diff
 
 __all__ = ["logit_margins", "as_model"]
 
@@ -24,7 +24,7 @@ def as_model(model: Any) -> Any:
     """A ``HookedTransformer`` from a model name, a ``HookedTransformer`` or a
     ``PatchableModel`` (its wrapped model)."""
     if isinstance(model, str):
-        from ..models import load_model
+        from auto_circuit_dcd.model.load import load_model
 
         return load_model(model)
     return getattr(model, "wrapped_model", model)

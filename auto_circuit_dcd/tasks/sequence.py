@@ -14,8 +14,8 @@ import random
 import re
 from typing import Any, Dict, Iterator, List, Optional
 
-from .common import GenStats, check_pair, collect, make_prompt, one_token_words
-from .words import NAMES
+from auto_circuit_dcd.tasks.common import GenStats, check_pair, collect, make_prompt, one_token_words
+from auto_circuit_dcd.tasks.words import NAMES
 
 __all__ = ["TASK", "PROMPT_TYPES", "DEFAULT_PROMPT_TYPES", "generate", "LIST_LENGTH"]
 

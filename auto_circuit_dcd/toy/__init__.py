@@ -12,6 +12,6 @@ Nothing heavy is imported until a function is called.
 
 from __future__ import annotations
 
-from .model import load_toy_model, toy_dataset_path, toy_metadata, toy_tokenizer
+from auto_circuit_dcd.toy.model import load_toy_model, toy_dataset_path, toy_metadata, toy_tokenizer
 
 __all__ = ["load_toy_model", "toy_dataset_path", "toy_tokenizer", "toy_metadata"]

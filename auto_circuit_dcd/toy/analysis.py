@@ -13,9 +13,9 @@ from typing import Any, Dict, Iterable, Sequence, Tuple
 
 import torch
 
-from .train import prompt_batch
-from .model import encode
-from .vocab import vocabulary
+from auto_circuit_dcd.toy.train import prompt_batch
+from auto_circuit_dcd.toy.model import encode
+from auto_circuit_dcd.toy.vocab import vocabulary
 
 __all__ = ["Head", "logit_diff", "head_patching_effects", "ablated_accuracy"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any, Dict, List, Sequence
 
-from .tasks import NamePair, sample_induction, sample_ioi
+from auto_circuit_dcd.toy.tasks import NamePair, sample_induction, sample_ioi
 
 __all__ = ["DATASET_SIZES", "task_prompts", "make_datasets"]
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .vocab import BOS, PROMPT_WORDS, vocabulary, wrap_tokenizer
+from auto_circuit_dcd.toy.vocab import BOS, PROMPT_WORDS, vocabulary, wrap_tokenizer
 
 if TYPE_CHECKING:
     import torch

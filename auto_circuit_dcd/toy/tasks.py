@@ -19,7 +19,7 @@ import itertools
 import random
 from typing import Any, Dict, List, Sequence, Tuple
 
-from .vocab import IOI_TEMPLATES, NAMES, PROMPT_WORDS, SYMBOLS
+from auto_circuit_dcd.toy.vocab import IOI_TEMPLATES, NAMES, PROMPT_WORDS, SYMBOLS
 
 __all__ = [
     "TASKS", "NamePair", "name_pair_split", "ioi_prompt", "induction_prompt",

@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .model import build_model, encode
-from .tasks import TASKS, NamePair, sample_task
-from .vocab import vocabulary
+from auto_circuit_dcd.toy.model import build_model, encode
+from auto_circuit_dcd.toy.tasks import TASKS, NamePair, sample_task
+from auto_circuit_dcd.toy.vocab import vocabulary
 
 __all__ = ["TrainSettings", "train_toy_model", "accuracy", "prompt_batch"]
 

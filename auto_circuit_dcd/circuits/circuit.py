@@ -1,0 +1,233 @@
+"""``Circuit``: edge scores with their names, layout and graph, and the edges chosen from them.
+
+A circuit is a score per edge in the package's fixed edge order (:mod:`.edges`), the edge
+names, the layout that turns the scores into auto-circuit ``PruneScores``, the graph of
+which node each edge leaves and enters (:mod:`.graph`), and ``mask``: the edges in the
+circuit (all of them for a circuit fresh from scores). Selection rules return a new
+circuit whose edges are a subset of this one's, so rules chain
+(``c.top(100).pruned()``):
+
+- ``top(count, ranking)``: the ``count`` best edges by ``|score|`` or signed score, edges
+  tied with the last one kept (auto-circuit's ``prune_scores_threshold`` rule, as
+  ``run_circuits`` applies it; see :mod:`.selection`);
+- ``mass(gamma)``: the smallest edge set holding ``gamma`` of the total ``|score|``;
+- ``pruned()``: only the edges on an input-to-logits path of the circuit's edges (EAP-IG's
+  ``prune``, iterated to its fixed point);
+- ``greedy(count, ranking)``: grown from the logits through the best-scoring parent edges
+  (EAP-IG's ``apply_greedy``), then pruned.
+
+:data:`SELECTIONS` names the rules that make a circuit of a given size (``"topn"``,
+``"topn-prune"``, ``"greedy"``); :meth:`Circuit.select` applies one, and the evaluation and
+the main job choose edge sets through it.
+
+``top(n).pruned()`` is EAP-IG's ``apply_topn(n, absolute, prune=True)``, the rule of the
+method's release and of MIB's circuit track, up to ties (EAP-IG takes exactly ``n`` edges
+in its sort's order; ``top`` keeps every edge tied with the ``n``-th). Everything needed is
+stored with the circuit, so no rule needs the model; ``save`` writes scores and mask
+(safetensors) and names, layout and graph (JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
+from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
+from auto_circuit_dcd.circuits.selection import mass_mask, rank_key, top_mask
+from auto_circuit_dcd.files import load_bundle, save_bundle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit.utils.patchable_model import PatchableModel
+
+    from auto_circuit_dcd.attribution.matrix import AttributionMatrix
+
+__all__ = ["Circuit", "SELECTIONS", "check_selection"]
+
+TENSORS_FILE = "circuit.safetensors"
+META_FILE = "circuit.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Circuit:
+    """Edge scores, the edges chosen from them, and what the selection rules need.
+
+    Attributes:
+        scores: float64 ``[n_edges]`` in :func:`auto_circuit_dcd.model.edges.sorted_edges` order
+            (auto-circuit's sign: positive supports the clean behaviour); finite.
+        edge_names: auto-circuit ``Edge.name`` of each column.
+        layout: where each destination module's block lies (``PruneScores`` conversion).
+        graph: each edge's source and destination node; derived from the names and the
+            layout when not given.
+        mask: bool ``[n_edges]``, the edges in the circuit; all edges when not given.
+        meta: JSON-serialisable notes (label, method), kept through selections and saved.
+    """
+
+    scores: Tensor
+    edge_names: Tuple[str, ...]
+    layout: EdgeLayout
+    graph: Optional[EdgeGraph] = None
+    mask: Optional[Tensor] = None
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        scores = _cpu_copy(self.scores).to(torch.float64)
+        if scores.ndim != 1:
+            raise ValueError(f"circuit scores are one vector [n_edges], got {tuple(scores.shape)}")
+        n = int(scores.shape[0])
+        bad = torch.nonzero(~torch.isfinite(scores)).flatten()
+        if bad.numel():
+            raise ValueError(
+                f"circuit scores contain NaN or inf at {bad.numel()} edge(s) (first: "
+                f"{bad[:5].tolist()}); ACDC keeps inf for the edges it never removed: map them "
+                "with auto_circuit_dcd.cluster.circuits.finite_scores first")
+        names = tuple(self.edge_names)
+        if len(names) != n:
+            raise ValueError(f"{len(names)} edge names for {n} scores")
+        if self.layout.n_edges != n:
+            raise ValueError(f"layout covers {self.layout.n_edges} edges, scores have {n}")
+        graph = self.graph if self.graph is not None else EdgeGraph.from_layout(names, self.layout)
+        if graph.n_edges != n:
+            raise ValueError(f"graph has {graph.n_edges} edges, scores have {n}")
+        mask = torch.ones(n, dtype=torch.bool) if self.mask is None else _cpu_copy(self.mask)
+        if mask.dtype != torch.bool or tuple(mask.shape) != (n,):
+            raise ValueError(f"mask must be bool [{n}], got {mask.dtype} {tuple(mask.shape)}")
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "edge_names", names)
+        object.__setattr__(self, "graph", graph)
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_edges(self) -> int:
+        """Edges in the model's graph (the length of ``scores``)."""
+        return int(self.scores.shape[0])
+
+    @property
+    def size(self) -> int:
+        """Edges in the circuit."""
+        return int(self.mask.sum())
+
+    @property
+    def edges(self) -> List[str]:
+        """Names of the edges in the circuit, in the package's edge order."""
+        return [self.edge_names[i] for i in torch.nonzero(self.mask).flatten().tolist()]
+
+    def masked_scores(self) -> Tensor:
+        """``scores`` on the circuit's edges, 0 elsewhere."""
+        return torch.where(self.mask, self.scores, torch.zeros_like(self.scores))
+
+    def with_mask(self, mask: Any) -> "Circuit":
+        """The same scores with another edge set (bool ``[n_edges]``, torch or numpy)."""
+        return dataclasses.replace(self, mask=mask)
+
+    def __repr__(self) -> str:
+        label = f" {self.meta['label']!r}" if "label" in self.meta else ""
+        return f"Circuit{label}({self.size} of {self.n_edges} edges)"
+
+    # ------------------------------------------------------------- selection
+    def top(self, count: int, ranking: str = "abs") -> "Circuit":
+        """The ``count`` best edges of this circuit by ``ranking`` (``"abs"`` or ``"signed"``);
+        edges tied with the ``count``-th are kept too (auto-circuit's rule)."""
+        return self.with_mask(top_mask(self.scores.numpy(), count, ranking,
+                                       candidates=self.mask.numpy()))
+
+    def mass(self, gamma: float = 0.99) -> "Circuit":
+        """The smallest set of this circuit's edges holding ``gamma`` of its total ``|score|``
+        (ties by edge index; zero-score edges never)."""
+        return self.with_mask(mass_mask(self.masked_scores().numpy(), gamma))
+
+    def pruned(self) -> "Circuit":
+        """Only the edges on an input-to-logits path of this circuit's edges."""
+        return self.with_mask(self.graph.on_paths(self.mask.numpy()))
+
+    def greedy(self, count: int, ranking: str = "abs", prune: bool = True) -> "Circuit":
+        """``count`` edges grown from the logits through the best-scoring parent edges
+        (EAP-IG's ``apply_greedy``; ties by edge index), then pruned unless ``prune=False``."""
+        if int(count) != count or count < 0:
+            raise ValueError(f"count must be a non-negative integer, got {count}")
+        grown = self.with_mask(self.graph.grow(rank_key(self.scores.numpy(), ranking),
+                                               int(count), candidates=self.mask.numpy()))
+        return grown.pruned() if prune else grown
+
+    def select(self, rule: str, count: int, ranking: str = "abs") -> "Circuit":
+        """The circuit of about ``count`` edges that selection ``rule`` (a key of
+        :data:`SELECTIONS`) makes from this one, edges ranked by ``ranking``."""
+        return SELECTIONS[check_selection(rule)](self, int(count), ranking)
+
+    # ------------------------------------------------------------ auto-circuit
+    def to_prune_scores(self, device: Any = None,
+                        dtype: torch.dtype = torch.float32) -> Dict[str, Tensor]:
+        """auto-circuit ``PruneScores`` on ``device``: the scores of the circuit's edges, 0 on
+        the others (a fresh circuit gives all its scores)."""
+        parts = self.layout.to_prune_scores(self.masked_scores().to(dtype))
+        return {name: t.to(device) for name, t in parts.items()} if device is not None else parts
+
+    @classmethod
+    def from_prune_scores(cls, prune_scores: Mapping[str, Tensor], model: "PatchableModel",
+                          meta: Optional[Dict[str, Any]] = None) -> "Circuit":
+        """A circuit of all edges from auto-circuit ``PruneScores`` of ``model``'s graph."""
+        names, layout = edge_layout(model)
+        return cls(layout.from_prune_scores(prune_scores), names, layout,
+                   graph=edge_graph(model), meta=meta or {})
+
+    @classmethod
+    def from_matrix(cls, A: "AttributionMatrix", rows: Optional[Sequence[int]] = None,
+                    model: Optional["PatchableModel"] = None,
+                    meta: Optional[Dict[str, Any]] = None) -> "Circuit":
+        """The circuit of the mean of ``rows`` of an attribution matrix (all rows by default);
+        ``model`` only for a matrix built without a layout."""
+        return cls(A.mean(rows), A.edge_names, A.layout_for(model), meta=meta or {})
+
+    # ---------------------------------------------------------------- storage
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/circuit.safetensors`` (scores, mask) and ``path/circuit.json``."""
+        meta = {"format_version": FORMAT_VERSION, "n_edges": self.n_edges,
+                "edge_names": list(self.edge_names), "layout": self.layout.to_json(),
+                "graph": self.graph.to_json(), "meta": self.meta}
+        return save_bundle(path, {"scores": self.scores, "mask": self.mask}, meta,
+                           TENSORS_FILE, META_FILE)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Circuit":
+        """Read a circuit written by :meth:`save`."""
+        tensors, meta = load_bundle(path, TENSORS_FILE, META_FILE, "Circuit")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path} holds a circuit of format version "
+                             f"{meta.get('format_version')}; this package reads {FORMAT_VERSION}")
+        return cls(tensors["scores"], meta["edge_names"], EdgeLayout.from_json(meta["layout"]),
+                   graph=EdgeGraph.from_json(meta["graph"]), mask=tensors["mask"],
+                   meta=meta.get("meta", {}))
+
+
+#: selection rule -> ``f(circuit, count, ranking)``, the circuit of about ``count`` edges:
+#: ``"topn"`` the top ``count`` edges (ties kept); ``"topn-prune"`` those of them on an
+#: input-to-logits path (EAP-IG's ``apply_topn(prune=True)``; can hold fewer than
+#: ``count``); ``"greedy"`` ``count`` edges grown from the logits, then pruned.
+SELECTIONS: Dict[str, Callable[[Circuit, int, str], Circuit]] = {
+    "topn": lambda c, n, ranking: c.top(n, ranking),
+    "topn-prune": lambda c, n, ranking: c.top(n, ranking).pruned(),
+    "greedy": lambda c, n, ranking: c.greedy(n, ranking),
+}
+
+
+def check_selection(rule: str) -> str:
+    """``rule`` if it names a selection rule, else a ``ValueError`` listing them."""
+    if rule not in SELECTIONS:
+        raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {rule!r}")
+    return rule
+
+
+def _cpu_copy(values: Any) -> Tensor:
+    """A CPU tensor of ``values`` (torch or array-like) that shares no memory with them."""
+    if isinstance(values, Tensor):
+        return values.detach().cpu().clone()
+    return torch.as_tensor(np.array(values))

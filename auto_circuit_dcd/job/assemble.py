@@ -1,0 +1,229 @@
+"""The main job's measurements as a :class:`~auto_circuit_dcd.report.records.RunReport`.
+
+From the circuits evaluated once on the whole test split (``{ranking: {name:
+FaithfulnessResult}}``) and the test examples' routing, without more model passes:
+
+1. DCD oracle and routed curves (noise to the largest cluster's circuit, and with noise
+   left out), K-random routed on a random equal split (:mod:`auto_circuit_dcd.metrics.multi`);
+2. per cluster, its own circuit and the single circuit on the examples routed to it, and
+   every cluster's circuit on every cluster's examples at ``p``
+   (:mod:`auto_circuit_dcd.metrics.aggregate`);
+3. CPR of the curves ranked for CPR, CMD of those ranked for CMD, by the run's convention;
+4. the records of :mod:`auto_circuit_dcd.report.records`.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from auto_circuit_dcd.schema import from_jsonable, jsonable
+from auto_circuit_dcd.report.records import (SCHEMA_VERSION, CircuitSelection, ClusterQualityResult, ClusterResult,
+                         CrossFaithfulnessTable, CurveScores, DcdResult, DcdScores,
+                         DroppedExamples, EdgeOverlapTable, KRandomResult, OracleRouted, Routing,
+                         RunReport, StabilityResult)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.job.config import RunConfig
+    from auto_circuit_dcd.metrics.convention import Convention
+    from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
+    from auto_circuit_dcd.metrics.multi import CrossFaithfulness
+
+__all__ = ["assemble_report", "ROUTING_NOTE", "UNLABELLED"]
+
+#: the composition entry of training examples without a group label
+UNLABELLED = "(no group)"
+ROUTING_NOTE = ("each test example is routed by its own attribution row, which needs its "
+                "answers and its corrupted prompt; examples without them cannot be routed")
+#: the share of |score| each cluster's edge set holds in the report's edge overlap
+OVERLAP_GAMMA = 0.99
+Results = Mapping[str, "FaithfulnessResult"]
+
+
+def versions() -> Dict[str, str]:
+    """Versions of Python and the packages a run's numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("auto-circuit-dcd", "auto-circuit", "transformer-lens", "torch",
+                "transformers", "scikit-learn", "hdbscan", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class _Scorer:
+    """CPR/CMD by the run's convention over the run's edge fractions."""
+
+    def __init__(self, conv: "Convention", fractions: Sequence[float]) -> None:
+        self.conv, self.fractions = conv, np.asarray(fractions, dtype=float)
+
+    def cpr(self, f: np.ndarray) -> float:
+        return float(self.conv.cpr((self.fractions, f)))
+
+    def cmd(self, f: np.ndarray) -> float:
+        return float(self.conv.cmd((self.fractions, f)))
+
+    def curve(self, f: np.ndarray, f_cmd: np.ndarray) -> CurveScores:
+        return CurveScores(list(f), self.cpr(f), self.cmd(f_cmd),
+                           None if f_cmd is f else list(f_cmd))
+
+
+def _combined(results: Results, cmd_results: Results, names: Mapping[Any, str],
+              routing: List[Any], **kw: Any) -> tuple:
+    """The circuits ``names`` (``{routing label: circuit name}``) combined under ``routing``,
+    ranked for CPR and for CMD."""
+    from auto_circuit_dcd.metrics import combine_circuits
+
+    a = combine_circuits({lab: results[n] for lab, n in names.items()}, routing=routing, **kw)
+    b = a if cmd_results is results else combine_circuits(
+        {lab: cmd_results[n] for lab, n in names.items()}, routing=routing, **kw)
+    return a, b
+
+
+def _ids(ids: Sequence[Any]) -> List[Any]:
+    """Example ids as the report holds them: strings and whole numbers as they are, any other
+    id (a dataset's float or list ``id`` field) as its text."""
+    return [i if isinstance(i, (str, int)) and not isinstance(i, bool) else str(i) for i in ids]
+
+
+def _k_random(results: Results, cmd_results: Results, score: _Scorer,
+              seed: int) -> KRandomResult:
+    from auto_circuit_dcd.metrics.aggregate import random_routing
+
+    labels = [name for name in results if name.startswith("k_random_")]
+    if not labels:
+        nan = float("nan")
+        return KRandomResult(None, None, OracleRouted(nan, nan), OracleRouted(nan, nan))
+    routing = random_routing(results["single"].n_examples, labels, seed)
+    kr, kr_cmd = _combined(results, cmd_results, {lab: lab for lab in labels}, routing)
+    return KRandomResult(list(kr.oracle_f), list(kr.routed_f),
+                         OracleRouted(score.cpr(kr.oracle_f), score.cpr(kr.routed_f)),
+                         OracleRouted(score.cmd(kr_cmd.oracle_f), score.cmd(kr_cmd.routed_f)))
+
+
+def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels: List[int],
+         route: np.ndarray, cross: "CrossFaithfulness", train_labels: np.ndarray,
+         train_groups: Optional[List[Optional[str]]]) -> DcdResult:
+    """DCD's curves and scores, and per cluster its own circuit (``cross``'s diagonal: the
+    cluster's circuit on its routed examples) beside the single circuit there."""
+    from auto_circuit_dcd.metrics.aggregate import per_group
+
+    names = {c: f"cluster_{c}" for c in cluster_labels}
+    routing = route.tolist()
+    routed, routed_cmd = _combined(results, cmd_results, names, routing,
+                                   fallback=cluster_labels[0])
+    known, known_cmd = _combined(results, cmd_results, names, routing, exclude=(-1,))
+    single_on = per_group(results["single"], route, cluster_labels)
+    clusters = []
+    for c, name in names.items():
+        members = np.flatnonzero(train_labels == c)
+        comp = {} if train_groups is None else dict(Counter(
+            UNLABELLED if train_groups[i] is None else str(train_groups[i]) for i in members))
+        own = cross.results[(c, c)]
+        clusters.append(ClusterResult(
+            label=c, size=int(members.size), n_test=own.n_examples,
+            composition=comp, faithfulness_own=list(own.f),
+            single_on_group=list(single_on[c].f), cpr_own=score.cpr(own.f)))
+    pairs = {"oracle": (routed.oracle_f, routed_cmd.oracle_f),
+             "routed": (routed.routed_f, routed_cmd.routed_f),
+             "routed_excluding_noise": (known.routed_f, known_cmd.routed_f)}
+    return DcdResult(
+        faithfulness_oracle=list(routed.oracle_f), faithfulness_routed=list(routed.routed_f),
+        faithfulness_routed_excluding_noise=list(known.routed_f),
+        cpr=DcdScores(**{k: score.cpr(a) for k, (a, _) in pairs.items()}),
+        cmd=DcdScores(**{k: score.cmd(b) for k, (_, b) in pairs.items()}),
+        clusters=clusters)
+
+
+def _quality(groups: Optional[List[Optional[str]]],
+             labels: np.ndarray) -> Optional[ClusterQualityResult]:
+    """Cluster quality on the rows that carry a group label, and how many do."""
+    from auto_circuit_dcd.metrics import cluster_quality
+
+    rows = [] if groups is None else [i for i, g in enumerate(groups) if g is not None]
+    if not rows:
+        return None
+    q = cluster_quality([groups[i] for i in rows], [int(labels[i]) for i in rows]).to_dict()
+    q.update(n_labelled=len(rows), n_unlabelled=len(groups) - len(rows))  # type: ignore[arg-type]
+    return from_jsonable(ClusterQualityResult, jsonable(q), "cluster_quality")
+
+
+def _selection(conv: "Convention", by_ranking: Mapping[str, Results],
+               base_algo: Any) -> CircuitSelection:
+    """The convention, and the edges achieved per size and ranking (a rule can keep fewer
+    edges than asked: pruning, or more: ties)."""
+    first = next(iter(by_ranking.values()))["single"]
+    return CircuitSelection(
+        **conv.to_dict(), base_algo=str(base_algo),
+        requested_edge_counts=[int(n) for n in first.requested_counts],
+        achieved_edge_counts={rank: {name: [int(n) for n in r.achieved_counts]
+                                     for name, r in res.items()}
+                              for rank, res in by_ranking.items()},
+        note=(f"each size's edges: {conv.selection} of the circuit's scores ranked by "
+              f"{conv.cpr_ranking} for the curves and CPR, by {conv.cmd_ranking} for "
+              f"CMD ({conv.cmd_form})"))
+
+
+def assemble_report(*, config: "RunConfig", conv: "Convention", dataset: str, A: Any,
+                    A_test: Any, gd: Any, routed: np.ndarray, circuits: Mapping[str, Any],
+                    by_ranking: Mapping[str, Results], dropped: Dict[str, List[Any]],
+                    stability: Any, world_size: int,
+                    timings: Dict[str, float]) -> RunReport:
+    """The report of one run. ``routed``: each test row's cluster (``A_test``'s order);
+    ``stability``: a :class:`~auto_circuit_dcd.cluster.ClusterStability` or None."""
+    from auto_circuit_dcd.metrics import overlap_matrix
+    from auto_circuit_dcd.metrics.aggregate import routed_cross_faithfulness
+
+    results, cmd_results = by_ranking[conv.cpr_ranking], by_ranking[conv.cmd_ranking]
+    single = results["single"]
+    fractions = [float(f) for f in single.fractions]
+    score = _Scorer(conv, fractions)
+    pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
+    route = np.array([routed[pos_of[i]] for i in single.example_ids], dtype=int)
+    cluster_labels = sorted(int(c) for c in gd.circuits_)
+    train_labels = np.asarray(gd.labels_)
+    cross = routed_cross_faithfulness({c: results[f"cluster_{c}"] for c in cluster_labels},
+                                      route, config.p_cross)
+    overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels},
+                             gamma=OVERLAP_GAMMA)
+    return RunReport(
+        schema_version=SCHEMA_VERSION, model=config.model, dataset=dataset,
+        method=config.method, metric=config.metric, config=asdict(config),
+        n_train=A.n_examples, n_test=A_test.n_examples, n_edges=A.n_edges,
+        n_clusters=int(gd.n_clusters_), labels=[int(x) for x in train_labels],
+        example_ids=_ids(A.example_ids), groups=A.groups,
+        test_example_ids=_ids(single.example_ids), test_routing=[int(x) for x in route],
+        dropped_examples=DroppedExamples(train=_ids(dropped["train"]),
+                                         test=_ids(dropped["test"])),
+        routing=Routing(rule=gd.routing_rule_, train_agreement=float(gd.train_agreement_),
+                        n_test_noise=int((route == -1).sum()),
+                        n_train_noise=int((train_labels == -1).sum()),
+                        noise_fallback=cluster_labels[0], note=ROUTING_NOTE),
+        edge_fractions=fractions,
+        achieved_edge_counts={name: [int(n) for n in r.achieved_counts]
+                              for name, r in results.items()},
+        circuit_selection=_selection(conv, by_ranking, config.base_algo),
+        single=score.curve(single.f, cmd_results["single"].f),
+        dcd=_dcd(results, cmd_results, score, cluster_labels, route, cross, train_labels,
+                 A.groups),
+        k_random=_k_random(results, cmd_results, score, config.seed),
+        cross_faithfulness=CrossFaithfulnessTable(
+            p=config.p_cross, labels=cluster_labels, matrix=cross.matrix.tolist(),
+            orientation="matrix[i][j] = circuit of cluster i on the test examples routed to "
+                        "cluster j"),
+        edge_overlap=EdgeOverlapTable(gamma=OVERLAP_GAMMA, labels=cluster_labels,
+                                      matrix=np.asarray(overlap.matrix).tolist()),
+        cluster_quality=_quality(A.groups, train_labels),
+        stability=None if stability is None else from_jsonable(
+            StabilityResult, {**jsonable(stability.to_dict()), "clusterer": gd.method_},
+            "stability"),
+        selection=[jsonable(dict(r)) for r in getattr(gd, "selection_", [])],
+        world_size=world_size, timings=dict(timings), versions=versions())
+

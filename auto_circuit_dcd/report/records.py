@@ -1,0 +1,259 @@
+"""The main job's report as typed records: what ``report.json`` holds, field by field.
+
+:class:`RunReport` is written by :func:`auto_circuit_dcd.job.pipeline.run` and read by the
+HTML page, the printed summary and the notebooks. Its JSON form is :meth:`RunReport.to_json`
+(one writer, NaN as ``null``); :meth:`RunReport.load` reads ``report.json`` back, checking
+every key and type (:mod:`auto_circuit_dcd.schema`); :meth:`RunReport.json_schema` gives
+the JSON Schema of the file. :data:`SCHEMA_VERSION` rises when a key changes meaning or
+goes away; adding a key keeps it.
+
+Curves are lists with one value per edge fraction (``edge_fractions``); a value that does
+not exist (a cluster with no test examples, a zero denominator) is NaN here and ``null``
+in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from auto_circuit_dcd.schema import from_jsonable, json_schema, to_jsonable
+
+__all__ = ["SCHEMA_VERSION", "RunReport", "CurveScores", "ClusterResult", "DcdResult",
+           "DcdScores", "KRandomResult", "OracleRouted", "Routing", "DroppedExamples",
+           "CircuitSelection", "CrossFaithfulnessTable", "EdgeOverlapTable",
+           "ClusterQualityResult", "StabilityResult"]
+
+#: version of report.json's keys
+SCHEMA_VERSION = 1
+#: an example id as the dataset gives it (its ``id`` field, else its index)
+Id = Union[str, int]
+Curve = List[float]
+
+
+@dataclass
+class CurveScores:
+    """One circuit's faithfulness curve with its CPR and CMD (``faithfulness_cmd``: the
+    curve CMD was taken on, when the run's convention ranks edges differently for CMD)."""
+
+    faithfulness: Curve
+    cpr: float
+    cmd: float
+    faithfulness_cmd: Optional[Curve] = None
+
+
+@dataclass
+class OracleRouted:
+    """A score (CPR or CMD) of a set of circuits, oracle and routed."""
+
+    oracle: float
+    routed: float
+
+
+@dataclass
+class DcdScores:
+    """A score of DCD's circuits: oracle, routed (noise to the fallback circuit) and routed
+    with the noise examples left out."""
+
+    oracle: float
+    routed: float
+    routed_excluding_noise: float
+
+
+@dataclass
+class ClusterResult:
+    """One cluster: its training size and composition by known group, its routed test
+    examples, and on them its own circuit's curve beside the single circuit's."""
+
+    label: int
+    size: int
+    n_test: int
+    composition: Dict[str, int]
+    faithfulness_own: Curve
+    single_on_group: Curve
+    cpr_own: float
+
+
+@dataclass
+class DcdResult:
+    """DCD's circuits used together, and per cluster."""
+
+    faithfulness_oracle: Curve
+    faithfulness_routed: Curve
+    faithfulness_routed_excluding_noise: Curve
+    cpr: DcdScores
+    cmd: DcdScores
+    clusters: List[ClusterResult]
+
+
+@dataclass
+class KRandomResult:
+    """k circuits of a random equal split of the training examples (None and NaN when
+    k = 1: there is nothing to split)."""
+
+    faithfulness_oracle: Optional[Curve]
+    faithfulness_routed: Optional[Curve]
+    cpr: OracleRouted
+    cmd: OracleRouted
+
+
+@dataclass
+class Routing:
+    """How test examples were sent to clusters."""
+
+    rule: str
+    train_agreement: float
+    n_test_noise: int
+    n_train_noise: int
+    noise_fallback: int
+    note: str
+
+
+@dataclass
+class DroppedExamples:
+    """Ids of examples whose attribution rows were not finite (left out of everything)."""
+
+    train: List[Id]
+    test: List[Id]
+
+
+@dataclass
+class CircuitSelection:
+    """How each size's edges were chosen and CPR/CMD computed; edges asked and achieved
+    per size (``achieved_edge_counts[ranking][circuit]``)."""
+
+    convention: str
+    rule: str
+    ranking: str
+    cmd_ranking: str
+    cmd: str
+    base_algo: str
+    requested_edge_counts: List[int]
+    achieved_edge_counts: Dict[str, Dict[str, List[int]]]
+    note: str
+
+
+@dataclass
+class CrossFaithfulnessTable:
+    """``matrix[i][j]``: f at ``p`` of cluster ``labels[i]``'s circuit on the test examples
+    routed to cluster ``labels[j]``."""
+
+    p: float
+    labels: List[int]
+    matrix: List[List[float]]
+    orientation: str
+
+
+@dataclass
+class EdgeOverlapTable:
+    """Jaccard overlap of the clusters' edge sets holding ``gamma`` of their |score|."""
+
+    gamma: float
+    labels: List[int]
+    matrix: List[List[float]]
+
+
+@dataclass
+class ClusterQualityResult:
+    """Clusters against the known groups of the labelled training examples."""
+
+    purity: float
+    ari: float
+    nmi: float
+    per_label: Dict[str, float]
+    per_cluster: Dict[str, float]
+    majority_label: Dict[str, str]
+    clusters: List[str]
+    labels: List[str]
+    contingency: List[List[int]]
+    n_labelled: int
+    n_unlabelled: int
+
+
+@dataclass
+class StabilityResult:
+    """The clusterer refitted on resamples of the training rows."""
+
+    method: str
+    fraction: float
+    n_resamples: int
+    ari_mean: float
+    ari_std: float
+    ari: List[float]
+    n_clusters: List[int]
+    co_assignment: Dict[str, float]
+    jaccard: Dict[str, float]
+    clusterer: str
+
+
+@dataclass
+class RunReport:
+    """Everything the main job measured (``report.json``)."""
+
+    schema_version: int
+    model: str
+    dataset: str
+    method: str
+    metric: str
+    config: Dict[str, Any]
+    n_train: int
+    n_test: int
+    n_edges: int
+    n_clusters: int
+    labels: List[int]
+    example_ids: List[Id]
+    groups: Optional[List[Optional[str]]]
+    test_example_ids: List[Id]
+    test_routing: List[int]
+    dropped_examples: DroppedExamples
+    routing: Routing
+    edge_fractions: List[float]
+    achieved_edge_counts: Dict[str, List[int]]
+    circuit_selection: CircuitSelection
+    single: CurveScores
+    dcd: DcdResult
+    k_random: KRandomResult
+    cross_faithfulness: CrossFaithfulnessTable
+    edge_overlap: EdgeOverlapTable
+    cluster_quality: Optional[ClusterQualityResult]
+    stability: Optional[StabilityResult]
+    #: the k-selection rows of every clusterer tried (their criteria differ by clusterer)
+    selection: List[Dict[str, Any]]
+    world_size: int
+    timings: Dict[str, float]
+    versions: Dict[str, str]
+
+    @property
+    def p_index(self) -> int:
+        """Index in ``edge_fractions`` of the cross-faithfulness size ``p``."""
+        p = self.cross_faithfulness.p
+        return min(range(len(self.edge_fractions)), key=lambda i: abs(self.edge_fractions[i] - p))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON form as Python data (NaN as None)."""
+        return to_jsonable(self)
+
+    def to_json(self, indent: Optional[int] = 1) -> str:
+        """``report.json``'s text (the one writer: NaN and infinities as ``null``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "RunReport":
+        """A report from parsed JSON, every key and type checked (``SchemaError``)."""
+        return from_jsonable(cls, data)
+
+    @classmethod
+    def load(cls, path: "str | Path") -> "RunReport":
+        """Read ``report.json`` (or a run folder holding it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "report.json"
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    @classmethod
+    def json_schema(cls) -> Dict[str, Any]:
+        """The JSON Schema of ``report.json``."""
+        return json_schema(cls, title="auto-circuit-dcd report.json, schema version "
+                                      f"{SCHEMA_VERSION}")
