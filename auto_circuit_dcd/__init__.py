@@ -38,6 +38,7 @@ _EXPORTS: Dict[str, str] = {
     "EdgeGraph": "auto_circuit_dcd.circuits.graph",
     # grouped discovery and its baselines
     "GroupedDiscovery": "auto_circuit_dcd.cluster",
+    "cluster_circuits": "auto_circuit_dcd.cluster",
     "cluster_stability": "auto_circuit_dcd.cluster",
     "ClusterStability": "auto_circuit_dcd.cluster",
     "single_circuit": "auto_circuit_dcd.cluster",
@@ -61,6 +62,7 @@ _EXPORTS: Dict[str, str] = {
     "RunConfig": "auto_circuit_dcd.job.config",
     "run": "auto_circuit_dcd.job.pipeline",
     "RunReport": "auto_circuit_dcd.report.records",
+    "RunFolder": "auto_circuit_dcd.job.run_folder",
     "write_html": "auto_circuit_dcd.report",
     # datasets
     "make_dataset": "auto_circuit_dcd.tasks",
