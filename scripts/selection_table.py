@@ -19,7 +19,7 @@ import math
 import sys
 from typing import Dict, List, Optional
 
-from auto_circuit_dcd import RunReport
+from auto_circuit_dcd import RunFolder, RunReport
 from auto_circuit_dcd.report.values import fixed
 
 #: faithfulness differences below this are not counted (the table shows 3 decimals)
@@ -77,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("|---|---|---|" + "---|" * len(sizes) + "---|")
     verdicts = []
     for run in args.runs:
-        report = RunReport.load(run)
+        report = RunFolder(run).report()
         print("\n".join(_rows(report, sizes)))
         vs = own_vs_single(report)
         said = "yes" if not (vs["below"] or vs["level"]) else "no"
