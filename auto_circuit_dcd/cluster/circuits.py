@@ -36,8 +36,8 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import (TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import (TYPE_CHECKING, Dict, Hashable, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 import torch
