@@ -63,7 +63,8 @@ def test_the_readme_table_of_contents_lists_every_docs_page():
     text = (ROOT / "README.md").read_text()
     toc = text[text.index("## Documentation"):]
     toc = toc[:toc.index("\n## ", 1)]
-    listed = {Path(t).name for t in LINK.findall(toc) if t.startswith("docs/") and t.endswith(".md")}
+    listed = {Path(t).name for t in LINK.findall(toc)
+              if t.startswith("docs/") and t.endswith(".md")}
     assert listed == {p.name for p in DOCS}
 
 
@@ -73,4 +74,52 @@ def test_every_page_opens_with_a_paragraph_saying_what_it_covers(page):
     assert lines[0].startswith("# "), "a page starts with its title"
     first = lines[1]
     assert not first.startswith(("#", "-", "|", "```", "<!--", "1.")), first
-    assert len(" ".join(lines[1:4]).split()) >= 20, "the opening paragraph says what the page covers"
+    words = " ".join(lines[1:4]).split()
+    assert len(words) >= 20, "the opening paragraph says what the page covers"
+
+
+#: repository paths named in the text: `scripts/x.py`, `tests/test_x.py`, `auto_circuit_dcd/a/b.py`
+REPO_PATH = re.compile(
+    r"`((?:scripts|benchmarks|tests|notebooks|docs|auto_circuit_dcd|\.ci)/[\w./-]+)`")
+TEST_FILE = re.compile(r"`(test_\w+\.py)")
+#: dotted names in the text: `auto_circuit_dcd.model.table.MODELS`
+DOTTED = re.compile(r"auto_circuit_dcd(?:\.\w+)+")
+
+
+def named_paths(text: str) -> set:
+    return set(REPO_PATH.findall(text)) | {"tests/" + t for t in TEST_FILE.findall(text)}
+
+
+def resolve_dotted(name: str):
+    """The file a dotted name lives in and the attribute left over (None when the name is a
+    module), or None when no module of the package has that name. Read, not imported."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:cut])
+        for file in (base.with_suffix(".py"), base / "__init__.py"):
+            if file.exists():
+                rest = parts[cut:]
+                if len(rest) > 1:
+                    return None
+                return file, (rest[0] if rest else None)
+    return None
+
+
+def test_resolve_dotted_finds_modules_and_attributes():
+    assert resolve_dotted("auto_circuit_dcd.model.table")[1] is None
+    assert resolve_dotted("auto_circuit_dcd.model.table.MODELS")[1] == "MODELS"
+    assert resolve_dotted("auto_circuit_dcd.no_such_module.x.y") is None
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_files_and_modules_named_in_the_text_exist(page):
+    """A moved or renamed file, module or public name leaves no stale path in the docs."""
+    text = page.read_text()
+    missing = [p for p in named_paths(text) if not (ROOT / p.rstrip("/")).exists()]
+    for name in set(DOTTED.findall(text)):
+        found = resolve_dotted(name)
+        if found is None:
+            missing.append(name)
+        elif found[1] and not re.search(rf"\b{found[1]}\b", found[0].read_text()):
+            missing.append(name)  # neither defined nor imported there
+    assert not missing, f"{page.name} names what the repository does not have: {sorted(missing)}"

@@ -87,7 +87,7 @@ def test_shown_outputs_are_what_the_command_prints(command, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
                MKL_NUM_THREADS="1")
     done = subprocess.run(_command(command), cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     for page, shown in shown_outputs()[command]:
         problems = compare(shown, done.stdout)
