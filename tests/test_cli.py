@@ -288,12 +288,12 @@ def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
 
 # ----------------------------------------------------------------------------- report.json
 def readme_report_keys():
-    """The README's report.json list: {top-level key: {sub-keys}} (a ``[{...}]`` entry
+    """docs/report.md's report.json list: {top-level key: {sub-keys}} (a ``[{...}]`` entry
     gives the keys of each element of a list)."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
     bullet = re.search(r"^- `report.json`, the typed.*?^- `", text, re.S | re.M).group(0)
     listing = bullet[bullet.index("`schema_version`,"):bullet.index("`versions`.") + 11]
     keys, pos = {}, 0

@@ -82,7 +82,7 @@ def test_a_malformed_report_is_refused_where_it_is_wrong(toy_report, where, chan
 
 
 def test_the_readme_key_list_is_the_schema(toy_report):
-    """The README's list of report.json keys names exactly the schema's top-level fields,
+    """docs/report.md's list of report.json keys names exactly the schema's top-level fields,
     and every sub-key it lists is a field of the record it sits in."""
     from test_cli import readme_report_keys
 
