@@ -8,8 +8,8 @@
 2. :func:`size_note`: every comparison records the edges each side achieved at its size
    (a selection rule can keep fewer edges than asked: ``topn-prune``; or more: ties); the
    note says when they differ, or when a side is empty, so no comparison of unequal sizes
-   goes unsaid. ``Circuit.top_connected`` (selection ``topn-fill``) makes them equal up to
-   the few edges that complete a path.
+   goes unsaid. ``Circuit.top_connected`` makes them equal up to the few edges that
+   complete a path.
 """
 
 from __future__ import annotations

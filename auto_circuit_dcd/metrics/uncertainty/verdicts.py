@@ -55,7 +55,7 @@ __all__ = ["Thresholds", "Evidence", "Verdict", "SampleSizeWarning", "OUTCOMES",
 OUTCOMES = ("holds", "does not hold", "not distinguishable")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Thresholds:
     """What "faithful", "low" and "too few examples" mean (module docstring)."""
 
