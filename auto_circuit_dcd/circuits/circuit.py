@@ -15,6 +15,8 @@ circuit whose edges are a subset of this one's, so rules chain
   ``prune``, iterated to its fixed point);
 - ``greedy(count, ranking)``: grown from the logits through the best-scoring parent edges
   (EAP-IG's ``apply_greedy``), then pruned.
+- ``top_connected(count, ranking)``: ``top(m).pruned()`` for the smallest ``m`` that keeps at
+  least ``count`` edges (the pruned top edges refilled down the ranking to the asked size).
 
 :data:`SELECTIONS` names the rules that make a circuit of a given size (``"topn"``,
 ``"topn-prune"``, ``"greedy"``); :meth:`Circuit.select` applies one, and the evaluation and
@@ -170,6 +172,40 @@ class Circuit:
         grown = self.with_mask(self.graph.grow(rank_key(self.scores.numpy(), ranking),
                                                int(count), candidates=self.mask.numpy()))
         return grown.pruned() if prune else grown
+
+    def top_connected(self, count: int, ranking: str = "abs") -> "Circuit":
+        """At least ``count`` edges on input-to-logits paths: ``top(m, ranking).pruned()``
+        for the smallest ``m >= count`` that keeps ``count`` edges or more.
+
+        ``top(count).pruned()`` can keep fewer edges than asked, and different circuits
+        lose different numbers; this rule goes on down the ranking, past edges on no path,
+        until ``count`` edges lie on paths, so circuits compared at one size hold (about)
+        the same number of edges. It can hold a few more than ``count`` (the edge that
+        completes a path can bring others onto it) and holds every on-path edge of this
+        circuit when there are fewer than ``count``. Each ``top(m).pruned()`` is EAP-IG's
+        ``apply_topn(m, prune=True)``; ``m`` is found by bisection, since the on-path
+        edges of ``top(m)`` only grow with ``m``."""
+        if int(count) != count or count < 0:
+            raise ValueError(f"count must be a non-negative integer, got {count}")
+        key = rank_key(self.scores.numpy(), ranking)
+        candidates = self.mask.numpy()
+        pool = np.sort(key[candidates])[::-1]  # the m-th best key is pool[m - 1]
+
+        def on_paths(m: int) -> np.ndarray:
+            if m == 0:
+                return np.zeros_like(candidates)
+            return self.graph.on_paths(candidates & (key >= pool[m - 1]))
+
+        if count == 0:
+            return self.with_mask(np.zeros_like(candidates))
+        lo, hi = min(int(count), pool.size), pool.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if int(on_paths(mid).sum()) >= count:
+                hi = mid
+            else:
+                lo = mid + 1
+        return self.with_mask(on_paths(lo))
 
     def select(self, rule: str, count: int, ranking: str = "abs") -> "Circuit":
         """The circuit of about ``count`` edges that selection ``rule`` (a key of
