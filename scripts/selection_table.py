@@ -1,4 +1,4 @@
-"""The README's table of selection rules: CPR and f at 1/5/10% per rule, from run reports.
+"""The table of selection rules in docs/choosing-options.md: CPR and f at 1/5/10% per rule, from run reports.
 
 Reads the ``report.json`` of main-job runs that differ only in ``--selection`` and prints,
 per rule: CPR (single, DCD routed, DCD oracle), f at the given sizes for the single circuit,

@@ -40,7 +40,7 @@ __all__ = ["RunConfig", "DEFAULT_MODEL", "DEFAULT_SELECTION", "PARAMETER_CONSTRA
            "Method", "Metric", "Clusterer", "KRule", "Preprocessing", "Dtype", "Selection",
            "Ranking", "CmdForm"]
 
-#: the main job's selection rule (chosen by measurement: README, "Choosing the selection rule")
+#: the main job's selection rule (chosen by measurement: docs/choosing-options.md, "Choosing the selection rule")
 DEFAULT_SELECTION = "topn-prune"
 
 Method = Literal["eap", "eap-ig"]
