@@ -192,8 +192,9 @@ class RunConfig:
     selection: Optional[Selection] = _opt(None, "how each size's edges are chosen: top edges "
                                           "(topn), those of them on an input-to-logits path "
                                           "(topn-prune), or grown from the logits (greedy); "
-                                          "topn-prune when not given (README: \"Choosing the "
-                                          "selection rule\")", get_args(Selection))
+                                          "topn-prune when not given (docs/choosing-options.md, "
+                                          "\"Choosing the selection rule\")",
+                                          get_args(Selection))
     ranking: Optional[Ranking] = _opt(None, "edges ranked by |score| (abs, when not given) or "
                                       "by signed score", get_args(Ranking))
     cmd: Optional[CmdForm] = _opt(None, "CMD integrates max(0, 1 - f) (one-sided, when not "
