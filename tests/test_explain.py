@@ -311,6 +311,9 @@ def test_describe_clusters_end_to_end_and_its_json():
     jsonschema.validate(json.loads(text), ClusterDescriptions.json_schema())
     words = describe_in_words(d)
     assert len(words) == 2 and "kind = K1" in words[1] and "a0.h0" in words[1]
+    bare = describe_in_words(describe_clusters(A, gd, exs, n_permutations=20, n_exemplars=0))
+    assert bare[0].startswith("Cluster 0 (20 of 40 prompts): no field value stands out; ")
+    assert bare[0].endswith("elsewhere.")
 
 
 def test_the_same_seed_gives_the_same_descriptions():

@@ -43,5 +43,5 @@ def describe_in_words(desc: ClusterDescriptions, n_fields: int = 2,
             e = ex.typical[0]
             parts.append(f"typical prompt: {_clip(e.clean)!r} -> {e.answers[0]!r}"
                          if e.answers else f"typical prompt: {_clip(e.clean)!r}")
-        out.append(": ".join(parts[:2]) + "; " + "; ".join(parts[2:]) + ".")
+        out.append("; ".join([": ".join(parts[:2])] + parts[2:]) + ".")
     return out
