@@ -235,15 +235,38 @@ def test_a_line_per_stage_as_it_starts(tiny_run):
 
 # ----------------------------------------------------------------------------- the page
 def _drawn(page_text):
-    """Per drawn circuit: (caption's edge count, the Sankey's real links)."""
+    """Per drawn circuit: (caption's edge count, the Sankey's links, the links' (source,
+    target) node names, sorted)."""
     import re
 
-    counts = [int(n) for n in re.findall(r"top (\d+) of \d+ edges by \|score\|", page_text)]
+    section = re.search(r'<section id="circuits">.*?</section>', page_text, re.S).group(0)
+    counts = [int(n) for n in re.findall(r"of all edges: (\d+) of \d+ edges \(", section)]
     sankeys = [json.loads(m.group(1))[0] for m in re.finditer(
-        r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[\{"arrangement".*?\]),\s*\{', page_text, re.S)]
-    # auto-circuit adds 1e-6 "ghost" links to align layers; real links are scaled |scores|
-    links = [sum(v > 1e-5 for v in s["link"]["value"]) for s in sankeys]
-    return counts, links
+        r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[\{"arrangement".*?\]),\s*\{', section, re.S)]
+    # one link per drawn edge (width: |score| scaled so the largest is 1)
+    links = [sum(v > 0 for v in s["link"]["value"]) for s in sankeys]
+    ends = [sorted((s["node"]["label"][a], s["node"]["label"][b])
+                   for a, b in zip(s["link"]["source"], s["link"]["target"])) for s in sankeys]
+    return counts, links, ends
+
+
+def _evaluated(out, rep, p):
+    """Per cluster: the edges the evaluation used at size ``p`` (circuits.safetensors'
+    ``cluster_<c>.edges.abs``), as (count, sorted (source, target) in MIB's node names)."""
+    from safetensors.torch import load_file
+
+    from auto_circuit_dcd.circuits.mib import eap_ig_edge_name
+
+    saved = load_file(str(out / "circuits.safetensors"))
+    names = json.loads((out / "circuits.json").read_text())["edge_names"]
+    j = [round(f, 9) for f in rep["edge_fractions"]].index(round(p, 9))
+    out_sets = []
+    for c in rep["cross_faithfulness"]["labels"]:
+        mask = saved[f"cluster_{c}.edges.abs"][j].numpy()
+        mib = [eap_ig_edge_name(names[i]) for i in np.flatnonzero(mask)]
+        pairs = sorted((m.split("->")[0], m.split("->")[1].split("<")[0]) for m in mib)
+        out_sets.append((int(mask.sum()), pairs))
+    return out_sets
 
 
 def _expected_count(vec, p):
@@ -253,20 +276,25 @@ def _expected_count(vec, p):
 
 def test_each_cluster_circuit_is_drawn_at_the_size_of_the_pages_numbers(tiny_run):
     """Oracle: the top floor(p * n) edges by |score| of each saved cluster circuit, at
-    --p-cross, counted here; the caption and the drawing both have that many."""
+    --p-cross, counted here (the run's --selection topn); the caption and the drawing both
+    have that many, and the drawn edges are those the evaluation used."""
     from safetensors.torch import load_file
 
     out, rep, _, _ = tiny_run
     saved = load_file(str(out / "circuits.safetensors"))
     labels = rep["cross_faithfulness"]["labels"]
-    expected = [_expected_count(saved[f"cluster_{c}"].numpy(), rep["cross_faithfulness"]["p"])
-                for c in labels]
-    counts, links = _drawn((out / "report.html").read_text())
+    p = rep["cross_faithfulness"]["p"]
+    expected = [_expected_count(saved[f"cluster_{c}"].numpy(), p) for c in labels]
+    counts, links, ends = _drawn((out / "report.html").read_text())
     assert counts == expected and links == expected
+    assert [(n, e) for n, e in zip(counts, ends)] == _evaluated(out, rep, p)
 
 
 def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
-    """The same run (its cached attributions copied) with --draw-fraction 0.2."""
+    """The same run (its cached attributions copied) with --draw-fraction 0.2 and the
+    default topn-prune: each drawing is the edge set evaluated at 0.2 (read from the
+    evaluation's saved sets), among the top floor(0.2 * n) by |score| (counted here), and
+    its caption says how many of those asked it holds."""
     import shutil
 
     from safetensors.torch import load_file
@@ -278,11 +306,15 @@ def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(argv) == 0
     saved = load_file(str(again / "circuits.safetensors"))
-    expected = [_expected_count(saved[f"cluster_{c}"].numpy(), 0.2)
-                for c in rep["cross_faithfulness"]["labels"]]
+    asked = [_expected_count(saved[f"cluster_{c}"].numpy(), 0.2)
+             for c in rep["cross_faithfulness"]["labels"]]
     page = (again / "report.html").read_text()
-    counts, links = _drawn(page)
-    assert counts == expected and links == expected
+    counts, links, ends = _drawn(page)
+    evaluated = _evaluated(again, rep, 0.2)
+    assert [(n, e) for n, e in zip(counts, ends)] == evaluated and links == counts
+    assert all(0 < n <= m for n, m in zip(counts, asked))
+    for c, n, m in zip(rep["cross_faithfulness"]["labels"], counts, asked):
+        assert f"of all edges: {n} of {rep['n_edges']} edges (of the top {m} by |score|" in page
     assert "--draw-fraction; the per-cluster numbers are at 5%" in page
 
 

@@ -412,20 +412,34 @@ def test_a_dataset_shipped_with_the_package_is_named_relative_to_it():
 
 
 def test_circuit_captions_say_what_is_drawn_and_why():
-    """Oracle: the captions written out by hand for the planted report (46 edges, p 5%)."""
+    """Oracle: the captions written out by hand for the planted report (46 edges, p 5%):
+    the circuit evaluated at the size (or, at a size not evaluated, the one the run's rule
+    makes), its edges of those asked and how the rule chose them."""
     import dataclasses
 
     from auto_circuit_dcd.report.captions import circuit_caption
 
-    rep = synthetic_report()
-    assert circuit_caption(rep, 2) == ("top 2 of 46 edges by |score| (5% of all edges: the size "
-                                       "of the cross-faithfulness matrix and the per-cluster "
-                                       "table)")
+    rep = synthetic_report()  # --selection topn, ranked by |score|
+    assert circuit_caption(rep, 2) == (
+        "the circuit evaluated at 5% of all edges: 2 of 46 edges (the top 2 by |score|, ties "
+        "kept; the size of the cross-faithfulness matrix and the per-cluster table)")
     assert circuit_caption(rep, 0).endswith(
         "; nothing to draw at this size, choose a larger --draw-fraction")
     assert circuit_caption(rep, 301).endswith(
         "; not drawn: more than 300 edges do not draw legibly, choose a smaller "
         "--draw-fraction")
+    pruned = dataclasses.replace(rep, circuit_selection=dataclasses.replace(
+        rep.circuit_selection, rule="topn-prune"))
+    assert circuit_caption(pruned, 1) == (
+        "the circuit evaluated at 5% of all edges: 1 of 46 edges (of the top 2 by |score|, "
+        "those on an input-to-logits path; the size of the cross-faithfulness matrix and the "
+        "per-cluster table)")
     wide = dataclasses.replace(rep, config={"draw_fraction": 0.5})
-    assert circuit_caption(wide, 23) == ("top 23 of 46 edges by |score| (50% of all edges: "
-                                         "--draw-fraction; the per-cluster numbers are at 5%)")
+    assert circuit_caption(wide, 23) == (
+        "the circuit evaluated at 50% of all edges: 23 of 46 edges (the top 23 by |score|, "
+        "ties kept; --draw-fraction; the per-cluster numbers are at 5%)")
+    off = dataclasses.replace(rep, config={"draw_fraction": 0.3})
+    assert circuit_caption(off, 13, evaluated=False) == (
+        "not an evaluated size; the circuit the run's selection rule makes at 30% of all "
+        "edges: 13 of 46 edges (the top 13 by |score|, ties kept; --draw-fraction; the "
+        "per-cluster numbers are at 5%)")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
     from auto_circuit_dcd.cluster.stability import ClusterStability
     from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
+    from auto_circuit_dcd.explain.records import ClusterDescriptions
     from auto_circuit_dcd.job.config import RunConfig
     from auto_circuit_dcd.metrics.convention import Convention
     from auto_circuit_dcd.metrics.multi import CrossFaithfulness, MultiCircuitResult
@@ -185,10 +186,12 @@ def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix"
                     circuits: Mapping[str, "Circuit"], by_ranking: Mapping[str, Results],
                     dropped: Dict[str, List[object]],
                     stability: Optional["ClusterStability"], world_size: int,
-                    timings: Dict[str, float]) -> RunReport:
+                    timings: Dict[str, float],
+                    descriptions: Optional["ClusterDescriptions"] = None) -> RunReport:
     """The report of one run. ``routed``: each test row's cluster (``A_test``'s order);
     ``circuits``: ``single``, ``cluster_<c>`` per cluster and ``k_random_<c>``;
-    ``stability``: None when switched off."""
+    ``stability``: None when switched off; ``descriptions``: what each cluster is
+    (:func:`~auto_circuit_dcd.explain.describe_clusters`)."""
     from auto_circuit_dcd.metrics import overlap_matrix
     from auto_circuit_dcd.metrics.aggregate import routed_cross_faithfulness
 
@@ -236,5 +239,12 @@ def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix"
         stability=None if stability is None else dataclasses.replace(
             stability, clusterer=gd.method_),
         selection=[jsonable(dict(r)) for r in getattr(gd, "selection_", [])],
-        world_size=world_size, timings=dict(timings), versions=versions())
+        world_size=world_size, timings=dict(timings), versions=versions(),
+        cluster_descriptions=descriptions, k_choices=_k_choices(gd))
+
+
+def _k_choices(gd: "GroupedDiscovery") -> Dict[str, Dict[str, object]]:
+    """Per clusterer tried, the k each criterion chose and the k its rule took."""
+    return {str(name): jsonable(dict(choice))
+            for name, choice in getattr(gd, "k_choices_", {}).items()}
 

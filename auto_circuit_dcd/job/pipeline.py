@@ -22,9 +22,11 @@
    size's edges chosen by the selection rule and ranking of the run's convention
    (:meth:`RunConfig.convention`; a second ranking is evaluated when CMD ranks
    differently, as under MIB parity);
-6. the report (:func:`~auto_circuit_dcd.job.assemble.assemble_report`, no more model passes)
-   as a typed :class:`~auto_circuit_dcd.report.records.RunReport`, and the page's figures
-   (:func:`~auto_circuit_dcd.report.captions.page_extras`);
+6. what each cluster is (:func:`~auto_circuit_dcd.explain.describe_clusters`: exemplars,
+   associated fields, distinguishing edges and heads, circuit differences at ``--p-cross``;
+   no model pass), then the report (:func:`~auto_circuit_dcd.job.assemble.assemble_report`,
+   no more model passes) as a typed :class:`~auto_circuit_dcd.report.records.RunReport`,
+   and the page's figures (:func:`~auto_circuit_dcd.report.captions.page_extras`);
 7. write the run folder (:meth:`RunFolder.write`): data before what describes it, each
    file whole or not at all; print the summary (:mod:`auto_circuit_dcd.report.summary`).
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.data import ExampleLoader
     from auto_circuit_dcd.distributed import Handoff
     from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
+    from auto_circuit_dcd.explain.records import ClusterDescriptions
 
 __all__ = ["RunConfig", "run", "load_tokenizer"]
 
@@ -122,10 +125,14 @@ def run(config: RunConfig, progress: bool = True) -> RunReport:
                          f"{len(config.fraction_grid())} sizes on {A_test.n_examples} test "
                          "examples"):
             evaluated = _evaluate(config, pm, test, circuits, progress)
+        with timer.stage("description", "describing the clusters (exemplars, fields, "
+                                        "distinguishing edges and heads)"):
+            described = _describe(config, pm, A, train, gd, circuits, path)
         report = assemble_report(config=config, dataset=str(path), A=A, A_test=A_test, gd=gd,
                                  routed=routed, circuits=circuits, by_ranking=evaluated,
                                  dropped=dropped, stability=stability,
-                                 world_size=world_size(), timings=timer.seconds)
+                                 world_size=world_size(), timings=timer.seconds,
+                                 descriptions=described)
         timer.say(f"writing {folder.path}")
         _write(folder, report, pm, A, A_test, circuits, evaluated)
         handoff.send(report, last=True)
@@ -236,6 +243,25 @@ def _evaluate(config: RunConfig, pm: "PatchableModel", test: "ExampleLoader",
             for r in conv.rankings()}
 
 
+def _describe(config: RunConfig, pm: "PatchableModel", A: "AttributionMatrix",
+              train: "ExampleLoader", gd: "GroupedDiscovery", circuits: Dict[str, "Circuit"],
+              path: Path) -> "ClusterDescriptions":
+    """What each cluster is (no model pass): exemplars, the dataset's fields against the
+    clusters, the edges and nodes that set each cluster apart, and the cluster circuits'
+    differences at the size of the per-cluster numbers (``--p-cross``), chosen by the run's
+    selection rule and CPR ranking, so the circuits compared are the ones evaluated."""
+    from auto_circuit_dcd.evaluation.faithfulness import edge_count
+    from auto_circuit_dcd.explain import describe_clusters
+
+    conv = config.convention()
+    labels = sorted(int(c) for c in set(np.asarray(gd.labels_).tolist()) if c >= 0)
+    return describe_clusters(A, gd, train, dataset=str(path), tokenizer=pm.tokenizer,
+                             circuits={c: circuits[f"cluster_{c}"] for c in labels},
+                             size=edge_count(config.p_cross, A.n_edges),
+                             selection=conv.selection, ranking=conv.cpr_ranking,
+                             random_state=config.seed)
+
+
 def _follow(handoff: "Handoff", config: RunConfig, pm: "PatchableModel",
             test: "ExampleLoader") -> RunReport:
     """A rank other than 0 after attribution: its share of the evaluation of rank 0's
@@ -251,7 +277,7 @@ def _write(folder: RunFolder, report: RunReport, pm: "PatchableModel", A: "Attri
     from auto_circuit_dcd.circuits.mib import graph_config
     from auto_circuit_dcd.report.captions import page_extras
 
-    page = page_extras(report, pm, A, circuits)
+    page = page_extras(report, A, circuits, evaluated)
     folder.write(report, train=A, test=A_test, circuits=circuits, evaluated=evaluated,
                  graph_config=graph_config(pm.wrapped_model.cfg), page=page)
 

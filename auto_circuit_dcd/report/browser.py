@@ -62,6 +62,8 @@ class PageCheck:
     drawn: int
     errors: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    #: the value of ``check_page``'s ``probe`` expression, evaluated in the loaded page
+    probe: Any = None
 
 
 def find_chromium() -> Optional[str]:
@@ -180,10 +182,12 @@ def _text(event: Dict[str, Any]) -> Optional[tuple]:
 
 def check_page(path: str | Path, screenshot: Optional[str | Path] = None, *,
                full_page: bool = False, height: Optional[int] = None, timeout: float = 60.0,
-               settle: float = 1.5) -> PageCheck:
+               settle: float = 1.5, probe: Optional[str] = None) -> PageCheck:
     """Load ``path`` in headless Chromium; console errors, figures drawn, optional PNG
     (the 1200 x 900 viewport, the whole page with ``full_page``, or the top ``height``
-    pixels of the page, 1200 wide).
+    pixels of the page, 1200 wide). ``probe``: a JavaScript expression evaluated in the
+    loaded page (what a reader would see: the DOM, plotly's drawn data); its JSON value is
+    ``PageCheck.probe``.
 
     Raises :class:`BrowserUnavailable` when no browser is installed (set ``$CHROMIUM``
     to its path, or install Debian's ``chromium`` package).
@@ -209,6 +213,9 @@ def check_page(path: str | Path, screenshot: Optional[str | Path] = None, *,
             value = pipe.call("Runtime.evaluate", {"expression": _FIGURES_JS,
                                                     "returnByValue": True},
                               session=session)["result"]["value"]
+            probed = None if probe is None else pipe.call(
+                "Runtime.evaluate", {"expression": probe, "returnByValue": True},
+                session=session)["result"].get("value")
             if screenshot is not None:
                 params: Dict[str, Any] = {"format": "png",
                                           "captureBeyondViewport": full_page or bool(height)}
@@ -221,7 +228,8 @@ def check_page(path: str | Path, screenshot: Optional[str | Path] = None, *,
         finally:
             pipe.close()
     seen = json.loads(value)
-    check = PageCheck(title=seen["title"], figures=int(seen["figures"]), drawn=int(seen["drawn"]))
+    check = PageCheck(title=seen["title"], figures=int(seen["figures"]), drawn=int(seen["drawn"]),
+                      probe=probed)
     for event in pipe.events:
         found = _text(event)
         if found is None:

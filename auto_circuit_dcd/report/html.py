@@ -32,6 +32,16 @@ p.note { color: #555; font-size: 0.92em; max-width: 60em; }
 nav a { margin-right: 1em; }
 .fig { margin: 0.5em 0 1.5em 0; }
 .scroll { overflow-x: auto; max-width: 100%; }
+div.findings { max-width: 62em; background: #f7f9fc; padding: 0.1em 0.9em;
+               border-left: 3px solid #1f77b4; }
+dl.defs { font-size: 0.9em; color: #444; max-width: 62em; margin: 0.4em 0 0.8em 0; }
+dl.defs dt { font-weight: 600; float: left; clear: left; margin-right: 0.4em; }
+dl.defs dd { margin: 0 0 0.2em 0; }
+.colour-key { font-size: 0.88em; margin: 0.3em 0; }
+.legend-item { display: inline-block; margin-right: 1.2em; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.35em;
+          vertical-align: -0.1em; border: 1px solid #999; }
+.cluster-described { border-top: 1px dashed #ccc; margin-top: 1em; }
 """
 
 
@@ -118,7 +128,7 @@ def _routing(report: RunReport) -> str:
     routing = report.routing
     pairs = [
         ("rule", routing.rule),
-        ("training rows the rule sends to their own cluster", routing.train_agreement),
+        ("training rows the rule sends to their own cluster", _percent(routing.train_agreement)),
         ("test examples routed to noise (-1)", routing.n_test_noise),
         ("training examples labelled noise", routing.n_train_noise),
         ("circuit of noise examples in 'DCD, routed'", routing.noise_fallback),
@@ -162,13 +172,15 @@ def _selection(report: RunReport) -> str:
     def value(r: Mapping[str, Any], key: str) -> Any:
         if key == "gap" and r.get("gap_se") is not None and r.get("gap") is not None:
             return f"{fmt(r['gap'])} ± {fmt(r['gap_se'])}"
+        if key == "elbow" and r.get("elbow") is not None:
+            return f"{_elbow_name(r)} {fmt(r['elbow'])}"
         if key in ("chosen", "selected"):
             return "yes" if r.get(key) else ""
         return r.get(key)
 
     body = table([h for h, _ in cols], [[value(r, k) for _, k in cols] for r in grid]) \
         if grid else ""
-    return notes + body
+    return notes + _k_choice_notes(report) + body
 
 
 def _circuit_selection(report: RunReport) -> str:
@@ -188,18 +200,21 @@ def _circuit_selection(report: RunReport) -> str:
     if st is None:
         return body + '<p class="note">Cluster stability was not measured (0 resamples).</p>'
     body += "<h3>Cluster stability</h3>" + kv_table([
-        ("refits", f"{st.n_resamples} {st.method}s of {fmt(st.fraction)} "
+        ("refits", f"{st.n_resamples} {st.method}s of {_percent(st.fraction)} "
                    f"of the training rows ({st.clusterer})"),
         ("ARI with the full fit, mean", st.ari_mean),
         ("ARI, standard deviation", st.ari_std),
         ("clusters found per refit", ", ".join(str(k) for k in st.n_clusters))])
     return body + table(["cluster", "member pairs kept together", "best-match Jaccard"],
-                        [(c, v, st.jaccard.get(c)) for c, v in st.co_assignment.items()])
+                        [(c, _percent(v), st.jaccard.get(c))
+                         for c, v in st.co_assignment.items()])
 
 
-def _section(anchor: str, title: str, body: str, note: str = "") -> str:
+def _section(anchor: str, title: str, body: str, note: str = "",
+             report: Optional[RunReport] = None) -> str:
     note_html = f'<p class="note">{esc(note)}</p>' if note else ""
-    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}{body}</section>\n'
+    return (f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}'
+            f"{_definitions(anchor, report)}{body}</section>\n")
 
 
 def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str:
@@ -257,26 +272,29 @@ def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str
             if caption:
                 body += f'<p class="note">{esc(caption)}</p>'
             body += figure_div(fig) if fig is not None else '<p class="note">not drawn</p>'
-        parts.append(("circuits", "Circuits", body,
-                      "Each cluster's circuit drawn by auto-circuit; link width is proportional to "
-                      "|score| (blue positive, red negative), scaled so the largest is 1."))
+        parts.append(("circuits", "Circuits", _circuit_legend() + body,
+                      "Each cluster's circuit as the run evaluated it, in MIB's node and edge "
+                      "names (hover a link for its score); link width is proportional to "
+                      "|score|, scaled so the largest drawn is 1."))
+    parts.append(_described_part(report, extras))
     parts.append(("selection", "Choosing k", _selection(report)))
     parts.append(("circuit-selection", "Circuit selection and cluster stability",
                   _circuit_selection(report),
                   "Edges per circuit size as chosen by the selection rule (pruning can keep "
                   "fewer than asked, ties more). Stability: the clusterer refitted on "
-                  "subsamples of the training rows; ARI and pairs kept together near 1 mean "
-                  "the same groups come back."))
+                  "subsamples of the training rows; ARI near 1 and pairs kept together near "
+                  "100% mean the same groups come back."))
     parts.append(("timings", "Timings and versions",
                   table(["stage", "seconds"], report.timings.items())
                   + table(["package", "version"], report.versions.items())))
     nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, *_ in parts)
-    sections = "".join(_section(*p) for p in parts)
+    sections = "".join(_section(*p, report=report) for p in parts)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{esc(title)}</title><style>{CSS}</style>"
         f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>'
-        f"</head>\n<body><h1>{esc(title)}</h1><nav>{nav}</nav>\n{sections}</body></html>\n"
+        f"</head>\n<body><h1>{esc(title)}</h1>{_findings(report)}<nav>{nav}</nav>\n"
+        f"{sections}</body></html>\n"
     )
 
 
@@ -291,3 +309,124 @@ def write_html(report: RunReport, path: "str | Path",
     from auto_circuit_dcd.files import write_text
 
     return write_text(path, render(report, extras))
+
+
+# ------------------------------------------------------------- reading aids of the page
+def _percent(x: Any) -> str:
+    """A share shown as a percentage ("n/a" when missing)."""
+    from auto_circuit_dcd.report.values import percent
+
+    return percent(x)
+
+
+def legend_html(items: Sequence[tuple]) -> str:
+    """A legend: a coloured swatch and its text per ``(colour, text)`` item."""
+    spans = "".join(f'<span class="legend-item"><span class="swatch" style="background:'
+                    f'{esc(colour)}"></span>{esc(text)}</span>' for colour, text in items)
+    return f'<div class="colour-key">{spans}</div>'
+
+
+def _findings(report: RunReport) -> str:
+    """The first paragraph: what the run found, in sentences generated from the report
+    (:mod:`auto_circuit_dcd.report.findings`)."""
+    from auto_circuit_dcd.report.findings import FINDINGS, LISTED
+
+    blocks: List[str] = []
+    text: List[str] = []
+    for part in FINDINGS:
+        sentences = part(report)
+        if part not in LISTED:
+            text += sentences
+            continue
+        if text:
+            blocks.append(f"<p>{esc(' '.join(text))}</p>")
+            text = []
+        if sentences:
+            blocks.append("<ul>" + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>")
+    if text:
+        blocks.append(f"<p>{esc(' '.join(text))}</p>")
+    return f'<div class="findings" id="findings">{"".join(blocks)}</div>'
+
+
+def _definitions(anchor: str, report: Optional[RunReport]) -> str:
+    """Definitions of the terms whose numbers first appear in section ``anchor``
+    (:mod:`auto_circuit_dcd.report.glossary`)."""
+    from auto_circuit_dcd.report.glossary import definitions
+
+    terms = definitions(anchor, report)
+    if not terms:
+        return ""
+    return ('<dl class="defs">' + "".join(f"<dt>{esc(t)}:</dt><dd>{esc(d)}</dd>"
+                                          for t, d in terms) + "</dl>")
+
+
+def _circuit_legend() -> str:
+    from auto_circuit_dcd.report.diagram import NEGATIVE, POSITIVE, node_legend
+
+    return legend_html(node_legend([(POSITIVE, "edge with a positive score (supports the "
+                                               "answer)"),
+                                    (NEGATIVE, "edge with a negative score")]))
+
+
+def _described_part(report: RunReport, extras: Mapping[str, Any]) -> tuple:
+    """The section on what each cluster is (:mod:`auto_circuit_dcd.report.described`)."""
+    from auto_circuit_dcd.report.described import described_section
+
+    desc = report.cluster_descriptions
+    note = ("From the attribution rows, the clustering and the prompts, without the labels "
+            "and without running the model. The clusters were found from the same attribution "
+            "rows, so edges that separate them are expected: the tests say which edges and "
+            "heads the clusters differ on, not that the clusters are real (cluster stability "
+            "and cross-faithfulness say that). The fields were not used to cluster, so their "
+            "tests have no such bias.")
+    if desc is not None:
+        note += (f" Permutation tests: {desc.settings.n_permutations} permutations "
+                 f"(smallest p-value {desc.settings.min_p_value:.2g}); values compared: "
+                 f"{'|score|' if desc.settings.scores == 'abs' else 'signed score'} per edge, "
+                 f"a node sums the edges it {'leaves' if desc.settings.node_edges == 'out' else 'enters' if desc.settings.node_edges == 'in' else 'touches'}.")
+    return ("described", "What each cluster is", described_section(report, extras), note)
+
+
+def _elbow_name(row: Mapping[str, Any]) -> str:
+    """The name of a k-selection row's elbow value (its scale depends on the clusterer)."""
+    from auto_circuit_dcd.report.glossary import ELBOW_CRITERIA
+
+    key = next((k for k in ELBOW_CRITERIA if k in row), None)
+    return ELBOW_CRITERIA[key][0] if key else "elbow"
+
+
+def _k_choice_notes(report: RunReport) -> str:
+    """Per clusterer: what its elbow value is, the k each criterion chose, the rule that
+    took k, and which clusterer the run used."""
+    from auto_circuit_dcd.report.glossary import ELBOW_CRITERIA, K_RULES
+
+    grid = [r for r in report.selection if "silhouette" in r and r.get("method")]
+    methods = list(dict.fromkeys(str(r["method"]) for r in grid))
+    choices = report.k_choices or {}
+    items = []
+    for m in methods:
+        rows = [r for r in grid if r["method"] == m]
+        key = next((k for k in ELBOW_CRITERIA if any(k in r for r in rows)), None)
+        chosen = next((r["k"] for r in rows if r.get("chosen")), None)
+        choice = choices.get(m, {})
+        rule = str(choice.get("rule") or report.config.get("k_rule") or "")
+        text = f"{m}: "
+        if key:
+            name, meaning = ELBOW_CRITERIA[key]
+            text += f"its elbow value is the {name}, {meaning}; "
+        picks = [f"{c} {choice[c]}" for c in ("silhouette", "elbow", "gap") if c in choice]
+        if picks:
+            text += "k chosen by each criterion: " + ", ".join(picks) + "; "
+        if chosen is not None:
+            how = K_RULES.get(rule, f"chosen by {rule}")
+            flag = f"--k-rule {rule}: " if rule in K_RULES and rule != "clusterer's own" else ""
+            text += f"it took k = {chosen}" + (f" ({flag}{how})" if rule else "")
+        if any(r.get("selected") for r in rows):
+            text += "; the run used it (the clusterer whose chosen clustering has the largest " \
+                    "silhouette)" if len(methods) > 1 else "; the run used it"
+        items.append(f"<li>{esc(text)}.</li>")
+    if not items:
+        return ""
+    return ('<p class="note">Elbow values are on each clusterer\'s own scale: compare them '
+            "across k within a clusterer, never across clusterers.</p>"
+            f'<ul class="k-choices">{"".join(items)}</ul>')

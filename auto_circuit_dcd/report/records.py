@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from auto_circuit_dcd.cluster.stability import ClusterStability
+from auto_circuit_dcd.explain.records import ClusterDescriptions
 from auto_circuit_dcd.metrics.quality import ClusterQuality
 from auto_circuit_dcd.schema import Record, from_jsonable, json_schema
 
 __all__ = ["SCHEMA_VERSION", "REPORT_FILE", "RunReport", "CurveScores", "ClusterResult", "DcdResult",
            "DcdScores", "KRandomResult", "OracleRouted", "Routing", "DroppedExamples",
            "CircuitSelection", "CrossFaithfulnessTable", "EdgeOverlapTable",
-           "ClusterQuality", "ClusterStability"]
+           "ClusterQuality", "ClusterStability", "ClusterDescriptions"]
 
 #: version of report.json's keys
 SCHEMA_VERSION = 1
@@ -197,6 +198,13 @@ class RunReport(Record):
     world_size: int
     timings: Dict[str, float]
     versions: Dict[str, str]
+    #: what each cluster is: exemplars, associated fields, distinguishing edges and nodes,
+    #: circuit differences (:func:`~auto_circuit_dcd.explain.describe_clusters`; None in
+    #: reports written before it was computed)
+    cluster_descriptions: Optional[ClusterDescriptions] = None
+    #: per clusterer tried, the k each criterion chose (``silhouette``, ``elbow``, ``gap``)
+    #: and the k its rule took (``combined``, ``rule``): ``GroupedDiscovery.k_choices_``
+    k_choices: Optional[Dict[str, Dict[str, Any]]] = None
 
     @property
     def p_index(self) -> int:

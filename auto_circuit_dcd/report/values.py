@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.report.records import RunReport
 
-__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "fixed", "score_rows"]
+__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "fixed", "score_rows",
+           "percent", "p_value"]
 
 #: |x| below this is shown as 0: half the last decimal (0.001) an order-1 quantity is
 #: read to, so nothing shown as 0 would read differently at that precision
@@ -89,3 +90,16 @@ def score_rows(report: "RunReport") -> List[Tuple[str, float, float]]:
                   krand.cmd.routed),
                  ("K-random, oracle", krand.cpr.oracle, krand.cmd.oracle)]
     return rows
+
+
+def percent(x: Any) -> str:
+    """A share (0 to 1) as a percentage with 3 significant digits, "n/a" when missing."""
+    v = finite(x)
+    return "n/a" if v is None else f"{100 * v:.3g}%"
+
+
+def p_value(x: Any) -> str:
+    """A p- or q-value: 2 significant digits, small ones in scientific notation, never
+    rounded to 0 (a q of 1e-56 is not rounding noise), "n/a" when missing."""
+    v = finite(x)
+    return "n/a" if v is None else f"{v:.2g}"

@@ -1,0 +1,127 @@
+"""What a run found, in sentences generated from its report: the page's first paragraph.
+
+:func:`findings` joins the sentences of each part of :data:`FINDINGS`, in order; a part
+takes the :class:`~auto_circuit_dcd.report.records.RunReport` and returns its sentences
+(none when the report lacks what it needs):
+
+1. :func:`clustering_sentences`: how many training prompts fell into how many clusters,
+   by which clusterer, and which criterion chose k;
+2. :func:`cluster_sentences`: what each cluster is
+   (:func:`~auto_circuit_dcd.explain.describe_in_words` on the report's descriptions);
+3. :func:`quality_sentences`: agreement with the dataset's known groups;
+4. :func:`faithfulness_sentences`: each cluster's own circuit against the single circuit at
+   the size of the per-cluster numbers, and the CPR of DCD, the single circuit and the
+   random split;
+5. :func:`verdict_sentences`: the method's claims as verdicts, from the report's verdicts
+   (the place where they are said).
+
+Sentences are plain text (prompts and field values as the dataset has them): the page
+escapes them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Tuple
+
+from auto_circuit_dcd.report.glossary import K_RULES
+from auto_circuit_dcd.report.records import RunReport
+
+__all__ = ["FINDINGS", "LISTED", "findings", "clustering_sentences", "cluster_sentences",
+           "quality_sentences", "faithfulness_sentences", "verdict_sentences"]
+
+
+def _num(x: float) -> str:
+    from auto_circuit_dcd.report.values import fmt
+
+    return fmt(x)
+
+
+def _used_clusterer(report: RunReport) -> Optional[str]:
+    return next((str(r.get("method")) for r in report.selection
+                 if r.get("selected") and r.get("method") != "single-cluster test"), None)
+
+
+def clustering_sentences(report: RunReport) -> List[str]:
+    """How the training prompts were clustered and how k was chosen."""
+    k = report.n_clusters
+    head = (f"DCD grouped the {report.n_train} training prompts by their per-prompt "
+            f"{report.method} edge attributions into k = {k} "
+            f"{'cluster' if k == 1 else 'clusters'}")
+    used = _used_clusterer(report)
+    choice = (report.k_choices or {}).get(used or "", {})
+    rule = choice.get("rule") or report.config.get("k_rule")
+    if k == 1:
+        test = next((r for r in report.selection if r.get("method") == "single-cluster test"),
+                    None)
+        why = f" ({test['reason']})" if test and test.get("reason") else ""
+        return [head + why + "."]
+    if used is None:
+        return [head + "."]
+    how = f" ({used}"
+    if rule:
+        how += f"; k {K_RULES.get(str(rule), 'chosen by ' + str(rule))}"
+    return [head + how + ")."]
+
+
+def cluster_sentences(report: RunReport) -> List[str]:
+    """One sentence per cluster: its size, the field values that stand out in it, the
+    nodes with more attribution in it than elsewhere, its most typical prompt."""
+    from auto_circuit_dcd.explain import describe_in_words
+
+    desc = report.cluster_descriptions
+    return [] if desc is None else describe_in_words(desc)
+
+
+def quality_sentences(report: RunReport) -> List[str]:
+    """Agreement of the clusters with the dataset's known groups (not used to cluster)."""
+    q = report.cluster_quality
+    if q is None:
+        return []
+    return [f"Against the dataset's known groups, which the clustering never saw, the "
+            f"clusters agree with ARI {_num(q.ari)} (1: the same partition, 0: chance) and "
+            f"purity {_num(q.purity)}."]
+
+
+def faithfulness_sentences(report: RunReport) -> List[str]:
+    """Each cluster's own circuit against the single circuit on its routed test prompts
+    at ``p``; CPR of DCD routed, the single circuit and the random split."""
+    j = report.p_index
+    p = report.edge_fractions[j]
+    parts = [f"{_num(c.faithfulness_own[j])} on cluster {c.label} (the single circuit "
+             f"{_num(c.single_on_group[j])})" for c in report.dcd.clusters if c.n_test]
+    out = []
+    if parts:
+        out.append(f"At {100 * p:.3g}% of edges, on the test prompts routed to each cluster, "
+                   f"the cluster's own circuit keeps faithfulness {', '.join(parts)}.")
+    sentence = (f"Over all circuit sizes, CPR is {_num(report.dcd.cpr.routed)} for DCD "
+                f"(routed) against {_num(report.single.cpr)} for the single circuit")
+    if report.k_random.faithfulness_routed is not None:
+        sentence += (f" and {_num(report.k_random.cpr.routed)} for a random split into "
+                     f"{report.n_clusters}")
+    out.append(sentence + ".")
+    return out
+
+
+def verdict_sentences(report: RunReport) -> List[str]:
+    """The verdicts on the method's claims, one sentence each, from the report's verdict
+    field; none until the report carries one."""
+    return []
+
+
+#: the parts of the first paragraph, in order (each: report -> its sentences)
+FINDINGS: List[Callable[[RunReport], List[str]]] = [
+    clustering_sentences,
+    cluster_sentences,
+    quality_sentences,
+    faithfulness_sentences,
+    verdict_sentences,
+]
+
+
+#: parts whose sentences are items of a list on the page (one per cluster)
+LISTED: Tuple[Callable[[RunReport], List[str]], ...] = (cluster_sentences,)
+
+
+def findings(report: RunReport) -> List[str]:
+    """What the run found, in sentences (see the module docstring)."""
+    return [s for part in FINDINGS for s in part(report)]
