@@ -543,7 +543,57 @@ px.scatter(x=emb[:, 0], y=emb[:, 1], color=list(A.groups),
            labels={"x": "component 1", "y": "component 2", "color": "task"},
            title="Training examples: colour = task, symbol = cluster").show()
 pd.crosstab(pd.Series(gd.labels_, name="cluster"), pd.Series(A.groups, name="task"))"""),
-    ("md", """## 4. Cross-faithfulness at p = 5%
+    ("md", """## 4. What each cluster is
+
+`describe_clusters` says what sets the clusters apart, from what we already have (the
+attribution rows, the fitted clustering, the prompts and the cluster circuits), without
+running the model: each cluster's typical prompts (nearest its centre) and ambiguous ones
+(nearest another cluster), the dataset's per-prompt fields and features derived from the
+tokens against the clusters (Cramér's V, a chi-square or Kruskal-Wallis test, q-values over
+the fields), the heads, MLPs and edges with more attribution in a cluster than in the other
+(Cohen's d, a permutation test with false discovery rate control over all edges), and the two
+clusters' circuits compared at p = 5%. `describe_in_words` says it in one sentence per
+cluster. The clusters were found from the same attribution rows, so edges that separate them
+are expected; the fields were not used to cluster."""),
+    ("code", """from auto_circuit_dcd.evaluation.faithfulness import edge_count
+from auto_circuit_dcd.explain import describe_in_words
+
+desc = dcd.describe_clusters(A, gd, train, dataset=OUT / "mixture.json",
+                             tokenizer=pm.tokenizer, circuits=clusters,
+                             size=edge_count(P, A.n_edges), random_state=SEED)
+for sentence in describe_in_words(desc):
+    print(sentence)
+print()
+print(pd.DataFrame([{"field": f.field, "source": f.source, "Cramér's V": round(f.cramers_v, 3),
+                     "AMI": round(f.adjusted_mutual_info, 3), "test": f.test,
+                     "q-value": f"{f.q_value:.2g}", "associated": f.associated}
+                    for f in desc.fields]).to_string(index=False))
+print("not tested:", desc.skipped_fields)"""),
+    ("code", """def units(table, n=5):
+    \"\"\"The ``n`` units most clearly higher in a cluster than elsewhere, as a table.\"\"\"
+    return pd.DataFrame([{"unit": u.name, "Cohen's d": round(u.effect_size, 2),
+                          "mean here": round(u.mean_a, 4), "mean elsewhere": round(u.mean_b, 4),
+                          "q-value": f"{u.q_value:.2g}"} for u in table.higher[:n]])
+
+
+against_rest = {t.cluster: t for t in desc.contrasts if t.other is None}
+for ex in desc.exemplars:
+    print(f"cluster {ex.cluster} ({ex.size} training prompts)")
+    for kind, items in (("typical", ex.typical), ("ambiguous", ex.ambiguous[:1])):
+        for e in items:
+            print(f"  {kind:9s} {e.clean!r} -> {e.answers[0]!r} "
+                  f"(margin {e.margin:.3f} to cluster {e.other_cluster})")
+    contrast = against_rest.get(ex.cluster)
+    if contrast is not None:
+        print(f"  nodes higher here: {contrast.nodes.n_higher} of {contrast.nodes.n_tested}; "
+              f"edges: {contrast.edges.n_higher} of {contrast.edges.n_tested} (q <= 0.05)")
+        print(units(contrast.nodes).to_string(index=False))
+    print()
+for d in desc.circuit_differences:
+    print(f"circuits of clusters {d.a} and {d.b} at {d.size} edges ({d.selection}): "
+          f"{d.n_only_a} only in {d.a}'s, {d.n_only_b} only in {d.b}'s, {d.n_shared} shared "
+          f"(Jaccard {d.jaccard:.2f})")"""),
+    ("md", """## 5. Cross-faithfulness at p = 5%
 
 Rows: circuits (each task alone, the single circuit of the mixture, the DCD clusters);
 columns: each task's test prompts."""),
@@ -555,7 +605,7 @@ px.imshow(cross_df.round(2), text_auto=True, color_continuous_scale="Viridis",
           labels={"x": "test set", "y": "circuit", "color": "f"},
           title=f"Cross-faithfulness at p = {P:.0%}").show()
 print("model accuracy per task:", {t: round(a, 2) for t, a in accuracy.items()})"""),
-    ("md", """## 5. Each cluster's circuit vs the single circuit on the cluster's test examples
+    ("md", """## 6. Each cluster's circuit vs the single circuit on the cluster's test examples
 
 The test examples routed to a cluster form its test group. Faithfulness on a group is the
 ratio of means over that group's per-example values, which the cross-faithfulness run has
@@ -606,8 +656,21 @@ summary = {
     "n_clusters": int(gd.n_clusters_), "ari": float(quality.ari), "purity": float(quality.purity),
     "ari_raw": float(dcd.cluster_quality(list(A.groups), fits["raw"].labels_).ari),
     "per_cluster": per_cluster.reset_index().to_dict(orient="records"),
-    "clusters_beating_single": wins, "seconds": round(time.perf_counter() - t_start, 1),
+    "clusters_beating_single": wins,
+    "described": {"words": describe_in_words(desc),
+                  "fields": [(f.field, f.cramers_v, f.q_value, f.associated)
+                             for f in desc.fields],
+                  "top_nodes": {c: [u.name for u in t.nodes.higher[:3]]
+                                for c, t in against_rest.items()},
+                  "majority_task": {c: quality.majority_label[c] for c in desc.clusters}},
+    "seconds": round(time.perf_counter() - t_start, 1),
 }
+first = desc.fields[0] if desc.fields else None
+follows = ("no per-prompt field was tested" if first is None else
+           f"the field that follows them most closely is `{first.field}` (Cramér's V "
+           f"{first.cramers_v:.2f}, {'associated' if first.associated else 'not associated'})")
+top_nodes = "; ".join(f"cluster {c}: " + ", ".join(names)
+                      for c, names in summary["described"]["top_nodes"].items())
 display(Markdown(f\"\"\"
 - Task circuits found alone keep f = {np.mean(own_task):.2f} on their own task and
   f = {np.mean(other_task):.2f} on the other task (p = {P:.0%}).
@@ -620,6 +683,8 @@ display(Markdown(f\"\"\"
   k = {fits["raw"].n_clusters_}, ARI {summary["ari_raw"]:.2f}).
 - On the test examples routed to it, the cluster's own circuit beats the single circuit in
   {wins} of {len(tested)} clusters with test examples.
+- What the clusters are, without the labels (`describe_clusters`): {follows}; the nodes
+  most clearly higher in each cluster than in the other: {top_nodes or "none"}.
 \"\"\"))"""),
 ]
 

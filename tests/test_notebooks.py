@@ -203,3 +203,11 @@ def test_two_task_mixture_smollm2(kernel_env, monkeypatch) -> None:
     assert s["task_alone_own"] > s["task_alone_other"]
     # the two tasks are separated without labels (measured ARI 1.0 at 24 and 48 examples)
     assert s["ari"] > 0.5
+    # and describe_clusters says so without them: the field that follows the clusters most
+    # closely is the task (or the label or prompt type naming it), one sentence per cluster
+    described = s["described"]
+    field, v, q, associated = described["fields"][0]
+    assert field in ("task", "group", "prompt_type") and associated and q <= 0.05 and v > 0.5
+    assert len(described["words"]) == s["n_clusters"]
+    for c, group in described["majority_task"].items():  # group: "ioi/mixed", ...
+        assert f"= {group.split('/')[0]}" in described["words"][int(c)]

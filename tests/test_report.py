@@ -218,6 +218,7 @@ def test_circuit_figure_draws_top_edges_and_keeps_masks(tiny_pm):
     drawn = _kept_edges(fig)
     assert set(drawn) == {e.name for e in expected[:10]}
     assert max(drawn.values()) == pytest.approx(1.0)
+    assert not [lbl for lbl in fig.data[0].link.label if "None" in lbl]  # no missing value shown
     after = _mask_state(pm)
     for name, (param, data) in before.items():
         assert after[name][0] is param and torch.equal(after[name][1], data)

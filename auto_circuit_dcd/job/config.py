@@ -168,7 +168,8 @@ class RunConfig:
                             "reads --n as an abbreviation of its own options)",
                             aliases=("--prompts",))
     batch_size: int = _opt(16, "prompts per batch")
-    seed: int = _opt(42, "seed of the split, the clusterer and the K-random split")
+    seed: int = _opt(42, "seed of the split, the clusterer, the K-random split and the "
+                    "permutation tests of the cluster descriptions")
     test_fraction: float = _opt(0.2, "share of prompts held out for evaluation (when the "
                                 "prompts carry no 'split')")
     out: str = _opt("runs/default", "output folder")

@@ -100,10 +100,10 @@ def _units(tab: DifferenceTable, shown: int, what: str, alpha: float) -> str:
 
     rows = ([row("higher here", u) for u in tab.higher[:shown]]
             + [row("lower here", u) for u in tab.lower[:LOWER_SHOWN]])
-    count = (f'<p class="note">{tab.n_higher} {what} higher and {tab.n_lower} lower in this '
-             f"cluster than elsewhere (q <= {alpha:g}) of {tab.n_tested} tested; the "
-             f"{min(shown, tab.n_higher)} and {min(LOWER_SHOWN, tab.n_lower)} with the "
-             "largest effect sizes shown.</p>")
+    count = '<p class="note">' + esc(
+        f"{tab.n_higher} {what} higher and {tab.n_lower} lower in this cluster than elsewhere "
+        f"(q <= {alpha:g}) of {tab.n_tested} tested; the {min(shown, len(tab.higher))} and "
+        f"{min(LOWER_SHOWN, len(tab.lower))} with the largest effect sizes shown.") + "</p>"
     if not rows:
         return count
     return count + table(["", what[:-1] if what.endswith("s") else what,
@@ -140,15 +140,17 @@ def _differences(report: RunReport, desc: ClusterDescriptions) -> str:
                                ("in both circuits", d.shared, d.n_shared)):
             shown = names[:DIFFERENCE_LISTED]
             more = f" (and {n - len(shown)} more)" if n > len(shown) else ""
-            lists += (f'<p class="note">Clusters {d.a} and {d.b}, {what} ({n}): '
-                      f"{esc(', '.join(shown)) or '-'}{esc(more)}</p>")
+            listed = ", ".join(shown) or "-"
+            lists += ('<p class="note">'
+                      + esc(f"Clusters {d.a} and {d.b}, {what} ({n}): {listed}{more}") + "</p>")
     size = desc.circuit_differences[0]
     how = ("" if size.size is None else
            f" at {size.size} edges asked ({100 * report.cross_faithfulness.p:.3g}% of all "
            f"edges), chosen by {size.selection} ranked by {size.ranking}: the circuits "
            "evaluated at that size")
-    return (f"<h3>Circuit differences</h3><p class=\"note\">Each pair of clusters' circuits{how};"
-            " lists ordered by |score|, largest first.</p>"
+    return ('<h3>Circuit differences</h3><p class="note">'
+            + esc(f"Each pair of clusters' circuits{how}; lists ordered by |score|, largest "
+                  "first.") + "</p>"
             + table(["clusters", "edges asked", "edges in first", "edges in second",
                      "only in first", "only in second", "in both", "Jaccard"], rows) + lists)
 

@@ -329,6 +329,7 @@ def circuit_figure(pm: Any, circuit: Any, n_edges: int) -> Optional[go.Figure]:
                       stacklevel=2)
         return None
     _label_logits(fig, pm)
+    _drop_missing_activations(fig)
     fig.update_layout(template=TEMPLATE, font=FONT, plot_bgcolor="white", width=None,
                       margin=dict(l=30, r=30, t=50, b=30))
     return fig
@@ -352,3 +353,12 @@ def _label_logits(fig: go.Figure, pm: Any) -> None:
             labels = list(trace.node.label)
             labels[i] = LOGITS_LABEL
             trace.node.label = labels
+
+
+def _drop_missing_activations(fig: go.Figure) -> None:
+    """Link hovers without the ``None`` auto-circuit writes where a drawing from scores has
+    no activation to show (``"A0.1->A1.0.Q<br>None<br>0.52"`` -> ``"A0.1->A1.0.Q<br>0.52"``)."""
+    for trace in fig.data:
+        if isinstance(trace, go.Sankey) and trace.link.label is not None:
+            trace.link.label = [str(lbl).replace("<br>None<br>", "<br>") for lbl in
+                                trace.link.label]
