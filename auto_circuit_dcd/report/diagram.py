@@ -33,7 +33,7 @@ from auto_circuit_dcd.report.figures import FONT, MAX_DRAWN_EDGES, PALETTE, TEMP
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.explain.records import ClusterDescriptions
 
-__all__ = ["DrawnEdge", "NODE_KINDS", "POSITIVE", "NEGATIVE", "SHARED", "edge_diagram",
+__all__ = ["DrawnEdge", "NODE_KINDS", "KIND_NAMES", "POSITIVE", "NEGATIVE", "SHARED", "edge_diagram",
            "node_legend", "circuit_edges", "distinguishing_edges", "node_kind", "cluster_colour"]
 
 #: node kind -> (colour, what the legend says)
@@ -44,6 +44,9 @@ NODE_KINDS: Dict[str, Tuple[str, str]] = {
     "logits": ("#222222", "logits (the model's output)"),
     "other": ("#bcbd22", "other node"),
 }
+#: node kind -> what a node's hover calls it
+KIND_NAMES: Dict[str, str] = {"input": "input (embeddings)", "head": "attention head",
+                              "mlp": "MLP", "logits": "logits", "other": "node"}
 #: link colours of a circuit's edges by the sign of their score, and of the grey base
 POSITIVE = "rgba(31,119,180,0.45)"
 NEGATIVE = "rgba(214,39,40,0.45)"
@@ -137,8 +140,7 @@ def edge_diagram(edges: Sequence[DrawnEdge], title: str = "",
         arrangement="snap", valueformat=".3g",
         node=dict(label=nodes, x=xs, y=ys, pad=12, thickness=14,
                   color=[NODE_KINDS[k][0] for k in kinds],
-                  customdata=[f"{n}: {NODE_KINDS[k][1].split(' (')[0]}"
-                              for n, k in zip(nodes, kinds)],
+                  customdata=[f"{n}: {KIND_NAMES[k]}" for n, k in zip(nodes, kinds)],
                   hovertemplate="%{customdata}<extra></extra>"),
         link=dict(source=[index[s] for s, _ in ends], target=[index[d] for _, d in ends],
                   value=[float(e.value) for e in edges], color=[e.colour for e in edges],
