@@ -382,7 +382,8 @@ def _described_part(report: RunReport, extras: Mapping[str, Any]) -> tuple:
     if desc is not None:
         note += (f" Permutation tests: {desc.settings.n_permutations} permutations "
                  f"(smallest p-value {desc.settings.min_p_value:.2g}); values compared: "
-                 f"{'|score|' if desc.settings.scores == 'abs' else 'signed score'} per edge, "
+                 f"{'|score|' if desc.settings.scores == 'abs' else 'signed score'} per edge "
+                 f"in the task metric's units ({report.metric}), "
                  f"a node sums the edges it {'leaves' if desc.settings.node_edges == 'out' else 'enters' if desc.settings.node_edges == 'in' else 'touches'}.")
     return ("described", "What each cluster is", described_section(report, extras), note)
 
