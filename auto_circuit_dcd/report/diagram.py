@@ -44,6 +44,9 @@ NODE_KINDS: Dict[str, Tuple[str, str]] = {
     "logits": ("#222222", "logits (the model's output)"),
     "other": ("#bcbd22", "other node"),
 }
+#: diagrams of more node columns than this are drawn ``PX_PER_COLUMN`` wide per column
+WIDE_COLUMNS = 24
+PX_PER_COLUMN = 48
 #: node kind -> what a node's hover calls it
 KIND_NAMES: Dict[str, str] = {"input": "input (embeddings)", "head": "attention head",
                               "mlp": "MLP", "logits": "logits", "other": "node"}
@@ -110,13 +113,16 @@ def _positions(nodes: Sequence[str]) -> Tuple[List[float], List[float]]:
     places = {n: _place(n, last) for n in nodes}
     columns = sorted({c for c, _ in places.values()})
     x_of = {c: 0.01 + 0.98 * i / max(len(columns) - 1, 1) for i, c in enumerate(columns)}
+    rank = {c: i for i, c in enumerate(columns)}
     xs, ys = [], []
     for n in nodes:
         column = places[n][0]
         stack = sorted((o, m) for m, (c, o) in places.items() if c == column)
         j = stack.index((places[n][1], n))
         xs.append(x_of[column])
-        ys.append((j + 1) / (len(stack) + 1))
+        # neighbouring columns' nodes are staggered up and down, so their labels do not meet
+        shift = 0.3 * (rank[column] % 3 - 1) / (len(stack) + 1)
+        ys.append(min(0.97, max(0.03, (j + 1) / (len(stack) + 1) + shift)))
     return xs, ys
 
 
@@ -147,9 +153,12 @@ def edge_diagram(edges: Sequence[DrawnEdge], title: str = "",
                   customdata=[_hover(e.hover) for e in edges],
                   hovertemplate="%{customdata}<extra></extra>")))
     tallest = max(xs.count(x) for x in set(xs))
+    columns = len(set(xs))
     fig.update_layout(template=TEMPLATE, font=FONT, plot_bgcolor="white",
                       height=height or max(360, min(900, 120 + 45 * tallest)),
                       margin=dict(l=30, r=30, t=50 if title else 20, b=20))
+    if columns > WIDE_COLUMNS:  # wider than the page: it scrolls rather than crowds
+        fig.update_layout(width=PX_PER_COLUMN * columns + 60)
     if title:
         fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"))
     return fig

@@ -42,6 +42,7 @@ dl.defs dd { margin: 0 0 0.2em 0; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.35em;
           vertical-align: -0.1em; border: 1px solid #999; }
 .cluster-described { border-top: 1px dashed #ccc; margin-top: 1em; }
+.fig { overflow-x: auto; }
 """
 
 
