@@ -41,7 +41,7 @@ __all__ = ["RunConfig", "DEFAULT_MODEL", "DEFAULT_SELECTION", "PARAMETER_CONSTRA
            "Ranking", "CmdForm"]
 
 #: the main job's selection rule (chosen by measurement: docs/choosing-options.md, "Choosing the selection rule")
-DEFAULT_SELECTION = "topn-prune"
+DEFAULT_SELECTION = "topn-fill"
 
 Method = Literal["eap", "eap-ig"]
 Metric = Literal["max_diff", "avg_diff"]
@@ -49,7 +49,7 @@ Clusterer = Literal["auto", "agglomerative", "divisive", "kmeans", "hdbscan"]
 KRule = Literal["silhouette", "largest", "smallest", "median", "elbow", "gap"]
 Preprocessing = Literal["l2", "raw", "absolute", "binary", "sparse"]
 Dtype = Literal["float32", "float16", "bfloat16"]
-Selection = Literal["topn", "topn-prune", "greedy"]
+Selection = Literal["topn", "topn-prune", "topn-fill", "greedy"]
 Ranking = Literal["abs", "signed"]
 CmdForm = Literal["one-sided", "two-sided"]
 
@@ -188,13 +188,15 @@ class RunConfig:
     # share of examples whose attribution row may be non-finite (dropped, and reported)
     nan_tolerance: float = _opt(0.01, "largest share of examples with non-finite attribution "
                                 "rows that is dropped (and reported); above it the run stops")
-    # how each size's edges are chosen (None: DEFAULT_SELECTION, also under MIB parity)
+    # how each size's edges are chosen (None: DEFAULT_SELECTION; topn-prune under MIB parity)
     selection: Optional[Selection] = _opt(None, "how each size's edges are chosen: top edges "
                                           "(topn), those of them on an input-to-logits path "
-                                          "(topn-prune), or grown from the logits (greedy); "
-                                          "topn-prune when not given (docs/choosing-options.md, "
-                                          "\"Choosing the selection rule\")",
-                                          get_args(Selection))
+                                          "(topn-prune), those refilled down the ranking until "
+                                          "the asked count lies on paths (topn-fill), or grown "
+                                          "from the logits (greedy); topn-fill when not given, "
+                                          "topn-prune under --mib-parity "
+                                          "(docs/choosing-options.md, \"Choosing the selection "
+                                          "rule\")", get_args(Selection))
     ranking: Optional[Ranking] = _opt(None, "edges ranked by |score| (abs, when not given) or "
                                       "by signed score", get_args(Ranking))
     cmd: Optional[CmdForm] = _opt(None, "CMD integrates max(0, 1 - f) (one-sided, when not "
