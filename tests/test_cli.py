@@ -6,6 +6,7 @@ One run of the main job on the tiny random model (module fixture) serves every t
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -194,12 +195,14 @@ def test_the_summary_prints_cpr_and_cmd_per_family_as_in_report_json(tiny_run):
     """Oracle: report.json's values, and K-random's CPR/CMD recomputed here by the
     trapezoid rule from its faithfulness curves (the summary prints 3 decimals: 5e-4)."""
     out, rep, stdout, _ = tiny_run
-    printed = {}
+    printed, intervals = {}, {}
     for line in stdout.splitlines():
         if line.startswith("  ") and " CPR " in line and " CMD " in line:
             name, rest = line.split(" CPR ")
-            cpr, cmd = rest.split(" CMD ")
-            printed[name.split("(")[0].strip()] = (float(cpr), float(cmd))
+            cpr, cmd = rest.split(" CMD ")  # each "value [low, high]"
+            name = name.split("(")[0].strip()
+            printed[name] = (float(cpr.split()[0]), float(cmd.split()[0]))
+            intervals[name] = [float(x) for x in re.findall(r"-?\d+\.\d+", cpr + cmd)]
     expected = {"single circuit": (rep["single"]["cpr"], rep["single"]["cmd"]),
                 "DCD, routed": (rep["dcd"]["cpr"]["routed"], rep["dcd"]["cmd"]["routed"]),
                 "DCD, oracle": (rep["dcd"]["cpr"]["oracle"], rep["dcd"]["cmd"]["oracle"])}
@@ -214,9 +217,99 @@ def test_the_summary_prints_cpr_and_cmd_per_family_as_in_report_json(tiny_run):
     assert set(printed) == set(expected)
     for name, values in expected.items():
         assert printed[name] == pytest.approx(values, abs=5e-4), name
+    # beside each value its interval, as report.json's uncertainty gives it
+    u = rep["uncertainty"]
+    curves = {"single circuit": u["single"], "DCD, routed": u["dcd_routed"],
+              "DCD, oracle": u["dcd_oracle"], "K-random, routed": u["k_random_routed"],
+              "K-random, oracle": u["k_random_oracle"]}
+    for name, c in curves.items():
+        assert c["cpr"]["estimate"] == pytest.approx(expected[name][0], abs=1e-9), name
+        assert c["cmd"]["estimate"] == pytest.approx(expected[name][1], abs=1e-9), name
+        want = [c["cpr"]["estimate"], c["cpr"]["low"], c["cpr"]["high"],
+                c["cmd"]["estimate"], c["cmd"]["low"], c["cmd"]["high"]]
+        assert intervals[name] == pytest.approx(want, abs=5e-4), name
     last = stdout.strip().splitlines()[-1]
     assert last.startswith("report: ") and last.endswith("report.html")
     assert last[len("report: "):] == str((out / "report.html").resolve())
+
+
+_V = r"-?\d\.\d{3}|n/a"  # a value as printed (n/a: missing)
+_S = r"[+-]\d\.\d{3}|n/a"  # a difference, signed
+COMPARISON_LINE = re.compile(
+    rf"^  (?P<label>.+?)\s+(?P<n>\d+)\s+(?P<ea>[\d,]+)/(?P<eb>[\d,]+)\s+(?P<a>{_V})\s+"
+    rf"(?P<b>{_V})\s+(?P<d>{_S}) \[(?P<lo>{_S}), (?P<hi>{_S})\]"
+    r"\s+(?P<p><?\d\.\d{3}|n/a)\s+(?P<mark>better|worse|not distinguishable)"
+    r"(?: \((?P<flag>.+)\))?$")
+
+
+def _printed(text):
+    """A printed value: None for n/a."""
+    return None if text == "n/a" else float(text.lstrip("<"))
+
+
+def test_the_summary_gives_each_comparison_at_p_with_its_interval_and_mark(tiny_run):
+    """Oracle: report.json's comparisons at --p-cross (own vs single per cluster, DCD routed
+    vs single and vs K-random routed) and its verdicts: each line prints the examples, the
+    edges of both sides, both values, the difference with its interval, the adjusted
+    p-value and the mark, flagged when the sides hold different numbers of edges; the
+    verdict lines print report.json's outcomes and nothing else."""
+    _, rep, stdout, _ = tiny_run
+    u = rep["uncertainty"]
+    p = rep["cross_faithfulness"]["p"]
+    expected = {}
+    for key, label in (("own_vs_single", None), ("dcd_routed_vs_single", "DCD routed vs single"),
+                       ("dcd_routed_vs_k_random_routed", "DCD routed vs K-random routed")):
+        for c in u["comparisons"][key]["comparisons"]:
+            if c["size"] is not None and abs(c["size"] - p) < 1e-12:
+                name = label or c["a"].replace(" own", "") + " own vs single"
+                expected[name] = c
+    lines = stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"at p = {100 * p:g}%, on "))
+    assert "95% interval" in lines[start] and "Holm-adjusted" in lines[start]
+    parsed = {}
+    for line in lines[start + 2:start + 2 + len(expected)]:
+        m = COMPARISON_LINE.match(line)
+        assert m, line
+        parsed[m["label"]] = m
+    assert set(parsed) == set(expected) and len(expected) == rep["n_clusters"] + 2
+    for name, c in expected.items():
+        m = parsed[name]
+        assert int(m["n"]) == c["n_examples"]
+        assert [int(x) for x in m["ea"].split(",")] == list(c["edges_a"].values())
+        assert [int(x) for x in m["eb"].split(",")] == list(c["edges_b"].values())
+        d = c["difference"]
+        for key, want in zip(("a", "b", "d", "lo", "hi", "p"),
+                             (c["a_value"], c["b_value"], d["estimate"], d["low"], d["high"],
+                              c["p_adjusted"])):
+            got = _printed(m[key])
+            if want is None:  # a cluster with no test example: nothing to compare
+                assert got is None, (name, key)
+            elif m[key].startswith("<"):
+                assert want < got, (name, key)
+            else:
+                assert got == pytest.approx(want, abs=5e-4), (name, key)
+        assert m["mark"] == c["mark"]
+        counts = list(c["edges_a"].values()) + list(c["edges_b"].values())
+        assert (m["flag"] == "sizes differ") == (len(set(counts)) > 1), name
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("verdicts (level 0.05)"))
+    outcomes = ("holds", "does not hold", "not distinguishable")
+    shown = {}
+    for line in lines[head + 1:head + 4]:
+        claim, at_p, on_cpr = re.split(r"\s{2,}", line.strip())
+        shown[claim] = (at_p, on_cpr)
+    names = {"(a) own beats single": "own beats single",
+             "(b) separate mechanisms": "separate mechanisms",
+             "(c) DCD routed beats K-random routed": "DCD beats K-random"}
+    assert set(shown) == set(names)
+    for label, claim in names.items():
+        for size, text in ((p, shown[label][0]), (None, shown[label][1])):
+            v = [v for v in u["verdicts"] if v["claim"] == claim and (
+                v["size"] is None if size is None else
+                v["size"] is not None and abs(v["size"] - size) < 1e-12)]
+            if not v:
+                assert text == "-"
+                continue
+            assert text.split(" (")[0] == v[0]["outcome"] and text.split(" (")[0] in outcomes
 
 
 def test_a_line_per_stage_as_it_starts(tiny_run):
