@@ -93,7 +93,7 @@ def faithfulness_curves(report: "RunReport") -> go.Figure:
             ex, _ = band_polygon(held[name], *bands[name])
             fig.add_trace(go.Scatter(
                 x=xs, y=poly, name=f"{name}, {level_name(report)}", legendgroup=name,
-                showlegend=False, fill="toself", fillcolor=_translucent(style["color"]),
+                showlegend=False, fill="toself", fillcolor=_translucent(str(style["color"])),
                 line=dict(width=0), hoverinfo="skip", mode="lines"))
             by_edges.append(ex)
         fig.add_trace(go.Scatter(

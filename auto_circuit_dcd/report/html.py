@@ -150,8 +150,9 @@ def _routing(report: RunReport) -> str:
 def _scores(report: RunReport) -> str:
     """CPR and CMD per circuit family, each with its interval when the report has them."""
     intervals = score_intervals(report)
-    level = f" [{report.uncertainty.settings.level:.0%} interval]" if intervals else ""
-    rows = []
+    u = report.uncertainty
+    level = f" [{u.settings.level:.0%} interval]" if u is not None and intervals else ""
+    rows: List[tuple] = []
     for name, cpr, cmd in score_rows(report):
         if name in intervals:
             a, b = intervals[name]
@@ -301,7 +302,8 @@ def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str
     parts.append(("circuit-selection", "Circuit selection and cluster stability",
                   _circuit_selection(report),
                   "Edges per circuit size as chosen by the selection rule (pruning can keep "
-                  "fewer than asked, ties more). Stability: the clusterer refitted on "
+                  "fewer than asked; refilling, ties and the edge that completes a path can "
+                  "add a few). Stability: the clusterer refitted on "
                   "subsamples of the training rows; ARI and pairs kept together near 1 mean "
                   "the same groups come back."))
     parts.append(("timings", "Timings and versions",
