@@ -26,7 +26,7 @@ import sys
 from typing import List, Optional
 
 from auto_circuit_dcd import RunFolder, RunReport
-from auto_circuit_dcd.report.summary import interval_text, same_size, size_flag
+from auto_circuit_dcd.report.summary import interval_text, same_size, size_flag, verdict_text
 from auto_circuit_dcd.report.values import fixed
 
 
@@ -68,14 +68,10 @@ def _size_rows(report: RunReport, sizes: List[float]) -> List[str]:
 def _verdict_row(report: RunReport, sizes: List[Optional[float]]) -> str:
     u = report.uncertainty
     cells = []
-    for claim, family in (("own beats single", "own_vs_single"),
-                          ("DCD beats K-random", "dcd_routed_vs_k_random_routed")):
-        comps = u.comparisons[family].comparisons if family in u.comparisons else []
+    for claim in ("own beats single", "DCD beats K-random"):
         for p in sizes:
             v = next((v for v in u.verdicts if v.claim == claim and same_size(v.size, p)), None)
-            behind = [c for c in comps if same_size(c.size, p)]
-            flag = size_flag(behind)
-            cells.append("-" if v is None else v.outcome + (f" ({flag})" if flag else ""))
+            cells.append("-" if v is None else verdict_text(u, v))
     return f"| {report.circuit_selection.rule} | " + " | ".join(cells) + " |"
 
 

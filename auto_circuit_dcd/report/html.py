@@ -457,20 +457,18 @@ def _comparison_parts(report: RunReport) -> List[tuple]:
 
 def _verdict_table(u: "RunUncertainty") -> str:
     """Claims by rows, sizes (and CPR) by columns, each cell the verdict's outcome."""
-    from auto_circuit_dcd.report.summary import CLAIM_FAMILIES, CLAIM_NAMES, same_size
+    from auto_circuit_dcd.report.summary import CLAIM_NAMES, same_size, verdict_text
 
     sizes: List[Optional[float]] = list(u.grid.fractions) + [None]
     claims = list(dict.fromkeys(v.claim for v in u.verdicts))
     rows = []
     for claim in claims:
-        family = u.comparisons.get(CLAIM_FAMILIES.get(claim, ""))
         row: List[Any] = [CLAIM_NAMES.get(claim, claim)]
         for size in sizes:
             v = next((v for v in u.verdicts if v.claim == claim and same_size(v.size, size)),
                      None)
-            behind = [] if family is None else [c for c in family.comparisons
-                                                if same_size(c.size, size)]
-            row.append("" if v is None else _marked(v.outcome, behind))
+            row.append("" if v is None else
+                       Marked(verdict_text(u, v), v.outcome.replace(" ", "-")))
         rows.append(row)
     return table(["claim", *(_size(p) for p in sizes)], rows)
 

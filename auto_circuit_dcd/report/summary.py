@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
                                                       RunUncertainty, Verdict)
 
 __all__ = ["summary_table", "comparison_line", "interval_text", "p_text", "same_size",
-           "size_flag", "CLAIM_NAMES", "CLAIM_FAMILIES", "SIZE_FLAGS"]
+           "size_flag", "verdict_text", "CLAIM_NAMES", "CLAIM_FAMILIES", "SIZE_FLAGS"]
 
 #: how the summary names each claim of ``report.uncertainty.verdicts``
 CLAIM_NAMES = {"own beats single": "(a) own beats single",
@@ -214,7 +214,7 @@ def _band(band: "Band", s: int) -> str:
     return interval_text(Interval(band.estimate[s], band.low[s], band.high[s]))
 
 
-def _verdict_text(u: "RunUncertainty", v: Optional["Verdict"]) -> str:
+def verdict_text(u: "RunUncertainty", v: Optional["Verdict"]) -> str:
     """A verdict's outcome, flagged when a comparison it rests on has sides of different
     edge counts."""
     if v is None:
@@ -234,8 +234,8 @@ def _verdicts(u: "RunUncertainty", p: float) -> List[str]:
     lines = [f"{head:<42} {'at ' + format(100 * p, 'g') + '%':<30} on CPR"]
     for claim in claims:
         lines.append(f"  {CLAIM_NAMES.get(claim, claim):<40} "
-                     f"{_verdict_text(u, find(claim, p)):<30} "
-                     f"{_verdict_text(u, find(claim, None))}")
+                     f"{verdict_text(u, find(claim, p)):<30} "
+                     f"{verdict_text(u, find(claim, None))}")
     return lines
 
 
