@@ -231,10 +231,10 @@ def _verdicts(u: "RunUncertainty", p: float) -> List[str]:
 
     claims = list(dict.fromkeys(v.claim for v in u.verdicts))
     head = f"verdicts (level {1 - u.settings.level:.2g})"
-    lines = [f"{head:<42} {'at ' + format(100 * p, 'g') + '%':<30} on CPR"]
+    lines = [f"{head:<42} {'at ' + format(100 * p, 'g') + '%':<35} on CPR"]
     for claim in claims:
         lines.append(f"  {CLAIM_NAMES.get(claim, claim):<40} "
-                     f"{verdict_text(u, find(claim, p)):<30} "
+                     f"{verdict_text(u, find(claim, p)):<35} "
                      f"{verdict_text(u, find(claim, None))}")
     return lines
 
