@@ -358,6 +358,58 @@ def test_each_cluster_circuit_is_drawn_at_the_size_of_the_pages_numbers(tiny_run
     assert counts == expected and links == expected
 
 
+def check_page_intervals(out, rep):
+    """Oracle: report.json's uncertainty. The curve figure draws each curve's band as the
+    outline of its interval (high along the sizes, low back) and has the edges-held switch;
+    every comparison's mark, and each cluster's mark at --p-cross in the cluster table, is a
+    coloured cell; the verdict table holds each verdict's outcome once; the numbers behind
+    each verdict and every warning are on the page. Returns the number of marked cells."""
+    import html
+
+    from test_report import figure_payloads
+
+    page = (out / "report.html").read_text()
+    u = rep["uncertainty"]
+    curves = figure_payloads(page)[0]
+    bands = {t["name"]: t for t in curves if t.get("fill") == "toself"}
+    for name, key in (("single", "single"), ("DCD routed", "dcd_routed"),
+                      ("DCD oracle", "dcd_oracle"), ("K-random routed", "k_random_routed")):
+        band = u[key]["faithfulness"]
+        keep = [j for j in range(len(rep["edge_fractions"]))
+                if band["low"][j] is not None and band["high"][j] is not None]
+        trace = bands[f"{name}, 95% interval"]
+        assert trace["x"] == [rep["edge_fractions"][j] for j in keep + keep[::-1]]
+        assert trace["y"] == pytest.approx([band["high"][j] for j in keep]
+                                           + [band["low"][j] for j in keep[::-1]])
+    assert '"updatemenus"' in page and "x: edges held" in page
+    comparisons = [c for fam in u["comparisons"].values() for c in fam["comparisons"]]
+    p = rep["cross_faithfulness"]["p"]
+    at_p = [c for c in u["comparisons"]["own_vs_single"]["comparisons"]
+            if c["size"] is not None and abs(c["size"] - p) < 1e-12]
+    marked = 0
+    for mark in ("better", "worse", "not distinguishable"):
+        cells = page.count(f'<td class="{mark.replace(" ", "-")}">')
+        expected = sum(c["mark"] == mark for c in comparisons + at_p)
+        if mark == "not distinguishable":  # verdicts of that outcome share its colour
+            expected += sum(v["outcome"] == mark for v in u["verdicts"])
+        assert cells == expected, mark
+        marked += cells
+    for outcome in ("holds", "does not hold"):
+        cells = page.count(f'<td class="{outcome.replace(" ", "-")}">')
+        assert cells == sum(v["outcome"] == outcome for v in u["verdicts"]), outcome
+    assert page.count("<details>") == len(u["verdicts"])
+    assert "<h2>The method&#x27;s claims: verdicts</h2>" in page
+    assert "<h2>Paired comparisons</h2>" in page
+    for w in u["warnings"]:
+        assert html.escape(w["message"], quote=True) in page
+    return marked
+
+
+def test_the_page_shows_bands_marks_and_verdicts(tiny_run):
+    out, rep, _, _ = tiny_run
+    assert check_page_intervals(out, rep) > 0
+
+
 def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
     """The same run (its cached attributions copied) with --draw-fraction 0.2."""
     import shutil

@@ -424,3 +424,10 @@ def test_the_toy_jobs_verdicts_recover_the_planted_mechanisms(tmp_path):
     b5 = verdict("separate mechanisms", 0.05, again)
     assert b5.outcome == "does not hold"
     assert all(e.high < 0.8 for e in b5.evidence if e.what.startswith("single circuit"))
+    # the page marks every comparison and verdict as report.json does
+    from test_cli import check_page_intervals
+
+    data = json.loads((out / "report.json").read_text())
+    assert check_page_intervals(out, data) > 0
+    page = (out / "report.html").read_text()
+    assert page.count('<td class="better">') >= 3 and '<td class="holds">' in page

@@ -473,11 +473,11 @@ def _verdict_table(u: "RunUncertainty") -> str:
     return table(["claim", *(_size(p) for p in sizes)], rows)
 
 
-def _verdict_details(v: "Verdict") -> str:
+def _verdict_details(u: "RunUncertainty", v: "Verdict") -> str:
     """One verdict: its outcome, the numbers and intervals behind it, its rule and note."""
-    from auto_circuit_dcd.report.summary import CLAIM_NAMES, p_text
+    from auto_circuit_dcd.report.summary import CLAIM_NAMES, p_text, verdict_text
 
-    head = f"{CLAIM_NAMES.get(v.claim, v.claim)} at {_size(v.size)}: {v.outcome}"
+    head = f"{CLAIM_NAMES.get(v.claim, v.claim)} at {_size(v.size)}: {verdict_text(u, v)}"
     evidence = table(["what", "value", f"{v.level:.0%} interval", "held against",
                       "p adjusted", "where it lies"],
                      [(e.what, e.estimate, interval(e.estimate, e.low, e.high), e.reference,
@@ -498,7 +498,7 @@ def _verdict_parts(report: RunReport) -> List[tuple]:
     body = _verdict_table(u)
     body += "".join(f'<p class="warning">{esc(w.message)}</p>' for w in u.warnings)
     body += "<h3>The numbers behind each verdict</h3>"
-    body += "".join(_verdict_details(v) for v in u.verdicts)
+    body += "".join(_verdict_details(u, v) for v in u.verdicts)
     body += "<h3>How the intervals and tests were made</h3>" + kv_table([
         ("resampled", st.resampled), ("resamples", st.n_resamples), ("seed", st.seed),
         ("confidence level", st.level), ("interval", st.interval), ("paired test", st.test),
