@@ -431,3 +431,16 @@ def test_the_toy_jobs_verdicts_recover_the_planted_mechanisms(tmp_path):
     assert check_page_intervals(out, data) > 0
     page = (out / "report.html").read_text()
     assert page.count('<td class="better">') >= 3 and '<td class="holds">' in page
+
+
+def test_a_cross_size_that_asks_for_no_edge_is_refused_before_attribution(tiny_dataset,
+                                                                         tmp_path, capsys):
+    """tiny-random has 46 edges: --p-cross 0.01 asks for floor(0.46) = 0 of them. The run
+    stops in one line before attributing (no cache written), naming the sizes to choose."""
+    assert main(["run", "--model", "tiny-random", "--dataset", str(tiny_dataset),
+                 "--out", str(tmp_path / "out"), "--quiet", "--edge-fractions", "0.01,0.2,1",
+                 "--p-cross", "0.01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--p-cross 0.01 asks for fewer than one of the model's 46" in err[0]
+    assert "[0.2, 1.0]" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -114,10 +114,10 @@ def run(config: RunConfig, progress: bool = True) -> RunReport:
     with process_group(config.device), folder.hold(), Handoff() as handoff:
         timer = _Timer(echo=progress and is_main())
         pm = _load_model(config, timer)
+        grid = _sizes(config, pm)  # checked before any data is read or attributed
         path, train, test, test_share = _load_data(config, pm, folder, timer)
         A, A_test, train, test, dropped = _attribute(config, pm, train, test, folder, timer,
                                                      progress)
-        grid = _sizes(config, pm)
         handoff.open()
         if not is_main():  # the other ranks: evaluation only, then they wait for the report
             return _follow(handoff, config, pm, test, grid)
