@@ -390,7 +390,7 @@ def _load_model(config: RunConfig, timer: _Timer) -> Any:
 
 def _load_data(config: RunConfig, pm: Any, out: Path, timer: _Timer) -> Tuple[Path, Any, Any]:
     """The dataset's path, and loaders of its train and test splits."""
-    from auto_circuit_dcd.data import load_examples, make_loader, split_examples
+    from auto_circuit_dcd.data import check_split_sizes, load_examples, make_loader, split_examples
     from auto_circuit_dcd.distributed import from_main
 
     with timer.stage("dataset", "reading the dataset" if not config.task
@@ -398,6 +398,7 @@ def _load_data(config: RunConfig, pm: Any, out: Path, timer: _Timer) -> Tuple[Pa
         path = from_main(lambda: _dataset_path(config, pm.tokenizer, out))
         examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
         train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
+        check_split_sizes(len(train_ex), len(examples), config.max_clusters)
         return (path, make_loader(train_ex, config.batch_size),
                 make_loader(test_ex, config.batch_size))
 
