@@ -180,8 +180,9 @@ def _cmd_export_mib(args: argparse.Namespace) -> int:
     done = export_mib(args.run_dir)
     sizes = sorted({f["edge_fraction"] for f in done.files if f["edge_fraction"] is not None})
     circuits = sorted({f["circuit"] for f in done.files})
+    scores = sorted({Path(f["file"]).name for f in done.files if f["edge_fraction"] is None})
     print(f"wrote {len(done.files)} EAP-IG graph files to {done.folder}: {len(circuits)} "
-          f"circuits ({', '.join(circuits)}), each as importances.json and at "
+          f"circuits ({', '.join(circuits)}), each as {' and '.join(scores)} and at "
           f"{len(sizes)} sizes ({', '.join(f'{100 * p:g}%' for p in sizes)}); "
           f"list in {done.folder / 'index.json'}")
     return 0

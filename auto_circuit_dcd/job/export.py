@@ -8,12 +8,15 @@
 2. for every circuit (``single``, ``cluster_<c>``, ``k_random_<c>``) writes
    ``mib/<circuit>/importances.json``: every edge with its score, all in the graph, the
    importance-score form that MIB's ``run_evaluation.py --circuit-files`` reads and cuts at
-   its own sizes;
+   its own sizes (for a model without MLPs ``importances-abs.json`` and
+   ``importances-signed.json``, one per ranking: :mod:`auto_circuit_dcd.circuits.mib`);
 3. for every size ``p`` writes ``mib/<circuit>/edges-<100p>pct.json``: the edges the run
    evaluated at ``p`` (saved by the run as ``NAME.edges.RANKING``: its selection rule and,
    under a convention with two rankings, the first, the one its curves and CPR use) as
-   ``in_graph`` flags, the binary form of MIB's multiple-circuit submissions;
-4. writes ``mib/index.json`` last: each file with its circuit, size and edge count.
+   ``in_graph`` flags, the binary form of MIB's multiple-circuit submissions; the rule,
+   ranking and edge counts are in the file's ``meta`` and its index entry;
+4. writes ``mib/index.json`` last: each file with its circuit, size, ranking and edge
+   counts, and in words what the size files hold.
 
 The old ``mib/`` folder is removed first and every file is written whole or not at all.
 Scores keep the package's sign, which is EAP-IG's with MIB's attribution metric
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List
 
+from auto_circuit_dcd.circuits.mib import size_file_name
 from auto_circuit_dcd.errors import DamagedFileError, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +41,6 @@ __all__ = ["MIB_FOLDER", "MibExport", "export_mib", "size_file_name", "run_circu
 
 MIB_FOLDER = "mib"
 INDEX_FILE = "index.json"
-IMPORTANCES_FILE = "importances.json"
 
 
 class RunFolderError(UserError, FileNotFoundError):
@@ -50,11 +53,6 @@ class MibExport:
 
     folder: Path
     files: List[Dict[str, Any]]
-
-
-def size_file_name(fraction: float) -> str:
-    """The file of a circuit at edge fraction ``fraction`` (``0.05`` -> ``edges-5pct.json``)."""
-    return f"edges-{round(100 * fraction, 9):g}pct.json"
 
 
 def _read_json(path: Path, what: str) -> Dict[str, Any]:
@@ -102,6 +100,7 @@ def run_circuits(run_dir: str | Path) -> Dict[str, Any]:
     return {"graph_config": listing["graph_config"], "circuits": circuits,
             "fractions": [float(f) for f in sets["fractions"]],
             "edge_sets": {n: vectors[f"{n}.edges.{ranking}"].bool() for n in circuits},
+            "rule": sets["selection"], "ranking": ranking,
             "selection": f"{sets['selection']} ({ranking} ranking), as evaluated by the run"}
 
 
@@ -119,8 +118,8 @@ def _read_report(run_dir: Path) -> "RunReport":
 
 def export_mib(run_dir: str | Path) -> MibExport:
     """Write ``run_dir/mib/`` (see the module docstring); returns what was written."""
+    from auto_circuit_dcd.circuits.mib import circuit_files, describe_missing, describe_selection
     from auto_circuit_dcd.files import folder_lock, write_text
-    from auto_circuit_dcd.circuits.mib import to_eap_ig_graph
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -135,22 +134,19 @@ def export_mib(run_dir: str | Path) -> MibExport:
         folder = run_dir / MIB_FOLDER
         shutil.rmtree(folder, ignore_errors=True)
         for name, circuit in circuits.items():
-            scores = circuit.scores.numpy()
-            write_text(folder / name / IMPORTANCES_FILE, json.dumps(
-                to_eap_ig_graph(circuit.edge_names, scores, circuit.mask.numpy(), cfg)))
-            files.append({"circuit": name, "file": f"{name}/{IMPORTANCES_FILE}",
-                          "edge_fraction": None, "n_edges": circuit.size})
-            for j, p in enumerate(fractions):
-                chosen = saved["edge_sets"][name][j].numpy()
-                file = f"{name}/{size_file_name(p)}"
-                write_text(folder / file, json.dumps(
-                    to_eap_ig_graph(circuit.edge_names, scores, chosen, cfg)))
-                files.append({"circuit": name, "file": file, "edge_fraction": p,
-                              "n_edges": int(chosen.sum())})
+            for file, graph, entry in circuit_files(name, circuit, saved["edge_sets"][name],
+                                                    fractions, cfg, saved["rule"],
+                                                    saved["ranking"]):
+                write_text(folder / file, json.dumps(graph))
+                files.append(entry)
         write_text(folder / INDEX_FILE, json.dumps({
             "format": "EAP-IG graph JSON (eap.graph.Graph.from_json)",
             "model": report.model, "graph_config": cfg,
             "n_edges": next(iter(circuits.values())).n_edges if circuits else 0,
+            "edges_lacking": describe_missing(
+                cfg, next(iter(circuits.values())).n_edges if circuits else 0),
             "selection": saved["selection"],
+            "size_files_hold": "the edges the run evaluated at each size: "
+                               + describe_selection(saved["rule"], saved["ranking"]),
             "files": files}, indent=1))
     return MibExport(folder=folder, files=files)
