@@ -48,7 +48,8 @@ def test_unequal_clean_corrupt_lengths_name_the_prompt(tok):
     data = {"prompts": [prompt("the cat sat", "the dog sat"),
                         prompt("the cat sat", "the big dog sat")]}
     with pytest.raises(DatasetError,
-                       match="prompt number 2 of 2 " + NO_ID + r": clean and corrupt .* \(4 vs 5\)"):
+                       match="prompt number 2 of 2 " + NO_ID
+                       + r": clean and corrupt .* \(4 vs 5\)"):
         load_examples(data, tok)
 
 

@@ -188,6 +188,8 @@ def test_the_exported_size_files_say_what_they_hold(attn_only_run):
     signed, MIB's for CPR) and its index entry and meta name the rule, ranking and counts."""
     from safetensors.torch import load_file
 
+    from auto_circuit_dcd.circuits.mib import describe_missing
+
     out = attn_only_run
     saved = load_file(str(out / "circuits.safetensors"))
     index = json.loads((out / "mib" / "index.json").read_text())
@@ -198,7 +200,6 @@ def test_the_exported_size_files_say_what_they_hold(attn_only_run):
                                         "positive first), edges tied with the last one kept")
     assert index["edges_lacking"].startswith("17 edges of EAP-IG's graph (its MLPs) are not "
                                              "in this model")
-    from auto_circuit_dcd.circuits.mib import describe_missing
     assert describe_missing(index["graph_config"], 46).startswith("none")
     sized = [e for e in index["files"] if e["edge_fraction"] is not None]
     assert len(sized) == len(fractions) * len({e["circuit"] for e in index["files"]})

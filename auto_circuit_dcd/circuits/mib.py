@@ -146,7 +146,7 @@ def _nodes_in_graph(edge_names: Sequence[str], in_graph: np.ndarray) -> Dict[str
     """EAP-IG's node rule after ``prune()``: an edge out, and the input or an edge in;
     the logits are always in."""
     out_of, into = set(), {"input", "logits"}
-    nodes = set()
+    nodes: set = set()
     for name, kept in zip(edge_names, in_graph):
         parent, child = name.split("->")
         child = child.split("<")[0]
@@ -285,7 +285,8 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
     names, scores = list(circuit.edge_names), circuit.scores.numpy()
     lacks = len(eap_ig_edge_names(cfg)) - len(names)
     everything = np.ones(len(names), dtype=bool)
-    files = []
+    files: List[Tuple[str, Dict[str, Any], Dict[str, Any]]] = []
+    meta: Dict[str, Any]
     importances: List[Tuple[str, Optional[Ranking], str]] = (
         [(IMPORTANCES_FILE, None, "abs and signed")] if not lacks else
         [(f"importances-{r}.json", r, r) for r in ("abs", "signed")])
@@ -307,10 +308,10 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
                 "holds": "the edges the run evaluated at this size: "
                          + describe_selection(rule, ranking, str(count)),
                 "edges_lacking": lacks}
-        files.append((file, to_eap_ig_graph(names, scores, chosen, cfg, ranking, meta),
-                      {"circuit": name, "file": file, "edge_fraction": p, "selection": rule,
-                       "ranking": ranking, "requested_edges": count,
-                       "n_edges": int(chosen.sum())}))
+        entry: Dict[str, Any] = {"circuit": name, "file": file, "edge_fraction": p,
+                                 "selection": rule, "ranking": ranking,
+                                 "requested_edges": count, "n_edges": int(chosen.sum())}
+        files.append((file, to_eap_ig_graph(names, scores, chosen, cfg, ranking, meta), entry))
     return files
 
 

@@ -174,14 +174,14 @@ def _offline_mode() -> Iterator[None]:
     import transformers.utils.hub as transformers_hub
     from huggingface_hub import constants
 
-    saved = constants.HF_HUB_OFFLINE, getattr(transformers_hub, "_is_offline_mode", None)
+    hub_was, transformers_was = constants.HF_HUB_OFFLINE, transformers_hub._is_offline_mode
     constants.HF_HUB_OFFLINE = True
     transformers_hub._is_offline_mode = True
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = saved[0]
-        transformers_hub._is_offline_mode = saved[1]
+        constants.HF_HUB_OFFLINE = hub_was
+        transformers_hub._is_offline_mode = transformers_was
 
 
 def _transformer_lens(name: str, **kwargs: Any) -> Any:
