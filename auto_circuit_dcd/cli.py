@@ -24,8 +24,8 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterator, List, NoReturn, Optional, Tuple, Union,
-                    get_type_hints)
+from typing import (Any, Callable, Dict, Iterator, List, Literal, NoReturn, Optional, Tuple,
+                    Union, get_type_hints)
 
 from auto_circuit_dcd import __version__
 from auto_circuit_dcd.job.config import (ATTRIBUTION, CIRCUITS, CLUSTERING, DATA, MACHINE,
@@ -101,6 +101,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> Dict[str, Any]:
         args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
         if getattr(kind, "__origin__", None) is Union and len(args) == 1:  # Optional[X]
             kind = args[0]
+        if getattr(kind, "__origin__", None) is Literal:  # a choice: its values are text
+            kind = str
         choices = f.metadata.get("choices")
         names = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         group = groups[f.metadata["group"]]

@@ -297,7 +297,8 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
         files.append((f"{name}/{file_name}",
                       to_eap_ig_graph(names, scores, everything, cfg, file_ranking, meta),
                       {"circuit": name, "file": f"{name}/{file_name}", "edge_fraction": None,
-                       "ranking": read_with, "n_edges": len(names)}))
+                       "ranking": read_with, "selection": None, "requested_edges": None,
+                       "n_edges": len(names)}))
     sets = np.asarray(edge_sets, dtype=bool)
     for j, p in enumerate(fractions):
         chosen = sets[j]
