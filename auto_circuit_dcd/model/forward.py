@@ -22,7 +22,9 @@ what they need from the plain model, exactly:
 6. :func:`source_outputs`: every source's output on a batch in one plain forward (what
    auto-circuit's ``src_ablations`` gives with the flags on), and the logits at the last
    position only (:func:`last_position_only`: the final residual is cut to its last
-   position before ``ln_final`` and the unembedding, which then cost ``1/pos``).
+   position before ``ln_final`` and the unembedding, which then cost ``1/pos``);
+7. :func:`stack_cap_bytes`: the working memory one stacked pass (copies of a batch along
+   the batch dimension) may use.
 
 Half precision: a float16 / bfloat16 model runs in its dtype, while everything rebuilt
 from it (source differences, head outputs, destination gradients, norm Jacobians,
