@@ -18,7 +18,7 @@ import torch
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
 from conftest import random_examples
-from test_fast_attribution import MODELS
+from test_fast_attribution import patchable  # noqa: F401  (the nine architectures)
 
 
 def _mu(logits, example):
@@ -79,14 +79,6 @@ def reference_eap_ig(pm, example, steps: int) -> torch.Tensor:
         row[i] = float((diff.double() * node(grads, e.dest.module_name, e.dest.head_idx)
                         .double()).sum())
     return row
-
-
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def patchable(request):
-    model = MODELS[request.param]()
-    model.eval()
-    model.requires_grad_(False)
-    return dcd.make_patchable(model)
 
 
 @pytest.mark.parametrize("backend", ["fast", "hooks"])
