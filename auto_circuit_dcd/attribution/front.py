@@ -14,7 +14,9 @@ positive = the edge supports the clean behaviour), computed per example.
 
 This module is the front: it checks the input, picks a backend (:data:`BACKENDS`), runs
 it batch by batch (every example of a batch has the same token length; the passes are
-:func:`auto_circuit_dcd.attribution.passes.run_passes`), keeps rows per batch in the cache
+:func:`auto_circuit_dcd.attribution.passes.run_passes`: EAP-IG's steps stacked along the
+batch dimension within ``max_stack_gib``, each destination's gradient summed over the steps
+before one contraction with the source differences), keeps rows per batch in the cache
 (:mod:`auto_circuit_dcd.attribution.cache`) when asked, and assembles the :class:`AttributionMatrix`
 with the current loader's example ids and groups. Inside an initialised process group
 (:mod:`auto_circuit_dcd.distributed`) every rank calls it with the same arguments; the
@@ -51,8 +53,8 @@ __all__ = ["attribute", "METHODS", "BACKENDS"]
 METHODS: Dict[str, Optional[int]] = {"eap": 1, "eap-ig": None}
 #: backend name -> batch function
 #: ``(model, graph, batch, metric, alphas, max_stack_gib=None) -> (rows, mu)``.
-#: "fast": flag-free forward with closed-form norm Jacobians (fast_attribution.py);
-#: "hooks": auto-circuit's per-head hook points (hooks_attribution.py). Both give the
+#: "fast": flag-free forward with closed-form norm Jacobians (:mod:`.fast`);
+#: "hooks": auto-circuit's per-head hook points (:mod:`.hooks`). Both give the
 #: same rows; "auto" (the default) takes "fast" where the model is supported.
 BACKENDS: Dict[str, Callable[..., Tuple[Tensor, Tensor]]] = {
     "fast": fast_attribute_batch,
