@@ -28,7 +28,8 @@ reset); "above model" subtracts the RSS before it.
 Usage::
 
     python benchmarks/bench_attribution.py --model smollm2-135m --n 32 --batch-size 16
-    python benchmarks/bench_attribution.py --model gpt2-like --n 16 --modes floor,passes,dcd-eap-ig --ig-steps 1,5,10
+    python benchmarks/bench_attribution.py --model gpt2-like --n 32 \
+        --modes floor,passes,dcd-eap-ig --ig-steps 1,5,10
 """
 
 from __future__ import annotations
