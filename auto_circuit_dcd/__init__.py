@@ -58,6 +58,9 @@ _EXPORTS: Dict[str, str] = {
     "cluster_quality": "auto_circuit_dcd.metrics",
     "cpr": "auto_circuit_dcd.metrics",
     "cmd": "auto_circuit_dcd.metrics",
+    # what each cluster is
+    "describe_clusters": "auto_circuit_dcd.explain",
+    "ClusterDescriptions": "auto_circuit_dcd.explain",
     # the main job and its report
     "RunConfig": "auto_circuit_dcd.job.config",
     "run": "auto_circuit_dcd.job.pipeline",

@@ -489,3 +489,214 @@ def test_report_json_has_exactly_the_keys_the_readme_lists(tiny_run):
 
     check(rep, listed, "report")
     assert len(listed["dcd"]["clusters"]) >= 6  # the parser read the nested record
+
+
+# ----------------------------------------------------------------------------- help and errors
+def test_run_help_lists_the_options_by_stage_each_with_its_default(capsys, monkeypatch):
+    """Oracle: each RunConfig field's ``group``; the groups appear in the stages' order and
+    every option of ``run`` says its default."""
+    import re
+    from dataclasses import fields
+
+    from auto_circuit_dcd.cli import RUN_GROUPS
+    from auto_circuit_dcd.job.config import RunConfig
+
+    monkeypatch.setenv("COLUMNS", "2000")
+    parser, run = _subparser("run")
+    titles = [g.title for g in run._action_groups]
+    assert titles[-len(RUN_GROUPS):] == list(RUN_GROUPS)
+    grouped = {a.dest: g.title for g in run._action_groups for a in g._group_actions}
+    for f in fields(RunConfig):
+        assert grouped[f.name] == f.metadata["group"], f.name
+    assert grouped["quiet"] == "report and output"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--help"])
+    text = capsys.readouterr().out
+    at = [text.index(f"\n{title}:\n") for title in RUN_GROUPS]
+    assert at == sorted(at)
+    # one entry per option: its line and the indented lines of help under it
+    entries = re.findall(r"^  (-\S+.*(?:\n {4,}.*)*)", text, re.M)
+    by_option = {e.split()[0].rstrip(","): " ".join(e.split()) for e in entries}
+    for a in run._actions:
+        if a.dest != "help":
+            entry = by_option[a.option_strings[0]]
+            assert re.search(r"\(default: [^)]", entry), f"no default: {entry}"
+    assert by_option["--edge-fractions"].endswith(
+        "(default: MIB's grid, 0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1)")
+    assert by_option["--mib-parity"].endswith("(default: off)")
+
+
+def test_what_an_option_left_out_means_is_what_the_job_does():
+    """Oracle: the job's own defaults: the MIB grid, and the convention a config with the
+    option left out gets (with and without --mib-parity)."""
+    from dataclasses import fields
+
+    from auto_circuit_dcd.cli import WHEN_NOT_GIVEN
+    from auto_circuit_dcd.evaluation import MIB_GRID
+    from auto_circuit_dcd.job.config import RunConfig
+
+    assert set(WHEN_NOT_GIVEN) == {f.name for f in fields(RunConfig) if f.default is None}
+    grid = ",".join(f"{p:g}" for p in RunConfig().fraction_grid())
+    assert grid == ",".join(f"{p:g}" for p in MIB_GRID)
+    assert WHEN_NOT_GIVEN["edge_fractions"].endswith(grid)
+    plain, mib = RunConfig().convention(), RunConfig(mib_parity=True).convention()
+    assert WHEN_NOT_GIVEN["selection"] == f"{plain.selection}; {mib.selection} under --mib-parity"
+    assert (plain.selection, mib.selection) == ("topn-fill", "topn-prune")
+    assert WHEN_NOT_GIVEN["ranking"] == (f"{plain.cpr_ranking}; under --mib-parity "
+                                         f"{mib.cpr_ranking} for CPR and {mib.cmd_ranking} "
+                                         "for CMD")
+    assert plain.cmd_ranking == plain.cpr_ranking
+    assert WHEN_NOT_GIVEN["cmd"] == f"{plain.cmd_form}; {mib.cmd_form} under --mib-parity"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--edge-fractions", "2"], "argument --edge-fractions: edge fractions are shares "
+                                       "of all edges in [0, 1] (0.05 = 5%), got 2"),
+    (["run", "--edge-fractions", "0.1,x"], "argument --edge-fractions: edge fractions are "
+                                           "numbers"),
+    (["run", "--method", "nope"], "argument --method: invalid choice: 'nope'"),
+    (["run", "--max-clusters", "two"], "argument --max-clusters: invalid int value: 'two'"),
+    (["make-dataset", "--out", "x.json"], "the following arguments are required: --task"),
+])
+def test_a_bad_option_is_one_line_without_the_usage_block(capsys, argv, says):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    command = f"auto-circuit-dcd {argv[0]}"
+    assert err[0].startswith(f"{command}: error: {says}")
+    assert err[0].endswith(f"; see {command} --help")
+
+
+HELP_IMPORTS = """
+import contextlib, io, sys
+from auto_circuit_dcd.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(["run", "--help"])
+    except SystemExit:
+        pass
+print([m for m in ("torch", "auto_circuit", "transformer_lens", "sklearn", "transformers")
+       if m in sys.modules])
+"""
+
+
+def test_run_help_imports_nothing_heavy():
+    """``--help`` stays fast: the libraries that take seconds to import are not touched."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_bug_report_address_is_the_tracker_or_says_where_to_look(monkeypatch):
+    import importlib.metadata as md
+
+    from auto_circuit_dcd.cli import _bug_report_address
+
+    class Meta:
+        def __init__(self, urls):
+            self.urls = urls
+
+        def get_all(self, key):
+            return self.urls if key == "Project-URL" else None
+
+    monkeypatch.setattr(md, "metadata",
+                        lambda name: Meta(["Homepage, https://h.example",
+                                           "Issues, https://h.example/issues"]))
+    assert _bug_report_address() == "https://h.example/issues"
+    monkeypatch.setattr(md, "metadata", lambda name: Meta(None))
+    assert _bug_report_address().startswith("the maintainers of auto-circuit-dcd")
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "metadata", missing)
+    assert _bug_report_address().startswith("the maintainers of auto-circuit-dcd")
+
+
+# ----------------------------------------------------------------------------- small splits
+@pytest.fixture
+def attribution_refused(monkeypatch):
+    """Attribution fails the run if it starts; records what was said before it."""
+    from auto_circuit_dcd.attribution import front
+
+    def refuse(*a, **k):
+        raise AssertionError("attribution ran")
+
+    monkeypatch.setattr(front, "attribute", refuse)
+
+
+def test_a_small_training_split_is_warned_about_before_attribution(tmp_path, capsys,
+                                                                   attribution_refused):
+    """8 prompts, 2 held out: 6 training prompts for up to 3 clusters (9 wanted); at this
+    share ask for ceil(9 * 8 / 6) = 12. The warning is one line, before attribution."""
+    import sys
+    import warnings
+
+    from test_pipeline import RUN, tiny_prompts, write
+
+    def to_stderr(message, category, filename, lineno, file=None, line=None):
+        """Python's own way to show a warning (pytest records them instead)."""
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    data = write(tmp_path / "d.json", tiny_prompts(8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = to_stderr
+        assert main(RUN + ["--dataset", str(data), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    before = err[:err.index("AssertionError: attribution ran")]
+    said = [line for line in before.splitlines() if "training split" in line]
+    assert len(said) == 1, before
+    assert said[0].startswith("auto-circuit-dcd: warning: the training split has 6 prompt(s) "
+                              "(of 8 read")
+    assert "--n 12," in said[0] and "--max-clusters" in said[0]
+
+
+def test_a_training_split_too_small_to_cluster_is_refused_in_one_line(tmp_path, capsys,
+                                                                      attribution_refused):
+    from test_pipeline import RUN, tiny_prompts, write
+
+    data = write(tmp_path / "d.json", tiny_prompts(3))  # 1 held out, 2 to cluster
+    assert main(RUN + ["--dataset", str(data), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("auto-circuit-dcd run: error: the training split has 2 "
+                             "prompt(s) (of 3 read")
+    assert "at least 3" in err[0] and "--n 14" in err[0]  # ceil(9 * 3 / 2)
+
+
+# ----------------------------------------------------------------------------- the run folder
+def test_a_finished_run_leaves_no_lock_and_one_file_mode(tiny_run):
+    """Oracle: the mode open() gives a new file under this process's umask."""
+    import os
+    import stat
+
+    out = tiny_run[0]
+    assert not list(out.rglob(".lock"))
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "circuits.safetensors" for p in files)
+    modes = {p.relative_to(out).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
+def test_a_failed_run_leaves_no_lock(tmp_path, capsys, monkeypatch):
+    from auto_circuit_dcd.cluster import GroupedDiscovery
+    from test_pipeline import RUN, tiny_prompts, write
+
+    def broken(self, *a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(GroupedDiscovery, "fit", broken)
+    out = tmp_path / "out"
+    assert main(RUN + ["--dataset", str(write(tmp_path / "d.json", tiny_prompts(12))),
+                       "--out", str(out)]) == 1
+    assert "ZeroDivisionError: a bug" in capsys.readouterr().err
+    assert out.is_dir() and list(out.rglob("*.safetensors"))  # the cache is kept to resume
+    assert not list(out.rglob(".lock"))

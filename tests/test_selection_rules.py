@@ -171,6 +171,7 @@ def test_toy_job_greedy_under_mib_parity(tmp_path):
     assert "Circuit selection and cluster stability" in html and "|1 - faithfulness|" in html
 
 
+@pytest.mark.slow
 def test_toy_job_with_acdc_builds_its_baselines_with_acdc(tmp_path, monkeypatch):
     """Oracle: what auto-circuit's ACDC returned when run on all training examples (the
     single circuit) and on each K-random part (the seeded split, computed here), its inf

@@ -160,7 +160,7 @@ def _load_data(config: RunConfig, pm: "PatchableModel", folder: RunFolder,
                timer: _Timer) -> Tuple[Path, "ExampleLoader", "ExampleLoader", float]:
     """The dataset's path, loaders of its train and test splits, and the share of its
     prompts in the test split (what turns a test-set size into prompts to ask for)."""
-    from auto_circuit_dcd.data import load_examples, make_loader, split_examples
+    from auto_circuit_dcd.data import check_split_sizes, load_examples, make_loader, split_examples
     from auto_circuit_dcd.distributed import from_main
 
     with timer.stage("dataset", "reading the dataset" if not config.task
@@ -168,6 +168,7 @@ def _load_data(config: RunConfig, pm: "PatchableModel", folder: RunFolder,
         path = from_main(lambda: _dataset_path(config, pm.tokenizer, folder))
         examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
         train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
+        check_split_sizes(len(train_ex), len(examples), config.max_clusters)
         return (path, make_loader(train_ex, config.batch_size),
                 make_loader(test_ex, config.batch_size), len(test_ex) / len(examples))
 
