@@ -74,10 +74,11 @@ def test_the_reports_descriptions_are_those_of_the_saved_run(toy_job):
         ranking=conv.cpr_ranking, random_state=config.seed)
     assert report.cluster_descriptions is not None
     _close(report.cluster_descriptions.to_dict(), desc.to_dict())
-    # the circuits compared are those evaluated at --p-cross (5% of 81 edges: 4 asked)
+    # the circuits compared are those evaluated at --p-cross (5% of 81 edges: 4 asked, by
+    # the run's selection rule)
     evaluated = folder.circuits(at=config.p_cross)
     (diff,) = report.cluster_descriptions.circuit_differences
-    assert diff.size == 4 and diff.selection == "topn-prune"
+    assert diff.size == 4 and diff.selection == report.circuit_selection.rule
     assert (diff.n_a, diff.n_b) == (evaluated["cluster_0"].size, evaluated["cluster_1"].size)
     assert report.timings["description"] >= 0
 

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.skipif(
     reason="no Chromium: install Debian's chromium package (.ci/run does) or set CHROMIUM")
 
 
+@pytest.mark.slow
 def test_the_check_sees_errors_and_undrawn_figures(tmp_path):
     """The oracle for the check itself: a page with a known error and a figure that
     never draws, and a page with one working plotly figure."""
@@ -81,8 +82,10 @@ def toy_run(tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_toy_report_draws_every_figure_without_errors(toy_run, tmp_path):
     import json
+    import re
 
     from auto_circuit_dcd.job.run_folder import RunFolder
 
@@ -93,13 +96,15 @@ def test_toy_report_draws_every_figure_without_errors(toy_run, tmp_path):
     assert seen.figures >= 7 and seen.drawn == seen.figures  # + the distinguishing diagram
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # each circuit drawn is the one evaluated at --p-cross (5%): floor(0.05 * 81) = 4 edges
-    # asked, those of them on an input-to-logits path kept (the evaluation's saved sets)
+    # asked, chosen by the default topn-fill (the evaluation's saved sets)
     page = (out / "report.html").read_text()
     evaluated = RunFolder(out).circuits(at=0.05)
+    assert report.circuit_selection.rule == "topn-fill"
     for c in report.cross_faithfulness.labels:
         n = evaluated[f"cluster_{c}"].size
-        assert (f"the circuit evaluated at 5% of all edges: {n} of 81 edges (of the top 4 by "
-                "|score|, those on an input-to-logits path") in page
+        assert (f"the circuit evaluated at 5% of all edges: {n} of 81 edges (the top edges by "
+                "|score| on input-to-logits paths, refilled down the ranking until 4 lie on "
+                "paths") in page
     assert "top 4 of 81 edges by |score|" not in page
     assert '"logits"' in page
     probe = json.loads(seen.probe)
@@ -113,6 +118,13 @@ def test_toy_report_draws_every_figure_without_errors(toy_run, tmp_path):
         assert "attention head" in legend["text"] and "logits" in legend["text"]
     # the first paragraph says what was found; shares read as percentages
     assert "k = 2" in probe["findings"] and "Cluster 0" in probe["findings"]
+    # and the verdicts of report.json at --p-cross and on CPR, one sentence per claim
+    for v in report.uncertainty.verdicts:
+        if v.size is None or abs(v.size - 0.05) < 1e-12:
+            at = "on CPR" if v.size is None else "at 5% of edges"
+            assert re.search(f'Verdict on "{re.escape(v.statement)}" ' + r"\(level [^)]*\): "
+                             rf'([^"]*?, )?{v.outcome}( \([^)]*\))? {at}[,.]',
+                             probe["findings"]), (v, probe["findings"])
     assert probe["routingShare"] and probe["routingShare"][0].endswith("100%")
     # per cluster: its exemplars as the report holds them (typical, then ambiguous), and
     # its tables of nodes and edges that set it apart
@@ -128,6 +140,7 @@ def test_toy_report_draws_every_figure_without_errors(toy_run, tmp_path):
     assert probe["fieldsTable"] >= 1 + 3 * len(desc.clusters) + 1
 
 
+@pytest.mark.slow
 def test_prompts_are_shown_as_text_never_as_markup(toy_run, tmp_path):
     """A prompt, an answer and a field value carrying markup and entities: the page shows
     each as the exact text, and nothing in them runs."""

@@ -41,6 +41,8 @@ __all__ = ["draw_fraction", "circuit_caption", "distinguishing_caption", "page_e
 RULE_WORDS = {
     "topn": "the top {n} by {key}, ties kept",
     "topn-prune": "of the top {n} by {key}, those on an input-to-logits path",
+    "topn-fill": "the top edges by {key} on input-to-logits paths, refilled down the ranking "
+                 "until {n} lie on paths",
     "greedy": "{n} grown from the logits by {key}, those on an input-to-logits path",
 }
 RANKING_WORDS = {"abs": "|score|", "signed": "signed score"}

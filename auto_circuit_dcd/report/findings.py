@@ -13,7 +13,7 @@ takes the :class:`~auto_circuit_dcd.report.records.RunReport` and returns its se
    the size of the per-cluster numbers, and the CPR of DCD, the single circuit and the
    random split;
 5. :func:`verdict_sentences`: the method's claims as verdicts, from the report's verdicts
-   (the place where they are said).
+   (``uncertainty.verdicts``): each claim's outcome at ``p`` and on CPR.
 
 Sentences are plain text (prompts and field values as the dataset has them): the page
 escapes them.
@@ -26,7 +26,7 @@ from typing import Callable, List, Optional, Tuple
 from auto_circuit_dcd.report.glossary import K_RULES
 from auto_circuit_dcd.report.records import RunReport
 
-__all__ = ["FINDINGS", "LISTED", "findings", "clustering_sentences", "cluster_sentences",
+__all__ = ["FINDINGS", "LISTED", "OWN_PARAGRAPH", "findings", "clustering_sentences", "cluster_sentences",
            "quality_sentences", "faithfulness_sentences", "verdict_sentences"]
 
 
@@ -103,9 +103,26 @@ def faithfulness_sentences(report: RunReport) -> List[str]:
 
 
 def verdict_sentences(report: RunReport) -> List[str]:
-    """The verdicts on the method's claims, one sentence each, from the report's verdict
-    field; none until the report carries one."""
-    return []
+    """The verdicts on the method's claims (``report.uncertainty.verdicts``), one sentence
+    per claim: its outcome at the size of the per-cluster numbers and on CPR, flagged where
+    the circuits compared hold different edge counts; none without verdicts."""
+    from auto_circuit_dcd.report.summary import same_size, verdict_text
+
+    u = report.uncertainty
+    if u is None or not u.verdicts:
+        return []
+    p = report.cross_faithfulness.p
+    out = []
+    for claim in dict.fromkeys(v.claim for v in u.verdicts):
+        of = [v for v in u.verdicts if v.claim == claim]
+        at_p = next((v for v in of if same_size(v.size, p)), None)
+        on_cpr = next((v for v in of if v.size is None), None)
+        parts = ([f"{verdict_text(u, at_p)} at {100 * p:.3g}% of edges"] if at_p else []) + \
+                ([f"{verdict_text(u, on_cpr)} on CPR"] if on_cpr else [])
+        if parts:
+            out.append(f'Verdict on "{of[0].statement}" (level {1 - u.settings.level:.2g}): '
+                       + ", ".join(parts) + ".")
+    return out
 
 
 #: the parts of the first paragraph, in order (each: report -> its sentences)
@@ -120,6 +137,8 @@ FINDINGS: List[Callable[[RunReport], List[str]]] = [
 
 #: parts whose sentences are items of a list on the page (one per cluster)
 LISTED: Tuple[Callable[[RunReport], List[str]], ...] = (cluster_sentences,)
+#: parts that start a paragraph of their own on the page
+OWN_PARAGRAPH: Tuple[Callable[[RunReport], List[str]], ...] = (verdict_sentences,)
 
 
 def findings(report: RunReport) -> List[str]:
