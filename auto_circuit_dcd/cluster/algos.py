@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Dict, Optional, Set
 
+import numpy as np
 import torch
 
 from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
@@ -38,9 +39,10 @@ def largest_cluster_prune_scores(
     A = attribute(model, dataloader, method=method, ig_steps=ig_steps, metric=metric,
                   progress=False)
     params.setdefault("random_state", 42)
-    gd = GroupedDiscovery(**params).fit(A, model=model if A.layout is None else None)
+    gd = GroupedDiscovery(**params).fit(A)
+    largest = A.prune_scores(np.flatnonzero(gd.labels_ == 0), model=model)
     device = next(iter(model.parameters())).device
-    return {name: t.to(device) for name, t in gd.circuits_[0].items()}
+    return {name: t.to(device) for name, t in largest.items()}
 
 
 def largest_cluster_algo(key: str, method: str, name: Optional[str] = None,
