@@ -38,6 +38,7 @@ _EXPORTS: Dict[str, str] = {
     "EdgeGraph": "auto_circuit_dcd.circuits.graph",
     # grouped discovery and its baselines
     "GroupedDiscovery": "auto_circuit_dcd.cluster",
+    "cluster_circuits": "auto_circuit_dcd.cluster",
     "cluster_stability": "auto_circuit_dcd.cluster",
     "ClusterStability": "auto_circuit_dcd.cluster",
     "single_circuit": "auto_circuit_dcd.cluster",
@@ -57,10 +58,14 @@ _EXPORTS: Dict[str, str] = {
     "cluster_quality": "auto_circuit_dcd.metrics",
     "cpr": "auto_circuit_dcd.metrics",
     "cmd": "auto_circuit_dcd.metrics",
+    # what each cluster is
+    "describe_clusters": "auto_circuit_dcd.explain",
+    "ClusterDescriptions": "auto_circuit_dcd.explain",
     # the main job and its report
     "RunConfig": "auto_circuit_dcd.job.config",
     "run": "auto_circuit_dcd.job.pipeline",
     "RunReport": "auto_circuit_dcd.report.records",
+    "RunFolder": "auto_circuit_dcd.job.run_folder",
     "write_html": "auto_circuit_dcd.report",
     # datasets
     "make_dataset": "auto_circuit_dcd.tasks",

@@ -16,7 +16,7 @@ import sys
 import traceback
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union, get_type_hints
+from typing import Any, Callable, Dict, List, Literal, Optional, Union, get_type_hints
 
 from auto_circuit_dcd import __version__
 from auto_circuit_dcd.job.config import RunConfig
@@ -67,6 +67,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
         if getattr(kind, "__origin__", None) is Union and len(args) == 1:  # Optional[X]
             kind = args[0]
+        if getattr(kind, "__origin__", None) is Literal:  # a choice: its values are text
+            kind = str
         choices = f.metadata.get("choices")
         names = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         if kind is bool:  # a flag: off by default

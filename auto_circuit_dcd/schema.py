@@ -1,22 +1,33 @@
 """Typed records <-> JSON: dataclasses checked against their type hints, one NaN rule,
 and a JSON Schema of each record for validators outside Python.
 
-1. :func:`to_jsonable`: a dataclass becomes a dict of its fields in order; numpy arrays
-   and scalars become lists and Python numbers; a float that is NaN or infinite becomes
-   ``null`` (the one NaN rule: a number that does not exist is ``null`` in JSON and NaN
-   in Python);
+A result record (a dataclass) is written once, by the computation that makes it, and read
+back into the same type: the report holds the records the computations return, and this
+module alone turns them into JSON and back.
+
+1. :func:`to_jsonable`: a dataclass becomes a dict of its fields in order, each encoded by
+   its type hint: numpy arrays and scalars become lists and Python numbers; a float that is
+   NaN or infinite becomes ``null`` (the one NaN rule: a number that does not exist is
+   ``null`` in JSON and NaN in Python); a label (``Hashable``) and every dict key become
+   text;
 2. :func:`from_jsonable`: JSON data becomes the dataclass, every value checked against
    its field's type; ``null`` where a ``float`` is expected becomes NaN; a missing key, a
    key the record does not have or a value of the wrong type is a :class:`SchemaError`
-   naming where it is (``report.dcd.clusters[1].size``);
+   naming where it is (``report.dcd.clusters[1].size``); a field the record computes
+   itself (``field(init=False)``) is checked and then recomputed;
 3. :func:`json_schema`: the same types as a JSON Schema (draft 2020-12).
 
 Types understood: ``bool``, ``int``, ``float``, ``str``, ``Any`` (any JSON value),
-``Optional[T]``, ``Union[A, B]``, ``List[T]``, ``Dict[str, T]`` and dataclasses of these.
+``Hashable`` (a label: text in JSON, read back as text), ``Optional[T]``, ``Union[A, B]``,
+``List[T]``, ``Dict[K, T]`` (``K``: ``str``, ``int`` or ``Hashable``; keys are text in
+JSON, ``int`` keys read back as numbers), ``Annotated[np.ndarray, F]`` (a numpy array whose
+JSON form is ``F``, e.g. ``List[List[int]]``; read back as an array of ``F``'s number type)
+and dataclasses of these. :class:`Record` gives a dataclass ``to_dict`` / ``from_dict``.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import typing
@@ -24,17 +35,32 @@ from typing import Any, Dict, Type, TypeVar, Union
 
 import numpy as np
 
-__all__ = ["SchemaError", "jsonable", "to_jsonable", "from_jsonable", "json_schema"]
+__all__ = ["SchemaError", "Record", "jsonable", "to_jsonable", "from_jsonable", "json_schema"]
 
 T = TypeVar("T")
+R = TypeVar("R", bound="Record")
+_HASHABLE = (typing.Hashable, collections.abc.Hashable)
 
 
 class SchemaError(ValueError):
     """JSON data that does not fit its record type; the message says where and why."""
 
 
+class Record:
+    """A dataclass whose JSON form is given by its type hints (mixed into result records)."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON form as Python data (NaN as None, labels and keys as text)."""
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls: Type[R], data: Dict[str, Any], where: str = "") -> R:
+        """A record from parsed JSON, every key and type checked (:class:`SchemaError`)."""
+        return from_jsonable(cls, data, where or cls.__name__)
+
+
 def _hints(cls: type) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def jsonable(x: Any) -> Any:
@@ -58,9 +84,32 @@ def jsonable(x: Any) -> Any:
     return x
 
 
+def _encode(x: Any, tp: Any) -> Any:
+    """``x`` as JSON-ready data, led by its type hint ``tp``."""
+    origin = typing.get_origin(tp)
+    if x is None:
+        return None
+    if tp in _HASHABLE:
+        return str(jsonable(x))
+    if origin in (list, typing.List):
+        (item,) = _args(tp) or (Any,)
+        return [_encode(v, item) for v in x]
+    if origin in (dict, typing.Dict):
+        _, value = _args(tp) or (str, Any)
+        return {str(jsonable(k)): _encode(v, value) for k, v in x.items()}
+    if origin is Union:
+        options = [o for o in _args(tp) if o is not type(None)]
+        if len(options) == 1:
+            return _encode(x, options[0])
+    return jsonable(x)
+
+
 def to_jsonable(record: Any) -> Dict[str, Any]:
-    """``record`` (a dataclass) as JSON-ready data: its fields in order, NaN as None."""
-    return {f.name: jsonable(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    """``record`` (a dataclass) as JSON-ready data: its fields in order, each encoded by its
+    type hint (NaN as None, labels and keys as text)."""
+    hints = _hints(type(record))
+    return {f.name: _encode(getattr(record, f.name), hints[f.name])
+            for f in dataclasses.fields(record)}
 
 
 def _args(tp: Any) -> tuple:
@@ -71,6 +120,15 @@ def _decode(data: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return data
+    if origin is typing.Annotated:  # a numpy array and its JSON form
+        array_type, form = _args(tp)[:2]
+        if array_type is not np.ndarray:
+            raise TypeError(f"{where}: Annotated[{array_type}, ...] is not one a record can hold")
+        return np.asarray(_decode(data, form, where), dtype=_number_type(form))
+    if tp in _HASHABLE:
+        if isinstance(data, str):
+            return data
+        raise SchemaError(f"{where}: expected a label (text), got {data!r:.60}")
     if origin is Union:
         options = _args(tp)
         if data is None and type(None) in options:
@@ -91,8 +149,8 @@ def _decode(data: Any, tp: Any, where: str) -> Any:
     if origin in (dict, typing.Dict):
         if not isinstance(data, dict):
             raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
-        _, value = _args(tp) or (str, Any)
-        return {str(k): _decode(v, value, f"{where}.{k}") for k, v in data.items()}
+        key, value = _args(tp) or (str, Any)
+        return {_key(k, key, where): _decode(v, value, f"{where}.{k}") for k, v in data.items()}
     if dataclasses.is_dataclass(tp):
         return from_jsonable(tp, data, where)
     if tp is float:
@@ -111,6 +169,27 @@ def _decode(data: Any, tp: Any, where: str) -> Any:
     raise SchemaError(f"{where}: expected {tp.__name__}, got {data!r:.60}")
 
 
+def _key(key: str, tp: Any, where: str) -> Any:
+    """A dict key read back as its type (``int`` keys are numbers written as text)."""
+    if tp is int:
+        try:
+            return int(key)
+        except ValueError:
+            raise SchemaError(f"{where}: key {key!r} is not a whole number") from None
+    if tp is str or tp in _HASHABLE:
+        return str(key)
+    raise TypeError(f"{where}: dict keys of type {tp} are not ones a record can hold")
+
+
+def _number_type(form: Any) -> type:
+    """The number type at the bottom of a JSON form such as ``List[List[int]]``."""
+    while typing.get_origin(form) in (list, typing.List):
+        (form,) = _args(form)
+    if form not in (int, float, bool):
+        raise TypeError(f"an array's JSON form must hold numbers, not {form}")
+    return form
+
+
 def from_jsonable(cls: Type[T], data: Any, where: str = "report") -> T:
     """``data`` (parsed JSON) as a ``cls`` record, checked field by field."""
     if not isinstance(data, dict):
@@ -124,7 +203,9 @@ def from_jsonable(cls: Type[T], data: Any, where: str = "report") -> T:
     values = {}
     for name, f in fields.items():
         if name in data:
-            values[name] = _decode(data[name], hints[name], f"{where}.{name}")
+            value = _decode(data[name], hints[name], f"{where}.{name}")
+            if f.init:  # a field the record computes is checked, then computed again
+                values[name] = value
         elif (f.default is dataclasses.MISSING
               and f.default_factory is dataclasses.MISSING):  # type: ignore[misc]
             raise SchemaError(f"{where}: missing key {name!r}")
@@ -139,6 +220,10 @@ def _schema_of(tp: Any, defs: Dict[str, Any]) -> Dict[str, Any]:
     origin = typing.get_origin(tp)
     if tp is Any:
         return {}
+    if origin is typing.Annotated:
+        return _schema_of(_args(tp)[1], defs)
+    if tp in _HASHABLE:
+        return {"type": "string"}
     if tp in _PRIMITIVE:
         return dict(_PRIMITIVE[tp])
     if origin is Union:

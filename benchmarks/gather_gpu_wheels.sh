@@ -3,7 +3,7 @@
 # a CUDA machine's own Python lacks (checked against one with Python 3.12, torch 2.11,
 # transformers 5, numpy 2, scikit-learn, scipy, pandas, pyarrow, safetensors, lxml,
 # narwhals, xxhash and pytest installed; no network there). Run here, where pip reaches
-# PyPI; then carry .whl to that machine and install it there with (README, "Scale"):
+# PyPI; then carry .whl to that machine and install it there with (docs/scale.md, "GPU figures"):
 #
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 #   export PYTHONPATH=$PWD:/tmp/site

@@ -22,7 +22,7 @@ faithfulness on random models of real shapes, with the plain-forward floor besid
    under torchrun, and the speed-up); skipped with one GPU or none;
 4. a table on stdout and everything as JSON in ``--out`` (default ``$OUT`` if set).
 
-Run on a CUDA machine with its own torch (see README, "Scale": how to carry the missing
+Run on a CUDA machine with its own torch (see docs/scale.md, "GPU figures": how to carry the missing
 pure-Python packages there as wheels)::
 
     python benchmarks/gpu_check.py                  # full size, under 8 minutes on one H200

@@ -147,8 +147,8 @@ fig.show()"""),
 
 For EAP, the circuit of a set of examples is the mean of their rows; the single baseline
 takes the mean over every training example."""),
-    ("code", """single = dcd.single_circuit(A)[0]  # auto-circuit PruneScores
-top = dcd.Circuit.from_matrix(A).top(8)             # its 8 edges of largest |score|
+    ("code", """single = dcd.single_circuit(A)[0]  # a dcd.Circuit: scores with edge names and graph
+top = single.top(8)                  # its 8 edges of largest |score|
 pd.DataFrame({"edge": top.edges, "score": top.scores[top.mask].tolist()}).sort_values(
     "score", key=abs, ascending=False)"""),
     ("md", """## 4. DCD: cluster the examples, one circuit per cluster
@@ -156,9 +156,10 @@ pd.DataFrame({"edge": top.edges, "score": top.scores[top.mask].tolist()}).sort_v
 `GroupedDiscovery` reduces the rows (truncated SVD), tries agglomerative, divisive and
 k-means clustering for each k, and chooses k from silhouette, elbow and gap statistic. It
 never sees the task labels; we use them only afterwards, to score the clusters (adjusted
-Rand index, ARI: 1 = the clusters are the tasks, 0 = chance)."""),
-    ("code", """gd = dcd.GroupedDiscovery(clusterer="auto", base_algo="eap", max_clusters=8,
-                          random_state=SEED).fit(A)
+Rand index, ARI: 1 = the clusters are the tasks, 0 = chance). `cluster_circuits` then gives
+one circuit per cluster: for EAP, the mean of the cluster's rows."""),
+    ("code", """gd = dcd.GroupedDiscovery(clusterer="auto", max_clusters=8, random_state=SEED).fit(A)
+clusters = dcd.cluster_circuits(A, gd.labels_)  # {cluster label: Circuit}
 quality = dcd.cluster_quality(A.groups, gd.labels_)
 print(f"method {gd.method_}, k = {gd.n_clusters_}, sizes {gd.cluster_sizes_}")
 print(f"ARI {quality.ari:.3f}, NMI {quality.nmi:.3f}, purity {quality.purity:.3f}")
@@ -187,11 +188,11 @@ prompt. Four curves:
 routing = dict(zip(A_test.example_ids, route.tolist()))
 k_random = dcd.k_random_circuits(A, gd.n_clusters_, random_state=SEED)
 circuits = {"single": single}
-circuits.update({f"cluster {c}": ps for c, ps in gd.circuits_.items()})
-circuits.update({f"random {c}": ps for c, ps in k_random.items()})
+circuits.update({f"cluster {c}": circuit for c, circuit in clusters.items()})
+circuits.update({f"random {c}": circuit for c, circuit in k_random.items()})
 results = dcd.evaluate_circuits(pm, test, circuits, sorted(set(FRACTIONS) | {P}))
 
-dcd_multi = dcd.combine_circuits({c: results[f"cluster {c}"] for c in gd.circuits_},
+dcd_multi = dcd.combine_circuits({c: results[f"cluster {c}"] for c in clusters},
                                  routing=routing)
 rnd_multi = dcd.combine_circuits({c: results[f"random {c}"] for c in k_random})
 fr = results["single"].fractions
@@ -215,9 +216,10 @@ on the other."""),
 test_by_task = {t: test.subset([i for i, g in zip(test.example_ids, test.groups) if g == t])
                 for t in tasks}
 groups = np.asarray(A.groups)
-cross_circuits = {f"task {t}": A.prune_scores(rows=np.flatnonzero(groups == t)) for t in tasks}
+cross_circuits = {f"task {t}": dcd.Circuit.from_matrix(A, rows=np.flatnonzero(groups == t))
+                  for t in tasks}
 cross_circuits["single"] = single
-cross_circuits.update({f"cluster {c}": ps for c, ps in gd.circuits_.items()})
+cross_circuits.update({f"cluster {c}": circuit for c, circuit in clusters.items()})
 cross = dcd.cross_faithfulness(pm, cross_circuits, test_by_task, p=P)
 cross_df = pd.DataFrame(cross.matrix, index=cross.row_labels, columns=cross.col_labels)
 fig = px.imshow(cross_df.round(2), text_auto=True, color_continuous_scale="Viridis",
@@ -225,9 +227,7 @@ fig = px.imshow(cross_df.round(2), text_auto=True, color_continuous_scale="Virid
                 title=f"Cross-faithfulness at p = {P:.0%}")
 fig.show()
 
-overlap = dcd.overlap_matrix({k: dcd.Circuit.from_prune_scores(v, pm)
-                              for k, v in cross_circuits.items()},
-                             k=int(P * pm.n_edges))
+overlap = dcd.overlap_matrix(cross_circuits, k=int(P * pm.n_edges))
 overlap_df = pd.DataFrame(overlap.matrix, index=overlap.labels, columns=overlap.labels)
 px.imshow(overlap_df.round(2), text_auto=True, title=f"Top-{int(P * pm.n_edges)} edge IoU").show()"""),
     ("md", """## 7. The same as one command, and its typed report
@@ -235,16 +235,17 @@ px.imshow(overlap_df.round(2), text_auto=True, title=f"Top-{int(P * pm.n_edges)}
 `dcd.run(dcd.RunConfig(...))` is `auto-circuit-dcd run` from Python: it does all of the
 above with the job's own defaults (its clusterer search, the `topn-prune` selection rule,
 routing, K-random) and writes `report.json`, `report.html`, the circuits and the matrices
-into `out`. It returns the report as typed records, `dcd.RunReport`, which is also what
-`dcd.RunReport.load(out)` reads back from `report.json`: `report.dcd.clusters`,
+into `out`. It returns the report as typed records, `dcd.RunReport`: `report.dcd.clusters`,
 `report.single.cpr`, `report.cross_faithfulness.matrix`, ... (missing values are NaN here
-and `null` in the file)."""),
+and `null` in the file). `dcd.RunFolder(out)` reads the folder back without the model: the
+same report, the attribution matrices, and the circuits, with all their edges or with those
+evaluated at one size."""),
     ("code", """import contextlib
 import io
 import tempfile
 from pathlib import Path
 
-from auto_circuit_dcd.job.pipeline import summary_table
+from auto_circuit_dcd.report.summary import summary_table
 
 out = Path(os.environ.get("DCD_NB_OUT") or tempfile.mkdtemp(prefix="dcd-nb01-")) / "run"
 config = dcd.RunConfig(out=str(out), n=N, seed=SEED, edge_fractions=sorted(set(FRACTIONS) | {P}),
@@ -252,6 +253,9 @@ config = dcd.RunConfig(out=str(out), n=N, seed=SEED, edge_fractions=sorted(set(F
 with contextlib.redirect_stdout(io.StringIO()):  # the job prints this summary and its path
     report = dcd.run(config, progress=False)
 print(summary_table(report))
+folder = dcd.RunFolder(out)
+saved = folder.circuits(at=P)  # each circuit with the edges the run evaluated at P
+print({name: c.size for name, c in saved.items()})
 j = report.p_index
 pd.DataFrame([{"cluster": c.label, "train size": c.size, "test examples": c.n_test,
                "composition": c.composition, f"own circuit, f at {P:.0%}": c.faithfulness_own[j],
@@ -260,9 +264,9 @@ pd.DataFrame([{"cluster": c.label, "train size": c.size, "test examples": c.n_te
 
 Computed from the results above."""),
     ("code", """i_p = int(np.flatnonzero(np.isclose(fr, P))[0])
-majority = {c: quality.majority_label[c] for c in gd.circuits_}
-own = [cross_df.loc[f"cluster {c}", majority[c]] for c in gd.circuits_]
-other = [cross_df.loc[f"cluster {c}", t] for c in gd.circuits_ for t in tasks if t != majority[c]]
+majority = {c: quality.majority_label[c] for c in clusters}
+own = [cross_df.loc[f"cluster {c}", majority[c]] for c in clusters]
+other = [cross_df.loc[f"cluster {c}", t] for c in clusters for t in tasks if t != majority[c]]
 summary = {
     "n_clusters": int(gd.n_clusters_), "ari": float(quality.ari), "purity": float(quality.purity),
     "p": P, "f_single": float(curves["single"][i_p]),
@@ -273,7 +277,10 @@ summary = {
     "run": {"n_clusters": report.n_clusters, "ari": report.cluster_quality.ari,
             "f_single": report.single.faithfulness[j],
             "f_dcd_routed": report.dcd.faithfulness_routed[j],
-            "reloaded_equal": dcd.RunReport.load(out).to_dict() == report.to_dict()},
+            "reloaded_equal": folder.report().to_dict() == report.to_dict(),
+            "saved_sizes": {name: c.size for name, c in saved.items()},
+            "evaluated_sizes": {name: counts[j] for name, counts in
+                                report.achieved_edge_counts.items()}},
 }
 verdict = ("beats" if summary["f_dcd_routed"] > summary["f_single"] else "does not beat")
 display(Markdown(f\"\"\"
@@ -359,7 +366,7 @@ One attribution pass over all training prompts (EAP, one row per example); the c
 a variant is the mean of its rows."""),
     ("code", """A = dcd.attribute(pm, dcd.make_loader(train, batch_size=16), method="eap", progress=False)
 row_groups = np.asarray(A.groups)
-circuits = {g: A.prune_scores(rows=np.flatnonzero(row_groups == g)) for g in groups}
+circuits = {g: dcd.Circuit.from_matrix(A, rows=np.flatnonzero(row_groups == g)) for g in groups}
 print(A)"""),
     ("md", """## 3. Edge overlap
 
@@ -369,9 +376,8 @@ Two measures: the Jaccard index of each circuit's top-k edges with k = 5% of the
 floor, the same top-k overlap between two halves of one variant's training prompts: with
 few prompts per variant, part of the difference between variants is sampling noise."""),
     ("fig", """k = int(P * pm.n_edges)
-as_circuits = {g: dcd.Circuit.from_prune_scores(ps, pm) for g, ps in circuits.items()}
-ov_top = dcd.overlap_matrix(as_circuits, k=k)
-ov_mass = dcd.overlap_matrix(as_circuits, gamma=0.99)
+ov_top = dcd.overlap_matrix(circuits, k=k)
+ov_mass = dcd.overlap_matrix(circuits, gamma=0.99)
 split_half = {}
 for g in groups:
     rows = np.flatnonzero(row_groups == g)
@@ -418,8 +424,8 @@ summary = {
     "n_train": A.n_examples, "n_test": len(test), "p": P, "k": k,
     "accuracy": accuracy, "cross": cross.to_dict(), "overlap_top_k": ov_top.to_dict(),
     "overlap_mass": ov_mass.to_dict(), "split_half_top_k": split_half,
-    "top_k_edges": {g: np.argsort(-np.abs(A.layout.from_prune_scores(circuits[g]).numpy()),
-                                  kind="stable")[:k].tolist() for g in groups},
+    "top_k_edges": {g: np.argsort(-np.abs(circuits[g].scores.numpy()), kind="stable")[:k].tolist()
+                    for g in groups},
     "diag_mean": float(np.mean(np.diag(m))), "off_diag_mean": float(np.mean(m[off])),
     "overlap_off_diag_mean": float(np.mean(ov_top.matrix[off])),
     "split_half_mean": float(np.mean(list(split_half.values()))),
@@ -504,7 +510,8 @@ circuit is the mean of all rows of the mixture."""),
     ("code", """A = dcd.attribute(pm, train, method="eap", progress=False)
 A_test = dcd.attribute(pm, test, method="eap", progress=False)
 row_groups = np.asarray(A.groups)
-circuits = {f"{t} alone": A.prune_scores(rows=np.flatnonzero(row_groups == t)) for t in tasks}
+circuits = {f"{t} alone": dcd.Circuit.from_matrix(A, rows=np.flatnonzero(row_groups == t))
+            for t in tasks}
 circuits["single (mixture)"] = dcd.single_circuit(A)[0]
 print(A)"""),
     ("md", """## 3. DCD on the mixture
@@ -518,7 +525,7 @@ labels are used only to score the clusters (ARI), never to fit or choose them.
 
 Test examples are then routed to a cluster by `predict`. The cluster circuits join the
 others so that one evaluation pass measures everything."""),
-    ("fig", """fits = {prep: dcd.GroupedDiscovery(clusterer="auto", base_algo="eap", preprocessing=prep,
+    ("fig", """fits = {prep: dcd.GroupedDiscovery(clusterer="auto", preprocessing=prep,
                                   max_clusters=MAX_CLUSTERS, random_state=SEED).fit(A)
         for prep in ["raw", "binary"]}
 print(pd.DataFrame([{"preprocessing": prep, "method": g.method_, "k": g.n_clusters_,
@@ -528,7 +535,8 @@ print(pd.DataFrame([{"preprocessing": prep, "method": g.method_, "k": g.n_cluste
 gd = fits["binary"]
 quality = dcd.cluster_quality(list(A.groups), gd.labels_)
 routing = dict(zip(A_test.example_ids, gd.predict(A_test).tolist()))
-circuits.update({f"cluster {c}": ps for c, ps in gd.circuits_.items()})
+clusters = dcd.cluster_circuits(A, gd.labels_)  # {cluster label: Circuit}
+circuits.update({f"cluster {c}": circuit for c, circuit in clusters.items()})
 emb = gd.embedding_
 px.scatter(x=emb[:, 0], y=emb[:, 1], color=list(A.groups),
            symbol=[f"cluster {c}" for c in gd.labels_],
@@ -569,7 +577,7 @@ already computed for every circuit and test example."""),
 
 
 per_cluster = []
-for c in gd.circuits_:
+for c in clusters:
     ids = [i for i, r in routing.items() if r == c]
     per_cluster.append({"cluster": c, "train size": gd.cluster_sizes_[c], "test size": len(ids),
                         "majority task": quality.majority_label[c],

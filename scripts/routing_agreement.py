@@ -33,7 +33,7 @@ def main() -> int:
     for prep in ("raw", "l2"):
         for clusterer in ("agglomerative", "divisive", "kmeans"):
             gd = dcd.GroupedDiscovery(clusterer=clusterer, preprocessing=prep,
-                                      base_algo="eap", random_state=42).fit(A)
+                                      random_state=42).fit(A)
             Z, labels = gd.embedding_, gd.labels_
             print(f"{prep:>13} {clusterer:>13} {gd.n_clusters_:>3} "
                   f"{centroid_agreement(Z, labels):>17.4f} "

@@ -1,4 +1,4 @@
-"""The README's table of selection rules: CPR and f at 1/5/10% per rule, from run reports.
+"""The table of selection rules in docs/choosing-options.md: CPR and f at 1/5/10% per rule, from run reports.
 
 Reads the ``report.json`` of main-job runs that differ only in ``--selection`` and prints,
 per rule: CPR (single, DCD routed, DCD oracle), f at the given sizes for the single circuit,
@@ -19,7 +19,7 @@ import math
 import sys
 from typing import Dict, List, Optional
 
-from auto_circuit_dcd import RunReport
+from auto_circuit_dcd import RunFolder, RunReport
 from auto_circuit_dcd.report.values import fixed
 
 #: faithfulness differences below this are not counted (the table shows 3 decimals)
@@ -77,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("|---|---|---|" + "---|" * len(sizes) + "---|")
     verdicts = []
     for run in args.runs:
-        report = RunReport.load(run)
+        report = RunFolder(run).report()
         print("\n".join(_rows(report, sizes)))
         vs = own_vs_single(report)
         said = "yes" if not (vs["below"] or vs["level"]) else "no"

@@ -27,7 +27,7 @@ def library(out: Path) -> None:
     import auto_circuit_dcd as dcd
     from auto_circuit_dcd import distributed as dist
     from auto_circuit_dcd.errors import ClusteringError, ConfigError
-    from auto_circuit_dcd.job.pipeline import _output_folder
+    from auto_circuit_dcd.job.run_folder import RunFolder
 
     pm = dcd.make_patchable(dcd.load_model("tiny-random"))
     loader = dcd.make_loader(random_examples(13, lengths=(6,)), batch_size=3)  # 5 batches
@@ -52,7 +52,7 @@ def library(out: Path) -> None:
                            ("from_main", lambda: dist.from_main(fails_on_rank_0)),
                            ("busy_cache", lambda: dcd.attribute(pm, loader, progress=False,
                                                                 cache_dir=out / "busy")),
-                           ("busy_run", lambda: _output_folder(out / "busy-run").__enter__())):
+                           ("busy_run", lambda: RunFolder(out / "busy-run").hold().__enter__())):
             try:
                 call()
                 errors[name] = None

@@ -238,6 +238,45 @@ def test_save_load_round_trip(tiny_pm, tmp_path):
         Circuit.load(tmp_path / "nothing")
 
 
+def test_a_circuit_saved_in_the_first_format_still_loads(tiny_pm, tmp_path):
+    """Format 1 (one circuit as ``scores`` and ``mask``) written by hand with the bundle
+    writer; it reads back as the same circuit."""
+    from auto_circuit_dcd.files import save_bundle
+
+    c = Circuit.from_prune_scores(random_prune_scores(tiny_pm, 7), tiny_pm, meta={"label": "x"})
+    sub = c.top(5)
+    save_bundle(tmp_path / "old", {"scores": sub.scores, "mask": sub.mask},
+                {"format_version": 1, "n_edges": c.n_edges, "edge_names": list(c.edge_names),
+                 "layout": c.layout.to_json(), "graph": c.graph.to_json(), "meta": c.meta},
+                "circuit.safetensors", "circuit.json")
+    back = Circuit.load(tmp_path / "old")
+    assert torch.equal(back.scores, c.scores) and torch.equal(back.mask, sub.mask)
+    assert back.meta == {"label": "x"} and back.graph.same_as(c.graph)
+
+
+def test_named_circuits_share_one_file(tiny_pm, tmp_path):
+    """Several circuits, their edge sets and a caller's tensors in one file; a circuit of
+    all edges stores no mask."""
+    from safetensors.torch import load_file
+
+    from auto_circuit_dcd.circuits.circuit import load_circuits, save_circuits
+
+    a = Circuit.from_prune_scores(random_prune_scores(tiny_pm, 8), tiny_pm, meta={"label": "a"})
+    b = Circuit.from_prune_scores(random_prune_scores(tiny_pm, 9), tiny_pm).top(6)
+    extra = {"a.edges.abs": torch.ones(2, a.n_edges, dtype=torch.bool)}
+    save_circuits(tmp_path, {"a": a, "b": b}, "c.safetensors", "c.json", extra_tensors=extra,
+                  extra_meta={"note": 1})
+    assert sorted(load_file(str(tmp_path / "c.safetensors"))) == ["a", "a.edges.abs", "b",
+                                                                   "b.mask"]
+    files = load_circuits(tmp_path, "c.safetensors", "c.json")
+    assert list(files.circuits) == ["a", "b"] and files.meta["note"] == 1
+    assert torch.equal(files.circuits["b"].mask, b.mask) and files.circuits["a"].size == a.n_edges
+    assert torch.equal(files.circuits["a"].scores, a.scores)
+    assert list(files.tensors) == ["a.edges.abs"] and files.circuits["a"].meta == {"label": "a"}
+    with pytest.raises(ValueError, match="not one"):
+        files.one()
+
+
 def test_from_matrix_is_the_mean_of_rows(tiny_pm):
     from auto_circuit_dcd.data import make_loader
     from conftest import random_examples

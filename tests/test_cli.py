@@ -149,6 +149,39 @@ def test_the_choices_shown_are_the_tables_that_implement_them():
         assert set(shown[name]) == set(table), name
 
 
+def test_each_options_rule_is_declared_once(tmp_path):
+    """Each choice's allowed values are its Literal type's, shown by --help and checked by
+    RunConfig.check from the one rule table; a bad value given from Python is refused by
+    check, naming the flag."""
+    from dataclasses import fields
+    from typing import Literal, Union, get_args, get_origin, get_type_hints
+
+    from auto_circuit_dcd.errors import ConfigError
+    from auto_circuit_dcd.job.config import PARAMETER_CONSTRAINTS, OneOf, RunConfig
+
+    hints = get_type_hints(RunConfig)
+    meta = {f.name: f.metadata for f in fields(RunConfig)}
+    assert set(PARAMETER_CONSTRAINTS) <= set(meta)
+    for name, kind in hints.items():
+        if get_origin(kind) is Union:
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        if get_origin(kind) is Literal:
+            assert PARAMETER_CONSTRAINTS[name] == OneOf(get_args(kind)), name
+            assert meta[name]["choices"] == get_args(kind), name
+    good = {"model": "tiny-random", "dataset": str(write(tmp_path / "d.json", tiny_prompts(8))),
+            "out": str(tmp_path / "out")}
+    assert RunConfig(**good).check() == RunConfig(**good)
+    for bad, message in [({"k_rule": "mean"}, "--k-rule must be one of ['silhouette', "),
+                         ({"batch_size": None}, "--batch-size must be a whole number"),
+                         ({"draw_fraction": 0.0}, "--draw-fraction is a fraction of edges in "
+                                                  "(0, 1], got 0.0"),
+                         ({"base_algo": "nope"}, "--base-algo: base_algo must be one of")]:
+        with pytest.raises(ConfigError) as err:
+            RunConfig(**good, **bad).check()
+        assert str(err.value).startswith(message), str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", ["make-dataset", "fetch-model", "export-mib"])
 def test_every_option_of_the_other_commands_has_help(command):
     _, sub = _subparser(command)
@@ -255,12 +288,12 @@ def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
 
 # ----------------------------------------------------------------------------- report.json
 def readme_report_keys():
-    """The README's report.json list: {top-level key: {sub-keys}} (a ``[{...}]`` entry
+    """docs/report.md's report.json list: {top-level key: {sub-keys}} (a ``[{...}]`` entry
     gives the keys of each element of a list)."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
     bullet = re.search(r"^- `report.json`, the typed.*?^- `", text, re.S | re.M).group(0)
     listing = bullet[bullet.index("`schema_version`,"):bullet.index("`versions`.") + 11]
     keys, pos = {}, 0

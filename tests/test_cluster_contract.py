@@ -8,8 +8,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from auto_circuit_dcd.cluster import (GroupedDiscovery, k_random_circuits, random_circuits,
                                       representative_circuits, single_circuit)
-from auto_circuit_dcd.model.edges import edge_layout
 from auto_circuit_dcd.attribution.matrix import AttributionMatrix
+from auto_circuit_dcd.circuits.circuit import Circuit
+from auto_circuit_dcd.model.edges import edge_layout
 from test_cluster_recovery import blobs
 
 
@@ -63,22 +64,22 @@ def test_fitted_clone_is_unfitted(planted):
 # ------------------------------------------------------------- AttributionMatrix
 def test_attribution_matrix_fits_without_a_model(planted_matrix, tiny_pm):
     """``fit`` takes the matrix alone; each cluster's circuit is built from ``labels_``
-    outside (here the EAP rule, the mean of the cluster's rows)."""
-    from auto_circuit_dcd.cluster.circuits import rows_circuit
+    outside (``cluster_circuits``; EAP: the mean of the cluster's rows)."""
+    from auto_circuit_dcd.cluster import cluster_circuits
 
     A, y, centers = planted_matrix
     gd = GroupedDiscovery(max_clusters=5, gap_references=5, random_state=0).fit(A)
     assert adjusted_rand_score(y, gd.labels_) == 1.0
     assert gd.example_ids_ == A.example_ids
     assert not hasattr(gd, "circuits_")
-    X = A.to_numpy()
-    for c in range(gd.n_clusters_):
+    circuits = cluster_circuits(A, gd.labels_)
+    assert sorted(circuits) == list(range(gd.n_clusters_)) == [0, 1, 2]
+    for c, circuit in circuits.items():
         rows = np.flatnonzero(gd.labels_ == c)
-        ps = rows_circuit("eap", X, A, rows)
-        expect = A.layout.to_prune_scores(A.scores[rows].double().mean(0).float())
+        torch.testing.assert_close(circuit.scores.float(),
+                                   A.scores[rows].double().mean(0).float())
+        ps = circuit.to_prune_scores()
         assert set(ps) == {w.module_name for w in tiny_pm.dest_wrappers}
-        for name in ps:
-            torch.testing.assert_close(ps[name], expect[name])
     new = AttributionMatrix(torch.tensor(blobs((3, 3, 3), d=A.n_edges, seed=8,
                                                centers=centers)[0], dtype=torch.float32),
                             A.edge_names)
@@ -87,10 +88,13 @@ def test_attribution_matrix_fits_without_a_model(planted_matrix, tiny_pm):
 
 
 # -------------------------------------------------------------------- baselines
-def test_baselines(planted_matrix):
+def test_baselines(planted_matrix, tiny_pm):
+    """Circuits over the matrix's edges; oracle: the means and medoids recomputed here."""
     A, y, _ = planted_matrix
-    mean_all = A.layout.from_prune_scores(single_circuit(A)[0])
-    torch.testing.assert_close(mean_all, A.scores.double().mean(0).float())
+    single = single_circuit(A)[0]
+    assert isinstance(single, Circuit) and single.edge_names == tuple(A.edge_names)
+    assert single.meta == {"label": "single", "base_algo": "eap"}
+    torch.testing.assert_close(single.scores.float(), A.scores.double().mean(0).float())
 
     parts = k_random_circuits(A, 3, random_state=42)
     again = k_random_circuits(A, 3, random_state=42)
@@ -98,18 +102,25 @@ def test_baselines(planted_matrix):
     order = np.random.RandomState(42).permutation(A.n_examples)
     for i, part in enumerate(np.array_split(order, 3)):  # 11, 11, 10 examples
         ref = A.scores[np.sort(part)].double().mean(0).float()
-        torch.testing.assert_close(A.layout.from_prune_scores(parts[i]), ref)
-        torch.testing.assert_close(A.layout.from_prune_scores(again[i]), ref)
+        torch.testing.assert_close(parts[i].scores.float(), ref)
+        torch.testing.assert_close(again[i].scores.float(), ref)
+        assert parts[i].meta["label"] == f"k_random_{i}"
 
     X = A.to_numpy()
-    rep = representative_circuits(X, y)
+    rep = representative_circuits(A, y)
     for c in range(3):
         rows = np.flatnonzero(y == c)
         dists = [np.linalg.norm(X[rows] - X[r], axis=1).sum() for r in rows]
-        np.testing.assert_allclose(rep[c], X[rows[int(np.argmin(dists))]])
+        np.testing.assert_allclose(rep[c].scores.numpy(), X[rows[int(np.argmin(dists))]])
+    # plain rows take their edges from the model
+    from_model = representative_circuits(X, y, model=tiny_pm)
+    assert from_model[0].edge_names == rep[0].edge_names
+    torch.testing.assert_close(from_model[0].scores, rep[0].scores)
+    with pytest.raises(ValueError, match="no edge layout"):
+        representative_circuits(X, y)
 
     rnd = random_circuits(A, n_circuits=2, random_state=0)
-    vecs = [A.layout.from_prune_scores(rnd[i]) for i in range(2)]
+    vecs = [rnd[i].scores for i in range(2)]
     assert all(v.abs().max() <= 1 and v.min() < 0 < v.max() for v in vecs)
     assert not torch.equal(vecs[0], vecs[1])
     with pytest.raises(ValueError, match="cannot split"):

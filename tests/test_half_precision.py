@@ -3,7 +3,8 @@
 The oracle is the same model in float32. A float16 / bfloat16 model's own forward and
 backward round (its logits and metric differ from float32's: the floor, measured here
 too); the backend adds float32 accumulation only, so the rows' error stays within a small
-multiple of that floor. Bounds are the measured maxima (README, "Scale") with a 2x margin.
+multiple of that floor. Bounds are the measured maxima (docs/scale.md, "Half precision")
+with a 2x margin.
 """
 
 import copy

@@ -17,6 +17,7 @@ LAYERS = [
     {"circuits"},
     {"cluster", "evaluation"},
     {"metrics"},
+    {"explain"},
     {"report"},
     {"job"},
     {"cli", "registry"},

@@ -163,6 +163,8 @@ def test_quickstart_toy(kernel_env, monkeypatch) -> None:
     assert run["n_clusters"] >= 2 and run["ari"] > 0.5
     assert run["f_dcd_routed"] > run["f_single"] + 0.1
     assert run["reloaded_equal"] is True
+    # the run folder's circuits at p hold the edges the evaluation counted there
+    assert run["saved_sizes"] == run["evaluated_sizes"]
 
 
 def test_inside_auto_circuit(kernel_env, monkeypatch) -> None:

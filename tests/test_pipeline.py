@@ -189,3 +189,47 @@ def test_the_model_table_gives_the_loaded_models_tokenizer_and_dataset():
     assert load_tokenizer("toy-two-task")(text)["input_ids"] == model.tokenizer(text)["input_ids"]
     assert embedded_dataset("tiny-random") is None and embedded_dataset("gpt2") is None
     assert set(OFFLINE_MODELS) == set(MODELS) == set(MODEL_LOADERS) and "gpt2" not in MODELS
+
+
+def test_the_run_folder_reads_back_the_circuits_the_run_evaluated(report):
+    """Oracle: each cluster's circuit recomputed here as the mean of its training rows (the
+    saved matrix and the report's labels), the edge counts the evaluation reported at each
+    size, and the run's selection rule applied afresh to the saved scores."""
+    import numpy as np
+
+    from auto_circuit_dcd.evaluation.faithfulness import edge_count
+    from auto_circuit_dcd.job.run_folder import RunFolder
+
+    out, rep = report
+    folder = RunFolder(out)
+    assert folder.report().to_dict() == rep
+    A = folder.attributions("train")
+    circuits = folder.circuits()
+    assert list(circuits) == list(rep["achieved_edge_counts"])
+    labels = np.asarray(rep["labels"])
+    for c in rep["cross_faithfulness"]["labels"]:
+        mean = A.scores[labels == c].double().mean(0).float().double()
+        torch.testing.assert_close(circuits[f"cluster_{c}"].scores, mean, rtol=0, atol=0)
+        assert circuits[f"cluster_{c}"].meta == {"label": f"cluster_{c}", "base_algo": "eap"}
+    sizes = folder.sizes()
+    assert sizes.fractions == rep["edge_fractions"]
+    assert sizes.selection == rep["circuit_selection"]["rule"]
+    for j, p in enumerate(sizes.fractions):
+        for name, c in folder.circuits(at=p).items():
+            assert c.size == rep["achieved_edge_counts"][name][j]
+            again = circuits[name].select(sizes.selection, edge_count(p, rep["n_edges"]),
+                                          sizes.rankings[0])
+            assert torch.equal(again.mask, c.mask)
+    with pytest.raises(KeyError, match="evaluated no size 0.3"):
+        folder.circuits(at=0.3)
+    assert folder.graph_config()["n_layers"] == 2
+
+
+def test_a_folder_without_a_finished_run_of_this_version_is_named(tmp_path):
+    from auto_circuit_dcd.job.run_folder import RunFolder, RunFolderError
+
+    with pytest.raises(RunFolderError, match="holds no finished run"):
+        RunFolder(tmp_path).report()
+    (tmp_path / "circuits.json").write_text(json.dumps({"edge_names": [], "layout": []}))
+    with pytest.raises(RunFolderError, match="written by an older version"):
+        RunFolder(tmp_path).circuits()

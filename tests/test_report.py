@@ -409,3 +409,23 @@ def test_a_dataset_shipped_with_the_package_is_named_relative_to_it():
     assert dataset_name(toy_dataset_path("mixed")) == str(
         Path("auto_circuit_dcd", "toy", "assets", "mixed.json"))
     assert dataset_name("/data/my prompts.json") == "/data/my prompts.json"
+
+
+def test_circuit_captions_say_what_is_drawn_and_why():
+    """Oracle: the captions written out by hand for the planted report (46 edges, p 5%)."""
+    import dataclasses
+
+    from auto_circuit_dcd.report.captions import circuit_caption
+
+    rep = synthetic_report()
+    assert circuit_caption(rep, 2) == ("top 2 of 46 edges by |score| (5% of all edges: the size "
+                                       "of the cross-faithfulness matrix and the per-cluster "
+                                       "table)")
+    assert circuit_caption(rep, 0).endswith(
+        "; nothing to draw at this size, choose a larger --draw-fraction")
+    assert circuit_caption(rep, 301).endswith(
+        "; not drawn: more than 300 edges do not draw legibly, choose a smaller "
+        "--draw-fraction")
+    wide = dataclasses.replace(rep, config={"draw_fraction": 0.5})
+    assert circuit_caption(wide, 23) == ("top 23 of 46 edges by |score| (50% of all edges: "
+                                         "--draw-fraction; the per-cluster numbers are at 5%)")

@@ -271,18 +271,18 @@ def test_a_non_eap_base_algorithm_through_the_pipeline(tmp_path, tiny_pm):
 
 def test_a_run_killed_while_writing_never_leaves_an_old_report_beside_new_data(
         tmp_path, monkeypatch, tiny_pm):
-    from auto_circuit_dcd.job import pipeline
+    from auto_circuit_dcd.job import pipeline, run_folder
 
     out = tmp_path / "out"
     run_tiny(write(tmp_path / "a.json", tiny_prompts(24, seed=0)), out)
-    real = pipeline.write_text
+    real = run_folder.write_text
 
     def killed(dest, text):
         if dest.name == "report.json":
             raise KeyboardInterrupt
         return real(dest, text)
 
-    monkeypatch.setattr(pipeline, "write_text", killed)
+    monkeypatch.setattr(run_folder, "write_text", killed)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(pipeline.RunConfig(
             model="tiny-random", dataset=str(write(tmp_path / "b.json", tiny_prompts(24, seed=1))),

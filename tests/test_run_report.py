@@ -82,7 +82,7 @@ def test_a_malformed_report_is_refused_where_it_is_wrong(toy_report, where, chan
 
 
 def test_the_readme_key_list_is_the_schema(toy_report):
-    """The README's list of report.json keys names exactly the schema's top-level fields,
+    """docs/report.md's list of report.json keys names exactly the schema's top-level fields,
     and every sub-key it lists is a field of the record it sits in."""
     from test_cli import readme_report_keys
 
@@ -117,3 +117,38 @@ def test_the_schema_file_in_docs_is_the_schema():
 
     shipped = Path(__file__).resolve().parents[1] / "docs" / "report.schema.json"
     assert json.loads(shipped.read_text()) == RunReport.json_schema()
+
+
+def test_the_records_computations_return_go_through_json_and_back():
+    """The report holds what cluster_quality and cluster_stability return; their JSON form
+    by hand: labels and keys as text, arrays as lists, NaN as null, computed fields checked
+    and computed again."""
+    import numpy as np
+
+    from auto_circuit_dcd.cluster.stability import ClusterStability
+    from auto_circuit_dcd.metrics.quality import ClusterQuality, cluster_quality
+
+    q = cluster_quality(["a", "a", "b", "b", "b"], [0, 0, 0, 1, 1])
+    d = q.to_dict()
+    assert d["contingency"] == [[2, 1], [0, 2]] and d["clusters"] == ["0", "1"]
+    assert d["per_cluster"] == {"0": pytest.approx(2 / 3), "1": 1.0}
+    assert d["majority_label"] == {"0": "a", "1": "b"} and d["purity"] == pytest.approx(0.8)
+    assert (d["n_labelled"], d["n_unlabelled"]) == (5, 0)
+    back = ClusterQuality.from_dict(json.loads(json.dumps(d)))
+    assert back.to_dict() == d and back.contingency.dtype.kind == "i"
+
+    st = ClusterStability(method="subsample", fraction=0.8, ari=np.array([1.0, 0.5]),
+                          n_clusters=np.array([2, 3]), co_assignment={0: 1.0, 1: math.nan},
+                          jaccard={0: 0.5, 1: 1.0})
+    assert (st.n_resamples, st.ari_mean, st.ari_std) == (2, 0.75, 0.25)
+    d = st.to_dict()
+    assert list(d) == ["method", "fraction", "n_resamples", "ari_mean", "ari_std", "ari",
+                       "n_clusters", "co_assignment", "jaccard", "clusterer"]
+    assert d["co_assignment"] == {"0": 1.0, "1": None} and d["n_clusters"] == [2, 3]
+    back = ClusterStability.from_dict(json.loads(json.dumps(d)))
+    assert set(back.co_assignment) == {0, 1} and math.isnan(back.co_assignment[1])
+    assert back.ari.tolist() == [1.0, 0.5] and back.to_dict() == d
+    with pytest.raises(SchemaError, match="ClusterStability.n_resamples: expected int"):
+        ClusterStability.from_dict({**d, "n_resamples": "2"})
+    with pytest.raises(SchemaError, match=r"co_assignment: key 'x' is not a whole number"):
+        ClusterStability.from_dict({**d, "co_assignment": {"x": 1.0}})

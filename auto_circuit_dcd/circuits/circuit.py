@@ -15,6 +15,8 @@ circuit whose edges are a subset of this one's, so rules chain
   ``prune``, iterated to its fixed point);
 - ``greedy(count, ranking)``: grown from the logits through the best-scoring parent edges
   (EAP-IG's ``apply_greedy``), then pruned.
+- ``top_connected(count, ranking)``: ``top(m).pruned()`` for the smallest ``m`` that keeps at
+  least ``count`` edges (the pruned top edges refilled down the ranking to the asked size).
 
 :data:`SELECTIONS` names the rules that make a circuit of a given size (``"topn"``,
 ``"topn-prune"``, ``"greedy"``); :meth:`Circuit.select` applies one, and the evaluation and
@@ -23,8 +25,15 @@ the main job choose edge sets through it.
 ``top(n).pruned()`` is EAP-IG's ``apply_topn(n, absolute, prune=True)``, the rule of the
 method's release and of MIB's circuit track, up to ties (EAP-IG takes exactly ``n`` edges
 in its sort's order; ``top`` keeps every edge tied with the ``n``-th). Everything needed is
-stored with the circuit, so no rule needs the model; ``save`` writes scores and mask
-(safetensors) and names, layout and graph (JSON).
+stored with the circuit, so no rule needs the model.
+
+Files: :func:`save_circuits` writes named circuits of one model's edges as one safetensors
+file (each circuit's scores as ``NAME``, its edge set as ``NAME.mask`` when it is not every
+edge, and any tensors the caller adds) and one JSON file (format version, edge names,
+layout, graph, each circuit's ``meta``, anything the caller adds, the tensors' checksum);
+:func:`load_circuits` reads them back. ``Circuit.save`` / ``Circuit.load`` are one circuit
+named ``circuit`` in that format, and a run folder's ``circuits.safetensors`` is the same
+format (:class:`~auto_circuit_dcd.job.run_folder.RunFolder`).
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 import torch
@@ -48,11 +58,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 
-__all__ = ["Circuit", "SELECTIONS", "check_selection"]
+__all__ = ["Circuit", "CircuitLike", "SELECTIONS", "check_selection", "save_circuits",
+           "load_circuits", "CircuitFiles"]
 
 TENSORS_FILE = "circuit.safetensors"
 META_FILE = "circuit.json"
-FORMAT_VERSION = 1
+#: 2: named circuits (``NAME``, ``NAME.mask``) and their meta under ``circuits``;
+#: 1: one circuit as ``scores`` and ``mask`` (still read)
+FORMAT_VERSION = 2
+#: the name of the one circuit ``Circuit.save`` writes
+_ONE = "circuit"
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,7 +140,7 @@ class Circuit:
         """``scores`` on the circuit's edges, 0 elsewhere."""
         return torch.where(self.mask, self.scores, torch.zeros_like(self.scores))
 
-    def with_mask(self, mask: Any) -> "Circuit":
+    def with_mask(self, mask: Union[Tensor, np.ndarray]) -> "Circuit":
         """The same scores with another edge set (bool ``[n_edges]``, torch or numpy)."""
         return dataclasses.replace(self, mask=mask)
 
@@ -158,13 +173,47 @@ class Circuit:
                                                int(count), candidates=self.mask.numpy()))
         return grown.pruned() if prune else grown
 
+    def top_connected(self, count: int, ranking: str = "abs") -> "Circuit":
+        """At least ``count`` edges on input-to-logits paths: ``top(m, ranking).pruned()``
+        for the smallest ``m >= count`` that keeps ``count`` edges or more.
+
+        ``top(count).pruned()`` can keep fewer edges than asked, and different circuits
+        lose different numbers; this rule goes on down the ranking, past edges on no path,
+        until ``count`` edges lie on paths, so circuits compared at one size hold (about)
+        the same number of edges. It can hold a few more than ``count`` (the edge that
+        completes a path can bring others onto it) and holds every on-path edge of this
+        circuit when there are fewer than ``count``. Each ``top(m).pruned()`` is EAP-IG's
+        ``apply_topn(m, prune=True)``; ``m`` is found by bisection, since the on-path
+        edges of ``top(m)`` only grow with ``m``."""
+        if int(count) != count or count < 0:
+            raise ValueError(f"count must be a non-negative integer, got {count}")
+        key = rank_key(self.scores.numpy(), ranking)
+        candidates = self.mask.numpy()
+        pool = np.sort(key[candidates])[::-1]  # the m-th best key is pool[m - 1]
+
+        def on_paths(m: int) -> np.ndarray:
+            if m == 0:
+                return np.zeros_like(candidates)
+            return self.graph.on_paths(candidates & (key >= pool[m - 1]))
+
+        if count == 0:
+            return self.with_mask(np.zeros_like(candidates))
+        lo, hi = min(int(count), pool.size), pool.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if int(on_paths(mid).sum()) >= count:
+                hi = mid
+            else:
+                lo = mid + 1
+        return self.with_mask(on_paths(lo))
+
     def select(self, rule: str, count: int, ranking: str = "abs") -> "Circuit":
         """The circuit of about ``count`` edges that selection ``rule`` (a key of
         :data:`SELECTIONS`) makes from this one, edges ranked by ``ranking``."""
         return SELECTIONS[check_selection(rule)](self, int(count), ranking)
 
     # ------------------------------------------------------------ auto-circuit
-    def to_prune_scores(self, device: Any = None,
+    def to_prune_scores(self, device: Optional[Union[str, torch.device]] = None,
                         dtype: torch.dtype = torch.float32) -> Dict[str, Tensor]:
         """auto-circuit ``PruneScores`` on ``device``: the scores of the circuit's edges, 0 on
         the others (a fresh circuit gives all its scores)."""
@@ -189,23 +238,20 @@ class Circuit:
 
     # ---------------------------------------------------------------- storage
     def save(self, path: str | Path) -> Path:
-        """Write ``path/circuit.safetensors`` (scores, mask) and ``path/circuit.json``."""
-        meta = {"format_version": FORMAT_VERSION, "n_edges": self.n_edges,
-                "edge_names": list(self.edge_names), "layout": self.layout.to_json(),
-                "graph": self.graph.to_json(), "meta": self.meta}
-        return save_bundle(path, {"scores": self.scores, "mask": self.mask}, meta,
-                           TENSORS_FILE, META_FILE)
+        """Write ``path/circuit.safetensors`` (scores, mask) and ``path/circuit.json`` (names,
+        layout, graph, meta): :func:`save_circuits` of this one circuit."""
+        return save_circuits(path, {_ONE: self}, TENSORS_FILE, META_FILE)
 
     @classmethod
     def load(cls, path: str | Path) -> "Circuit":
         """Read a circuit written by :meth:`save`."""
-        tensors, meta = load_bundle(path, TENSORS_FILE, META_FILE, "Circuit")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path} holds a circuit of format version "
-                             f"{meta.get('format_version')}; this package reads {FORMAT_VERSION}")
-        return cls(tensors["scores"], meta["edge_names"], EdgeLayout.from_json(meta["layout"]),
-                   graph=EdgeGraph.from_json(meta["graph"]), mask=tensors["mask"],
-                   meta=meta.get("meta", {}))
+        return load_circuits(path, TENSORS_FILE, META_FILE, "Circuit").one()
+
+
+#: what the evaluation and the metrics take as a circuit: a ``Circuit``, auto-circuit
+#: ``PruneScores`` of the model (``{module name: scores}``) or an ``[n_edges]`` vector in the
+#: package's edge order
+CircuitLike = Union[Circuit, Mapping[str, Tensor], Tensor, np.ndarray]
 
 
 #: selection rule -> ``f(circuit, count, ranking)``, the circuit of about ``count`` edges:
@@ -226,8 +272,80 @@ def check_selection(rule: str) -> str:
     return rule
 
 
-def _cpu_copy(values: Any) -> Tensor:
+def _cpu_copy(values: Union[Tensor, np.ndarray, Sequence[float]]) -> Tensor:
     """A CPU tensor of ``values`` (torch or array-like) that shares no memory with them."""
     if isinstance(values, Tensor):
         return values.detach().cpu().clone()
     return torch.as_tensor(np.array(values))
+
+
+# ----------------------------------------------------------------------------- files
+@dataclass(frozen=True)
+class CircuitFiles:
+    """What :func:`load_circuits` read: the circuits by name, the caller's other tensors
+    and the JSON (its own keys and the caller's)."""
+
+    circuits: Dict[str, Circuit]
+    tensors: Dict[str, Tensor]
+    meta: Dict[str, Any]
+
+    def one(self) -> Circuit:
+        """The only circuit (a file of ``Circuit.save``)."""
+        if len(self.circuits) != 1:
+            raise ValueError(f"the file holds {len(self.circuits)} circuits "
+                             f"({sorted(self.circuits)}), not one")
+        return next(iter(self.circuits.values()))
+
+
+def save_circuits(path: str | Path, circuits: Mapping[str, Circuit], tensors_file: str,
+                  meta_file: str, *, extra_tensors: Optional[Mapping[str, Tensor]] = None,
+                  extra_meta: Optional[Mapping[str, Any]] = None,
+                  dtype: torch.dtype = torch.float64) -> Path:
+    """Write named circuits of one model's edges into folder ``path``: ``tensors_file``
+    (``NAME``: scores in ``dtype``; ``NAME.mask``: the edge set, when not every edge; then
+    ``extra_tensors``) and, after it, ``meta_file`` (see the module docstring). Every file
+    whole or not at all; the old JSON is removed first."""
+    if not circuits:
+        raise ValueError("no circuits to save")
+    first = next(iter(circuits.values()))
+    tensors: Dict[str, Tensor] = {}
+    for name, c in circuits.items():
+        if c.edge_names != first.edge_names or not c.graph.same_as(first.graph):
+            raise ValueError(f"circuit {name!r} is over other edges than {next(iter(circuits))!r}"
+                             ": one file holds circuits of one model's edges")
+        tensors[name] = c.scores.to(dtype)
+        if not bool(c.mask.all()):
+            tensors[f"{name}.mask"] = c.mask
+    clash = sorted(set(tensors) & set(extra_tensors or {}))
+    if clash:
+        raise ValueError(f"extra tensors {clash} clash with the circuits' own")
+    meta = {"format_version": FORMAT_VERSION, "n_edges": first.n_edges,
+            "edge_names": list(first.edge_names), "layout": first.layout.to_json(),
+            "graph": first.graph.to_json(),
+            "circuits": {name: c.meta for name, c in circuits.items()}, **(extra_meta or {})}
+    return save_bundle(path, {**tensors, **(extra_tensors or {})}, meta, tensors_file,
+                       meta_file)
+
+
+def load_circuits(path: str | Path, tensors_file: str, meta_file: str,
+                  what: str = "circuits") -> CircuitFiles:
+    """Read what :func:`save_circuits` wrote (checksum verified) and, for a file of the
+    first format (one circuit as ``scores`` and ``mask``), that circuit."""
+    tensors, meta = load_bundle(path, tensors_file, meta_file, what)
+    version = meta.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"{path} holds {what} of format version {version}; this package "
+                         f"reads 1 and {FORMAT_VERSION}")
+    names = meta["edge_names"]
+    layout = EdgeLayout.from_json(meta["layout"])
+    graph = EdgeGraph.from_json(meta["graph"])
+    if version == 1:
+        return CircuitFiles({_ONE: Circuit(tensors["scores"], names, layout, graph=graph,
+                                           mask=tensors["mask"], meta=meta.get("meta", {}))},
+                            {}, meta)
+    listed: Dict[str, Any] = meta["circuits"]
+    circuits = {name: Circuit(tensors[name], names, layout, graph=graph,
+                              mask=tensors.get(f"{name}.mask"), meta=note)
+                for name, note in listed.items()}
+    own = set(listed) | {f"{name}.mask" for name in listed}
+    return CircuitFiles(circuits, {k: v for k, v in tensors.items() if k not in own}, meta)

@@ -23,9 +23,15 @@ on the CPU are accepted) and return bool masks of the same shape.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+#: edge scores: a numpy array or a CPU torch tensor
+Scores = Union[np.ndarray, "torch.Tensor"]
 
 __all__ = ["RANKINGS", "check_ranking", "rank_key", "top_mask", "mass_mask"]
 
@@ -38,7 +44,7 @@ RANKINGS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
 _REL_TOL = 1e-12
 
 
-def _array(scores: Any) -> np.ndarray:
+def _array(scores: Scores) -> np.ndarray:
     if hasattr(scores, "detach"):
         scores = scores.detach().cpu().double().numpy()
     arr = np.asarray(scores, dtype=np.float64)
@@ -55,12 +61,12 @@ def check_ranking(ranking: str) -> str:
     return ranking
 
 
-def rank_key(scores: Any, ranking: str = "abs") -> np.ndarray:
+def rank_key(scores: Scores, ranking: str = "abs") -> np.ndarray:
     """The sort key of ``ranking`` (a key of :data:`RANKINGS`) applied to ``scores``."""
     return RANKINGS[check_ranking(ranking)](_array(scores))
 
 
-def top_mask(scores: Any, count: int, ranking: str = "abs",
+def top_mask(scores: Scores, count: int, ranking: str = "abs",
              candidates: Optional[np.ndarray] = None) -> np.ndarray:
     """Bool ``[n_edges]``: the top ``count`` candidate edges by ``ranking``, ties kept."""
     key = rank_key(scores, ranking)
@@ -79,7 +85,7 @@ def top_mask(scores: Any, count: int, ranking: str = "abs",
     return allowed & (key >= threshold)
 
 
-def mass_mask(scores: Any, gamma: float = 0.99) -> np.ndarray:
+def mass_mask(scores: Scores, gamma: float = 0.99) -> np.ndarray:
     """Bool, shape of ``scores``: per row (last axis), the smallest edge set holding
     ``gamma`` of the row's total ``|score|`` (ties by edge index)."""
     if not 0.0 < gamma <= 1.0:

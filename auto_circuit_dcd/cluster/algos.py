@@ -4,49 +4,64 @@ A DCD prune algorithm, given ``(model, dataloader, official_edges)``:
 
 1. scores every example of the loader (:func:`auto_circuit_dcd.attribute`);
 2. fits :class:`~auto_circuit_dcd.cluster.GroupedDiscovery` on the rows;
-3. returns the circuit (``PruneScores``) of the largest cluster (label 0).
+3. builds the largest cluster's (label 0) :class:`~auto_circuit_dcd.circuits.circuit.Circuit`
+   (:func:`~auto_circuit_dcd.cluster.circuits.cluster_circuits`) and hands it to auto-circuit
+   as ``PruneScores`` on the model's device.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, Optional, Set
+from typing import TYPE_CHECKING, Any, Dict, Optional, Set
 
 import numpy as np
 import torch
 
+from auto_circuit_dcd.cluster.circuits import BaseAlgo, cluster_circuits
 from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit.data import PromptDataLoader
+    from auto_circuit.prune_algos.prune_algos import PruneAlgo
+    from auto_circuit.types import Edge
+    from auto_circuit.utils.patchable_model import PatchableModel
 
 __all__ = ["largest_cluster_prune_scores", "largest_cluster_algo"]
 
 
 def largest_cluster_prune_scores(
-    model: Any,
-    dataloader: Any,
-    official_edges: Optional[Set[Any]] = None,
+    model: "PatchableModel",
+    dataloader: "PromptDataLoader",
+    official_edges: Optional[Set["Edge"]] = None,
     method: str = "eap-ig",
     ig_steps: int = 5,
     metric: str = "max_diff",
+    base_algo: BaseAlgo = "eap",
+    base_algo_batch_size: Optional[int] = None,
     **params: Any,
 ) -> Dict[str, torch.Tensor]:
     """``PruneScores`` of the largest DCD cluster's circuit on ``dataloader``.
 
-    ``params`` go to :class:`GroupedDiscovery` (``random_state`` defaults to 42).
-    ``official_edges`` is not used.
+    ``params`` go to :class:`GroupedDiscovery` (``random_state`` defaults to 42);
+    ``base_algo`` builds the cluster's circuit (:func:`cluster_circuits`; the mean of its
+    rows by default; another algorithm needs an ``ExampleLoader``). ``official_edges`` is
+    not used.
     """
     from auto_circuit_dcd.attribution.front import attribute
+    from auto_circuit_dcd.model.devices import model_device
 
     A = attribute(model, dataloader, method=method, ig_steps=ig_steps, metric=metric,
                   progress=False)
     params.setdefault("random_state", 42)
-    gd = GroupedDiscovery(**params).fit(A)
-    largest = A.prune_scores(np.flatnonzero(gd.labels_ == 0), model=model)
-    device = next(iter(model.parameters())).device
-    return {name: t.to(device) for name, t in largest.items()}
+    labels = GroupedDiscovery(**params).fit(A).labels_
+    largest = np.where(np.asarray(labels) == 0, 0, -1)  # the other clusters need no circuit
+    circuit = cluster_circuits(A, largest, base_algo=base_algo, model=model,
+                               dataloader=dataloader, batch_size=base_algo_batch_size)[0]
+    return circuit.to_prune_scores(device=model_device(model))  # the hand-off to auto-circuit
 
 
 def largest_cluster_algo(key: str, method: str, name: Optional[str] = None,
-                         **params: Any) -> Any:
+                         **params: Any) -> "PruneAlgo":
     """An auto-circuit ``PruneAlgo`` running :func:`largest_cluster_prune_scores`."""
     from auto_circuit.prune_algos.prune_algos import PruneAlgo
 

@@ -1,45 +1,54 @@
-"""Baselines in the same ``{label: circuit}`` form as ``GroupedDiscovery.circuits_``.
+"""Baselines, as ``{label: Circuit}`` like :func:`.circuits.cluster_circuits`.
 
 - :func:`single_circuit`: one circuit of all rows (EAP on the whole set: their mean).
 - :func:`k_random_circuits`: the rows shuffled with a seed and split into ``k`` parts of
   equal size (sizes differ by at most one); one circuit per part.
 
 Both build their circuits with the base algorithm the clusters use
-(:func:`.circuits.rows_circuit`: the mean of the rows for EAP / EAP-IG, or any auto-circuit
+(:class:`.circuits.CircuitBuilder`: the mean of the rows for EAP / EAP-IG, or any auto-circuit
 prune algorithm run on the examples, given ``model`` and ``dataloader``), so DCD is
 compared with the same method without clustering, not with another method.
+
 - :func:`representative_circuits`: per cluster, the medoid example's own row (the member
   with the smallest summed Euclidean distance to the other members; ties: first).
 - :func:`random_circuits`: scores drawn from U(-1, 1) per edge.
 
-A circuit is auto-circuit ``PruneScores`` when the matrix has an edge layout (or ``model``
-is given; then on the model's device), else the score vector.
+Every circuit is a :class:`~auto_circuit_dcd.circuits.circuit.Circuit` over the rows' edges:
+those of the ``AttributionMatrix`` (which carries its layout), or of ``model``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 from sklearn.utils import check_random_state
 
-from auto_circuit_dcd.model.devices import model_device
-from auto_circuit_dcd.cluster.circuits import as_rows, mean_circuit, rows_circuit
+from auto_circuit_dcd.circuits.circuit import Circuit
+from auto_circuit_dcd.cluster.circuits import BaseAlgo, CircuitBuilder, Rows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit.utils.patchable_model import PatchableModel
+
+    from auto_circuit_dcd.data import ExampleLoader
 
 __all__ = ["single_circuit", "k_random_circuits", "random_split", "representative_circuits",
            "random_circuits", "medoid"]
 
+#: a seed or ``RandomState`` (scikit-learn's ``check_random_state``)
+RandomState = Optional["int | np.random.RandomState"]
 
-def single_circuit(A: Any, model: Any = None, *, base_algo: Any = "eap",
-                   dataloader: Any = None, batch_size: Optional[int] = None) -> Dict[int, Any]:
+
+def single_circuit(A: Rows, model: Optional["PatchableModel"] = None, *,
+                   base_algo: BaseAlgo = "eap", dataloader: Optional["ExampleLoader"] = None,
+                   batch_size: Optional[int] = None) -> Dict[int, Circuit]:
     """``{0: circuit of all rows}`` (their mean for EAP; else ``base_algo`` on all examples)."""
-    X, matrix = as_rows(A)
-    return {0: rows_circuit(base_algo, X, matrix, np.arange(len(X)), model=model,
-                            dataloader=dataloader, batch_size=batch_size, label="single")}
+    build = CircuitBuilder.of(A, base_algo=base_algo, model=model, dataloader=dataloader,
+                              batch_size=batch_size)
+    return {0: build(np.arange(build.n_rows), "single")}
 
 
-def random_split(n: int, k: int, random_state: Any = 42) -> list:
+def random_split(n: int, k: int, random_state: RandomState = 42) -> List[np.ndarray]:
     """``k`` sorted arrays of row positions: ``range(n)`` shuffled (seeded) and split into
     parts whose sizes differ by at most one."""
     if not 1 <= k <= n:
@@ -48,14 +57,15 @@ def random_split(n: int, k: int, random_state: Any = 42) -> list:
     return [np.sort(part) for part in np.array_split(order, k)]
 
 
-def k_random_circuits(A: Any, k: int, random_state: Any = 42, model: Any = None, *,
-                      base_algo: Any = "eap", dataloader: Any = None,
-                      batch_size: Optional[int] = None) -> Dict[int, Any]:
+def k_random_circuits(A: Rows, k: int, random_state: RandomState = 42,
+                      model: Optional["PatchableModel"] = None, *, base_algo: BaseAlgo = "eap",
+                      dataloader: Optional["ExampleLoader"] = None,
+                      batch_size: Optional[int] = None) -> Dict[int, Circuit]:
     """``k`` circuits from a random equal split of the rows (seeded), by ``base_algo``."""
-    X, matrix = as_rows(A)
-    return {i: rows_circuit(base_algo, X, matrix, part, model=model, dataloader=dataloader,
-                            batch_size=batch_size, label=f"k-random {i}")
-            for i, part in enumerate(random_split(len(X), k, random_state))}
+    build = CircuitBuilder.of(A, base_algo=base_algo, model=model, dataloader=dataloader,
+                              batch_size=batch_size)
+    return {i: build(part, f"k_random_{i}")
+            for i, part in enumerate(random_split(build.n_rows, k, random_state))}
 
 
 def medoid(X: np.ndarray, rows: Sequence[int]) -> int:
@@ -67,33 +77,22 @@ def medoid(X: np.ndarray, rows: Sequence[int]) -> int:
     return int(rows[int(np.argmin(d.sum(1)))])
 
 
-def representative_circuits(A: Any, labels: Sequence[int], model: Any = None) -> Dict[int, Any]:
+def representative_circuits(A: Rows, labels: Sequence[int],
+                            model: Optional["PatchableModel"] = None) -> Dict[int, Circuit]:
     """Per cluster label (noise ``-1`` skipped), its medoid example's own row."""
-    X, matrix = as_rows(A)
+    build = CircuitBuilder.of(A, model=model)
     labels = np.asarray(labels)
-    if labels.shape != (len(X),):
-        raise ValueError(f"{labels.shape[0]} labels for {len(X)} rows")
-    return {int(c): mean_circuit(X, matrix, [medoid(X, np.flatnonzero(labels == c))], model)
+    if labels.shape != (build.n_rows,):
+        raise ValueError(f"{labels.shape[0]} labels for {build.n_rows} rows")
+    return {int(c): build([medoid(build.X, np.flatnonzero(labels == c))],
+                          f"representative_{c}")
             for c in sorted(set(labels.tolist())) if c >= 0}
 
 
-def random_circuits(A: Any, n_circuits: int = 1, random_state: Any = 42,
-                    model: Any = None) -> Dict[int, Any]:
-    """``n_circuits`` circuits of U(-1, 1) scores (the matrix's shape decides the edges)."""
-    X, matrix = as_rows(A)
+def random_circuits(A: Rows, n_circuits: int = 1, random_state: RandomState = 42,
+                    model: Optional["PatchableModel"] = None) -> Dict[int, Circuit]:
+    """``n_circuits`` circuits of U(-1, 1) scores over the rows' edges."""
+    build = CircuitBuilder.of(A, model=model)
     rng = check_random_state(random_state)
-    out: Dict[int, Any] = {}
-    for i in range(n_circuits):
-        vec = rng.uniform(-1.0, 1.0, size=X.shape[1])
-        if matrix is None:
-            out[i] = vec
-        elif matrix.layout is None and model is None:
-            out[i] = torch.as_tensor(vec, dtype=torch.float32)
-        else:
-            scores = matrix.layout_for(model).to_prune_scores(
-                torch.as_tensor(vec, dtype=torch.float32))
-            device = torch.device("cpu") if model is None else model_device(model)
-            out[i] = {name: t.to(device) for name, t in scores.items()}
-    return out
-
-
+    return {i: build.from_scores(rng.uniform(-1.0, 1.0, size=build.X.shape[1]), f"random_{i}")
+            for i in range(n_circuits)}

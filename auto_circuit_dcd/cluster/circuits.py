@@ -1,10 +1,22 @@
-"""From a cluster's rows to its circuit: the mean of its attribution rows (EAP family), or
-any auto-circuit prune algorithm run on a loader of that cluster's examples only.
+"""From a cluster's rows to its :class:`~auto_circuit_dcd.circuits.circuit.Circuit`: the mean
+of its attribution rows (EAP family), or any auto-circuit prune algorithm run on a loader of
+that cluster's examples only.
 
-The EAP-family circuit of a cluster is, up to scale, what EAP / EAP-IG would find on the
-cluster's examples (auto-circuit sums batch means), so no model pass is needed.
-Other algorithms (ACDC, ...) need the model and an :class:`~auto_circuit_dcd.data.ExampleLoader`
-holding the examples (rows map to examples through ``A.example_ids``).
+``cluster_circuits(A, labels)`` gives one circuit per cluster (noise, label ``-1``, gets
+none); the baselines (:mod:`.baselines`) build theirs by the same rule
+(:class:`CircuitBuilder`), so DCD is compared with the same method without clustering:
+
+1. check the rows (2-D, finite) and find their edges: names, layout and graph from the
+   :class:`~auto_circuit_dcd.attribution.matrix.AttributionMatrix` (which carries its
+   layout) or from ``model``;
+2. EAP family (``"eap"``, ``"eap-ig"``): the mean of the rows. Up to scale this is what EAP /
+   EAP-IG would find on those examples (auto-circuit sums batch means), so no model pass
+   runs;
+3. any other base algorithm (a key of auto-circuit's ``PRUNE_ALGO_DICT`` such as ``"ACDC"``,
+   or a ``PruneAlgo``): run on an :class:`~auto_circuit_dcd.data.ExampleLoader` of the rows'
+   examples (rows map to examples through ``A.example_ids``); its ``PruneScores``, the
+   hand-off from auto-circuit, become the circuit's scores.
+
 ACDC uses only the first batch of its loader, so it gets one batch per cluster; a
 cluster whose examples have several token lengths still splits into one batch per length,
 and a warning says that only the first is used.
@@ -14,25 +26,165 @@ scores, so :func:`finite_scores` maps ``+inf`` to ``M`` and ``-inf`` to ``-M``, 
 twice the largest finite ``|score|`` (1 when there is none): every order among the edges,
 by ``|score|`` or signed, stays as it was (infinite edges stay tied with each other and
 above every finite one). Every base algorithm's scores pass through it.
+
+:func:`rows_circuit` and :func:`mean_circuit` give the older form (``PruneScores`` or a
+vector) that ``GroupedDiscovery.circuits_`` holds.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import (TYPE_CHECKING, Dict, Hashable, Mapping, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 import torch
 
-__all__ = ["EAP_FAMILY", "as_rows", "mean_circuit", "rows_circuit", "resolve_base_algo",
-           "run_base_algo", "finite_scores"]
+from auto_circuit_dcd.circuits.circuit import Circuit
+from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
+from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit.prune_algos.prune_algos import PruneAlgo
+    from auto_circuit.utils.patchable_model import PatchableModel
+
+    from auto_circuit_dcd.attribution.matrix import AttributionMatrix
+    from auto_circuit_dcd.data import ExampleLoader
+
+__all__ = ["EAP_FAMILY", "BaseAlgo", "Rows", "CircuitBuilder", "cluster_circuits",
+           "as_rows", "check_base_algo", "base_algo_name", "mean_circuit", "rows_circuit",
+           "resolve_base_algo", "run_base_algo", "finite_scores"]
 
 #: base algorithms whose per-cluster circuit is the mean of the cluster's rows
 EAP_FAMILY = ("eap", "eap-ig")
+#: a base algorithm: a key of :data:`EAP_FAMILY` or of auto-circuit's ``PRUNE_ALGO_DICT``,
+#: or a ``PruneAlgo``
+BaseAlgo = Union[str, "PruneAlgo"]
+#: attribution rows: an ``AttributionMatrix`` or an ``[n_examples, n_edges]`` array
+Rows = Union["AttributionMatrix", np.ndarray, torch.Tensor]
 
 
-def as_rows(A: Any) -> Tuple[np.ndarray, Optional[Any]]:
+def cluster_circuits(A: Rows, labels: Sequence[int], *, base_algo: BaseAlgo = "eap",
+                     model: Optional["PatchableModel"] = None,
+                     dataloader: Optional["ExampleLoader"] = None,
+                     batch_size: Optional[int] = None) -> Dict[int, Circuit]:
+    """``{cluster label: its Circuit}`` for every cluster of ``labels`` (one label per row of
+    ``A``, e.g. ``GroupedDiscovery.labels_``; noise ``-1`` gets none), in label order.
+
+    EAP family: the mean of the cluster's rows, no model needed when ``A`` is an
+    ``AttributionMatrix`` with its layout (else ``model`` gives the edges). Other base
+    algorithms run on a loader of the cluster's examples: pass ``model`` and
+    ``dataloader`` (an ``ExampleLoader`` holding them); ``batch_size`` sets the per-cluster
+    loaders' batch size (ACDC always gets one batch per cluster).
+    """
+    build = CircuitBuilder.of(A, base_algo=base_algo, model=model, dataloader=dataloader,
+                              batch_size=batch_size)
+    labels = np.asarray(labels)
+    if labels.shape != (build.n_rows,):
+        raise ValueError(f"{labels.size} labels for {build.n_rows} rows: give one per row")
+    kept = sorted(int(c) for c in set(labels.tolist()) if c >= 0)
+    return {c: build(np.flatnonzero(labels == c), f"cluster_{c}") for c in kept}
+
+
+def check_base_algo(base_algo: BaseAlgo) -> BaseAlgo:
+    """``base_algo`` if it names a base algorithm, else a ``ValueError`` listing them."""
+    if base_algo not in EAP_FAMILY:
+        resolve_base_algo(base_algo)
+    return base_algo
+
+
+def base_algo_name(base_algo: BaseAlgo) -> str:
+    """The name a circuit's ``meta`` and the report give ``base_algo``."""
+    return base_algo if isinstance(base_algo, str) else str(getattr(base_algo, "key", base_algo))
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """The edges the rows' columns are: names, layout and graph."""
+
+    names: Tuple[str, ...]
+    layout: EdgeLayout
+    graph: EdgeGraph
+
+
+def _edges(X: np.ndarray, matrix: Optional["AttributionMatrix"],
+           model: Optional["PatchableModel"]) -> _Edges:
+    if model is not None:
+        names, layout = edge_layout(model)
+        if matrix is not None:
+            layout = matrix.layout_for(model)  # checks the names against the model's
+        elif X.shape[1] != layout.n_edges:
+            raise ValueError(f"rows have {X.shape[1]} columns; the model has {layout.n_edges} "
+                             "edges")
+        return _Edges(tuple(names), layout, edge_graph(model))
+    if matrix is None or matrix.layout is None:
+        raise ValueError("these rows have no edge layout, so they make no circuit: pass an "
+                         "AttributionMatrix from dcd.attribute (it carries its layout) or "
+                         "model=pm")
+    return _Edges(tuple(matrix.edge_names), matrix.layout,
+                  EdgeGraph.from_layout(matrix.edge_names, matrix.layout))
+
+
+@dataclass(frozen=True)
+class CircuitBuilder:
+    """Circuits of sets of rows of one attribution matrix, all by one base algorithm (the
+    rule shared by :func:`cluster_circuits` and the baselines). ``CircuitBuilder.of(A, ...)``
+    checks everything once; ``builder(rows, label)`` is the circuit of the rows at those
+    positions, ``builder.from_scores(vector, label)`` a circuit of given scores."""
+
+    X: np.ndarray
+    matrix: Optional["AttributionMatrix"]
+    edges: _Edges
+    base_algo: BaseAlgo = "eap"
+    model: Optional["PatchableModel"] = None
+    dataloader: Optional["ExampleLoader"] = None
+    batch_size: Optional[int] = None
+
+    @classmethod
+    def of(cls, A: Rows, *, base_algo: BaseAlgo = "eap",
+           model: Optional["PatchableModel"] = None,
+           dataloader: Optional["ExampleLoader"] = None,
+           batch_size: Optional[int] = None) -> "CircuitBuilder":
+        X, matrix = as_rows(A)
+        check_base_algo(base_algo)
+        if base_algo not in EAP_FAMILY:
+            if model is None or dataloader is None:
+                raise ValueError(f"base_algo={base_algo_name(base_algo)!r} runs on the examples "
+                                 "themselves: pass model= and dataloader=")
+            if matrix is None:
+                raise ValueError("a non-EAP base algorithm needs the rows' example ids: pass "
+                                 "the AttributionMatrix")
+        return cls(X, matrix, _edges(X, matrix, model), base_algo, model, dataloader,
+                   batch_size)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.X.shape[0])
+
+    def from_scores(self, scores: Union[np.ndarray, torch.Tensor], label: str) -> Circuit:
+        """A circuit of ``scores`` (``[n_edges]``) over the rows' edges."""
+        e = self.edges
+        return Circuit(scores, e.names, e.layout, graph=e.graph,
+                       meta={"label": label, "base_algo": base_algo_name(self.base_algo)})
+
+    def __call__(self, rows: Sequence[int], label: str) -> Circuit:
+        """The circuit of the rows at positions ``rows``, by the base algorithm."""
+        rows = np.asarray(rows, dtype=int)
+        if rows.size == 0:
+            raise ValueError(f"{label}: a set of no rows has no circuit")
+        if self.base_algo in EAP_FAMILY:
+            mean = (self.matrix.mean(rows) if self.matrix is not None  # as A.prune_scores
+                    else torch.as_tensor(self.X[rows].mean(0)))
+            return self.from_scores(mean, label)
+        ids = [self.matrix.example_ids[int(i)] for i in rows]
+        ps = run_base_algo(resolve_base_algo(self.base_algo), self.model, self.dataloader, ids,
+                           batch_size=self.batch_size, label=label)
+        return self.from_scores(self.edges.layout.from_prune_scores(ps), label)
+
+
+def as_rows(A: Rows) -> Tuple[np.ndarray, Optional["AttributionMatrix"]]:
     """``(float64 [n, f] array, AttributionMatrix or None)``; checks shape and finiteness."""
     from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 
@@ -55,10 +207,13 @@ def as_rows(A: Any) -> Tuple[np.ndarray, Optional[Any]]:
     return X, matrix
 
 
-def mean_circuit(X: np.ndarray, matrix: Optional[Any], rows: Sequence[int],
-                 model: Any = None) -> Any:
-    """The mean of ``rows``: auto-circuit ``PruneScores`` when the matrix knows its layout
-    (or ``model`` is given), else the mean vector (numpy for plain arrays, torch otherwise)."""
+def mean_circuit(X: np.ndarray, matrix: Optional["AttributionMatrix"], rows: Sequence[int],
+                 model: Optional["PatchableModel"] = None,
+                 ) -> Union[Dict[str, torch.Tensor], np.ndarray, torch.Tensor]:
+    """The mean of ``rows`` in ``GroupedDiscovery.circuits_``'s form: auto-circuit
+    ``PruneScores`` when the matrix knows its layout (or ``model`` is given), else the mean
+    vector (numpy for plain arrays, torch otherwise). :func:`cluster_circuits` gives
+    ``Circuit`` objects."""
     rows = np.asarray(rows, dtype=int)
     if rows.size == 0:
         raise ValueError("a cluster with no rows has no circuit")
@@ -69,14 +224,17 @@ def mean_circuit(X: np.ndarray, matrix: Optional[Any], rows: Sequence[int],
     return matrix.prune_scores(rows, model=model)
 
 
-def rows_circuit(base_algo: Any, X: np.ndarray, matrix: Optional[Any], rows: Sequence[int],
-                 *, example_ids: Optional[Sequence[Any]] = None, model: Any = None,
-                 dataloader: Any = None, batch_size: Optional[int] = None,
-                 label: Any = None) -> Any:
-    """The circuit of the examples at ``rows`` by ``base_algo``: their mean row (EAP family,
-    :func:`mean_circuit`) or the algorithm run on a loader of those examples only
-    (:func:`run_base_algo`; needs ``model``, an ``ExampleLoader`` and the rows' example ids,
-    ``matrix.example_ids`` by default). Clusters and baselines are built by this one rule."""
+def rows_circuit(base_algo: BaseAlgo, X: np.ndarray, matrix: Optional["AttributionMatrix"],
+                 rows: Sequence[int], *, example_ids: Optional[Sequence[Hashable]] = None,
+                 model: Optional["PatchableModel"] = None,
+                 dataloader: Optional["ExampleLoader"] = None, batch_size: Optional[int] = None,
+                 label: Hashable = None,
+                 ) -> Union[Dict[str, torch.Tensor], np.ndarray, torch.Tensor]:
+    """The circuit of the examples at ``rows`` by ``base_algo`` in ``GroupedDiscovery.circuits_``'s
+    form: their mean row (EAP family, :func:`mean_circuit`) or the algorithm's
+    ``PruneScores`` on a loader of those examples only (:func:`run_base_algo`; needs
+    ``model``, an ``ExampleLoader`` and the rows' example ids, ``matrix.example_ids`` by
+    default). :func:`cluster_circuits` gives ``Circuit`` objects by the same rule."""
     if base_algo in EAP_FAMILY:
         return mean_circuit(X, matrix, rows, model)
     algo = resolve_base_algo(base_algo)
@@ -92,7 +250,7 @@ def rows_circuit(base_algo: Any, X: np.ndarray, matrix: Optional[Any], rows: Seq
     return run_base_algo(algo, model, dataloader, ids, batch_size=batch_size, label=label)
 
 
-def resolve_base_algo(base_algo: Any) -> Any:
+def resolve_base_algo(base_algo: BaseAlgo) -> "PruneAlgo":
     """An auto-circuit ``PruneAlgo`` from a ``PRUNE_ALGO_DICT`` key or a ``PruneAlgo``."""
     from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT, PruneAlgo
 
@@ -105,7 +263,7 @@ def resolve_base_algo(base_algo: Any) -> Any:
         f"PRUNE_ALGO_DICT (e.g. 'ACDC') or a PruneAlgo; got {base_algo!r}")
 
 
-def _first_batch_only(algo: Any) -> bool:
+def _first_batch_only(algo: "PruneAlgo") -> bool:
     from auto_circuit.prune_algos.ACDC import acdc_prune_scores
 
     func = algo.func
@@ -114,9 +272,11 @@ def _first_batch_only(algo: Any) -> bool:
     return func is acdc_prune_scores
 
 
-def run_base_algo(algo: Any, model: Any, dataloader: Any, ids: Sequence[Any],
-                  batch_size: Optional[int] = None, label: Any = None) -> Dict[str, torch.Tensor]:
-    """Run ``algo`` on a loader of the examples ``ids`` only; returns its ``PruneScores``."""
+def run_base_algo(algo: "PruneAlgo", model: "PatchableModel", dataloader: "ExampleLoader",
+                  ids: Sequence[Hashable], batch_size: Optional[int] = None,
+                  label: Hashable = None) -> Dict[str, torch.Tensor]:
+    """Run ``algo`` on a loader of the examples ``ids`` only; returns its ``PruneScores``
+    (auto-circuit's form, finite: :func:`finite_scores`)."""
     if not hasattr(dataloader, "subset"):
         raise TypeError(
             "a non-EAP base algorithm needs an ExampleLoader (dcd.prepare / dcd.data.make_loader) "

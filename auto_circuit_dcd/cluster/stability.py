@@ -33,8 +33,8 @@ construction): how far each space was from showing groups is in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -42,6 +42,7 @@ from sklearn.utils import check_random_state
 
 from auto_circuit_dcd.cluster.circuits import as_rows
 from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
+from auto_circuit_dcd.schema import Record
 
 __all__ = ["RESAMPLERS", "ClusterStability", "cluster_stability", "draw_rows",
            "resample_stability"]
@@ -72,42 +73,38 @@ RESAMPLERS: Dict[str, Resampler] = {
 
 
 @dataclass(frozen=True)
-class ClusterStability:
+class ClusterStability(Record):
     """Stability of a fitted clustering under resampling of its rows.
 
+    The run report's ``stability`` (JSON form by :mod:`auto_circuit_dcd.schema`).
+
     Attributes:
+        method, fraction: how rows were drawn (``fraction`` of the rows per resample).
+        n_resamples, ari_mean, ari_std: computed from ``ari``.
         ari: ``[n_resamples]`` ARI of each resample's labels vs the full fit's.
         n_clusters: ``[n_resamples]`` clusters each resample found.
         co_assignment: ``{cluster: share of its member pairs kept together}`` (mean over
             resamples; NaN for a cluster of one example).
         jaccard: ``{cluster: best-match Jaccard}`` (mean over resamples).
-        method, fraction: how rows were drawn (``fraction`` of the rows per resample).
+        clusterer: the clusterer the full fit chose (``GroupedDiscovery.method_``), where
+            the caller records it.
     """
 
-    ari: np.ndarray
-    n_clusters: np.ndarray
-    co_assignment: Dict[int, float]
-    jaccard: Dict[int, float]
     method: str
     fraction: float
+    n_resamples: int = field(init=False)
+    ari_mean: float = field(init=False)
+    ari_std: float = field(init=False)
+    ari: Annotated[np.ndarray, List[float]]
+    n_clusters: Annotated[np.ndarray, List[int]]
+    co_assignment: Dict[int, float]
+    jaccard: Dict[int, float]
+    clusterer: Optional[str] = None
 
-    @property
-    def ari_mean(self) -> float:
-        return float(np.mean(self.ari))
-
-    @property
-    def ari_std(self) -> float:
-        return float(np.std(self.ari))
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-serialisable form (NaN as None)."""
-        from auto_circuit_dcd.schema import jsonable
-
-        return jsonable({"method": self.method, "fraction": self.fraction,
-                         "n_resamples": int(self.ari.size), "ari_mean": self.ari_mean,
-                         "ari_std": self.ari_std, "ari": self.ari,
-                         "n_clusters": self.n_clusters, "co_assignment": self.co_assignment,
-                         "jaccard": self.jaccard})
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_resamples", int(np.size(self.ari)))
+        object.__setattr__(self, "ari_mean", float(np.mean(self.ari)))
+        object.__setattr__(self, "ari_std", float(np.std(self.ari)))
 
 
 def draw_rows(method: str, n: int, n_resamples: int, fraction: Optional[float],

@@ -14,24 +14,29 @@ FaithfulnessResult}}``) and the test examples' routing, without more model passe
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from collections import Counter
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from auto_circuit_dcd.schema import from_jsonable, jsonable
-from auto_circuit_dcd.report.records import (SCHEMA_VERSION, CircuitSelection, ClusterQualityResult, ClusterResult,
-                         CrossFaithfulnessTable, CurveScores, DcdResult, DcdScores,
-                         DroppedExamples, EdgeOverlapTable, KRandomResult, OracleRouted, Routing,
-                         RunReport, StabilityResult)
+from auto_circuit_dcd.report.records import (SCHEMA_VERSION, CircuitSelection, ClusterResult,
+                                             CrossFaithfulnessTable, CurveScores, DcdResult,
+                                             DcdScores, DroppedExamples, EdgeOverlapTable,
+                                             KRandomResult, OracleRouted, Routing, RunReport)
+from auto_circuit_dcd.schema import jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.attribution.matrix import AttributionMatrix
+    from auto_circuit_dcd.circuits.circuit import Circuit
+    from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
+    from auto_circuit_dcd.cluster.stability import ClusterStability
+    from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
     from auto_circuit_dcd.job.config import RunConfig
     from auto_circuit_dcd.metrics.convention import Convention
-    from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
-    from auto_circuit_dcd.metrics.multi import CrossFaithfulness
+    from auto_circuit_dcd.metrics.multi import CrossFaithfulness, MultiCircuitResult
+    from auto_circuit_dcd.metrics.quality import ClusterQuality
 
 __all__ = ["assemble_report", "ROUTING_NOTE", "UNLABELLED"]
 
@@ -42,6 +47,8 @@ ROUTING_NOTE = ("each test example is routed by its own attribution row, which n
 #: the share of |score| each cluster's edge set holds in the report's edge overlap
 OVERLAP_GAMMA = 0.99
 Results = Mapping[str, "FaithfulnessResult"]
+#: an example id as the report holds it
+Id = Union[str, int]
 
 
 def versions() -> Dict[str, str]:
@@ -75,19 +82,22 @@ class _Scorer:
                            None if f_cmd is f else list(f_cmd))
 
 
-def _combined(results: Results, cmd_results: Results, names: Mapping[Any, str],
-              routing: List[Any], **kw: Any) -> tuple:
+def _combined(results: Results, cmd_results: Results, names: Mapping[Hashable, str],
+              routing: List[Hashable], fallback: Optional[Hashable] = None,
+              exclude: Sequence[Hashable] = ()
+              ) -> Tuple["MultiCircuitResult", "MultiCircuitResult"]:
     """The circuits ``names`` (``{routing label: circuit name}``) combined under ``routing``,
     ranked for CPR and for CMD."""
     from auto_circuit_dcd.metrics import combine_circuits
 
-    a = combine_circuits({lab: results[n] for lab, n in names.items()}, routing=routing, **kw)
+    kw = dict(routing=routing, fallback=fallback, exclude=exclude)
+    a = combine_circuits({lab: results[n] for lab, n in names.items()}, **kw)
     b = a if cmd_results is results else combine_circuits(
-        {lab: cmd_results[n] for lab, n in names.items()}, routing=routing, **kw)
+        {lab: cmd_results[n] for lab, n in names.items()}, **kw)
     return a, b
 
 
-def _ids(ids: Sequence[Any]) -> List[Any]:
+def _ids(ids: Sequence[object]) -> List[Id]:
     """Example ids as the report holds them: strings and whole numbers as they are, any other
     id (a dataset's float or list ``id`` field) as its text."""
     return [i if isinstance(i, (str, int)) and not isinstance(i, bool) else str(i) for i in ids]
@@ -143,20 +153,19 @@ def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels:
 
 
 def _quality(groups: Optional[List[Optional[str]]],
-             labels: np.ndarray) -> Optional[ClusterQualityResult]:
-    """Cluster quality on the rows that carry a group label, and how many do."""
+             labels: np.ndarray) -> Optional["ClusterQuality"]:
+    """Cluster quality on the rows that carry a group label, and how many do not."""
     from auto_circuit_dcd.metrics import cluster_quality
 
     rows = [] if groups is None else [i for i, g in enumerate(groups) if g is not None]
-    if not rows:
+    if groups is None or not rows:
         return None
-    q = cluster_quality([groups[i] for i in rows], [int(labels[i]) for i in rows]).to_dict()
-    q.update(n_labelled=len(rows), n_unlabelled=len(groups) - len(rows))  # type: ignore[arg-type]
-    return from_jsonable(ClusterQualityResult, jsonable(q), "cluster_quality")
+    q = cluster_quality([groups[i] for i in rows], [int(labels[i]) for i in rows])
+    return dataclasses.replace(q, n_unlabelled=len(groups) - len(rows))
 
 
 def _selection(conv: "Convention", by_ranking: Mapping[str, Results],
-               base_algo: Any) -> CircuitSelection:
+               base_algo: str) -> CircuitSelection:
     """The convention, and the edges achieved per size and ranking (a rule can keep fewer
     edges than asked: pruning, or more: ties)."""
     first = next(iter(by_ranking.values()))["single"]
@@ -171,31 +180,34 @@ def _selection(conv: "Convention", by_ranking: Mapping[str, Results],
               f"CMD ({conv.cmd_form})"))
 
 
-def assemble_report(*, config: "RunConfig", conv: "Convention", dataset: str, A: Any,
-                    A_test: Any, gd: Any, routed: np.ndarray, circuits: Mapping[str, Any],
-                    by_ranking: Mapping[str, Results], dropped: Dict[str, List[Any]],
-                    stability: Any, world_size: int,
+def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix",
+                    A_test: "AttributionMatrix", gd: "GroupedDiscovery", routed: np.ndarray,
+                    circuits: Mapping[str, "Circuit"], by_ranking: Mapping[str, Results],
+                    dropped: Dict[str, List[object]],
+                    stability: Optional["ClusterStability"], world_size: int,
                     timings: Dict[str, float]) -> RunReport:
     """The report of one run. ``routed``: each test row's cluster (``A_test``'s order);
-    ``stability``: a :class:`~auto_circuit_dcd.cluster.ClusterStability` or None."""
+    ``circuits``: ``single``, ``cluster_<c>`` per cluster and ``k_random_<c>``;
+    ``stability``: None when switched off."""
     from auto_circuit_dcd.metrics import overlap_matrix
     from auto_circuit_dcd.metrics.aggregate import routed_cross_faithfulness
 
+    conv = config.convention()
     results, cmd_results = by_ranking[conv.cpr_ranking], by_ranking[conv.cmd_ranking]
     single = results["single"]
     fractions = [float(f) for f in single.fractions]
     score = _Scorer(conv, fractions)
     pos_of = {i: j for j, i in enumerate(A_test.example_ids)}
     route = np.array([routed[pos_of[i]] for i in single.example_ids], dtype=int)
-    cluster_labels = sorted(int(c) for c in gd.circuits_)
     train_labels = np.asarray(gd.labels_)
+    cluster_labels = sorted(int(c) for c in set(train_labels.tolist()) if c >= 0)
     cross = routed_cross_faithfulness({c: results[f"cluster_{c}"] for c in cluster_labels},
                                       route, config.p_cross)
     overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels},
                              gamma=OVERLAP_GAMMA)
     return RunReport(
         schema_version=SCHEMA_VERSION, model=config.model, dataset=dataset,
-        method=config.method, metric=config.metric, config=asdict(config),
+        method=config.method, metric=config.metric, config=dataclasses.asdict(config),
         n_train=A.n_examples, n_test=A_test.n_examples, n_edges=A.n_edges,
         n_clusters=int(gd.n_clusters_), labels=[int(x) for x in train_labels],
         example_ids=_ids(A.example_ids), groups=A.groups,
@@ -221,9 +233,8 @@ def assemble_report(*, config: "RunConfig", conv: "Convention", dataset: str, A:
         edge_overlap=EdgeOverlapTable(gamma=OVERLAP_GAMMA, labels=cluster_labels,
                                       matrix=np.asarray(overlap.matrix).tolist()),
         cluster_quality=_quality(A.groups, train_labels),
-        stability=None if stability is None else from_jsonable(
-            StabilityResult, {**jsonable(stability.to_dict()), "clusterer": gd.method_},
-            "stability"),
+        stability=None if stability is None else dataclasses.replace(
+            stability, clusterer=gd.method_),
         selection=[jsonable(dict(r)) for r in getattr(gd, "selection_", [])],
         world_size=world_size, timings=dict(timings), versions=versions())
 

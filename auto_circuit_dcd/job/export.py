@@ -2,17 +2,18 @@
 
 ``export_mib(run_dir)`` (the command ``auto-circuit-dcd export-mib RUN_DIR``):
 
-1. reads the run's circuits (``circuits.safetensors`` + ``circuits.json``: edge names, edge
-   layout, the model's graph config) and its circuit sizes (``report.json``'s
-   ``edge_fractions``), holding the run folder's lock (a run still writing it is refused);
+1. reads the run through :class:`~auto_circuit_dcd.job.run_folder.RunFolder`, holding the
+   folder's lock (a run still writing it is refused): its report, its circuits (with edge
+   names, layout and graph: no model needed), the model's graph config and the sizes the
+   run evaluated;
 2. for every circuit (``single``, ``cluster_<c>``, ``k_random_<c>``) writes
    ``mib/<circuit>/importances.json``: every edge with its score, all in the graph, the
    importance-score form that MIB's ``run_evaluation.py --circuit-files`` reads and cuts at
    its own sizes;
 3. for every size ``p`` writes ``mib/<circuit>/edges-<100p>pct.json``: the edges the run
-   evaluated at ``p`` (saved by the run as ``NAME.edges.RANKING``: its selection rule and,
-   under a convention with two rankings, the first, the one its curves and CPR use) as
-   ``in_graph`` flags, the binary form of MIB's multiple-circuit submissions;
+   evaluated at ``p`` (its selection rule and, under a convention with two rankings, the
+   first, the one its curves and CPR use) as ``in_graph`` flags, the binary form of MIB's
+   multiple-circuit submissions;
 4. writes ``mib/index.json`` last: each file with its circuit, size and edge count.
 
 The old ``mib/`` folder is removed first and every file is written whole or not at all.
@@ -26,22 +27,29 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, List, Optional, TypedDict
 
-from auto_circuit_dcd.errors import DamagedFileError, UserError
+from auto_circuit_dcd.job.run_folder import RunFolder, RunFolderError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from auto_circuit_dcd.report.records import RunReport
+    from auto_circuit_dcd.circuits.circuit import Circuit
 
-__all__ = ["MIB_FOLDER", "MibExport", "export_mib", "size_file_name", "run_circuits"]
+__all__ = ["MIB_FOLDER", "MibExport", "MibFile", "export_mib", "size_file_name",
+           "RunFolderError"]
 
 MIB_FOLDER = "mib"
 INDEX_FILE = "index.json"
 IMPORTANCES_FILE = "importances.json"
 
 
-class RunFolderError(UserError, FileNotFoundError):
-    """A folder that does not hold a finished run."""
+class MibFile(TypedDict):
+    """One written file: its circuit, its size (None: importances of every edge) and the
+    edges in its graph."""
+
+    circuit: str
+    file: str
+    edge_fraction: Optional[float]
+    n_edges: int
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ class MibExport:
     """What :func:`export_mib` wrote: the folder and, per file, its circuit, size and edges."""
 
     folder: Path
-    files: List[Dict[str, Any]]
+    files: List[MibFile]
 
 
 def size_file_name(fraction: float) -> str:
@@ -57,100 +65,39 @@ def size_file_name(fraction: float) -> str:
     return f"edges-{round(100 * fraction, 9):g}pct.json"
 
 
-def _read_json(path: Path, what: str) -> Dict[str, Any]:
-    if not path.is_file():
-        raise RunFolderError(f"{path} not found: {path.parent} holds no finished run ({what} "
-                             "is written at the end of `auto-circuit-dcd run`)")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise DamagedFileError(f"{path} cannot be read ({err}): run the job again") from err
-
-
-def run_circuits(run_dir: str | Path) -> Dict[str, Any]:
-    """The circuits a run saved, as :class:`~auto_circuit_dcd.circuits.circuit.Circuit` objects of
-    all edges by name, with the graph config, from ``run_dir`` alone (no model)."""
-    from safetensors.torch import load_file
-
-    from auto_circuit_dcd.circuits.circuit import Circuit
-    from auto_circuit_dcd.model.edges import EdgeLayout
-
-    run_dir = Path(run_dir)
-    listing = _read_json(run_dir / "circuits.json", "circuits.json")
-    if "layout" not in listing or "graph_config" not in listing:
-        raise RunFolderError(f"{run_dir / 'circuits.json'} was written by an older version "
-                             "without the edge layout and graph config: run the job again "
-                             "(cached attributions make it quick)")
-    try:
-        vectors = load_file(str(run_dir / listing.get("scores_file", "circuits.safetensors")))
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported as such
-        raise DamagedFileError(f"{run_dir}: circuit scores cannot be read ({err}): run the "
-                               "job again") from err
-    layout = EdgeLayout.from_json(listing["layout"])
-    names = listing["edge_names"]
-    sets = listing.get("edge_sets")
-    if sets is None:
-        raise RunFolderError(f"{run_dir / 'circuits.json'} lists no evaluated edge sets "
-                             "(written by an older version): run the job again")
-    ranking = sets["rankings"][0]
-    circuits = {name: Circuit(vec, names, layout, meta={"label": name})
-                for name, vec in vectors.items() if ".edges." not in name}
-    missing = [n for n in circuits if f"{n}.edges.{ranking}" not in vectors]
-    if missing:
-        raise DamagedFileError(f"{run_dir}: the evaluated edges of {missing} are missing from "
-                               "the circuit scores file: run the job again")
-    return {"graph_config": listing["graph_config"], "circuits": circuits,
-            "fractions": [float(f) for f in sets["fractions"]],
-            "edge_sets": {n: vectors[f"{n}.edges.{ranking}"].bool() for n in circuits},
-            "selection": f"{sets['selection']} ({ranking} ranking), as evaluated by the run"}
-
-
-def _read_report(run_dir: Path) -> "RunReport":
-    from auto_circuit_dcd.report.records import RunReport
-    from auto_circuit_dcd.schema import SchemaError
-
-    try:
-        return RunReport.from_dict(_read_json(run_dir / "report.json", "report.json"))
-    except SchemaError as err:
-        raise RunFolderError(f"{run_dir / 'report.json'} is not a report of this version "
-                             f"({err}): run the job again (cached attributions make it "
-                             "quick)") from None
-
-
-def export_mib(run_dir: str | Path) -> MibExport:
+def export_mib(run_dir: "str | Path") -> MibExport:
     """Write ``run_dir/mib/`` (see the module docstring); returns what was written."""
-    from auto_circuit_dcd.files import folder_lock, write_text
     from auto_circuit_dcd.circuits.mib import to_eap_ig_graph
+    from auto_circuit_dcd.files import write_text
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir} is not a folder: give the --out folder of a finished "
+    run = RunFolder(run_dir)
+    if not run.path.is_dir():
+        raise RunFolderError(f"{run.path} is not a folder: give the --out folder of a finished "
                              "`auto-circuit-dcd run`")
-    files: List[Dict[str, Any]] = []
-    with folder_lock(run_dir, what="run"):
-        report = _read_report(run_dir)
-        saved = run_circuits(run_dir)
-        cfg, circuits = saved["graph_config"], saved["circuits"]
-        fractions = saved["fractions"]
-        folder = run_dir / MIB_FOLDER
+    files: List[MibFile] = []
+    with run.lock("run"):
+        report = run.report()
+        circuits = run.circuits()
+        cfg, sizes = run.graph_config(), run.sizes()
+        folder = run.path / MIB_FOLDER
         shutil.rmtree(folder, ignore_errors=True)
+
+        def write(name: str, circuit: "Circuit", p: Optional[float], file: str) -> None:
+            write_text(folder / file, json.dumps(to_eap_ig_graph(
+                circuit.edge_names, circuit.scores.numpy(), circuit.mask.numpy(), cfg)))
+            files.append({"circuit": name, "file": file, "edge_fraction": p,
+                          "n_edges": circuit.size})
+
+        at = {p: run.circuits(at=p) for p in sizes.fractions}
         for name, circuit in circuits.items():
-            scores = circuit.scores.numpy()
-            write_text(folder / name / IMPORTANCES_FILE, json.dumps(
-                to_eap_ig_graph(circuit.edge_names, scores, circuit.mask.numpy(), cfg)))
-            files.append({"circuit": name, "file": f"{name}/{IMPORTANCES_FILE}",
-                          "edge_fraction": None, "n_edges": circuit.size})
-            for j, p in enumerate(fractions):
-                chosen = saved["edge_sets"][name][j].numpy()
-                file = f"{name}/{size_file_name(p)}"
-                write_text(folder / file, json.dumps(
-                    to_eap_ig_graph(circuit.edge_names, scores, chosen, cfg)))
-                files.append({"circuit": name, "file": file, "edge_fraction": p,
-                              "n_edges": int(chosen.sum())})
+            write(name, circuit, None, f"{name}/{IMPORTANCES_FILE}")
+            for p in sizes.fractions:
+                write(name, at[p][name], p, f"{name}/{size_file_name(p)}")
         write_text(folder / INDEX_FILE, json.dumps({
             "format": "EAP-IG graph JSON (eap.graph.Graph.from_json)",
             "model": report.model, "graph_config": cfg,
             "n_edges": next(iter(circuits.values())).n_edges if circuits else 0,
-            "selection": saved["selection"],
+            "selection": f"{sizes.selection} ({sizes.rankings[0]} ranking), as evaluated by "
+                         "the run",
             "files": files}, indent=1))
     return MibExport(folder=folder, files=files)

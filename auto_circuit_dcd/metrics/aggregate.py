@@ -16,7 +16,7 @@ Every function takes :class:`FaithfulnessResult` objects (each circuit's per-exa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Hashable, List, Mapping, Sequence
+from typing import Dict, Hashable, List, Mapping, Sequence
 
 import numpy as np
 
@@ -39,17 +39,17 @@ def subset(result: FaithfulnessResult, rows: Sequence[int]) -> FaithfulnessResul
         groups=None if result.groups is None else [result.groups[i] for i in pick])
 
 
-def _rows_of(routing: Sequence[Any], n: int) -> Dict[Any, np.ndarray]:
+def _rows_of(routing: Sequence[Hashable], n: int) -> Dict[Hashable, np.ndarray]:
     routing = list(np.asarray(routing).tolist())
     if len(routing) != n:
         raise ValueError(f"routing has {len(routing)} labels for {n} test examples")
-    out: Dict[Any, List[int]] = {}
+    out: Dict[Hashable, List[int]] = {}
     for i, label in enumerate(routing):
         out.setdefault(label, []).append(i)
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
-def per_group(result: FaithfulnessResult, routing: Sequence[Any],
+def per_group(result: FaithfulnessResult, routing: Sequence[Hashable],
               groups: Sequence[Hashable]) -> Dict[Hashable, FaithfulnessResult]:
     """``{group: result on the examples routed to it}`` for each of ``groups`` (a group
     nothing is routed to gets NaN curves)."""
@@ -59,7 +59,7 @@ def per_group(result: FaithfulnessResult, routing: Sequence[Any],
 
 
 def routed_cross_faithfulness(results: Mapping[Hashable, FaithfulnessResult],
-                              routing: Sequence[Any], p: float) -> CrossFaithfulness:
+                              routing: Sequence[Hashable], p: float) -> CrossFaithfulness:
     """Circuit of group ``i`` (the keys of ``results``) on the test examples routed to
     group ``j``: f at ``p`` in ``matrix``, the area under each curve in ``cpr_matrix``."""
     labels = list(results)

@@ -13,14 +13,26 @@ cross-faithfulness between groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from auto_circuit_dcd.evaluation.faithfulness import (MIB_GRID, FaithfulnessResult,
+                                                      evaluate_circuits, ratio_of_means)
 from auto_circuit_dcd.metrics.curves import cpr
-from auto_circuit_dcd.evaluation.faithfulness import MIB_GRID, FaithfulnessResult, evaluate_circuits, ratio_of_means
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit.data import PromptDataLoader
+    from auto_circuit.utils.patchable_model import PatchableModel
+
+    from auto_circuit_dcd.circuits.circuit import CircuitLike
+
+#: per test example the label of its circuit, aligned with the loader's examples, or
+#: ``{example id: label}``
+Routing = Union[Sequence[Hashable], np.ndarray, Mapping[Hashable, Hashable]]
 
 __all__ = [
+    "Routing",
     "MultiCircuitResult",
     "CrossFaithfulness",
     "combine_circuits",
@@ -55,7 +67,7 @@ class MultiCircuitResult:
     routing: Optional[np.ndarray]
     labels: List[Hashable]
     per_circuit: Dict[Hashable, FaithfulnessResult]
-    example_ids: List[Any]
+    example_ids: List[Hashable]
     n_excluded: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
@@ -70,7 +82,7 @@ class MultiCircuitResult:
         })
 
 
-def _routing_index(routing: Any, labels: List[Hashable], ids: List[Any],
+def _routing_index(routing: Routing, labels: List[Hashable], ids: List[Hashable],
                    fallback: Optional[Hashable], exclude: Sequence[Hashable] = ()) -> np.ndarray:
     """Index into ``labels`` per example from an aligned sequence or an ``{id: label}`` map;
     ``-1`` for an example routed to an ``exclude`` label."""
@@ -106,7 +118,7 @@ def _routing_index(routing: Any, labels: List[Hashable], ids: List[Any],
 
 def combine_circuits(
     results: Mapping[Hashable, FaithfulnessResult],
-    routing: Any = None,
+    routing: Optional[Routing] = None,
     fallback: Optional[Hashable] = None,
     exclude: Sequence[Hashable] = (),
 ) -> MultiCircuitResult:
@@ -151,10 +163,10 @@ def combine_circuits(
 
 
 def multi_circuit_faithfulness(
-    model: Any,
-    dataloader: Any,
-    circuits: Mapping[Hashable, Any],
-    routing: Any = None,
+    model: "PatchableModel",
+    dataloader: "PromptDataLoader",
+    circuits: Mapping[Hashable, "CircuitLike"],
+    routing: Optional[Routing] = None,
     edge_fractions: Sequence[float] = MIB_GRID,
     *,
     fallback: Optional[Hashable] = None,
@@ -202,9 +214,9 @@ class CrossFaithfulness:
 
 
 def cross_faithfulness(
-    model: Any,
-    circuits: Mapping[Hashable, Any],
-    dataloaders_by_group: Mapping[Hashable, Any],
+    model: "PatchableModel",
+    circuits: Mapping[Hashable, "CircuitLike"],
+    dataloaders_by_group: Mapping[Hashable, "PromptDataLoader"],
     p: float = 0.05,
     *,
     edge_fractions: Optional[Sequence[float]] = None,

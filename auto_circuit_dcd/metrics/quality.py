@@ -13,49 +13,47 @@ Noise (``-1``) counts as one more cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Sequence
+from typing import Annotated, Dict, Hashable, List, Sequence, Tuple
 
 import numpy as np
+
+from auto_circuit_dcd.schema import Record
 
 __all__ = ["ClusterQuality", "cluster_quality", "purity"]
 
 
 @dataclass(frozen=True)
-class ClusterQuality:
-    """Agreement of predicted clusters with known labels.
+class ClusterQuality(Record):
+    """Clusters against the known groups of the labelled examples.
 
-    ``contingency[c, l]`` counts examples of cluster ``clusters[c]`` with label ``labels[l]``.
+    ``contingency[c, l]`` counts examples of cluster ``clusters[c]`` with label
+    ``labels[l]``; ``n_labelled`` examples were compared, ``n_unlabelled`` left out for
+    want of a known label (counted by the caller that left them out). In JSON (the run
+    report's ``cluster_quality``) labels and keys are text.
     """
 
     purity: float
+    ari: float
+    nmi: float
     per_label: Dict[Hashable, float]
     per_cluster: Dict[Hashable, float]
     majority_label: Dict[Hashable, Hashable]
-    ari: float
-    nmi: float
-    contingency: np.ndarray
     clusters: List[Hashable]
     labels: List[Hashable]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "purity": self.purity, "ari": self.ari, "nmi": self.nmi,
-            "per_label": {str(k): v for k, v in self.per_label.items()},
-            "per_cluster": {str(k): v for k, v in self.per_cluster.items()},
-            "majority_label": {str(k): str(v) for k, v in self.majority_label.items()},
-            "clusters": [str(c) for c in self.clusters], "labels": [str(l) for l in self.labels],
-            "contingency": self.contingency.tolist(),
-        }
+    contingency: Annotated[np.ndarray, List[List[int]]]
+    n_labelled: int
+    n_unlabelled: int
 
 
-def _labels(x: Sequence[Any], name: str) -> List[Any]:
+def _labels(x: Sequence[Hashable], name: str) -> List[Hashable]:
     arr = list(np.asarray(x).tolist()) if not isinstance(x, list) else list(x)
     if any(v is None for v in arr):
         raise ValueError(f"{name} contain None; drop unlabelled examples first")
     return arr
 
 
-def _table(true: List[Any], pred: List[Any]):
+def _table(true: List[Hashable], pred: List[Hashable]
+           ) -> Tuple[np.ndarray, List[Hashable], List[Hashable]]:
     if len(true) != len(pred):
         raise ValueError(f"{len(true)} known labels for {len(pred)} cluster labels")
     if not true:
@@ -70,14 +68,17 @@ def _table(true: List[Any], pred: List[Any]):
     return table, clusters, labels
 
 
-def purity(labels_true: Sequence[Any], labels_pred: Sequence[Any]) -> float:
+def purity(labels_true: Sequence[Hashable], labels_pred: Sequence[Hashable]) -> float:
     """``(1/N) sum_c max_l n(c, l)``."""
     table, _, _ = _table(_labels(labels_true, "known labels"), _labels(labels_pred, "clusters"))
     return float(table.max(1).sum() / table.sum())
 
 
-def cluster_quality(labels_true: Sequence[Any], labels_pred: Sequence[Any]) -> ClusterQuality:
-    """Purity (overall, per label, per cluster), ARI and NMI against the known labels."""
+def cluster_quality(labels_true: Sequence[Hashable],
+                    labels_pred: Sequence[Hashable]) -> ClusterQuality:
+    """Purity (overall, per label, per cluster), ARI and NMI against the known labels
+    (every example labelled: drop unlabelled ones first and count them in
+    ``n_unlabelled`` with ``dataclasses.replace``)."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     true = _labels(labels_true, "known labels")
@@ -92,4 +93,4 @@ def cluster_quality(labels_true: Sequence[Any], labels_pred: Sequence[Any]) -> C
         purity=float(table.max(1).sum() / table.sum()), per_label=per_label,
         per_cluster=per_cluster, majority_label=majority,
         ari=float(adjusted_rand_score(t, p)), nmi=float(normalized_mutual_info_score(t, p)),
-        contingency=table, clusters=clusters, labels=labels)
+        contingency=table, clusters=clusters, labels=labels, n_labelled=len(true), n_unlabelled=0)

@@ -1,7 +1,9 @@
 """The main job's report as typed records: what ``report.json`` holds, field by field.
 
 :class:`RunReport` is written by :func:`auto_circuit_dcd.job.pipeline.run` and read by the
-HTML page, the printed summary and the notebooks. Its JSON form is :meth:`RunReport.to_json`
+HTML page, the printed summary and the notebooks. It holds the records the computations
+return (:class:`~auto_circuit_dcd.metrics.quality.ClusterQuality`,
+:class:`~auto_circuit_dcd.cluster.stability.ClusterStability`), not copies of them. Its JSON form is :meth:`RunReport.to_json`
 (one writer, NaN as ``null``); :meth:`RunReport.load` reads ``report.json`` back, checking
 every key and type (:mod:`auto_circuit_dcd.schema`); :meth:`RunReport.json_schema` gives
 the JSON Schema of the file. :data:`SCHEMA_VERSION` rises when a key changes meaning or
@@ -19,15 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from auto_circuit_dcd.schema import from_jsonable, json_schema, to_jsonable
+from auto_circuit_dcd.cluster.stability import ClusterStability
+from auto_circuit_dcd.metrics.quality import ClusterQuality
+from auto_circuit_dcd.schema import Record, from_jsonable, json_schema
 
-__all__ = ["SCHEMA_VERSION", "RunReport", "CurveScores", "ClusterResult", "DcdResult",
+__all__ = ["SCHEMA_VERSION", "REPORT_FILE", "RunReport", "CurveScores", "ClusterResult", "DcdResult",
            "DcdScores", "KRandomResult", "OracleRouted", "Routing", "DroppedExamples",
            "CircuitSelection", "CrossFaithfulnessTable", "EdgeOverlapTable",
-           "ClusterQualityResult", "StabilityResult"]
+           "ClusterQuality", "ClusterStability"]
 
 #: version of report.json's keys
 SCHEMA_VERSION = 1
+#: the report's file in a run folder (:class:`~auto_circuit_dcd.job.run_folder.RunFolder`)
+REPORT_FILE = "report.json"
 #: an example id as the dataset gives it (its ``id`` field, else its index)
 Id = Union[str, int]
 Curve = List[float]
@@ -156,40 +162,7 @@ class EdgeOverlapTable:
 
 
 @dataclass
-class ClusterQualityResult:
-    """Clusters against the known groups of the labelled training examples."""
-
-    purity: float
-    ari: float
-    nmi: float
-    per_label: Dict[str, float]
-    per_cluster: Dict[str, float]
-    majority_label: Dict[str, str]
-    clusters: List[str]
-    labels: List[str]
-    contingency: List[List[int]]
-    n_labelled: int
-    n_unlabelled: int
-
-
-@dataclass
-class StabilityResult:
-    """The clusterer refitted on resamples of the training rows."""
-
-    method: str
-    fraction: float
-    n_resamples: int
-    ari_mean: float
-    ari_std: float
-    ari: List[float]
-    n_clusters: List[int]
-    co_assignment: Dict[str, float]
-    jaccard: Dict[str, float]
-    clusterer: str
-
-
-@dataclass
-class RunReport:
+class RunReport(Record):
     """Everything the main job measured (``report.json``)."""
 
     schema_version: int
@@ -217,8 +190,8 @@ class RunReport:
     k_random: KRandomResult
     cross_faithfulness: CrossFaithfulnessTable
     edge_overlap: EdgeOverlapTable
-    cluster_quality: Optional[ClusterQualityResult]
-    stability: Optional[StabilityResult]
+    cluster_quality: Optional[ClusterQuality]
+    stability: Optional[ClusterStability]
     #: the k-selection rows of every clusterer tried (their criteria differ by clusterer)
     selection: List[Dict[str, Any]]
     world_size: int
@@ -231,25 +204,21 @@ class RunReport:
         p = self.cross_faithfulness.p
         return min(range(len(self.edge_fractions)), key=lambda i: abs(self.edge_fractions[i] - p))
 
-    def to_dict(self) -> Dict[str, Any]:
-        """The JSON form as Python data (NaN as None)."""
-        return to_jsonable(self)
-
     def to_json(self, indent: Optional[int] = 1) -> str:
         """``report.json``'s text (the one writer: NaN and infinities as ``null``)."""
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "RunReport":
+    def from_dict(cls, data: Dict[str, Any], where: str = "report") -> "RunReport":
         """A report from parsed JSON, every key and type checked (``SchemaError``)."""
-        return from_jsonable(cls, data)
+        return from_jsonable(cls, data, where)
 
     @classmethod
     def load(cls, path: "str | Path") -> "RunReport":
         """Read ``report.json`` (or a run folder holding it)."""
         path = Path(path)
         if path.is_dir():
-            path = path / "report.json"
+            path = path / REPORT_FILE
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     @classmethod
