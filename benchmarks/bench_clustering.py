@@ -40,9 +40,12 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.cluster.discovery import Preprocessing
 
 METHODS = ("eap", "eap-ig")
 IG_STEPS = 5
@@ -207,7 +210,8 @@ class Matrices:
         return {t: float((mu[tasks == t] > 0).mean()) for t in sorted(set(tasks.tolist()))}
 
 
-FIXED_SPACES = ("l2", "raw", "binary", "rank", "absolute", "sparse")
+FIXED_SPACES: Tuple["Preprocessing", ...] = ("l2", "raw", "binary", "rank", "absolute",
+                                             "sparse")
 
 
 @dataclass
@@ -234,9 +238,10 @@ def cluster_case(A: Any, seed: int, n_jobs: Optional[int]) -> Dict[str, Any]:
     fit_cpu, fit_wall = time.process_time() - cpu, time.perf_counter() - wall
     st = cluster_stability(gd, X, 3, random_state=seed, clusterer="chosen")
     sel = gd.space_selection_
+    assert sel is not None  # preprocessing="auto"
     chosen = next((c for c in sel.candidates if c.chosen), None)
     measured = [c for c in sel.candidates if c.excess is not None]
-    top = max(measured, key=lambda c: c.excess, default=None)
+    top = max(measured, key=lambda c: c.excess or 0.0, default=None)
     return {"gd": gd, "labels": gd.labels_, "k": gd.n_clusters_, "space": gd.preprocessing_,
             "clusterer": gd.method_, "stability": None if chosen is None else chosen.stability,
             "excess": None if chosen is None else chosen.excess,
@@ -260,7 +265,7 @@ def evaluate(case: str, method: str, A: Any, info: Dict[str, Any], seed: int,
     auto = cluster_case(A, seed, n_jobs)
     auto["ari"] = adjusted_rand_score(y, auto["labels"])
     today = GroupedDiscovery(preprocessing="l2", max_clusters=8, random_state=seed).fit(X)
-    fixed = {}
+    fixed: Dict[str, Tuple[float, int]] = {}
     for space in FIXED_SPACES:
         gd = GroupedDiscovery(preprocessing=space, random_state=seed).fit(X)
         fixed[space] = (adjusted_rand_score(y, gd.labels_), gd.n_clusters_)
@@ -319,7 +324,7 @@ def compare_rules(A: Any, seed: int) -> Dict[str, Tuple[str, float]]:
             continue
         top = max(score(c) for c in pool)
         near = [c for c in pool if score(c) >= top - TIE_TOLERANCE]
-        c = max(near, key=lambda c: c.silhouette)
+        c = max(near, key=lambda c: c.silhouette or -1.0)
         out[name] = (f"{c.space}/{c.clusterer} k={c.k}",
                      adjusted_rand_score(y, ev.labels[(c.space, c.clusterer)]))
     return out

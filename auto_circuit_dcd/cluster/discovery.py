@@ -39,7 +39,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 
-from auto_circuit_dcd.cluster.circuits import as_rows
+from auto_circuit_dcd.cluster.circuits import Rows, as_rows
 from auto_circuit_dcd.cluster.clusterers import (PATH_CLUSTERERS, centroid_agreement,
                                                  nearest_centroid, nearest_row,
                                                  nearest_row_agreement)
@@ -82,7 +82,7 @@ def _int(lo: int, none: str = "") -> Allowed:
     def test(v: Any) -> bool:
         if v is None:
             return bool(none)
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v >= lo)
     return Allowed(test, f"at least {lo} (an integer" + (f"; or None {none})" if none else ")"))
 
 
@@ -213,7 +213,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
-    def fit(self, A: Any, y: Any = None) -> "GroupedDiscovery":
+    def fit(self, A: Rows, y: object = None) -> "GroupedDiscovery":
         """Cluster the rows of ``A`` (AttributionMatrix or ``[n, f]`` array); ``y`` is
         ignored. Returns self."""
         X, matrix = as_rows(A)
@@ -285,7 +285,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
             min_cluster_size=int(self.min_cluster_size))
 
     # --------------------------------------------------------------- predict
-    def predict(self, A: Any) -> np.ndarray:
+    def predict(self, A: Rows) -> np.ndarray:
         """Cluster of new examples from their attribution rows (``-1``: HDBSCAN noise).
 
         Rows are placed in the space the fit used (``preprocessing_``, ``reducer_``) and
@@ -318,6 +318,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         return self._mapped(hdbscan.approximate_predict(self.estimator_, Z)[0])
 
     def _route_estimator(self, Z: np.ndarray) -> np.ndarray:
+        assert self.estimator_ is not None  # this route is chosen only for a fitted estimator
         return self._mapped(self.estimator_.predict(Z))
 
     def _agreement_by_routing(self) -> float:
@@ -352,7 +353,7 @@ ROUTES: Dict[str, Route] = {
 _LINKAGE = ("agglomerative", "divisive")
 
 
-def _routing_rule(method: str, estimator: Any, n_clusters: int) -> str:
+def _routing_rule(method: str, estimator: Optional[ClusterMixin], n_clusters: int) -> str:
     """The key of :data:`ROUTES` for a fit by ``method`` (and its fitted ``estimator``)."""
     if method == "hdbscan":
         return "hdbscan"

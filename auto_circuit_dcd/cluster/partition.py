@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import ClusterMixin, clone
 
 from auto_circuit_dcd.cluster.clusterers import AUTO_CANDIDATES, PATH_CLUSTERERS, fit_hdbscan
 from auto_circuit_dcd.cluster.select_k import (GAP_RULES, ReferenceCurves, combine,
@@ -43,7 +43,7 @@ _MAX_SEED = np.iinfo(np.int32).max
 class PartitionSettings:
     """The hyper-parameters of :func:`partition` (``GroupedDiscovery``'s of the same names)."""
 
-    clusterer: Union[str, Any] = "auto"
+    clusterer: Union[str, ClusterMixin] = "auto"
     n_clusters: Optional[int] = None
     max_clusters: int = 20
     k_rule: str = "silhouette"
@@ -79,7 +79,7 @@ class Partition:
     selection: Tuple[Dict[str, Any], ...] = ()
     k_choices: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     single_cluster_test: Optional[Dict[str, Any]] = None
-    estimator: Any = None
+    estimator: Optional[ClusterMixin] = None
     alternatives: Dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -113,10 +113,13 @@ def partition(Z: np.ndarray, settings: PartitionSettings, rng: np.random.RandomS
                                                              "reason": reason})
     test = None
     rows: List[Dict[str, Any]] = []
+    # k-means' seed for the k=1 test, then the reference sets: the order the test draws them in
+    test_seed = int(rng.randint(_MAX_SEED)) if settings.test_single_cluster else None
     if curves is None and (settings.test_single_cluster or settings.k_rule in GAP_RULES):
         curves = ReferenceCurves(Z, int(settings.gap_references), rng)
     if settings.test_single_cluster:
-        test = single_cluster_test(Z, int(settings.gap_references), rng, curves=curves)
+        test = single_cluster_test(Z, int(settings.gap_references), rng, curves=curves,
+                                   seed=test_seed)
         rows.append({"method": "single-cluster test", "k": 1, **test})
         if test["one_cluster"]:
             return Partition(one, "single", selection=tuple(rows), single_cluster_test=test)
@@ -185,7 +188,8 @@ def _fixed_k(Z: np.ndarray, D: np.ndarray, k: int, settings: PartitionSettings,
     return Partition(scored[best][0], best, scored[best][1], rows)
 
 
-def _fit_hdbscan(Z: np.ndarray, min_cluster_size: int) -> Tuple[str, Any, np.ndarray]:
+def _fit_hdbscan(Z: np.ndarray, min_cluster_size: int,
+                 ) -> Tuple[str, ClusterMixin, np.ndarray]:
     est = fit_hdbscan(Z, min_cluster_size)
     labels = np.asarray(est.labels_, dtype=int)
     if (labels < 0).all():
@@ -195,7 +199,8 @@ def _fit_hdbscan(Z: np.ndarray, min_cluster_size: int) -> Tuple[str, Any, np.nda
     return "hdbscan", est, labels
 
 
-def _fit_instance(Z: np.ndarray, clusterer: Any) -> Tuple[str, Any, np.ndarray]:
+def _fit_instance(Z: np.ndarray, clusterer: ClusterMixin,
+                  ) -> Tuple[str, ClusterMixin, np.ndarray]:
     est = clone(clusterer).fit(Z)
     labels = np.asarray(getattr(est, "labels_"), dtype=int)
     if (labels < 0).all():
@@ -203,7 +208,7 @@ def _fit_instance(Z: np.ndarray, clusterer: Any) -> Tuple[str, Any, np.ndarray]:
     return type(est).__name__, est, labels
 
 
-def _own_k(Z: np.ndarray, D: np.ndarray, fitted: Tuple[str, Any, np.ndarray],
+def _own_k(Z: np.ndarray, D: np.ndarray, fitted: Tuple[str, ClusterMixin, np.ndarray],
            rows: List[Dict[str, Any]], test: Optional[Dict[str, Any]]) -> Partition:
     """A clusterer that chose its own k: one summary row."""
     name, est, labels = fitted

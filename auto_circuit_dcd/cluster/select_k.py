@@ -238,17 +238,17 @@ def gap_choice(gap: Mapping[int, float], se: Mapping[int, float], min_k: int = 1
 
 def single_cluster_test(X: np.ndarray, n_refs: int, rng: np.random.RandomState,
                         n_init: int = 10, refs: Optional[np.ndarray] = None,
-                        curves: Optional[ReferenceCurves] = None,
+                        curves: Optional[ReferenceCurves] = None, seed: Optional[int] = None,
                         ) -> Dict[str, object]:
     """The k=1 test (module docstring): ``{"one_cluster", "gap_1", "gap_2", "se_2"}``.
     Reference data: ``curves`` (shared and reused), ``refs`` (drawn for ``X``), else
-    ``n_refs`` sets drawn here."""
+    ``n_refs`` sets drawn here; ``seed``: k-means' (else drawn from ``rng``)."""
     from sklearn.cluster import KMeans
 
     if len(X) < 3 or np.allclose(X, X[0]):
         return {"one_cluster": True, "gap_1": None, "gap_2": None, "se_2": None,
                 "reason": "fewer than 3 examples" if len(X) < 3 else "all rows identical"}
-    seed = int(rng.randint(np.iinfo(np.int32).max))
+    seed = int(rng.randint(np.iinfo(np.int32).max)) if seed is None else int(seed)
 
     def path(data: np.ndarray, max_k: int) -> Dict[int, np.ndarray]:
         km = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(data)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -395,8 +395,7 @@ def _with_clusterer(part: Partition, name: str, labels: np.ndarray) -> Partition
                    selection=rows)
 
 
-def _map(fn: Callable[[T], R], items: Union[Sequence[T], range],
-         n_jobs: Optional[int]) -> List[R]:
+def _map(fn: Callable[[T], R], items: Iterable[T], n_jobs: Optional[int]) -> List[R]:
     """``[fn(x) for x in items]``, on ``n_jobs`` threads when above 1 (-1: one per item)."""
     items = list(items)
     if not n_jobs or n_jobs == 1 or len(items) < 2:

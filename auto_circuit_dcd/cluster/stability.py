@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Annotated, Callable, Dict, List, Literal, NamedTuple,
+                    Optional, Sequence, Tuple, Union)
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -43,6 +44,10 @@ from sklearn.utils import check_random_state
 from auto_circuit_dcd.cluster.circuits import as_rows
 from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
 from auto_circuit_dcd.schema import Record
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.cluster.circuits import Rows
+    from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
 
 __all__ = ["RESAMPLERS", "ClusterStability", "cluster_stability", "draw_rows",
            "resample_stability"]
@@ -156,9 +161,12 @@ def resample_stability(full: np.ndarray, draws: Sequence[np.ndarray],
         jaccard={c: _mean(best[c]) for c in clusters}, method=method, fraction=fraction)
 
 
-def cluster_stability(gd: Any, A: Any, n_resamples: int = 20, *, method: str = "subsample",
-                      fraction: Optional[float] = None, random_state: Any = None,
-                      progress: bool = False, clusterer: str = "same") -> ClusterStability:
+def cluster_stability(gd: "GroupedDiscovery", A: "Rows", n_resamples: int = 20, *,
+                      method: Literal["subsample", "bootstrap"] = "subsample",
+                      fraction: Optional[float] = None,
+                      random_state: Union[None, int, np.random.RandomState] = None,
+                      progress: bool = False,
+                      clusterer: Literal["same", "chosen"] = "same") -> ClusterStability:
     """Refit ``gd``'s clustering on resamples of the rows of ``A`` (the matrix or array it
     was fitted on) and compare with its labels; see the module docstring. ``clusterer``:
     ``"same"`` (``gd``'s own setting) or ``"chosen"`` (the one ``"auto"`` picked)."""
