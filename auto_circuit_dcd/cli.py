@@ -1,10 +1,16 @@
 """The ``auto-circuit-dcd`` command: ``run`` (the main job), ``make-dataset``, ``fetch-model``.
 
-Heavy imports happen inside each command, so ``--help`` answers at once. Errors the user
-can fix (:class:`~auto_circuit_dcd.errors.UserError`: bad arguments, bad files, no
-network; and a full disk or a folder without write permission) print one line, never a
-traceback (set ``AUTO_CIRCUIT_DCD_DEBUG=1`` to see it); anything else is a bug and prints
-its traceback and where to report it.
+Heavy imports happen inside each command, so ``--help`` answers at once. ``run --help``
+lists the options by stage (:data:`RUN_GROUPS`, each field's ``group`` in
+:class:`~auto_circuit_dcd.job.config.RunConfig`), each with its default, and for an
+option whose default is "not given" what that means (:data:`WHEN_NOT_GIVEN`).
+
+Errors the user can fix print one line, never a traceback (set
+``AUTO_CIRCUIT_DCD_DEBUG=1`` to see it): a bad option (``auto-circuit-dcd run: error:
+...; see auto-circuit-dcd run --help``, without the usage block),
+:class:`~auto_circuit_dcd.errors.UserError` (bad files, no network) and a full disk or a
+folder without write permission. The package's own warnings print as one line too.
+Anything else is a bug and prints its traceback and where to report it.
 """
 
 from __future__ import annotations
@@ -14,18 +20,39 @@ import errno
 import os
 import sys
 import traceback
+import warnings
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Union, get_type_hints
+from typing import (Any, Callable, Dict, Iterator, List, Literal, NoReturn, Optional, Tuple,
+                    Union, get_type_hints)
 
 from auto_circuit_dcd import __version__
-from auto_circuit_dcd.job.config import RunConfig
+from auto_circuit_dcd.job.config import (ATTRIBUTION, CIRCUITS, CLUSTERING, DATA, MACHINE,
+                                         OUTPUT, RunConfig)
 from auto_circuit_dcd.model.table import DEFAULT_REAL_MODEL, OFFLINE_MODELS
 from auto_circuit_dcd.tasks.dataset import TASKS
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "RUN_GROUPS", "WHEN_NOT_GIVEN"]
 
+#: the option groups of ``run --help``, in the order of the job's stages (each RunConfig
+#: field's ``group`` metadata names one)
+RUN_GROUPS: Tuple[str, ...] = (DATA, ATTRIBUTION, CLUSTERING, CIRCUITS, OUTPUT, MACHINE)
 
+#: what each RunConfig option whose default is None means when it is not given, shown as
+#: its default in ``run --help`` (tests/test_cli.py keeps these in step with the job)
+WHEN_NOT_GIVEN: Dict[str, str] = {
+    "dataset": "none: the prompts --task generates, else the model's embedded dataset",
+    "task": "none: the prompts of --dataset, else the model's embedded dataset",
+    "prompt_types": "the task's own set of prompt types",
+    "n": "every prompt of the dataset; 1000 generated with --task",
+    "edge_fractions": "MIB's grid, 0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1",
+    "draw_fraction": "the value of --p-cross",
+    "threads": "torch's own: OMP_NUM_THREADS if set, else one per physical core",
+    "selection": "topn-fill; topn-prune under --mib-parity",
+    "ranking": "abs; under --mib-parity signed for CPR and abs for CMD",
+    "cmd": "one-sided; two-sided under --mib-parity",
+}
 
 #: OSError numbers that are the machine's state, not a bug (reported in one line)
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT}
@@ -40,8 +67,13 @@ def _fractions(value: str) -> List[float]:
         out = [float(v) for v in _csv(value)]
     except ValueError:
         raise argparse.ArgumentTypeError("edge fractions are numbers, e.g. 0.01,0.05,0.1")
-    if not out or any(not 0.0 <= v <= 1.0 for v in out):
-        raise argparse.ArgumentTypeError("edge fractions must lie in [0, 1]")
+    if not out:
+        raise argparse.ArgumentTypeError("give edge fractions as numbers, e.g. 0.01,0.05,0.1")
+    wrong = [v for v in out if not 0.0 <= v <= 1.0]
+    if wrong:
+        raise argparse.ArgumentTypeError(
+            f"edge fractions are shares of all edges in [0, 1] (0.05 = 5%), got "
+            f"{', '.join(f'{v:g}' for v in wrong)}")
     return out
 
 
@@ -59,9 +91,11 @@ _PARSERS: Dict[Any, Callable[[str], Any]] = {
 }
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per :class:`RunConfig` field, with its default, help and allowed values."""
+def _add_config_options(parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """One option per :class:`RunConfig` field, with its default, help and allowed values,
+    in the group of its stage (:data:`RUN_GROUPS`); returns the groups by title."""
     hints = get_type_hints(RunConfig)
+    groups = {title: parser.add_argument_group(title) for title in RUN_GROUPS}
     for f in fields(RunConfig):
         kind = hints[f.name]
         args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
@@ -71,18 +105,32 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             kind = str
         choices = f.metadata.get("choices")
         names = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
+        group = groups[f.metadata["group"]]
+        text = f.metadata.get("help", "")
         if kind is bool:  # a flag: off by default
-            parser.add_argument(*names, dest=f.name, action="store_true",
-                                help=f.metadata.get("help", ""))
+            group.add_argument(*names, dest=f.name, action="store_true",
+                               help=f"{text} (default: off)")
             continue
-        parser.add_argument(*names, dest=f.name, default=f.default,
-                            type=_PARSERS[kind], help=f.metadata.get("help", ""),
-                            choices=choices if f.metadata.get("strict") else None,
-                            metavar="{" + ",".join(choices) + "}" if choices else None)
+        if f.default is None:
+            text = f"{text} (default: {WHEN_NOT_GIVEN[f.name]})"
+        group.add_argument(*names, dest=f.name, default=f.default,
+                           type=_PARSERS[kind], help=text,
+                           choices=choices if f.metadata.get("strict") else None,
+                           metavar="{" + ",".join(choices) + "}" if choices else None)
+    return groups
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command's parser whose errors are one line pointing to ``--help`` (no usage
+    block: it would bury the one line that says what is wrong)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where there is none (``None`` or a flag)."""
+    """Shows each option's default, except where there is none (``None`` or a flag: their
+    help says what leaving them out means)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or isinstance(action.default, bool) \
@@ -134,8 +182,9 @@ def _cmd_export_mib(args: argparse.Namespace) -> int:
     done = export_mib(args.run_dir)
     sizes = sorted({f["edge_fraction"] for f in done.files if f["edge_fraction"] is not None})
     circuits = sorted({f["circuit"] for f in done.files})
+    scores = sorted({Path(f["file"]).name for f in done.files if f["edge_fraction"] is None})
     print(f"wrote {len(done.files)} EAP-IG graph files to {done.folder}: {len(circuits)} "
-          f"circuits ({', '.join(circuits)}), each as importances.json and at "
+          f"circuits ({', '.join(circuits)}), each as {' and '.join(scores)} and at "
           f"{len(sizes)} sizes ({', '.join(f'{100 * p:g}%' for p in sizes)}); "
           f"list in {done.folder / 'index.json'}")
     return 0
@@ -147,15 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Data-driven Circuit Discovery on auto-circuit: cluster examples by "
                     "their per-example edge attributions, one circuit per cluster.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     r = sub.add_parser("run", help="dataset -> attributions -> clusters -> circuits -> report",
                        formatter_class=_HelpFormatter,
                        description="Run the main job and write OUT/report.html, "
-                                   "OUT/report.json, the circuits and the attribution matrices.")
-    _add_config_options(r)
-    r.add_argument("--quiet", action="store_true",
-                   help="no progress bars and no line per stage (the summary is printed)")
+                                   "OUT/report.json, the circuits and the attribution "
+                                   "matrices. Options by stage; each shows its default.")
+    groups = _add_config_options(r)
+    groups[OUTPUT].add_argument(
+        "--quiet", action="store_true",
+        help="no progress bars and no line per stage (the summary is printed) (default: off)")
     r.set_defaults(func=_cmd_run)
 
     m = sub.add_parser("make-dataset", formatter_class=_HelpFormatter,
@@ -202,7 +253,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # the built-in models need no hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        return handler(args)
+        with _one_line_warnings():
+            return handler(args)
     except KeyboardInterrupt:
         print("interrupted; cached attributions in the output folder are kept and a "
               "re-run resumes", file=sys.stderr)
@@ -239,6 +291,26 @@ def _show_package_log() -> None:
         log.setLevel(logging.INFO)
 
 
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """The package's own warnings as one line, ``auto-circuit-dcd: warning: ...`` (others
+    keep Python's form, with the file and line that help debug them)."""
+    package = str(Path(__file__).resolve().parent)
+    plain = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type, filename: str, lineno: int,
+                 line: Optional[str] = None) -> str:
+        if str(Path(filename).resolve()).startswith(package):
+            return f"auto-circuit-dcd: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = plain
+
+
 def _is_user_error(err: Exception) -> bool:
     from auto_circuit_dcd.errors import UserError
 
@@ -247,18 +319,24 @@ def _is_user_error(err: Exception) -> bool:
 
 
 def _bug_report_address() -> str:
-    """Where to report bugs: the package metadata's tracker URL, else its maintainers."""
+    """Where to report bugs: the package metadata's tracker URL, else its maintainers'
+    address, else the maintainers (this package's metadata names no public tracker)."""
     from importlib.metadata import PackageNotFoundError, metadata
 
     try:
-        urls = metadata("auto-circuit-dcd").get_all("Project-URL") or []
+        meta = metadata("auto-circuit-dcd")
     except PackageNotFoundError:
-        urls = []
+        meta = None
+    urls = (meta.get_all("Project-URL") or []) if meta is not None else []
     for entry in urls:
         label, _, url = entry.partition(",")
         if label.strip().lower() in ("issues", "bug tracker", "tracker", "source"):
             return url.strip()
-    return "the maintainers of auto-circuit-dcd (see `pip show auto-circuit-dcd`)"
+    for key in ("Maintainer-email", "Author-email"):
+        address = (meta.get_all(key) or [None])[0] if meta is not None else None
+        if address:
+            return address
+    return "the maintainers of auto-circuit-dcd (where you obtained it)"
 
 
 if __name__ == "__main__":

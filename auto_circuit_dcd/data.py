@@ -8,19 +8,24 @@ example ids and left-pads prompts of different lengths. This module:
    label (``group`` by default), an ``id`` and a ``split`` (train/val/test);
 2. tokenizes every prompt alone (BOS prepended, as auto-circuit does), checks each pair
    (no word the tokenizer does not know, equal clean/corrupt lengths, one-token answers)
-   and names the prompt at fault;
+   and names the prompt at fault: by its ``id`` field, else by its position counting
+   from 1 (:func:`prompt_name`);
 3. batches examples by token length, so no padding and no shared KV cache is ever
    needed, and keeps every example: the last batch of each length may be smaller;
 4. returns :class:`ExampleLoader`, a real ``PromptDataLoader`` (drop-in for
    auto-circuit's functions) that also knows each batch's example ids and groups, and
    yields its batches on a given device (auto-circuit's algorithms index the model's
-   device with them); :func:`batch_to` moves any loader's batch where the model is.
+   device with them); :func:`batch_to` moves any loader's batch where the model is;
+5. :func:`check_split_sizes` refuses a training split too small to cluster and warns
+   about one too small for the clusters tried, naming how many prompts to ask for.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -44,11 +49,27 @@ __all__ = [
     "split_examples",
     "prepare",
     "batch_to",
+    "prompt_name",
+    "check_split_sizes",
+    "SmallSplitWarning",
 ]
 
 
 class DatasetError(UserError, ValueError):
     """A dataset that cannot be scored as it is; the message says what to change."""
+
+
+class SmallSplitWarning(UserWarning):
+    """A training split with fewer prompts than the clusters tried need."""
+
+
+def prompt_name(prompt: Dict[str, Any], position: int, total: int) -> str:
+    """How an error names a prompt: ``prompt id 'p-7' (number 8 of 40)`` by its ``id``
+    field, else ``prompt number 8 of 40 (counting from 1; it has no 'id')``;
+    ``position`` counts from 0, as Python does."""
+    if isinstance(prompt, dict) and "id" in prompt:
+        return f"prompt id {prompt['id']!r} (number {position + 1} of {total})"
+    return f"prompt number {position + 1} of {total} (counting from 1; it has no 'id')"
 
 
 @dataclass(frozen=True)
@@ -93,9 +114,12 @@ def read_prompts(source: str | Path | Dict[str, Any]) -> List[Dict[str, Any]]:
     if not prompts:
         raise DatasetError(f"{where} has an empty 'prompts' list: nothing to score")
     for i, p in enumerate(prompts):
+        if not isinstance(p, dict):
+            raise DatasetError(f"{prompt_name(p, i, len(prompts))} of {where} is not an "
+                               "object with 'clean', 'corrupt', 'answers', 'wrong_answers'")
         missing = [k for k in ("clean", "corrupt", "answers", "wrong_answers") if k not in p]
         if missing:
-            raise DatasetError(f"prompt {i} of {where} lacks {missing}")
+            raise DatasetError(f"{prompt_name(p, i, len(prompts))} of {where} lacks {missing}")
     return prompts
 
 
@@ -116,18 +140,18 @@ def _tokenize_text(tokenizer: Any, text: Any, where: str = "a prompt") -> List[i
                            "give token ids") from None
 
 
-def _answer_ids(tokenizer: Any, answers: Any, i: int, key: str) -> torch.Tensor:
+def _answer_ids(tokenizer: Any, answers: Any, name: str, key: str) -> torch.Tensor:
     if not isinstance(answers, list) or not answers:
-        raise DatasetError(f"prompt {i}: '{key}' must be a non-empty list")
+        raise DatasetError(f"{name}: '{key}' must be a non-empty list")
     ids = []
     for a in answers:
         if isinstance(a, int):
             ids.append(a)
             continue
-        toks = _tokenize_text(tokenizer, a, f"prompt {i}, {key[:-1].replace('_', ' ')}")
+        toks = _tokenize_text(tokenizer, a, f"{name}, {key[:-1].replace('_', ' ')}")
         if len(toks) != 1:
             raise DatasetError(
-                f"prompt {i}: {key[:-1].replace('_', ' ')} {a!r} is {len(toks)} tokens "
+                f"{name}: {key[:-1].replace('_', ' ')} {a!r} is {len(toks)} tokens "
                 f"({toks}); every answer must be exactly one token (a leading space "
                 "often makes a word one token; or give token ids)"
             )
@@ -150,34 +174,41 @@ def tokenize_examples(
         bos = [int(tokenizer.bos_token_id)]
     examples = []
     for i, p in enumerate(prompts):
+        name = prompt_name(p, i, len(prompts))
         # Pre-tokenized prompts are taken as they are (auto-circuit does the same).
         pre = isinstance(p["clean"], list)
         clean = (bos if not pre else []) + _tokenize_text(tokenizer, p["clean"],
-                                                          f"prompt {i}, clean")
+                                                          f"{name}, clean")
         corrupt = (bos if not pre else []) + _tokenize_text(tokenizer, p["corrupt"],
-                                                            f"prompt {i}, corrupt")
+                                                            f"{name}, corrupt")
         if len(clean) != len(corrupt):
             raise DatasetError(
-                f"prompt {i}: clean and corrupt prompts have different token lengths "
+                f"{name}: clean and corrupt prompts have different token lengths "
                 f"({len(clean)} vs {len(corrupt)}): clean={p['clean']!r}, "
                 f"corrupt={p['corrupt']!r}. Edge patching needs aligned positions: "
                 "choose corruptions that tokenize to the same length."
             )
         if len(clean) == 0:
-            raise DatasetError(f"prompt {i} is empty")
+            raise DatasetError(f"{name} is empty")
         group = p.get(label_field) if label_field else None
         examples.append(Example(
             id=p.get("id", i),
             clean=torch.tensor(clean, dtype=torch.long),
             corrupt=torch.tensor(corrupt, dtype=torch.long),
-            answers=_answer_ids(tokenizer, p["answers"], i, "answers"),
-            wrong_answers=_answer_ids(tokenizer, p["wrong_answers"], i, "wrong_answers"),
+            answers=_answer_ids(tokenizer, p["answers"], name, "answers"),
+            wrong_answers=_answer_ids(tokenizer, p["wrong_answers"], name, "wrong_answers"),
             group=None if group is None else str(group),
             split=p.get("split"),
         ))
-    ids = [e.id for e in examples]
-    if len(set(map(str, ids))) != len(ids):
-        raise DatasetError("prompt 'id' fields must be unique")
+    numbers: Dict[str, List[int]] = {}
+    for i, e in enumerate(examples):
+        numbers.setdefault(str(e.id), []).append(i + 1)
+    repeated = {k: v for k, v in numbers.items() if len(v) > 1}
+    if repeated:
+        first = next(iter(repeated))
+        raise DatasetError(f"prompt 'id' fields must be unique: {len(repeated)} id(s) repeat, "
+                           f"e.g. {first!r} at prompt numbers {repeated[first][:5]} (counting "
+                           "from 1)")
     return examples
 
 
@@ -352,6 +383,39 @@ def split_examples(
     test_idx = sorted(order[:n_test])
     train_idx = sorted(order[n_test:])
     return [examples[i] for i in train_idx], [examples[i] for i in test_idx]
+
+
+#: training prompts clustering needs at the least (a silhouette needs 2 <= k <= n - 1)
+MIN_TRAIN_PROMPTS = 3
+#: training prompts wanted per cluster at the largest number of clusters tried
+PROMPTS_PER_CLUSTER = 3
+
+
+def check_split_sizes(n_train: int, n_prompts: int, max_clusters: int) -> None:
+    """Refuse a training split too small to cluster, warn about one too small for the
+    clusters tried; call it before attribution runs.
+
+    Below :data:`MIN_TRAIN_PROMPTS` training prompts no clustering can work: a
+    :class:`DatasetError`. Below ``PROMPTS_PER_CLUSTER * max_clusters`` a
+    :class:`SmallSplitWarning` (k is capped at ``n_train - 1`` and clusters of one or two
+    prompts are noise). Both name how many prompts to ask for, at this split's train share
+    (``n_train`` of the ``n_prompts`` read).
+    """
+    wanted = max(MIN_TRAIN_PROMPTS, PROMPTS_PER_CLUSTER * int(max_clusters))
+    if n_train >= wanted:
+        return
+    ask = math.ceil(wanted * n_prompts / max(n_train, 1))
+    where = (f"the training split has {n_train} prompt(s) (of {n_prompts} read, the rest "
+             "held out)")
+    remedy = (f"ask for at least {ask} prompts (--n {ask}, or a larger dataset) or lower "
+              "--max-clusters")
+    if n_train < MIN_TRAIN_PROMPTS:
+        raise DatasetError(f"{where}: clustering needs at least {MIN_TRAIN_PROMPTS}, and "
+                           f"{wanted} for up to {max_clusters} clusters; {remedy}")
+    warnings.warn(f"{where}: too few to cluster into up to {max_clusters} clusters "
+                  f"({PROMPTS_PER_CLUSTER} prompts per cluster wanted: {wanted}), so the "
+                  f"clusters and their scores will be noise; {remedy}",
+                  SmallSplitWarning, stacklevel=2)
 
 
 def prepare(

@@ -1,17 +1,23 @@
 """Files written whole or not at all, checked when read, and folders used by one process at a time.
 
 1. :func:`atomic_path` yields a temporary path beside the destination (same folder, so
-   the rename is atomic); when the block ends normally the file is flushed to disk and
-   renamed over the destination; on any exit by an exception (``KeyboardInterrupt``
-   included) the temporary file is removed and the destination is left as it was.
-   :func:`write_text` and :func:`save_tensors` write through it.
+   the rename is atomic), created empty with the mode a plain ``open()`` gives (``0o666``
+   less the umask); when the block ends normally the file is given that mode again (a
+   writer that makes its own file, as safetensors does with ``0o600``, changes it),
+   flushed to disk and renamed over the destination; on any exit by an exception
+   (``KeyboardInterrupt`` included) the temporary file is removed and the destination is
+   left as it was. :func:`write_text` and :func:`save_tensors` write through it, so every
+   output has one mode.
 2. :func:`digest` / :func:`tensor_digest` / :func:`file_digest`: xxh3-128 of bytes, of
    tensors' contents (any device, any dtype, read in chunks) and of a file. They are
    checksums and cache keys against damage and stale data, not against an attacker.
 3. :func:`folder_lock`: an exclusive advisory lock on ``folder/.lock``, taken without
    waiting (a second process gets :class:`~auto_circuit_dcd.errors.FolderBusyError`
-   naming the folder and the holder's process id). The operating system releases it
-   when the process ends, however it ends.
+   naming the folder and the holder's process id). The lock file is removed when the
+   block ends, normally or by an exception; the lock is removed while still held, and a
+   process that locked a file since removed tries again, so two processes never both
+   hold a folder. A process killed mid-block leaves the file, naming it, but the
+   operating system releases the lock itself, so the next process takes it at once.
 4. :func:`save_bundle` / :func:`load_bundle`: tensors with a JSON sidecar in one folder,
    the JSON written last with the tensors' checksum, checked on read.
 """
@@ -19,6 +25,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional
@@ -44,12 +51,19 @@ def _fsync(path: Path) -> None:
 
 @contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """A temporary path to write ``dest`` through; renamed over ``dest`` on success."""
+    """A temporary path to write ``dest`` through; renamed over ``dest`` on success.
+
+    The file ends with the mode ``open(dest, "w")`` would give a new file (``0o666`` less
+    the umask), whichever way the block writes it.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}{_TMP_SUFFIX}")
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
+        mode = stat.S_IMODE(os.stat(tmp).st_mode)  # what the umask leaves of 0o666
         yield tmp
+        os.chmod(tmp, mode)
         _fsync(tmp)
         os.replace(tmp, dest)
     except BaseException:
@@ -174,23 +188,43 @@ def folder_lock(folder: str | Path, what: str = "run") -> Iterator[Path]:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    f = open(folder / LOCK_FILE, "a+")
+    path = folder / LOCK_FILE
+    f = _take_lock(path, folder, what)
     try:
-        if not _try_lock(f):
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            raise FolderBusyError(
-                f"{folder} is in use by another {what} (process {holder}): wait for it to "
-                "finish, or write into another folder")
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
-        try:
-            yield folder
-        finally:
-            _unlock(f)
+        yield folder
     finally:
+        try:
+            path.unlink(missing_ok=True)  # still held: no one can take it in between
+        except OSError:  # pragma: no cover - Windows cannot remove an open file
+            pass
+        _unlock(f)
+        f.close()
+
+
+def _take_lock(path: Path, folder: Path, what: str) -> Any:
+    """The open lock file ``path``, locked by this process; ``FolderBusyError`` if another
+    process holds it. A file removed by its releasing holder between our open and our
+    lock is a dead end (a new one may already be held): open the path again."""
+    while True:
+        f = open(path, "a+")
+        if not _try_lock(f):
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise FolderBusyError(
+                f"{folder} is in use by another {what} (process {holder}): wait for it to "
+                "finish, or write into another folder")
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(f.fileno()), current):
+            return f
+        _unlock(f)
         f.close()
 
 

@@ -118,16 +118,18 @@ def main() -> None:
         print(f"# {backend}: fixed {t_fixed[0]:.2f} s wall / {t_fixed[1]:.2f} s CPU, grid "
               f"{t_grid[0]:.2f} / {t_grid[1]:.2f} s", flush=True)
 
+    from auto_circuit_dcd.circuits.circuit import Circuit
     from auto_circuit_dcd.evaluation.ablation import patch_values
-    from auto_circuit_dcd.evaluation.faithfulness import circuit_mask, edge_count
+    from auto_circuit_dcd.evaluation.faithfulness import edge_count
     from auto_circuit_dcd.evaluation.patched import PatchedForward
 
     pf = PatchedForward(pm)
     bp = pf.batch_patch(patch_values("resample", pf.sources(), batch, None)[0])
-    score = circuits["single"].double()
+    single = Circuit(circuits["single"], A.edge_names, A.layout)
     sizes = []
     for p in grid[:-1]:
-        plan = pf.plan(circuit_mask(score, edge_count(p, pm.n_edges)))
+        # the edges evaluate_circuits evaluates at this size (its default rule, "topn")
+        plan = pf.plan(single.select("topn", edge_count(p, pm.n_edges)).mask)
         with torch.inference_mode():
             pf.logits(batch.clean, bp, [plan])  # warm-up
             t, _ = _timed(lambda: pf.logits(batch.clean, bp, [plan]))

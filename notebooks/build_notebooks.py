@@ -233,7 +233,7 @@ px.imshow(overlap_df.round(2), text_auto=True, title=f"Top-{int(P * pm.n_edges)}
     ("md", """## 7. The same as one command, and its typed report
 
 `dcd.run(dcd.RunConfig(...))` is `auto-circuit-dcd run` from Python: it does all of the
-above with the job's own defaults (its clusterer search, the `topn-prune` selection rule,
+above with the job's own defaults (its clusterer search, the `topn-fill` selection rule,
 routing, K-random) and writes `report.json`, `report.html`, the circuits and the matrices
 into `out`. It returns the report as typed records, `dcd.RunReport`: `report.dcd.clusters`,
 `report.single.cpr`, `report.cross_faithfulness.matrix`, ... (missing values are NaN here

@@ -215,3 +215,20 @@ def test_bad_arguments_are_explained(tiny_pm):
         dcd.attribute(tiny_pm, loader, backend="gpu")
     with pytest.raises(TypeError, match="PatchableModel"):
         dcd.attribute(tiny_pm.wrapped_model, loader)
+
+
+def test_steps_are_split_into_even_stacks_that_fit():
+    from auto_circuit_dcd.attribution.passes import step_stacks
+
+    assert step_stacks(5, one_step=100, cap=1000) == [range(0, 5)]
+    assert step_stacks(5, one_step=100, cap=400) == [range(0, 3), range(3, 5)]  # not 4 + 1
+    assert step_stacks(10, one_step=100, cap=300) == [range(0, 3), range(3, 6), range(6, 8),
+                                                      range(8, 10)]
+    assert step_stacks(3, one_step=100, cap=1) == [range(0, 1), range(1, 2), range(2, 3)]
+    assert step_stacks(1, one_step=10**12, cap=1) == [range(0, 1)]
+
+
+def test_max_stack_gib_must_be_positive(tiny_pm):
+    loader = make_loader(random_examples(2, seed=14), batch_size=2)
+    with pytest.raises(ValueError, match="max_stack_gib must be positive"):
+        dcd.attribute(tiny_pm, loader, method="eap-ig", max_stack_gib=0.0)

@@ -6,6 +6,7 @@ One run of the main job on the tiny random model (module fixture) serves every t
 import contextlib
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -194,12 +195,14 @@ def test_the_summary_prints_cpr_and_cmd_per_family_as_in_report_json(tiny_run):
     """Oracle: report.json's values, and K-random's CPR/CMD recomputed here by the
     trapezoid rule from its faithfulness curves (the summary prints 3 decimals: 5e-4)."""
     out, rep, stdout, _ = tiny_run
-    printed = {}
+    printed, intervals = {}, {}
     for line in stdout.splitlines():
         if line.startswith("  ") and " CPR " in line and " CMD " in line:
             name, rest = line.split(" CPR ")
-            cpr, cmd = rest.split(" CMD ")
-            printed[name.split("(")[0].strip()] = (float(cpr), float(cmd))
+            cpr, cmd = rest.split(" CMD ")  # each "value [low, high]"
+            name = name.split("(")[0].strip()
+            printed[name] = (float(cpr.split()[0]), float(cmd.split()[0]))
+            intervals[name] = [float(x) for x in re.findall(r"-?\d+\.\d+", cpr + cmd)]
     expected = {"single circuit": (rep["single"]["cpr"], rep["single"]["cmd"]),
                 "DCD, routed": (rep["dcd"]["cpr"]["routed"], rep["dcd"]["cmd"]["routed"]),
                 "DCD, oracle": (rep["dcd"]["cpr"]["oracle"], rep["dcd"]["cmd"]["oracle"])}
@@ -214,9 +217,99 @@ def test_the_summary_prints_cpr_and_cmd_per_family_as_in_report_json(tiny_run):
     assert set(printed) == set(expected)
     for name, values in expected.items():
         assert printed[name] == pytest.approx(values, abs=5e-4), name
+    # beside each value its interval, as report.json's uncertainty gives it
+    u = rep["uncertainty"]
+    curves = {"single circuit": u["single"], "DCD, routed": u["dcd_routed"],
+              "DCD, oracle": u["dcd_oracle"], "K-random, routed": u["k_random_routed"],
+              "K-random, oracle": u["k_random_oracle"]}
+    for name, c in curves.items():
+        assert c["cpr"]["estimate"] == pytest.approx(expected[name][0], abs=1e-9), name
+        assert c["cmd"]["estimate"] == pytest.approx(expected[name][1], abs=1e-9), name
+        want = [c["cpr"]["estimate"], c["cpr"]["low"], c["cpr"]["high"],
+                c["cmd"]["estimate"], c["cmd"]["low"], c["cmd"]["high"]]
+        assert intervals[name] == pytest.approx(want, abs=5e-4), name
     last = stdout.strip().splitlines()[-1]
     assert last.startswith("report: ") and last.endswith("report.html")
     assert last[len("report: "):] == str((out / "report.html").resolve())
+
+
+_V = r"-?\d\.\d{3}|n/a"  # a value as printed (n/a: missing)
+_S = r"[+-]\d\.\d{3}|n/a"  # a difference, signed
+COMPARISON_LINE = re.compile(
+    rf"^  (?P<label>.+?)\s+(?P<n>\d+)\s+(?P<ea>[\d,]+)/(?P<eb>[\d,]+)\s+(?P<a>{_V})\s+"
+    rf"(?P<b>{_V})\s+(?P<d>{_S}) \[(?P<lo>{_S}), (?P<hi>{_S})\]"
+    r"\s+(?P<p><?\d\.\d{3}|n/a)\s+(?P<mark>better|worse|not distinguishable)"
+    r"(?: \((?P<flag>.+)\))?$")
+
+
+def _printed(text):
+    """A printed value: None for n/a."""
+    return None if text == "n/a" else float(text.lstrip("<"))
+
+
+def test_the_summary_gives_each_comparison_at_p_with_its_interval_and_mark(tiny_run):
+    """Oracle: report.json's comparisons at --p-cross (own vs single per cluster, DCD routed
+    vs single and vs K-random routed) and its verdicts: each line prints the examples, the
+    edges of both sides, both values, the difference with its interval, the adjusted
+    p-value and the mark, flagged when the sides hold different numbers of edges; the
+    verdict lines print report.json's outcomes and nothing else."""
+    _, rep, stdout, _ = tiny_run
+    u = rep["uncertainty"]
+    p = rep["cross_faithfulness"]["p"]
+    expected = {}
+    for key, label in (("own_vs_single", None), ("dcd_routed_vs_single", "DCD routed vs single"),
+                       ("dcd_routed_vs_k_random_routed", "DCD routed vs K-random routed")):
+        for c in u["comparisons"][key]["comparisons"]:
+            if c["size"] is not None and abs(c["size"] - p) < 1e-12:
+                name = label or c["a"].replace(" own", "") + " own vs single"
+                expected[name] = c
+    lines = stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"at p = {100 * p:g}%, on "))
+    assert "95% interval" in lines[start] and "Holm-adjusted" in lines[start]
+    parsed = {}
+    for line in lines[start + 2:start + 2 + len(expected)]:
+        m = COMPARISON_LINE.match(line)
+        assert m, line
+        parsed[m["label"]] = m
+    assert set(parsed) == set(expected) and len(expected) == rep["n_clusters"] + 2
+    for name, c in expected.items():
+        m = parsed[name]
+        assert int(m["n"]) == c["n_examples"]
+        assert [int(x) for x in m["ea"].split(",")] == list(c["edges_a"].values())
+        assert [int(x) for x in m["eb"].split(",")] == list(c["edges_b"].values())
+        d = c["difference"]
+        for key, want in zip(("a", "b", "d", "lo", "hi", "p"),
+                             (c["a_value"], c["b_value"], d["estimate"], d["low"], d["high"],
+                              c["p_adjusted"])):
+            got = _printed(m[key])
+            if want is None:  # a cluster with no test example: nothing to compare
+                assert got is None, (name, key)
+            elif m[key].startswith("<"):
+                assert want < got, (name, key)
+            else:
+                assert got == pytest.approx(want, abs=5e-4), (name, key)
+        assert m["mark"] == c["mark"]
+        counts = list(c["edges_a"].values()) + list(c["edges_b"].values())
+        assert (m["flag"] == "sizes differ") == (len(set(counts)) > 1), name
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("verdicts (level 0.05)"))
+    outcomes = ("holds", "does not hold", "not distinguishable")
+    shown = {}
+    for line in lines[head + 1:head + 4]:
+        claim, at_p, on_cpr = re.split(r"\s{2,}", line.strip())
+        shown[claim] = (at_p, on_cpr)
+    names = {"(a) own beats single": "own beats single",
+             "(b) separate mechanisms": "separate mechanisms",
+             "(c) DCD routed beats K-random routed": "DCD beats K-random"}
+    assert set(shown) == set(names)
+    for label, claim in names.items():
+        for size, text in ((p, shown[label][0]), (None, shown[label][1])):
+            v = [v for v in u["verdicts"] if v["claim"] == claim and (
+                v["size"] is None if size is None else
+                v["size"] is not None and abs(v["size"] - size) < 1e-12)]
+            if not v:
+                assert text == "-"
+                continue
+            assert text.split(" (")[0] == v[0]["outcome"] and text.split(" (")[0] in outcomes
 
 
 def test_a_line_per_stage_as_it_starts(tiny_run):
@@ -263,6 +356,58 @@ def test_each_cluster_circuit_is_drawn_at_the_size_of_the_pages_numbers(tiny_run
                 for c in labels]
     counts, links = _drawn((out / "report.html").read_text())
     assert counts == expected and links == expected
+
+
+def check_page_intervals(out, rep):
+    """Oracle: report.json's uncertainty. The curve figure draws each curve's band as the
+    outline of its interval (high along the sizes, low back) and has the edges-held switch;
+    every comparison's mark, and each cluster's mark at --p-cross in the cluster table, is a
+    coloured cell; the verdict table holds each verdict's outcome once; the numbers behind
+    each verdict and every warning are on the page. Returns the number of marked cells."""
+    import html
+
+    from test_report import figure_payloads
+
+    page = (out / "report.html").read_text()
+    u = rep["uncertainty"]
+    curves = figure_payloads(page)[0]
+    bands = {t["name"]: t for t in curves if t.get("fill") == "toself"}
+    for name, key in (("single", "single"), ("DCD routed", "dcd_routed"),
+                      ("DCD oracle", "dcd_oracle"), ("K-random routed", "k_random_routed")):
+        band = u[key]["faithfulness"]
+        keep = [j for j in range(len(rep["edge_fractions"]))
+                if band["low"][j] is not None and band["high"][j] is not None]
+        trace = bands[f"{name}, 95% interval"]
+        assert trace["x"] == [rep["edge_fractions"][j] for j in keep + keep[::-1]]
+        assert trace["y"] == pytest.approx([band["high"][j] for j in keep]
+                                           + [band["low"][j] for j in keep[::-1]])
+    assert '"updatemenus"' in page and "x: edges held" in page
+    comparisons = [c for fam in u["comparisons"].values() for c in fam["comparisons"]]
+    p = rep["cross_faithfulness"]["p"]
+    at_p = [c for c in u["comparisons"]["own_vs_single"]["comparisons"]
+            if c["size"] is not None and abs(c["size"] - p) < 1e-12]
+    marked = 0
+    for mark in ("better", "worse", "not distinguishable"):
+        cells = page.count(f'<td class="{mark.replace(" ", "-")}">')
+        expected = sum(c["mark"] == mark for c in comparisons + at_p)
+        if mark == "not distinguishable":  # verdicts of that outcome share its colour
+            expected += sum(v["outcome"] == mark for v in u["verdicts"])
+        assert cells == expected, mark
+        marked += cells
+    for outcome in ("holds", "does not hold"):
+        cells = page.count(f'<td class="{outcome.replace(" ", "-")}">')
+        assert cells == sum(v["outcome"] == outcome for v in u["verdicts"]), outcome
+    assert page.count("<details>") == len(u["verdicts"])
+    assert "<h2>The method&#x27;s claims: verdicts</h2>" in page
+    assert "<h2>Paired comparisons</h2>" in page
+    for w in u["warnings"]:
+        assert html.escape(w["message"], quote=True) in page
+    return marked
+
+
+def test_the_page_shows_bands_marks_and_verdicts(tiny_run):
+    out, rep, _, _ = tiny_run
+    assert check_page_intervals(out, rep) > 0
 
 
 def test_draw_fraction_draws_another_size(tiny_run, tmp_path):
@@ -344,3 +489,214 @@ def test_report_json_has_exactly_the_keys_the_readme_lists(tiny_run):
 
     check(rep, listed, "report")
     assert len(listed["dcd"]["clusters"]) >= 6  # the parser read the nested record
+
+
+# ----------------------------------------------------------------------------- help and errors
+def test_run_help_lists_the_options_by_stage_each_with_its_default(capsys, monkeypatch):
+    """Oracle: each RunConfig field's ``group``; the groups appear in the stages' order and
+    every option of ``run`` says its default."""
+    import re
+    from dataclasses import fields
+
+    from auto_circuit_dcd.cli import RUN_GROUPS
+    from auto_circuit_dcd.job.config import RunConfig
+
+    monkeypatch.setenv("COLUMNS", "2000")
+    parser, run = _subparser("run")
+    titles = [g.title for g in run._action_groups]
+    assert titles[-len(RUN_GROUPS):] == list(RUN_GROUPS)
+    grouped = {a.dest: g.title for g in run._action_groups for a in g._group_actions}
+    for f in fields(RunConfig):
+        assert grouped[f.name] == f.metadata["group"], f.name
+    assert grouped["quiet"] == "report and output"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--help"])
+    text = capsys.readouterr().out
+    at = [text.index(f"\n{title}:\n") for title in RUN_GROUPS]
+    assert at == sorted(at)
+    # one entry per option: its line and the indented lines of help under it
+    entries = re.findall(r"^  (-\S+.*(?:\n {4,}.*)*)", text, re.M)
+    by_option = {e.split()[0].rstrip(","): " ".join(e.split()) for e in entries}
+    for a in run._actions:
+        if a.dest != "help":
+            entry = by_option[a.option_strings[0]]
+            assert re.search(r"\(default: [^)]", entry), f"no default: {entry}"
+    assert by_option["--edge-fractions"].endswith(
+        "(default: MIB's grid, 0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1)")
+    assert by_option["--mib-parity"].endswith("(default: off)")
+
+
+def test_what_an_option_left_out_means_is_what_the_job_does():
+    """Oracle: the job's own defaults: the MIB grid, and the convention a config with the
+    option left out gets (with and without --mib-parity)."""
+    from dataclasses import fields
+
+    from auto_circuit_dcd.cli import WHEN_NOT_GIVEN
+    from auto_circuit_dcd.evaluation import MIB_GRID
+    from auto_circuit_dcd.job.config import RunConfig
+
+    assert set(WHEN_NOT_GIVEN) == {f.name for f in fields(RunConfig) if f.default is None}
+    grid = ",".join(f"{p:g}" for p in RunConfig().fraction_grid())
+    assert grid == ",".join(f"{p:g}" for p in MIB_GRID)
+    assert WHEN_NOT_GIVEN["edge_fractions"].endswith(grid)
+    plain, mib = RunConfig().convention(), RunConfig(mib_parity=True).convention()
+    assert WHEN_NOT_GIVEN["selection"] == f"{plain.selection}; {mib.selection} under --mib-parity"
+    assert (plain.selection, mib.selection) == ("topn-fill", "topn-prune")
+    assert WHEN_NOT_GIVEN["ranking"] == (f"{plain.cpr_ranking}; under --mib-parity "
+                                         f"{mib.cpr_ranking} for CPR and {mib.cmd_ranking} "
+                                         "for CMD")
+    assert plain.cmd_ranking == plain.cpr_ranking
+    assert WHEN_NOT_GIVEN["cmd"] == f"{plain.cmd_form}; {mib.cmd_form} under --mib-parity"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--edge-fractions", "2"], "argument --edge-fractions: edge fractions are shares "
+                                       "of all edges in [0, 1] (0.05 = 5%), got 2"),
+    (["run", "--edge-fractions", "0.1,x"], "argument --edge-fractions: edge fractions are "
+                                           "numbers"),
+    (["run", "--method", "nope"], "argument --method: invalid choice: 'nope'"),
+    (["run", "--max-clusters", "two"], "argument --max-clusters: invalid int value: 'two'"),
+    (["make-dataset", "--out", "x.json"], "the following arguments are required: --task"),
+])
+def test_a_bad_option_is_one_line_without_the_usage_block(capsys, argv, says):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    command = f"auto-circuit-dcd {argv[0]}"
+    assert err[0].startswith(f"{command}: error: {says}")
+    assert err[0].endswith(f"; see {command} --help")
+
+
+HELP_IMPORTS = """
+import contextlib, io, sys
+from auto_circuit_dcd.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(["run", "--help"])
+    except SystemExit:
+        pass
+print([m for m in ("torch", "auto_circuit", "transformer_lens", "sklearn", "transformers")
+       if m in sys.modules])
+"""
+
+
+def test_run_help_imports_nothing_heavy():
+    """``--help`` stays fast: the libraries that take seconds to import are not touched."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_bug_report_address_is_the_tracker_or_says_where_to_look(monkeypatch):
+    import importlib.metadata as md
+
+    from auto_circuit_dcd.cli import _bug_report_address
+
+    class Meta:
+        def __init__(self, urls):
+            self.urls = urls
+
+        def get_all(self, key):
+            return self.urls if key == "Project-URL" else None
+
+    monkeypatch.setattr(md, "metadata",
+                        lambda name: Meta(["Homepage, https://h.example",
+                                           "Issues, https://h.example/issues"]))
+    assert _bug_report_address() == "https://h.example/issues"
+    monkeypatch.setattr(md, "metadata", lambda name: Meta(None))
+    assert _bug_report_address().startswith("the maintainers of auto-circuit-dcd")
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "metadata", missing)
+    assert _bug_report_address().startswith("the maintainers of auto-circuit-dcd")
+
+
+# ----------------------------------------------------------------------------- small splits
+@pytest.fixture
+def attribution_refused(monkeypatch):
+    """Attribution fails the run if it starts; records what was said before it."""
+    from auto_circuit_dcd.attribution import front
+
+    def refuse(*a, **k):
+        raise AssertionError("attribution ran")
+
+    monkeypatch.setattr(front, "attribute", refuse)
+
+
+def test_a_small_training_split_is_warned_about_before_attribution(tmp_path, capsys,
+                                                                   attribution_refused):
+    """8 prompts, 2 held out: 6 training prompts for up to 3 clusters (9 wanted); at this
+    share ask for ceil(9 * 8 / 6) = 12. The warning is one line, before attribution."""
+    import sys
+    import warnings
+
+    from test_pipeline import RUN, tiny_prompts, write
+
+    def to_stderr(message, category, filename, lineno, file=None, line=None):
+        """Python's own way to show a warning (pytest records them instead)."""
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    data = write(tmp_path / "d.json", tiny_prompts(8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = to_stderr
+        assert main(RUN + ["--dataset", str(data), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    before = err[:err.index("AssertionError: attribution ran")]
+    said = [line for line in before.splitlines() if "training split" in line]
+    assert len(said) == 1, before
+    assert said[0].startswith("auto-circuit-dcd: warning: the training split has 6 prompt(s) "
+                              "(of 8 read")
+    assert "--n 12," in said[0] and "--max-clusters" in said[0]
+
+
+def test_a_training_split_too_small_to_cluster_is_refused_in_one_line(tmp_path, capsys,
+                                                                      attribution_refused):
+    from test_pipeline import RUN, tiny_prompts, write
+
+    data = write(tmp_path / "d.json", tiny_prompts(3))  # 1 held out, 2 to cluster
+    assert main(RUN + ["--dataset", str(data), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("auto-circuit-dcd run: error: the training split has 2 "
+                             "prompt(s) (of 3 read")
+    assert "at least 3" in err[0] and "--n 14" in err[0]  # ceil(9 * 3 / 2)
+
+
+# ----------------------------------------------------------------------------- the run folder
+def test_a_finished_run_leaves_no_lock_and_one_file_mode(tiny_run):
+    """Oracle: the mode open() gives a new file under this process's umask."""
+    import os
+    import stat
+
+    out = tiny_run[0]
+    assert not list(out.rglob(".lock"))
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "circuits.safetensors" for p in files)
+    modes = {p.relative_to(out).as_posix(): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
+def test_a_failed_run_leaves_no_lock(tmp_path, capsys, monkeypatch):
+    from auto_circuit_dcd.cluster import GroupedDiscovery
+    from test_pipeline import RUN, tiny_prompts, write
+
+    def broken(self, *a, **k):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(GroupedDiscovery, "fit", broken)
+    out = tmp_path / "out"
+    assert main(RUN + ["--dataset", str(write(tmp_path / "d.json", tiny_prompts(12))),
+                       "--out", str(out)]) == 1
+    assert "ZeroDivisionError: a bug" in capsys.readouterr().err
+    assert out.is_dir() and list(out.rglob("*.safetensors"))  # the cache is kept to resume
+    assert not list(out.rglob(".lock"))

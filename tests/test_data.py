@@ -10,6 +10,9 @@ from transformers import PreTrainedTokenizerFast
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import DatasetError, load_examples, make_loader, split_examples
 
+#: how an error names a prompt without an 'id' (after "prompt number N of M "), as a regex
+NO_ID = r"\(counting from 1; it has no 'id'\)"
+
 WORDS = ["<bos>", "the", "cat", "dog", "sat", "ran", "on", "mat", "a", "big", "red"]
 
 
@@ -44,13 +47,16 @@ def test_every_example_is_kept_with_ids_and_groups(tok):
 def test_unequal_clean_corrupt_lengths_name_the_prompt(tok):
     data = {"prompts": [prompt("the cat sat", "the dog sat"),
                         prompt("the cat sat", "the big dog sat")]}
-    with pytest.raises(DatasetError, match="prompt 1: clean and corrupt .* \\(4 vs 5\\)"):
+    with pytest.raises(DatasetError,
+                       match="prompt number 2 of 2 " + NO_ID
+                       + r": clean and corrupt .* \(4 vs 5\)"):
         load_examples(data, tok)
 
 
 def test_multi_token_answers_are_refused(tok):
     data = {"prompts": [prompt("the cat", "the dog", answers=(" big mat",))]}
-    with pytest.raises(DatasetError, match="prompt 0: answer ' big mat' is 2 tokens"):
+    with pytest.raises(DatasetError,
+                       match="prompt number 1 of 1 " + NO_ID + ": answer ' big mat' is 2 tokens"):
         load_examples(data, tok)
 
 
@@ -121,8 +127,8 @@ def test_words_the_toy_tokenizer_does_not_know_are_refused(field, value, word):
     bad = {**good, field: value}
     if field == "clean":
         bad["corrupt"] = value.replace("then Mary", "then Zed")
-    with pytest.raises(DatasetError, match=f"prompt 1, {field.rstrip('s').replace('_', ' ')}"
-                                           f".*\\['{word}'\\].*<unk>"):
+    with pytest.raises(DatasetError, match="prompt number 2 of 2 " + NO_ID
+                       + f", {field.rstrip('s').replace('_', ' ')}.*\\['{word}'\\].*<unk>"):
         load_examples({"prompts": [good, bad]}, toy_tokenizer())
 
 
@@ -133,3 +139,61 @@ def test_a_literal_unknown_token_is_not_an_unknown_word():
     tok = toy_tokenizer()
     assert unknown_words(tok, "Mary <unk> John") == []
     assert encode(tok, " Mary") == [tok.convert_tokens_to_ids("Mary")]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"answers": []}, "'answers' must be a non-empty list"),
+    ({"wrong_answers": [" big mat"]}, "wrong answer ' big mat' is 2 tokens"),
+    ({"corrupt": "the big dog sat"}, "clean and corrupt prompts have different token lengths"),
+])
+def test_a_bad_prompt_is_named_by_its_id(tok, bad, message):
+    """Oracle: the id written in the file and the prompt's place counted by hand (4th of 5)."""
+    prompts = [prompt("the cat sat", "the dog sat", id=f"q{i}") for i in range(5)]
+    prompts[3].update(bad)
+    with pytest.raises(DatasetError) as err:
+        load_examples({"prompts": prompts}, tok)
+    assert str(err.value).startswith("prompt id 'q3' (number 4 of 5)")
+    assert message in str(err.value)
+
+
+def test_a_prompt_lacking_a_field_is_named(tok):
+    prompts = [prompt("the cat", "the dog") for _ in range(3)]
+    del prompts[2]["answers"]
+    with pytest.raises(DatasetError, match=r"prompt number 3 of 3 " + NO_ID
+                       + r" of the given dict lacks \['answers'\]"):
+        load_examples({"prompts": prompts}, tok)
+    prompts[2].update(answers=[" mat"], id=7)
+    del prompts[0]["clean"]
+    with pytest.raises(DatasetError, match=r"prompt number 1 of 3 .* lacks \['clean'\]"):
+        load_examples({"prompts": prompts}, tok)
+    prompts[0]["clean"] = "the cat"
+    prompts[0]["id"] = 7
+    with pytest.raises(DatasetError, match=r"unique: 1 id\(s\) repeat, e.g. '7' at prompt "
+                                           r"numbers \[1, 3\]"):
+        load_examples({"prompts": prompts}, tok)
+
+
+@pytest.mark.parametrize("n_train, n_prompts, max_clusters, ask", [
+    (3, 5, 8, 40),    # 24 training prompts wanted at 3 of 5: ceil(24 * 5 / 3) = 40
+    (10, 12, 8, 29),  # ceil(24 * 12 / 10) = 29
+    (5, 6, 2, 8),     # 6 wanted: ceil(6 * 6 / 5) = 8
+])
+def test_a_training_split_too_small_for_the_clusters_is_warned_about(n_train, n_prompts,
+                                                                      max_clusters, ask):
+    from auto_circuit_dcd.data import SmallSplitWarning, check_split_sizes
+
+    with pytest.warns(SmallSplitWarning, match=f"has {n_train} prompt.*--n {ask}\\b"):
+        check_split_sizes(n_train, n_prompts, max_clusters)
+
+
+def test_enough_training_prompts_pass_quietly_and_too_few_to_cluster_are_refused():
+    import warnings
+
+    from auto_circuit_dcd.data import check_split_sizes
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_split_sizes(24, 30, 8)
+        check_split_sizes(6, 8, 2)
+    with pytest.raises(DatasetError, match=r"has 2 prompt\(s\) \(of 3 read.*at least 3.*--n 5\b"):
+        check_split_sizes(2, 3, 1)  # 3 wanted: ceil(3 * 3 / 2) = 5

@@ -24,6 +24,7 @@ print(hashlib.sha256("|".join(names).encode()).hexdigest(), len(names))
 """
 
 
+@pytest.mark.slow
 def test_edge_order_is_identical_across_processes():
     outs = set()
     for seed in ("1", "2"):  # different hash seeds reorder auto-circuit's sets

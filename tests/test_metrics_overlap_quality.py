@@ -115,3 +115,36 @@ def test_cluster_quality_by_hand():
     assert cluster_quality(true, [0] * 6).nmi == pytest.approx(0.0)
     with pytest.raises(ValueError, match="6 known labels for 5"):
         cluster_quality(true, pred[:5])
+
+
+def test_prune_scores_are_accepted_with_the_model(tiny_pm):
+    """auto-circuit ``PruneScores`` filled through auto-circuit's own ``Edge.patch_idx``,
+    compared by hand: a = {E1: 4, E2: -3, E3: 2, E4: 1}, b = {E2: 3, E3: -4, E5: 1}.
+    gamma 0.7: a keeps {E1, E2} (7 of 10), b keeps {E3, E2} (7 >= 5.6): Jaccard 1/3;
+    top 3: {E1, E2, E3} vs {E3, E2, E5}: 2/4."""
+    from auto_circuit_dcd.circuits.circuit import Circuit
+
+    edges = sorted(tiny_pm.edges, key=lambda e: e.name)
+    e1, e2, e3, e4, e5 = edges[0], edges[7], edges[20], edges[33], edges[41]
+
+    def prune_scores(values):
+        ps = tiny_pm.new_prune_scores()
+        for edge, v in values.items():
+            ps[edge.dest.module_name][edge.patch_idx] = v
+        return ps
+
+    a = prune_scores({e1: 4.0, e2: -3.0, e3: 2.0, e4: 1.0})
+    b = prune_scores({e2: 3.0, e3: -4.0, e5: 1.0})
+    assert edge_overlap(a, b, gamma=0.7, model=tiny_pm) == pytest.approx(1 / 3)
+    assert top_k_iou(a, b, 3, model=tiny_pm) == pytest.approx(2 / 4)
+    cb = Circuit.from_prune_scores(b, tiny_pm)
+    assert set(cb.top(3).edges) == {e2.name, e3.name, e5.name}
+    assert edge_overlap(a, cb, gamma=0.7, model=tiny_pm) == pytest.approx(1 / 3)
+    m = overlap_matrix({"a": a, "b": b}, gamma=0.7, model=tiny_pm)
+    assert m.matrix[0, 1] == pytest.approx(1 / 3) and m.set_sizes.tolist() == [2, 2]
+    assert overlap_matrix({"a": a, "b": b}, k=3, model=tiny_pm).matrix[0, 1] == \
+        pytest.approx(2 / 4)
+    for call in (lambda: edge_overlap(a, b), lambda: top_k_iou(a, cb, 3),
+                 lambda: overlap_matrix({"a": a, "b": b})):
+        with pytest.raises(TypeError, match="pass model="):
+            call()

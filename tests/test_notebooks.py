@@ -147,6 +147,7 @@ def test_saved_notebooks_are_executed() -> None:
         assert (NOTEBOOKS / name).stat().st_size < 2_000_000, name
 
 
+@pytest.mark.slow
 def test_quickstart_toy(kernel_env, monkeypatch) -> None:
     s = run_notebook("01_quickstart_toy.ipynb", kernel_env, monkeypatch)
     # the two planted mechanisms are recovered without labels
@@ -167,6 +168,7 @@ def test_quickstart_toy(kernel_env, monkeypatch) -> None:
     assert run["saved_sizes"] == run["evaluated_sizes"]
 
 
+@pytest.mark.slow
 def test_inside_auto_circuit(kernel_env, monkeypatch) -> None:
     s = run_notebook("04_inside_auto_circuit.ipynb", kernel_env, monkeypatch)
     # the registered metric, run by auto-circuit, equals the package's own evaluation

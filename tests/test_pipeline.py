@@ -233,3 +233,214 @@ def test_a_folder_without_a_finished_run_of_this_version_is_named(tmp_path):
     (tmp_path / "circuits.json").write_text(json.dumps({"edge_names": [], "layout": []}))
     with pytest.raises(RunFolderError, match="written by an older version"):
         RunFolder(tmp_path).circuits()
+
+
+# ------------------------------------------------------- per-example values and intervals
+def _close(got, want, where="uncertainty"):
+    """``got`` (JSON data) equals ``want`` key for key, numbers to 1e-9 (None for NaN)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), where
+        for k in want:
+            _close(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            _close(a, b, f"{where}[{i}]")
+    elif isinstance(want, float) or isinstance(got, float):
+        assert got is not None and want is not None, (where, got, want)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
+    else:
+        assert got == want, (where, got, want)
+
+
+def test_the_per_example_file_matches_the_report(report):
+    """Oracle: report.json's ids, circuit names, edge counts and routings, and its curves
+    (assembled by the package's aggregates) recomputed here by hand as ratios of means of
+    the saved per-example values: the single circuit on all test examples, DCD routed
+    (each example scored by its cluster's circuit) and each cluster's circuit on its
+    routed examples."""
+    import numpy as np
+
+    from auto_circuit_dcd.job.run_folder import RunFolder
+
+    out, rep = report
+    folder = RunFolder(out)
+    per, routings = folder.per_example(), folder.test_routings()
+    sel = rep["circuit_selection"]
+    assert list(per) == list(sel["achieved_edge_counts"])
+    for ranking, results in per.items():
+        assert list(results) == list(rep["achieved_edge_counts"])
+        for name, r in results.items():
+            assert r.example_ids == rep["test_example_ids"]
+            assert r.fractions.tolist() == rep["edge_fractions"]
+            assert r.achieved_counts.tolist() == sel["achieved_edge_counts"][ranking][name]
+            assert r.selection == sel["rule"] == "topn-fill"  # the main job's default
+    assert routings == {"dcd": rep["test_routing"], "k_random": rep["k_random"]["test_routing"]}
+    res = per[sel["ranking"]]
+    full, empty = res["single"].mu_full, res["single"].mu_empty
+
+    def f(mu, rows):
+        return (mu[rows].mean(0) - empty[rows].mean()) / (full[rows].mean() - empty[rows].mean())
+
+    everyone = np.ones(len(full), dtype=bool)
+    np.testing.assert_allclose(f(res["single"].mu_circuit, everyone),
+                               rep["single"]["faithfulness"], rtol=1e-9)
+    route = np.asarray(rep["test_routing"])
+    routed = np.stack([res[f"cluster_{c}"].mu_circuit[i] for i, c in enumerate(route)])
+    np.testing.assert_allclose(f(routed, everyone), rep["dcd"]["faithfulness_routed"],
+                               rtol=1e-9)
+    for c in rep["dcd"]["clusters"]:
+        rows = route == c["label"]
+        if rows.any():
+            np.testing.assert_allclose(f(res[f"cluster_{c['label']}"].mu_circuit, rows),
+                                       c["faithfulness_own"], rtol=1e-9)
+
+
+def test_the_reports_intervals_are_a_recomputation_from_the_per_example_file(report):
+    """Oracle: run_uncertainty called here on the saved per-example values and routings
+    alone (no model), with the report's convention, clusters and size: every interval,
+    comparison, verdict and warning of report.json's ``uncertainty`` (to 1e-9)."""
+    from auto_circuit_dcd.job.run_folder import RunFolder
+    from auto_circuit_dcd.metrics.convention import Convention
+    from auto_circuit_dcd.metrics.uncertainty import run_uncertainty
+    from auto_circuit_dcd.schema import to_jsonable
+
+    out, rep = report
+    folder = RunFolder(out)
+    per, routings = folder.per_example(), folder.test_routings()
+    sel = rep["circuit_selection"]
+    conv = Convention(sel["rule"], sel["ranking"], sel["cmd_ranking"], sel["cmd"],
+                      sel["convention"])
+    labels = rep["cross_faithfulness"]["labels"]
+    u = run_uncertainty(per, conv, single="single",
+                        clusters={c: f"cluster_{c}" for c in labels},
+                        routing=routings["dcd"], p=rep["cross_faithfulness"]["p"],
+                        k_random=sorted(set(routings["k_random"])),
+                        k_random_routing=routings["k_random"],
+                        noise_fallback=rep["routing"]["noise_fallback"],
+                        test_fraction=rep["n_test"] / (rep["n_train"] + rep["n_test"]))
+    _close(to_jsonable(u), rep["uncertainty"])
+
+
+def test_every_faithfulness_number_has_its_interval(report):
+    """Oracle: the report's own numbers (assembled by the package's aggregates); each has,
+    in ``uncertainty`` under the documented name (docs/report.md), an estimate equal to it
+    and an interval (none only where the number itself is missing)."""
+    out, rep = report
+    u = rep["uncertainty"]
+
+    def same(number, interval):
+        if number is None:
+            assert interval["estimate"] is None
+            return
+        assert interval["estimate"] == pytest.approx(number, rel=1e-9, abs=1e-12)
+        assert interval["low"] is not None and interval["high"] is not None
+        assert interval["low"] <= interval["high"]
+
+    def curve(numbers, band):
+        for j, x in enumerate(numbers):
+            same(x, {k: band[k][j] for k in ("estimate", "low", "high")})
+
+    assert u["grid"]["fractions"] == rep["edge_fractions"] and u["grid"]["dropped"] == []
+    for family, key, dcd_key in (("single", "single", None), ("dcd_routed", "dcd", "routed"),
+                                 ("dcd_oracle", "dcd", "oracle"),
+                                 ("dcd_routed_excluding_noise", "dcd", "routed_excluding_noise"),
+                                 ("k_random_routed", "k_random", "routed"),
+                                 ("k_random_oracle", "k_random", "oracle")):
+        block = rep[key]
+        if dcd_key is None:
+            numbers, cpr, cmd = block["faithfulness"], block["cpr"], block["cmd"]
+        else:
+            numbers = block[f"faithfulness_{dcd_key}"]
+            cpr, cmd = block["cpr"][dcd_key], block["cmd"][dcd_key]
+        curve(numbers, u[family]["faithfulness"])
+        same(cpr, u[family]["cpr"])
+        same(cmd, u[family]["cmd"])
+    by_label = {c["label"]: c for c in u["clusters"]}
+    for c in rep["dcd"]["clusters"]:
+        curve(c["faithfulness_own"], by_label[c["label"]]["own"]["faithfulness"])
+        curve(c["single_on_group"], by_label[c["label"]]["single_on_group"]["faithfulness"])
+        same(c["cpr_own"], by_label[c["label"]]["own"]["cpr"])
+        assert c["n_test"] == by_label[c["label"]]["n_test"]
+    cross = rep["cross_faithfulness"]
+    assert u["cross"]["labels"] == cross["labels"] and u["cross"]["p"] == cross["p"]
+    for i, row in enumerate(cross["matrix"]):
+        for j, x in enumerate(row):
+            same(x, {k: u["cross"][k][i][j] for k in ("estimate", "low", "high")})
+    # each comparison carries both sides' edges, as the report's achieved counts give them
+    counts = rep["achieved_edge_counts"]
+    for family in u["comparisons"].values():
+        for c in family["comparisons"]:
+            if c["size"] is None:
+                continue
+            j = rep["edge_fractions"].index(c["size"])
+            for side in ("edges_a", "edges_b"):
+                assert c[side] and all(counts[n][j] == e for n, e in c[side].items())
+            both = list(c["edges_a"].values()) + list(c["edges_b"].values())
+            assert bool(c["note"]) == (len(set(both)) > 1 or 0 in both)
+
+
+@pytest.mark.slow
+def test_the_toy_jobs_verdicts_recover_the_planted_mechanisms(tmp_path):
+    """The toy model was trained with two separate mechanisms (IOI-like and induction,
+    different heads): at 20% of edges each cluster's circuit carries little of the other
+    task while the single circuit of the mixture is faithful on both, so claim (b) holds
+    there; at 5% the single circuit (about 4 edges) cannot hold both mechanisms, so (b) does
+    not hold (recomputed from the saved per-example file alone) and each cluster's own
+    circuit beats it (a); at 100% every circuit is the whole model, a planted null: every
+    difference is exactly 0 and (a), (c) are not distinguishable."""
+    from auto_circuit_dcd.job.run_folder import RunFolder
+    from auto_circuit_dcd.metrics.convention import Convention
+    from auto_circuit_dcd.metrics.uncertainty import run_uncertainty
+    from auto_circuit_dcd.report.records import RunReport
+
+    out = tmp_path / "toy"
+    assert main(["run", "--out", str(out), "--quiet", "--edge-fractions", "0.05,0.2,1",
+                 "--p-cross", "0.2", "--stability-resamples", "0"]) == 0
+    rep = RunReport.load(out)
+    u = rep.uncertainty
+    assert rep.n_clusters == 2 and rep.cluster_quality.ari >= 0.9
+
+    def verdict(claim, size, v=None):
+        return next(x for x in (v or u).verdicts if x.claim == claim and x.size == size)
+
+    b = verdict("separate mechanisms", 0.2)
+    assert b.outcome == "holds", [(e.what, e.low, e.high) for e in b.evidence]
+    assert verdict("own beats single", 0.05).outcome == "holds"
+    for claim in ("own beats single", "DCD beats K-random"):
+        assert verdict(claim, 1.0).outcome == "not distinguishable"
+    for family in u.comparisons.values():
+        at_full = [c for c in family.comparisons if c.size == 1.0]
+        assert at_full and all(c.difference.estimate == 0 == c.difference.low
+                               == c.difference.high for c in at_full)
+    folder = RunFolder(out)
+    routings = folder.test_routings()
+    sel = rep.circuit_selection
+    again = run_uncertainty(
+        folder.per_example(), Convention(sel.rule, sel.ranking, sel.cmd_ranking, sel.cmd),
+        single="single", clusters={c: f"cluster_{c}" for c in rep.cross_faithfulness.labels},
+        routing=routings["dcd"], p=0.05, k_random=sorted(set(routings["k_random"])),
+        k_random_routing=routings["k_random"], noise_fallback=rep.routing.noise_fallback)
+    b5 = verdict("separate mechanisms", 0.05, again)
+    assert b5.outcome == "does not hold"
+    assert all(e.high < 0.8 for e in b5.evidence if e.what.startswith("single circuit"))
+    # the page marks every comparison and verdict as report.json does
+    from test_cli import check_page_intervals
+
+    data = json.loads((out / "report.json").read_text())
+    assert check_page_intervals(out, data) > 0
+    page = (out / "report.html").read_text()
+    assert page.count('<td class="better">') >= 3 and '<td class="holds">' in page
+
+
+def test_a_cross_size_that_asks_for_no_edge_is_refused_before_attribution(tiny_dataset,
+                                                                         tmp_path, capsys):
+    """tiny-random has 46 edges: --p-cross 0.01 asks for floor(0.46) = 0 of them. The run
+    stops in one line before attributing (no cache written), naming the sizes to choose."""
+    assert main(["run", "--model", "tiny-random", "--dataset", str(tiny_dataset),
+                 "--out", str(tmp_path / "out"), "--quiet", "--edge-fractions", "0.01,0.2,1",
+                 "--p-cross", "0.01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--p-cross 0.01 asks for fewer than one of the model's 46" in err[0]
+    assert "[0.2, 1.0]" in err[0]
+    assert not (tmp_path / "out").exists()

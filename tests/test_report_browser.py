@@ -10,6 +10,7 @@ pytestmark = pytest.mark.skipif(
     reason="no Chromium: install Debian's chromium package (.ci/run does) or set CHROMIUM")
 
 
+@pytest.mark.slow
 def test_the_check_sees_errors_and_undrawn_figures(tmp_path):
     """The oracle for the check itself: a page with a known error and a figure that
     never draws, and a page with one working plotly figure."""
@@ -33,6 +34,7 @@ def test_the_check_sees_errors_and_undrawn_figures(tmp_path):
     assert seen.errors == [] and (seen.figures, seen.drawn) == (1, 1)
 
 
+@pytest.mark.slow
 def test_toy_report_draws_every_figure_without_errors(tmp_path):
     from auto_circuit_dcd.job.pipeline import RunConfig, run
 

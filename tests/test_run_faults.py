@@ -189,7 +189,8 @@ def test_noise_in_the_test_routing_is_counted_and_both_routed_scores_shown(
     labels = rep["cross_faithfulness"]["labels"]
     test = loader_of(prompts, rep["test_example_ids"])
     res = dcd.evaluate_circuits(tiny_pm, test, {c: circuits[f"cluster_{c}"] for c in labels},
-                                rep["edge_fractions"])
+                                rep["edge_fractions"],
+                                selection=rep["circuit_selection"]["rule"])
     route = dict(zip(rep["test_example_ids"], rep["test_routing"]))
     ids = res[labels[0]].example_ids
     full, empty = res[labels[0]].mu_full, res[labels[0]].mu_empty

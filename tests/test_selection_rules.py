@@ -57,7 +57,7 @@ def run_circuits_f(pm, loader, mask):
 
 
 @pytest.mark.parametrize("selection,ranking", [("topn", "signed"), ("topn-prune", "abs"),
-                                               ("greedy", "signed")])
+                                               ("topn-fill", "abs"), ("greedy", "signed")])
 def test_each_size_holds_the_rules_edges_and_auto_circuit_agrees_on_f(tiny_pm, loader,
                                                                        selection, ranking):
     names, _ = edge_layout(tiny_pm)
@@ -74,6 +74,13 @@ def test_each_size_holds_the_rules_edges_and_auto_circuit_agrees_on_f(tiny_pm, l
             assert np.array_equal(got, top)
         elif selection == "topn-prune":
             assert np.array_equal(got, on_paths_by_name(names, top))
+        elif selection == "topn-fill":  # the smallest top-m whose on-path edges reach count
+            for m in range(count, len(names) + 1):
+                top_m = np.zeros(len(names), dtype=bool)
+                top_m[np.argsort(-key)[:m]] = True
+                if on_paths_by_name(names, top_m).sum() >= count:
+                    break
+            assert np.array_equal(got, on_paths_by_name(names, top_m)) and got.sum() >= count
         else:  # grown from the logits: at most count edges, every one on a path
             assert got.sum() <= count and np.array_equal(got, on_paths_by_name(names, got))
         assert res.achieved_counts[j] == got.sum()
@@ -164,6 +171,7 @@ def test_toy_job_greedy_under_mib_parity(tmp_path):
     assert "Circuit selection and cluster stability" in html and "|1 - faithfulness|" in html
 
 
+@pytest.mark.slow
 def test_toy_job_with_acdc_builds_its_baselines_with_acdc(tmp_path, monkeypatch):
     """Oracle: what auto-circuit's ACDC returned when run on all training examples (the
     single circuit) and on each K-random part (the seeded split, computed here), its inf

@@ -14,7 +14,9 @@ positive = the edge supports the clean behaviour), computed per example.
 
 This module is the front: it checks the input, picks a backend (:data:`BACKENDS`), runs
 it batch by batch (every example of a batch has the same token length; the passes are
-:func:`auto_circuit_dcd.attribution.passes.run_passes`), keeps rows per batch in the cache
+:func:`auto_circuit_dcd.attribution.passes.run_passes`: EAP-IG's steps stacked along the
+batch dimension within ``max_stack_gib``, each destination's gradient summed over the steps
+before one contraction with the source differences), keeps rows per batch in the cache
 (:mod:`auto_circuit_dcd.attribution.cache`) when asked, and assembles the :class:`AttributionMatrix`
 with the current loader's example ids and groups. Inside an initialised process group
 (:mod:`auto_circuit_dcd.distributed`) every rank calls it with the same arguments; the
@@ -49,9 +51,10 @@ from auto_circuit_dcd.model.task_metric import check_metric
 __all__ = ["attribute", "METHODS", "BACKENDS"]
 
 METHODS: Dict[str, Optional[int]] = {"eap": 1, "eap-ig": None}
-#: backend name -> batch function ``(model, graph, batch, metric, alphas) -> (rows, mu)``.
-#: "fast": flag-free forward with closed-form norm Jacobians (fast_attribution.py);
-#: "hooks": auto-circuit's per-head hook points (hooks_attribution.py). Both give the
+#: backend name -> batch function
+#: ``(model, graph, batch, metric, alphas, max_stack_gib=None) -> (rows, mu)``.
+#: "fast": flag-free forward with closed-form norm Jacobians (:mod:`.fast`);
+#: "hooks": auto-circuit's per-head hook points (:mod:`.hooks`). Both give the
 #: same rows; "auto" (the default) takes "fast" where the model is supported.
 BACKENDS: Dict[str, Callable[..., Tuple[Tensor, Tensor]]] = {
     "fast": fast_attribute_batch,
@@ -133,6 +136,7 @@ def attribute(
     nan_tolerance: float = 0.01,
     progress: bool = True,
     backend: str = "auto",
+    max_stack_gib: Optional[float] = None,
 ) -> AttributionMatrix:
     """Per-example edge attribution: one row per example, columns in the fixed edge order.
 
@@ -157,6 +161,11 @@ def attribute(
             every call, to cached rows too.
         backend: ``"auto"`` (default: fast where supported), ``"fast"`` or ``"hooks"``;
             see :data:`BACKENDS`.
+        max_stack_gib: working memory (GiB) of one forward + backward over a stack of
+            EAP-IG steps (the batch's interpolated inputs stacked along the batch
+            dimension); more steps than fit are split over several stacks, with the same
+            rows. Default: :data:`~auto_circuit_dcd.attribution.passes.DEFAULT_CPU_STACK_GIB`
+            on the CPU, a quarter of the free memory on a GPU.
 
     Returns:
         an :class:`AttributionMatrix` with ``scores [n_examples, n_edges]``,
@@ -172,6 +181,8 @@ def attribute(
         raise ValueError("ig_steps must be at least 1")
     if not 0.0 <= nan_tolerance <= 1.0:
         raise ValueError(f"nan_tolerance is a share of examples in [0, 1], got {nan_tolerance}")
+    if max_stack_gib is not None and not max_stack_gib > 0:
+        raise ValueError(f"max_stack_gib must be positive (GiB), got {max_stack_gib}")
     _check_model(model, dataloader)
     graph = WrapperGraph(model)
     backend_name = choose_backend(model, backend, BACKENDS, fallback="hooks")
@@ -200,7 +211,7 @@ def attribute(
             found = _compute(model, graph, batches, BACKENDS[backend_name], metric_fn,
                              [k / steps for k in range(steps, 0, -1)],  # alpha = 1 first
                              dtype, store, keys, desc=f"{method} attribution",
-                             progress=progress and is_main())
+                             progress=progress and is_main(), max_stack_gib=max_stack_gib)
             if store is not None and is_main():
                 store.finish(*found)
     scores, clean_metric = found
@@ -211,7 +222,7 @@ def attribute(
 def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Callable,
              metric_fn: Callable, alphas: List[float], dtype: torch.dtype,
              store: Optional[AttributionCache], keys: List[str], desc: str,
-             progress: bool) -> Tuple[Tensor, Tensor]:
+             progress: bool, max_stack_gib: Optional[float] = None) -> Tuple[Tensor, Tensor]:
     """Rows and clean metrics of every batch, read from ``store`` where it has them.
 
     Inside a process group each rank does its share of the batches, by size
@@ -227,7 +238,8 @@ def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Call
                 n = int(batch.clean.shape[0])
                 cached = store.batch(b, keys[b], n) if store is not None else None
                 if cached is None:
-                    rows, mu = batch_fn(model, graph, batch, metric_fn, alphas)
+                    rows, mu = batch_fn(model, graph, batch, metric_fn, alphas,
+                                        max_stack_gib=max_stack_gib)
                     rows = rows.to(dtype)
                     if store is not None:
                         store.put_batch(b, keys[b], rows, mu)

@@ -6,7 +6,7 @@ and the path for models the fast backend does not take.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from torch import Tensor
 
@@ -18,6 +18,7 @@ __all__ = ["hooks_attribute_batch"]
 
 def hooks_attribute_batch(
     model: Any, graph: WrapperGraph, batch: Any, metric: Callable, alphas: Sequence[float],
+    max_stack_gib: Optional[float] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Rows ``[B, n_edges]`` (float32) and clean metric ``[B]`` of one batch."""
     diffs = SourceDiffs(batch.clean.shape[0], graph.n_src)
@@ -29,7 +30,8 @@ def hooks_attribute_batch(
         return [w.register_forward_hook(_dest_hook(w, start, stop, diffs, rows, n_steps))
                 for w, _shape, start, stop in graph.dests]
 
-    return run_passes(model, graph, batch, metric, alphas, source_hooks, dest_hooks)
+    return run_passes(model, graph, batch, metric, alphas, source_hooks, dest_hooks,
+                      max_stack_gib)
 
 
 def _dest_hook(wrapper: Any, start: int, stop: int, diffs: SourceDiffs, rows: Tensor,

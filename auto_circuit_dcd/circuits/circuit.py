@@ -19,8 +19,8 @@ circuit whose edges are a subset of this one's, so rules chain
   least ``count`` edges (the pruned top edges refilled down the ranking to the asked size).
 
 :data:`SELECTIONS` names the rules that make a circuit of a given size (``"topn"``,
-``"topn-prune"``, ``"greedy"``); :meth:`Circuit.select` applies one, and the evaluation and
-the main job choose edge sets through it.
+``"topn-prune"``, ``"topn-fill"``, ``"greedy"``); :meth:`Circuit.select` applies one, and
+the evaluation and the main job choose edge sets through it.
 
 ``top(n).pruned()`` is EAP-IG's ``apply_topn(n, absolute, prune=True)``, the rule of the
 method's release and of MIB's circuit track, up to ties (EAP-IG takes exactly ``n`` edges
@@ -257,10 +257,14 @@ CircuitLike = Union[Circuit, Mapping[str, Tensor], Tensor, np.ndarray]
 #: selection rule -> ``f(circuit, count, ranking)``, the circuit of about ``count`` edges:
 #: ``"topn"`` the top ``count`` edges (ties kept); ``"topn-prune"`` those of them on an
 #: input-to-logits path (EAP-IG's ``apply_topn(prune=True)``; can hold fewer than
-#: ``count``); ``"greedy"`` ``count`` edges grown from the logits, then pruned.
+#: ``count``); ``"topn-fill"`` the pruned top edges refilled down the ranking until at
+#: least ``count`` lie on paths (:meth:`Circuit.top_connected`: circuits compared at one
+#: size hold about as many edges); ``"greedy"`` ``count`` edges grown from the logits, then
+#: pruned.
 SELECTIONS: Dict[str, Callable[[Circuit, int, str], Circuit]] = {
     "topn": lambda c, n, ranking: c.top(n, ranking),
     "topn-prune": lambda c, n, ranking: c.top(n, ranking).pruned(),
+    "topn-fill": lambda c, n, ranking: c.top_connected(n, ranking),
     "greedy": lambda c, n, ranking: c.greedy(n, ranking),
 }
 

@@ -12,7 +12,8 @@ a ratio of means over the test set. The circuit at size p is the edge set a sele
 ``"topn"`` (default) the top edges by ``ranking`` (``"abs"``: ``|score|``; ``"signed"``),
 thresholded as auto-circuit's ``run_circuits`` does (edges tied with the last one kept
 are all kept, so the achieved count can exceed the requested one); ``"topn-prune"`` those
-of them on an input-to-logits path; ``"greedy"`` edges grown from the logits. The edges
+of them on an input-to-logits path; ``"topn-fill"`` the pruned top edges refilled down the
+ranking to the asked count; ``"greedy"`` edges grown from the logits. The edges
 achieved per size are in ``FaithfulnessResult.achieved_counts`` and ``edge_sets``.
 
 How:
@@ -276,7 +277,7 @@ def evaluate_circuits(
         max_stack_gib: ``"fast"`` only: working memory (GiB) of one pass over a stack of
             circuits; more circuits are split over several passes. Default: 1 GiB on the
             CPU, a quarter of the free memory on a GPU.
-        selection: ``"topn"``, ``"topn-prune"`` or ``"greedy"``
+        selection: ``"topn"``, ``"topn-prune"``, ``"topn-fill"`` or ``"greedy"``
             (:data:`auto_circuit_dcd.circuits.circuit.SELECTIONS`).
         ranking: ``"abs"`` (by ``|score|``) or ``"signed"`` (most positive first, MIB's
             ranking for CPR).

@@ -50,7 +50,8 @@ import torch
 from torch import Tensor
 
 from auto_circuit_dcd.model.forward import (DEST_NODE, SRC_NODE, WrapperGraph, head_outputs, last_position_only,
-                       plain_forward, removing, source_outputs, unsupported_reason)
+                       plain_forward, removing, source_outputs, stack_cap_bytes,
+                       unsupported_reason)
 from auto_circuit_dcd.model.task_metric import metric_values
 from auto_circuit_dcd.evaluation.ablation import Sources, dataset_mean, patch_values
 from auto_circuit_dcd.evaluation.mask_metrics import MaskMetrics, progress_bar
@@ -284,14 +285,7 @@ class PatchedForward:
 
 
 def _cap_bytes(pf: PatchedForward, max_stack_gib: Optional[float]) -> int:
-    if max_stack_gib is not None:
-        if max_stack_gib <= 0:
-            raise ValueError(f"max_stack_gib must be positive; got {max_stack_gib}")
-        return int(max_stack_gib * 2 ** 30)
-    if pf.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(pf.device)
-        return int(free // 4)
-    return int(DEFAULT_CPU_STACK_GIB * 2 ** 30)
+    return stack_cap_bytes(pf.device, max_stack_gib, DEFAULT_CPU_STACK_GIB)
 
 
 def stacks(pf: PatchedForward, plans: Sequence[CircuitPlan], batch: int, pos: int,

@@ -9,7 +9,12 @@ FaithfulnessResult}}``) and the test examples' routing, without more model passe
    every cluster's circuit on every cluster's examples at ``p``
    (:mod:`auto_circuit_dcd.metrics.aggregate`);
 3. CPR of the curves ranked for CPR, CMD of those ranked for CMD, by the run's convention;
-4. the records of :mod:`auto_circuit_dcd.report.records`.
+4. every one of those numbers with its bootstrap interval over the test examples, the
+   paired comparisons (own vs single per cluster, DCD routed vs single and vs K-random),
+   the method's claims as verdicts and too-few-examples warnings
+   (:func:`~auto_circuit_dcd.metrics.uncertainty.run_uncertainty` on the same results and
+   routings);
+5. the records of :mod:`auto_circuit_dcd.report.records`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.metrics.convention import Convention
     from auto_circuit_dcd.metrics.multi import CrossFaithfulness, MultiCircuitResult
     from auto_circuit_dcd.metrics.quality import ClusterQuality
+    from auto_circuit_dcd.metrics.uncertainty import RunUncertainty, SizeGrid
 
 __all__ = ["assemble_report", "ROUTING_NOTE", "UNLABELLED"]
 
@@ -103,19 +109,29 @@ def _ids(ids: Sequence[object]) -> List[Id]:
     return [i if isinstance(i, (str, int)) and not isinstance(i, bool) else str(i) for i in ids]
 
 
-def _k_random(results: Results, cmd_results: Results, score: _Scorer,
-              seed: int) -> KRandomResult:
+def _k_random_routing(results: Results, seed: int) -> Optional[List[str]]:
+    """Each test example's K-random circuit, drawn with the run's seed (None: no K-random
+    circuits, k = 1)."""
     from auto_circuit_dcd.metrics.aggregate import random_routing
 
     labels = [name for name in results if name.startswith("k_random_")]
     if not labels:
+        return None
+    return [str(x) for x in random_routing(results["single"].n_examples, labels, seed)]
+
+
+def _k_random(results: Results, cmd_results: Results, score: _Scorer,
+              routing: Optional[List[str]]) -> KRandomResult:
+    if routing is None:
         nan = float("nan")
         return KRandomResult(None, None, OracleRouted(nan, nan), OracleRouted(nan, nan))
-    routing = random_routing(results["single"].n_examples, labels, seed)
-    kr, kr_cmd = _combined(results, cmd_results, {lab: lab for lab in labels}, routing)
+    labels = [name for name in results if name.startswith("k_random_")]
+    kr, kr_cmd = _combined(results, cmd_results, {lab: lab for lab in labels},
+                           list(routing))
     return KRandomResult(list(kr.oracle_f), list(kr.routed_f),
                          OracleRouted(score.cpr(kr.oracle_f), score.cpr(kr.routed_f)),
-                         OracleRouted(score.cmd(kr_cmd.oracle_f), score.cmd(kr_cmd.routed_f)))
+                         OracleRouted(score.cmd(kr_cmd.oracle_f), score.cmd(kr_cmd.routed_f)),
+                         test_routing=list(routing))
 
 
 def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels: List[int],
@@ -185,10 +201,13 @@ def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix"
                     circuits: Mapping[str, "Circuit"], by_ranking: Mapping[str, Results],
                     dropped: Dict[str, List[object]],
                     stability: Optional["ClusterStability"], world_size: int,
-                    timings: Dict[str, float]) -> RunReport:
+                    timings: Dict[str, float], grid: Optional["SizeGrid"] = None,
+                    test_share: Optional[float] = None) -> RunReport:
     """The report of one run. ``routed``: each test row's cluster (``A_test``'s order);
     ``circuits``: ``single``, ``cluster_<c>`` per cluster and ``k_random_<c>``;
-    ``stability``: None when switched off."""
+    ``stability``: None when switched off; ``grid``: the sizes asked for and those left out
+    (default: the evaluated ones, none left out); ``test_share``: the share of the dataset's
+    prompts in the test split (default ``config.test_fraction``)."""
     from auto_circuit_dcd.metrics import overlap_matrix
     from auto_circuit_dcd.metrics.aggregate import routed_cross_faithfulness
 
@@ -205,6 +224,7 @@ def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix"
                                       route, config.p_cross)
     overlap = overlap_matrix({c: circuits[f"cluster_{c}"] for c in cluster_labels},
                              gamma=OVERLAP_GAMMA)
+    kr_routing = _k_random_routing(results, config.seed)
     return RunReport(
         schema_version=SCHEMA_VERSION, model=config.model, dataset=dataset,
         method=config.method, metric=config.metric, config=dataclasses.asdict(config),
@@ -225,7 +245,7 @@ def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix"
         single=score.curve(single.f, cmd_results["single"].f),
         dcd=_dcd(results, cmd_results, score, cluster_labels, route, cross, train_labels,
                  A.groups),
-        k_random=_k_random(results, cmd_results, score, config.seed),
+        k_random=_k_random(results, cmd_results, score, kr_routing),
         cross_faithfulness=CrossFaithfulnessTable(
             p=config.p_cross, labels=cluster_labels, matrix=cross.matrix.tolist(),
             orientation="matrix[i][j] = circuit of cluster i on the test examples routed to "
@@ -236,5 +256,27 @@ def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix"
         stability=None if stability is None else dataclasses.replace(
             stability, clusterer=gd.method_),
         selection=[jsonable(dict(r)) for r in getattr(gd, "selection_", [])],
-        world_size=world_size, timings=dict(timings), versions=versions())
+        world_size=world_size, timings=dict(timings), versions=versions(),
+        uncertainty=_uncertainty(by_ranking, conv, cluster_labels, route, kr_routing,
+                                 config.p_cross, grid, config.test_fraction
+                                 if test_share is None else test_share))
 
+
+# ------------------------------------------------------------------------ uncertainty
+def _uncertainty(by_ranking: Mapping[str, Results], conv: "Convention",
+                 cluster_labels: List[int], route: np.ndarray,
+                 kr_routing: Optional[List[str]], p: float, grid: Optional["SizeGrid"],
+                 test_share: float) -> "RunUncertainty":
+    """Intervals, comparisons, verdicts and warnings of the run's numbers, on the same
+    results and routings as the report's estimates (noise examples to the first cluster's
+    circuit, as in "DCD routed"); ``grid``, when given, records the sizes asked for."""
+    from auto_circuit_dcd.metrics.uncertainty import run_uncertainty
+
+    u = run_uncertainty(
+        by_ranking, conv, single="single",
+        clusters={c: f"cluster_{c}" for c in cluster_labels}, routing=route.tolist(), p=p,
+        k_random=[] if kr_routing is None else
+        [n for n in by_ranking[conv.cpr_ranking] if n.startswith("k_random_")],
+        k_random_routing=kr_routing, noise_fallback=cluster_labels[0],
+        test_fraction=test_share)
+    return u if grid is None else dataclasses.replace(u, grid=grid)

@@ -41,7 +41,7 @@ __all__ = ["RunConfig", "DEFAULT_MODEL", "DEFAULT_SELECTION", "PARAMETER_CONSTRA
            "Ranking", "CmdForm"]
 
 #: the main job's selection rule (chosen by measurement: docs/choosing-options.md, "Choosing the selection rule")
-DEFAULT_SELECTION = "topn-prune"
+DEFAULT_SELECTION = "topn-fill"
 
 Method = Literal["eap", "eap-ig"]
 Metric = Literal["max_diff", "avg_diff"]
@@ -49,7 +49,7 @@ Clusterer = Literal["auto", "agglomerative", "divisive", "kmeans", "hdbscan"]
 KRule = Literal["silhouette", "largest", "smallest", "median", "elbow", "gap"]
 Preprocessing = Literal["l2", "raw", "absolute", "binary", "sparse"]
 Dtype = Literal["float32", "float16", "bfloat16"]
-Selection = Literal["topn", "topn-prune", "greedy"]
+Selection = Literal["topn", "topn-prune", "topn-fill", "greedy"]
 Ranking = Literal["abs", "signed"]
 CmdForm = Literal["one-sided", "two-sided"]
 
@@ -115,13 +115,19 @@ PARAMETER_CONSTRAINTS: Dict[str, Constraint] = {
     "ranking": OneOf(get_args(Ranking)), "cmd": OneOf(get_args(CmdForm)),
 }
 
+#: the stage each option is listed under in ``run --help`` (its field's ``group``)
+DATA, ATTRIBUTION, CLUSTERING = "model and data", "attribution", "clustering"
+CIRCUITS, OUTPUT, MACHINE = "circuits and evaluation", "report and output", "machine"
+
+
 
 def _opt(default: Any, help: str, choices: Optional[Sequence[str]] = None,  # noqa: A002
-         strict: bool = True, aliases: Sequence[str] = ()) -> Any:
-    """A field with its command-line help, other option names (``aliases``) and, for a
-    choice, its allowed values (refused by the parser unless ``strict`` is False: then
+         strict: bool = True, aliases: Sequence[str] = (), group: str = "") -> Any:
+    """A field with its command-line help, other option names (``aliases``), the stage
+    its option is listed under in ``run --help`` (``group``) and, for a choice, its
+    allowed values (refused by the parser unless ``strict`` is False: then
     :meth:`RunConfig.check` refuses them)."""
-    meta: dict = {"help": help, "aliases": tuple(aliases)}
+    meta: dict = {"help": help, "aliases": tuple(aliases), "group": group}
     if choices:
         meta.update(choices=tuple(choices), strict=strict)
     return field(default=default, metadata=meta)
@@ -135,74 +141,82 @@ def _flag(name: str) -> str:
 class RunConfig:
     """Everything ``auto-circuit-dcd run`` takes; see ``auto-circuit-dcd run --help``."""
 
-    model: str = _opt(DEFAULT_MODEL, f"model name: {describe_models()}")
+    model: str = _opt(DEFAULT_MODEL, f"model name: {describe_models()}", group=DATA)
     dataset: Optional[str] = _opt(None, "an auto-circuit JSON dataset (optional per-prompt "
-                                  "'group', 'id', 'split'); excludes --task")
+                                  "'group', 'id', 'split'); excludes --task", group=DATA)
     task: Optional[str] = _opt(None, "generate a dataset of this task (or mixture) instead; "
-                               "excludes --dataset", TASKS)
+                               "excludes --dataset", TASKS, group=DATA)
     prompt_types: Optional[List[str]] = _opt(None, "with --task: comma-separated prompt types; "
                                              "for --task mixture task/type[:share], e.g. "
-                                             "ioi/mixed,sequence/2-gram")
-    method: Method = _opt("eap", "per-example attribution method", get_args(Method))
-    ig_steps: int = _opt(5, "EAP-IG interpolation steps")
+                                             "ioi/mixed,sequence/2-gram", group=DATA)
+    method: Method = _opt("eap", "per-example attribution method", get_args(Method),
+                          group=ATTRIBUTION)
+    ig_steps: int = _opt(5, "EAP-IG interpolation steps", group=ATTRIBUTION)
     metric: Metric = _opt("max_diff", "task metric: max_diff = logit of the answer minus the "
                           "largest wrong logit; avg_diff = auto-circuit's mean difference",
-                          get_args(Metric))
+                          get_args(Metric), group=ATTRIBUTION)
     clusterer: Clusterer = _opt("auto", "how examples are clustered (auto: the best of "
                                 "agglomerative, divisive and k-means)", get_args(Clusterer),
                                 # refused by check(), in one line naming the choices
-                                strict=False)
-    max_clusters: int = _opt(8, "largest k tried")
+                                strict=False, group=CLUSTERING)
+    max_clusters: int = _opt(8, "largest k tried", group=CLUSTERING)
     k_rule: KRule = _opt("silhouette", "how the silhouette / elbow / gap choices of k combine "
-                         "(the method's release: largest)", get_args(KRule))
+                         "(the method's release: largest)", get_args(KRule), group=CLUSTERING)
     # Rows are L2-normalised before clustering: on SmolLM2 (IOI + sequence completion)
     # raw rows put one large-norm example in its own cluster (ARI 0.0), L2 rows give 0.967;
     # on the toy model both give 0.984 (EAP). GroupedDiscovery itself defaults to "raw".
     preprocessing: Preprocessing = _opt("l2", "row preprocessing before clustering (raw rows "
                                         "let a few large-norm examples dominate)",
-                                        get_args(Preprocessing))
+                                        get_args(Preprocessing), group=CLUSTERING)
     base_algo: str = _opt("eap", "cluster circuits: eap (cluster mean) or an auto-circuit "
-                          "PRUNE_ALGO_DICT key, e.g. ACDC")
+                          "PRUNE_ALGO_DICT key, e.g. ACDC", group=CIRCUITS)
     n: Optional[int] = _opt(None, "number of prompts to use (all when not given; 1000 "
                             "generated with --task); under torchrun write --prompts (torchrun "
                             "reads --n as an abbreviation of its own options)",
-                            aliases=("--prompts",))
-    batch_size: int = _opt(16, "prompts per batch")
-    seed: int = _opt(42, "seed of the split, the clusterer and the K-random split")
+                            aliases=("--prompts",), group=DATA)
+    batch_size: int = _opt(16, "prompts per batch", group=MACHINE)
+    seed: int = _opt(42, "seed of the split, the clusterer and the K-random split", group=DATA)
     test_fraction: float = _opt(0.2, "share of prompts held out for evaluation (when the "
-                                "prompts carry no 'split')")
-    out: str = _opt("runs/default", "output folder")
+                                "prompts carry no 'split')", group=DATA)
+    out: str = _opt("runs/default", "output folder", group=OUTPUT)
     edge_fractions: Optional[List[float]] = _opt(None, "comma-separated circuit sizes as "
                                                  "fractions of all edges (MIB's grid when not "
-                                                 "given)")
+                                                 "given)", group=CIRCUITS)
     p_cross: float = _opt(0.05, "edge fraction of the cross-faithfulness matrix and the "
-                          "per-cluster table (one of --edge-fractions)")
+                          "per-cluster table (one of --edge-fractions)", group=CIRCUITS)
     draw_fraction: Optional[float] = _opt(None, "edge fraction at which each cluster's circuit "
-                                          "is drawn in the report (--p-cross when not given)")
-    threads: Optional[int] = _opt(None, "torch threads (torch's default when not given)")
+                                          "is drawn in the report (--p-cross when not given)",
+                                          group=OUTPUT)
+    threads: Optional[int] = _opt(None, "torch threads (torch's default when not given)",
+                                  group=MACHINE)
     # "auto": CUDA if available, else the CPU; or "cpu", "cuda", "cuda:N", "mps"
     device: str = _opt("auto", "where the model runs: auto (CUDA if available, else cpu), "
-                       "cpu, cuda, cuda:N or mps")
+                       "cpu, cuda, cuda:N or mps", group=MACHINE)
     dtype: Dtype = _opt("float32", "the model's precision (attribution accumulates in float32)",
-                        get_args(Dtype))
+                        get_args(Dtype), group=MACHINE)
     # share of examples whose attribution row may be non-finite (dropped, and reported)
     nan_tolerance: float = _opt(0.01, "largest share of examples with non-finite attribution "
-                                "rows that is dropped (and reported); above it the run stops")
-    # how each size's edges are chosen (None: DEFAULT_SELECTION, also under MIB parity)
+                                "rows that is dropped (and reported); above it the run stops",
+                                group=ATTRIBUTION)
+    # how each size's edges are chosen (None: DEFAULT_SELECTION; topn-prune under MIB parity)
     selection: Optional[Selection] = _opt(None, "how each size's edges are chosen: top edges "
                                           "(topn), those of them on an input-to-logits path "
-                                          "(topn-prune), or grown from the logits (greedy); "
-                                          "topn-prune when not given (docs/choosing-options.md, "
-                                          "\"Choosing the selection rule\")",
-                                          get_args(Selection))
+                                          "(topn-prune), those refilled down the ranking until "
+                                          "the asked count lies on paths (topn-fill), or grown "
+                                          "from the logits (greedy); topn-fill when not given, "
+                                          "topn-prune under --mib-parity "
+                                          "(docs/choosing-options.md, \"Choosing the selection "
+                                          "rule\")", get_args(Selection), group=CIRCUITS)
     ranking: Optional[Ranking] = _opt(None, "edges ranked by |score| (abs, when not given) or "
-                                      "by signed score", get_args(Ranking))
+                                      "by signed score", get_args(Ranking), group=CIRCUITS)
     cmd: Optional[CmdForm] = _opt(None, "CMD integrates max(0, 1 - f) (one-sided, when not "
-                                  "given) or |1 - f| (two-sided, MIB's)", get_args(CmdForm))
+                                  "given) or |1 - f| (two-sided, MIB's)", get_args(CmdForm),
+                                  group=CIRCUITS)
     mib_parity: bool = _opt(False, "MIB's convention: signed ranking for CPR, |score| for CMD, "
-                            "two-sided CMD, topn-prune unless --selection is given")
+                            "two-sided CMD, topn-prune unless --selection is given",
+                            group=CIRCUITS)
     stability_resamples: int = _opt(3, "subsamples of the train rows the clusterer is refitted "
-                                    "on to measure cluster stability (0: skip)")
+                                    "on to measure cluster stability (0: skip)", group=CLUSTERING)
 
     # ------------------------------------------------------------------ derived
     def fraction_grid(self) -> List[float]:

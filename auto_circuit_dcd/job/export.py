@@ -9,12 +9,15 @@
 2. for every circuit (``single``, ``cluster_<c>``, ``k_random_<c>``) writes
    ``mib/<circuit>/importances.json``: every edge with its score, all in the graph, the
    importance-score form that MIB's ``run_evaluation.py --circuit-files`` reads and cuts at
-   its own sizes;
+   its own sizes (for a model without MLPs ``importances-abs.json`` and
+   ``importances-signed.json``, one per ranking: :mod:`auto_circuit_dcd.circuits.mib`);
 3. for every size ``p`` writes ``mib/<circuit>/edges-<100p>pct.json``: the edges the run
    evaluated at ``p`` (its selection rule and, under a convention with two rankings, the
    first, the one its curves and CPR use) as ``in_graph`` flags, the binary form of MIB's
-   multiple-circuit submissions;
-4. writes ``mib/index.json`` last: each file with its circuit, size and edge count.
+   multiple-circuit submissions; the rule, ranking and edge counts are in the file's
+   ``meta`` and its index entry;
+4. writes ``mib/index.json`` last: each file with its circuit, size, ranking and edge
+   counts, and in words what the size files hold.
 
 The old ``mib/`` folder is removed first and every file is written whole or not at all.
 Scores keep the package's sign, which is EAP-IG's with MIB's attribution metric
@@ -27,28 +30,31 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, TypedDict
+from typing import List, Optional, TypedDict
 
+import numpy as np
+
+from auto_circuit_dcd.circuits.mib import size_file_name
 from auto_circuit_dcd.job.run_folder import RunFolder, RunFolderError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from auto_circuit_dcd.circuits.circuit import Circuit
 
 __all__ = ["MIB_FOLDER", "MibExport", "MibFile", "export_mib", "size_file_name",
            "RunFolderError"]
 
 MIB_FOLDER = "mib"
 INDEX_FILE = "index.json"
-IMPORTANCES_FILE = "importances.json"
 
 
 class MibFile(TypedDict):
-    """One written file: its circuit, its size (None: importances of every edge) and the
-    edges in its graph."""
+    """One written file: its circuit, its size (None: importances of every edge), the
+    ranking it is read with (``"abs and signed"`` where either serves), the selection rule
+    and the edges it asked for (None for importances), and the edges in its graph."""
 
     circuit: str
     file: str
     edge_fraction: Optional[float]
+    ranking: str
+    selection: Optional[str]
+    requested_edges: Optional[int]
     n_edges: int
 
 
@@ -60,14 +66,9 @@ class MibExport:
     files: List[MibFile]
 
 
-def size_file_name(fraction: float) -> str:
-    """The file of a circuit at edge fraction ``fraction`` (``0.05`` -> ``edges-5pct.json``)."""
-    return f"edges-{round(100 * fraction, 9):g}pct.json"
-
-
 def export_mib(run_dir: "str | Path") -> MibExport:
     """Write ``run_dir/mib/`` (see the module docstring); returns what was written."""
-    from auto_circuit_dcd.circuits.mib import to_eap_ig_graph
+    from auto_circuit_dcd.circuits.mib import circuit_files, describe_missing, describe_selection
     from auto_circuit_dcd.files import write_text
 
     run = RunFolder(run_dir)
@@ -82,22 +83,21 @@ def export_mib(run_dir: "str | Path") -> MibExport:
         folder = run.path / MIB_FOLDER
         shutil.rmtree(folder, ignore_errors=True)
 
-        def write(name: str, circuit: "Circuit", p: Optional[float], file: str) -> None:
-            write_text(folder / file, json.dumps(to_eap_ig_graph(
-                circuit.edge_names, circuit.scores.numpy(), circuit.mask.numpy(), cfg)))
-            files.append({"circuit": name, "file": file, "edge_fraction": p,
-                          "n_edges": circuit.size})
-
         at = {p: run.circuits(at=p) for p in sizes.fractions}
+        ranking = sizes.rankings[0]
         for name, circuit in circuits.items():
-            write(name, circuit, None, f"{name}/{IMPORTANCES_FILE}")
-            for p in sizes.fractions:
-                write(name, at[p][name], p, f"{name}/{size_file_name(p)}")
+            sets = np.stack([at[p][name].mask.numpy() for p in sizes.fractions])
+            for file, graph, entry in circuit_files(name, circuit, sets, sizes.fractions, cfg,
+                                                    sizes.selection, ranking):
+                write_text(folder / file, json.dumps(graph))
+                files.append(MibFile(**entry))
+        n_edges = next(iter(circuits.values())).n_edges if circuits else 0
         write_text(folder / INDEX_FILE, json.dumps({
             "format": "EAP-IG graph JSON (eap.graph.Graph.from_json)",
-            "model": report.model, "graph_config": cfg,
-            "n_edges": next(iter(circuits.values())).n_edges if circuits else 0,
-            "selection": f"{sizes.selection} ({sizes.rankings[0]} ranking), as evaluated by "
-                         "the run",
+            "model": report.model, "graph_config": cfg, "n_edges": n_edges,
+            "edges_lacking": describe_missing(cfg, n_edges),
+            "selection": f"{sizes.selection} ({ranking} ranking), as evaluated by the run",
+            "size_files_hold": "the edges the run evaluated at each size: "
+                               + describe_selection(sizes.selection, ranking),
             "files": files}, indent=1))
     return MibExport(folder=folder, files=files)

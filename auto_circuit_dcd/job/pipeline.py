@@ -18,15 +18,20 @@
 4. circuits (:class:`~auto_circuit_dcd.circuits.circuit.Circuit`), all by the same base
    algorithm: the single baseline (all train examples), one per cluster
    (:func:`~auto_circuit_dcd.cluster.cluster_circuits`), K-random (same k);
-5. evaluate every circuit once on the whole test split at every edge fraction, each
-   size's edges chosen by the selection rule and ranking of the run's convention
-   (:meth:`RunConfig.convention`; a second ranking is evaluated when CMD ranks
-   differently, as under MIB parity);
-6. the report (:func:`~auto_circuit_dcd.job.assemble.assemble_report`, no more model passes)
-   as a typed :class:`~auto_circuit_dcd.report.records.RunReport`, and the page's figures
+5. evaluate every circuit once on the whole test split at every edge fraction that asks
+   for at least one edge (:func:`~auto_circuit_dcd.metrics.uncertainty.size_grid`: a size
+   with ``floor(p * n_edges) = 0`` is the empty circuit whatever the scores, so it is left
+   out, and the report says so), each size's edges chosen by the selection rule and
+   ranking of the run's convention (:meth:`RunConfig.convention`; a second ranking is
+   evaluated when CMD ranks differently, as under MIB parity);
+6. the report (:func:`~auto_circuit_dcd.job.assemble.assemble_report`, no more model passes:
+   every faithfulness number with its bootstrap interval over the test examples, the
+   paired comparisons and the method's claims as verdicts) as a typed
+   :class:`~auto_circuit_dcd.report.records.RunReport`, and the page's figures
    (:func:`~auto_circuit_dcd.report.captions.page_extras`);
-7. write the run folder (:meth:`RunFolder.write`): data before what describes it, each
-   file whole or not at all; print the summary (:mod:`auto_circuit_dcd.report.summary`).
+7. write the run folder (:meth:`RunFolder.write`): data (matrices, circuits, per-example
+   values) before what describes it, each file whole or not at all; print the summary
+   (:mod:`auto_circuit_dcd.report.summary`).
 
 Under torchrun or srun (:mod:`auto_circuit_dcd.distributed`) every worker loads the model
 and the data and does its share of steps 2 and 5; steps 3, 4, 6 and 7 run on rank 0, which
@@ -36,6 +41,7 @@ Rank 0 alone holds the lock of ``config.out``.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from contextlib import contextmanager
@@ -63,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.data import ExampleLoader
     from auto_circuit_dcd.distributed import Handoff
     from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
+    from auto_circuit_dcd.metrics.uncertainty import SizeGrid
 
 __all__ = ["RunConfig", "run", "load_tokenizer"]
 
@@ -107,25 +114,27 @@ def run(config: RunConfig, progress: bool = True) -> RunReport:
     with process_group(config.device), folder.hold(), Handoff() as handoff:
         timer = _Timer(echo=progress and is_main())
         pm = _load_model(config, timer)
-        path, train, test = _load_data(config, pm, folder, timer)
+        grid = _sizes(config, pm)  # checked before any data is read or attributed
+        path, train, test, test_share = _load_data(config, pm, folder, timer)
         A, A_test, train, test, dropped = _attribute(config, pm, train, test, folder, timer,
                                                      progress)
         handoff.open()
         if not is_main():  # the other ranks: evaluation only, then they wait for the report
-            return _follow(handoff, config, pm, test)
+            return _follow(handoff, config, pm, test, grid)
         gd, routed, stability = _cluster(config, A, A_test, timer, progress)
         with timer.stage("circuits", "building the single, per-cluster and K-random "
                                      "circuits"):
             circuits = _circuits(config, pm, A, train, gd)
         handoff.send(circuits)
         with timer.stage("evaluation", f"evaluating {len(circuits)} circuits at "
-                         f"{len(config.fraction_grid())} sizes on {A_test.n_examples} test "
+                         f"{len(grid.fractions)} sizes on {A_test.n_examples} test "
                          "examples"):
-            evaluated = _evaluate(config, pm, test, circuits, progress)
+            evaluated = _evaluate(config, pm, test, circuits, progress, grid)
         report = assemble_report(config=config, dataset=str(path), A=A, A_test=A_test, gd=gd,
                                  routed=routed, circuits=circuits, by_ranking=evaluated,
                                  dropped=dropped, stability=stability,
-                                 world_size=world_size(), timings=timer.seconds)
+                                 world_size=world_size(), timings=timer.seconds, grid=grid,
+                                 test_share=test_share)
         timer.say(f"writing {folder.path}")
         _write(folder, report, pm, A, A_test, circuits, evaluated)
         handoff.send(report, last=True)
@@ -148,9 +157,10 @@ def _load_model(config: RunConfig, timer: _Timer) -> "PatchableModel":
 
 
 def _load_data(config: RunConfig, pm: "PatchableModel", folder: RunFolder,
-               timer: _Timer) -> Tuple[Path, "ExampleLoader", "ExampleLoader"]:
-    """The dataset's path, and loaders of its train and test splits."""
-    from auto_circuit_dcd.data import load_examples, make_loader, split_examples
+               timer: _Timer) -> Tuple[Path, "ExampleLoader", "ExampleLoader", float]:
+    """The dataset's path, loaders of its train and test splits, and the share of its
+    prompts in the test split (what turns a test-set size into prompts to ask for)."""
+    from auto_circuit_dcd.data import check_split_sizes, load_examples, make_loader, split_examples
     from auto_circuit_dcd.distributed import from_main
 
     with timer.stage("dataset", "reading the dataset" if not config.task
@@ -158,8 +168,9 @@ def _load_data(config: RunConfig, pm: "PatchableModel", folder: RunFolder,
         path = from_main(lambda: _dataset_path(config, pm.tokenizer, folder))
         examples = load_examples(path, pm.tokenizer, n=config.n if not config.task else None)
         train_ex, test_ex = split_examples(examples, config.test_fraction, seed=config.seed)
+        check_split_sizes(len(train_ex), len(examples), config.max_clusters)
         return (path, make_loader(train_ex, config.batch_size),
-                make_loader(test_ex, config.batch_size))
+                make_loader(test_ex, config.batch_size), len(test_ex) / len(examples))
 
 
 def _attribute(config: RunConfig, pm: "PatchableModel", train: "ExampleLoader",
@@ -223,24 +234,42 @@ def _circuits(config: RunConfig, pm: "PatchableModel", A: "AttributionMatrix",
     return out
 
 
+def _sizes(config: RunConfig, pm: "PatchableModel") -> "SizeGrid":
+    """The sizes evaluated: the run's grid less those that ask for no edge of this model
+    (refused when ``--p-cross`` is one of them, or when every size is)."""
+    from auto_circuit_dcd.metrics.uncertainty import size_grid
+    from auto_circuit_dcd.model.edges import edge_layout
+
+    n_edges = edge_layout(pm)[1].n_edges
+    grid = size_grid(config.fraction_grid(), n_edges)
+    if not grid.fractions:
+        raise ConfigError(f"--edge-fractions {config.fraction_grid()}: every size asks for "
+                          f"fewer than one of the model's {n_edges} edges; give fractions of "
+                          f"at least 1/{n_edges}")
+    if any(math.isclose(p, config.p_cross) for p in grid.dropped):
+        raise ConfigError(f"--p-cross {config.p_cross} asks for fewer than one of the model's "
+                          f"{n_edges} edges: choose --p-cross among {grid.fractions}")
+    return grid
+
+
 def _evaluate(config: RunConfig, pm: "PatchableModel", test: "ExampleLoader",
-              circuits: Dict[str, "Circuit"], progress: bool) -> Evaluated:
-    """Every circuit on the test split under each ranking of the run's convention, split by
-    batch over the ranks of a process group."""
+              circuits: Dict[str, "Circuit"], progress: bool, grid: "SizeGrid") -> Evaluated:
+    """Every circuit on the test split at the grid's sizes under each ranking of the run's
+    convention, split by batch over the ranks of a process group."""
     from auto_circuit_dcd.evaluation import evaluate_circuits
 
     conv = config.convention()
-    return {r: evaluate_circuits(pm, test, circuits, config.fraction_grid(),
+    return {r: evaluate_circuits(pm, test, circuits, grid.fractions,
                                  metric=config.metric, progress=progress,
                                  selection=conv.selection, ranking=r)
             for r in conv.rankings()}
 
 
 def _follow(handoff: "Handoff", config: RunConfig, pm: "PatchableModel",
-            test: "ExampleLoader") -> RunReport:
+            test: "ExampleLoader", grid: "SizeGrid") -> RunReport:
     """A rank other than 0 after attribution: its share of the evaluation of rank 0's
     circuits, then rank 0's report (or rank 0's exception, raised here too)."""
-    _evaluate(config, pm, test, handoff.receive(), progress=False)
+    _evaluate(config, pm, test, handoff.receive(), progress=False, grid=grid)
     return handoff.receive()
 
 

@@ -11,15 +11,20 @@ A run folder (``auto-circuit-dcd run --out FOLDER``) holds:
   ``[n_fractions, n_edges]``) and, in the JSON, the evaluated sizes (``edge_sets``), the
   model's EAP-IG graph config (what ``export-mib`` needs without the model) and each
   circuit's top edges;
+- ``per_example/``: every evaluated (circuit, size)'s per-example metric values on the test
+  split, with ``mu(full)``, ``mu(empty)``, the example ids and the test routings
+  (:mod:`~auto_circuit_dcd.evaluation.per_example`): every interval of the report can be
+  recomputed from it with no model pass;
 - ``cache/``: per-example attribution rows (:mod:`auto_circuit_dcd.attribution.cache`), which
   an interrupted or repeated run resumes from;
 - ``dataset.json`` when the run generated its dataset (``--task``);
 - ``.lock`` while a run or an export holds the folder (:func:`~auto_circuit_dcd.files.folder_lock`).
 
 :meth:`RunFolder.write` writes a finished run: the old report removed first, then the data
-(matrices, circuits), then ``report.json`` and ``report.html`` that describe it, each file
-whole or not at all. The readers (:meth:`~RunFolder.report`, :meth:`~RunFolder.circuits`,
-:meth:`~RunFolder.attributions`, ...) say in one line when the folder holds no finished run
+(matrices, circuits, per-example values), then ``report.json`` and ``report.html`` that
+describe it, each file whole or not at all. The readers (:meth:`~RunFolder.report`,
+:meth:`~RunFolder.circuits`, :meth:`~RunFolder.attributions`,
+:meth:`~RunFolder.per_example`, ...) say in one line when the folder holds no finished run
 of this version.
 """
 
@@ -79,6 +84,7 @@ class RunFolder:
     CIRCUITS_JSON = "circuits.json"
     CACHE = "cache"
     DATASET = "dataset.json"
+    PER_EXAMPLE = "per_example"
     #: how many of each circuit's best edges ``circuits.json`` lists
     TOP_EDGES = 50
 
@@ -106,6 +112,11 @@ class RunFolder:
     def dataset(self) -> Path:
         """Where a generated dataset is written."""
         return self.path / self.DATASET
+
+    @property
+    def per_example_folder(self) -> Path:
+        """Where the per-example values of the evaluated circuits are."""
+        return self.path / self.PER_EXAMPLE
 
     def attribution_folder(self, split: Split) -> Path:
         return self.path / f"attribution_{split}"
@@ -150,14 +161,16 @@ class RunFolder:
               test: "AttributionMatrix", circuits: Mapping[str, "Circuit"],
               evaluated: Evaluated, graph_config: Dict[str, Any],
               page: Optional[Dict[str, Any]] = None) -> None:
-        """A finished run's files: the old report removed first, then the matrices and the
-        circuits, then ``report.json`` and ``report.html`` (``page``: the page's figures,
+        """A finished run's files: the old report removed first, then the matrices, the
+        circuits and the per-example values, then ``report.json`` and ``report.html``
+        (``page``: the page's figures,
         :func:`~auto_circuit_dcd.report.captions.page_extras`)."""
         for path in (self.report_json, self.report_html):
             path.unlink(missing_ok=True)
         train.save(self.attribution_folder("train"))
         test.save(self.attribution_folder("test"))
         self.write_circuits(circuits, evaluated, graph_config)
+        self.write_per_example(report, evaluated)
         write_text(self.report_json, report.to_json())
         from auto_circuit_dcd.report.html import write_html
 
@@ -189,7 +202,35 @@ class RunFolder:
                                         "rankings": list(evaluated)},
                           "top_edges": listing})
 
+    def write_per_example(self, report: "RunReport", evaluated: Evaluated) -> None:
+        """``per_example/``: every circuit's per-example values at each size under each
+        ranking, in ``report.test_example_ids``' order, with the report's test routings
+        (``"dcd"``: each example's cluster, -1 for noise; ``"k_random"``: its K-random
+        circuit, when the run has them)."""
+        from auto_circuit_dcd.evaluation.per_example import save_per_example
+
+        routings: Dict[str, List[Any]] = {"dcd": list(report.test_routing)}
+        if report.k_random.test_routing is not None:
+            routings["k_random"] = list(report.k_random.test_routing)
+        save_per_example(self.per_example_folder, evaluated, report.test_example_ids,
+                         routings=routings)
+
     # ---------------------------------------------------------------- reading
+    def per_example(self) -> Dict[str, Dict[str, "FaithfulnessResult"]]:
+        """The per-example values as ``{ranking: {circuit: FaithfulnessResult}}``
+        (:func:`~auto_circuit_dcd.evaluation.per_example.load_per_example`; no edge sets:
+        :meth:`circuits` has them)."""
+        from auto_circuit_dcd.evaluation.per_example import load_per_example
+
+        return load_per_example(self._per_example_path())
+
+    def test_routings(self) -> Dict[str, List[Any]]:
+        """The routings saved with the per-example values: ``{"dcd": cluster per test
+        example, "k_random": K-random circuit per test example}`` (rows' order)."""
+        from auto_circuit_dcd.evaluation.per_example import load_routings
+
+        return load_routings(self._per_example_path())
+
     def report(self) -> "RunReport":
         """``report.json`` as the typed report."""
         from auto_circuit_dcd.report.records import RunReport
@@ -258,6 +299,14 @@ class RunFolder:
             raise DamagedFileError(f"{self.path}: the evaluated edges of {missing} are missing "
                                    "from the circuit scores file: run the job again")
         return files
+
+    def _per_example_path(self) -> Path:
+        self._finished()
+        if not self.per_example_folder.is_dir():
+            raise RunFolderError(f"{self.path} holds no {self.PER_EXAMPLE}/ (a run written "
+                                 "before per-example values were saved): run the job again "
+                                 "(cached attributions make it quick)")
+        return self.per_example_folder
 
     def _finished(self) -> None:
         if not self.report_json.is_file():

@@ -1,9 +1,10 @@
 """Edge overlap of circuits: Jaccard of their cumulative-mass edge sets, and top-k IoU.
 
 A circuit here is a :class:`~auto_circuit_dcd.circuits.circuit.Circuit` (its scores on its own
-edges, 0 elsewhere) or an ``[n_edges]`` score vector in the package's edge order (torch or
-numpy); auto-circuit ``PruneScores`` are converted first with
-``Circuit.from_prune_scores(ps, model)``, so that every edge set is taken in one edge order.
+edges, 0 elsewhere), an ``[n_edges]`` score vector in the package's edge order (torch or
+numpy), or auto-circuit ``PruneScores`` with ``model=`` (the ``PatchableModel`` they score):
+those are converted with ``Circuit.from_prune_scores(ps, model)``, so that every edge set is
+taken in one edge order.
 The edge sets are the package's selection rules (:mod:`auto_circuit_dcd.circuits.selection`):
 
 - the ``gamma`` mass set: the smallest set of edges whose summed ``|s|`` reaches ``gamma``
@@ -18,13 +19,31 @@ stronger test (:func:`auto_circuit_dcd.metrics.cross_faithfulness`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from auto_circuit_dcd.circuits.selection import mass_mask, top_mask
 
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit.utils.patchable_model import PatchableModel
+
 __all__ = ["jaccard", "edge_overlap", "top_k_iou", "OverlapMatrix", "overlap_matrix"]
+
+
+def _as_circuit(circuit: Any, model: Optional["PatchableModel"]) -> Any:
+    """``circuit`` itself, or auto-circuit ``PruneScores`` (a dict of tensors) as a
+    ``Circuit`` of ``model``'s edges."""
+    if not isinstance(circuit, Mapping):
+        return circuit
+    from auto_circuit_dcd.circuits.circuit import Circuit
+
+    if model is None:
+        raise TypeError("auto-circuit PruneScores need the model they score: pass "
+                        "model=<the PatchableModel> (they are read with "
+                        "dcd.Circuit.from_prune_scores(ps, model)), or give dcd.Circuit "
+                        "objects or [n_edges] vectors in the package's edge order")
+    return Circuit.from_prune_scores(circuit, model)
 
 
 def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -34,9 +53,6 @@ def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
     if isinstance(circuit, Circuit):
         return circuit.masked_scores().numpy(), circuit.mask.numpy()
-    if isinstance(circuit, Mapping):
-        raise TypeError("give circuits as dcd.Circuit or [n_edges] vectors in the package's edge "
-                        "order; convert PruneScores with dcd.Circuit.from_prune_scores(ps, model)")
     if hasattr(circuit, "detach"):
         circuit = circuit.detach().cpu().double().numpy()
     arr = np.asarray(circuit, dtype=np.float64)
@@ -45,11 +61,12 @@ def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return arr, None
 
 
-def _edge_sets(circuits: Sequence[Any], *, gamma: float = 0.99,
-               k: Optional[int] = None) -> List[np.ndarray]:
+def _edge_sets(circuits: Sequence[Any], *, gamma: float = 0.99, k: Optional[int] = None,
+               model: Optional["PatchableModel"] = None) -> List[np.ndarray]:
     """Each circuit's top-``k`` set (if ``k``) or ``gamma`` mass set, over the same edges."""
     from auto_circuit_dcd.circuits.circuit import Circuit
 
+    circuits = [_as_circuit(c, model) for c in circuits]
     named = [c.edge_names for c in circuits if isinstance(c, Circuit)]
     if any(names != named[0] for names in named[1:]):
         raise ValueError("the circuits have different edge names (different models?)")
@@ -68,14 +85,17 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float("nan") if union == 0 else int(np.sum(a & b)) / union
 
 
-def edge_overlap(a: Any, b: Any, gamma: float = 0.99) -> float:
-    """Jaccard of the two circuits' ``gamma`` cumulative-mass edge sets."""
-    return jaccard(*_edge_sets([a, b], gamma=gamma))
+def edge_overlap(a: Any, b: Any, gamma: float = 0.99, *,
+                 model: Optional["PatchableModel"] = None) -> float:
+    """Jaccard of the two circuits' ``gamma`` cumulative-mass edge sets; ``model`` (the
+    ``PatchableModel``) is needed for auto-circuit ``PruneScores``."""
+    return jaccard(*_edge_sets([a, b], gamma=gamma, model=model))
 
 
-def top_k_iou(a: Any, b: Any, k: int) -> float:
-    """Intersection over union of the two circuits' top-``k`` edges by ``|score|``."""
-    return jaccard(*_edge_sets([a, b], k=k))
+def top_k_iou(a: Any, b: Any, k: int, *, model: Optional["PatchableModel"] = None) -> float:
+    """Intersection over union of the two circuits' top-``k`` edges by ``|score|``;
+    ``model`` (the ``PatchableModel``) is needed for auto-circuit ``PruneScores``."""
+    return jaccard(*_edge_sets([a, b], k=k, model=model))
 
 
 @dataclass(frozen=True)
@@ -99,12 +119,14 @@ class OverlapMatrix:
 
 
 def overlap_matrix(circuits: Mapping[Hashable, Any], gamma: float = 0.99,
-                   k: Optional[int] = None) -> OverlapMatrix:
-    """Pairwise overlap of a dict of circuits: gamma-mass Jaccard, or top-``k`` IoU if ``k``."""
+                   k: Optional[int] = None, *,
+                   model: Optional["PatchableModel"] = None) -> OverlapMatrix:
+    """Pairwise overlap of a dict of circuits: gamma-mass Jaccard, or top-``k`` IoU if ``k``;
+    ``model`` (the ``PatchableModel``) is needed for auto-circuit ``PruneScores``."""
     labels = list(circuits)
     if not labels:
         raise ValueError("no circuits given")
-    sets = _edge_sets([circuits[lab] for lab in labels], gamma=gamma, k=k)
+    sets = _edge_sets([circuits[lab] for lab in labels], gamma=gamma, k=k, model=model)
     n = len(labels)
     m = np.empty((n, n))
     for i in range(n):

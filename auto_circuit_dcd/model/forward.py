@@ -22,7 +22,9 @@ what they need from the plain model, exactly:
 6. :func:`source_outputs`: every source's output on a batch in one plain forward (what
    auto-circuit's ``src_ablations`` gives with the flags on), and the logits at the last
    position only (:func:`last_position_only`: the final residual is cut to its last
-   position before ``ln_final`` and the unembedding, which then cost ``1/pos``).
+   position before ``ln_final`` and the unembedding, which then cost ``1/pos``);
+7. :func:`stack_cap_bytes`: the working memory one stacked pass (copies of a batch along
+   the batch dimension) may use.
 
 Half precision: a float16 / bfloat16 model runs in its dtype, while everything rebuilt
 from it (source differences, head outputs, destination gradients, norm Jacobians,
@@ -45,7 +47,7 @@ __all__ = [
     "NORM_KINDS", "SRC_NODE", "DEST_NODE", "WrapperGraph", "frozen", "removing",
     "src_block", "plain_forward", "unsupported_reason", "supports_fast", "norm_vjp",
     "head_outputs", "accumulation_dtype", "HALF_DTYPES", "source_outputs",
-    "last_position_only", "choose_backend",
+    "last_position_only", "choose_backend", "stack_cap_bytes",
 ]
 
 #: TransformerLens normalisation module -> the kind :func:`norm_vjp` takes
@@ -299,6 +301,20 @@ def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> Tuple[Ten
         logits = tl(tokens)
     assert outs is not None
     return outs, logits[:, -1]
+
+
+def stack_cap_bytes(device: Any, max_stack_gib: Optional[float], cpu_default_gib: float) -> int:
+    """The working memory (bytes) one stacked pass may use: ``max_stack_gib`` if given (it
+    must be positive), else ``cpu_default_gib`` on the CPU and a quarter of the free memory
+    on a CUDA device."""
+    if max_stack_gib is not None:
+        if not max_stack_gib > 0:
+            raise ValueError(f"max_stack_gib must be positive; got {max_stack_gib}")
+        return int(max_stack_gib * 2 ** 30)
+    if torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 4)
+    return int(cpu_default_gib * 2 ** 30)
 
 
 # ----------------------------------------------------------------------------- backends

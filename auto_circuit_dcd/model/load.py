@@ -13,7 +13,10 @@ the flags auto-circuit needs set (:func:`enable_patching_flags`). Names:
   datasets for it are pre-tokenized;
 - any other name: a TransformerLens official model (``"gpt2"``, ``"pythia-70m"``,
   ``"meta-llama/Llama-3.2-1B"``...), downloaded from the Hugging Face hub by
-  TransformerLens, with a clear error offline.
+  TransformerLens. Offline (``HF_HUB_OFFLINE`` set, or the hub's host not answering a
+  connection within :data:`HUB_PROBE_SECONDS`) it is read from the local cache without
+  touching the network, or refused at once in one line when it is not cached: the hub
+  client would retry for about 35 s, printing a warning per retry, before failing.
 
 :func:`make_patchable` wraps any ``HookedTransformer`` (from ``load_model`` or built by
 hand) the same way, so every model reaches auto-circuit through one path.
@@ -21,7 +24,11 @@ hand) the same way, so every model reaches auto-circuit through one path.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+import os
+import socket
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Optional
+from urllib.parse import urlsplit
 
 import torch
 
@@ -29,8 +36,12 @@ from auto_circuit_dcd.errors import ConfigError, ModelUnavailableError
 from auto_circuit_dcd.model.table import MODELS
 
 __all__ = ["load_model", "check_model_name", "make_patchable", "prepare_for_patching",
-           "enable_patching_flags",
+           "enable_patching_flags", "hub_reachable",
            "MODEL_LOADERS"]
+
+#: seconds a connection to the model hub (or the HTTPS proxy) may take before the machine
+#: counts as offline (a failed name lookup answers at once)
+HUB_PROBE_SECONDS = 3.0
 
 
 def enable_patching_flags(model: Any) -> Any:
@@ -116,17 +127,91 @@ MODEL_LOADERS: Dict[str, Callable[..., Any]] = {name: entry.load
                                                 for name, entry in MODELS.items()}
 
 
+def hub_reachable(timeout: float = HUB_PROBE_SECONDS) -> bool:
+    """Whether a TCP connection to the Hugging Face hub's host opens within ``timeout``
+    seconds (to the HTTPS proxy instead, where the environment names one for the hub)."""
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = getproxies().get(url.scheme)
+    if proxy and not proxy_bypass(host):
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = p.hostname or "", p.port or (443 if p.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:  # no name lookup, refused, unreachable or timed out
+        return False
+    return True
+
+
+def _hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, now or when the hub client
+    was imported."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or any(
+        os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _in_cache(name: str, cache_dir: Optional[str] = None) -> bool:
+    """Whether the hub cache holds the config of TransformerLens model ``name``."""
+    from huggingface_hub import try_to_load_from_cache
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    found = try_to_load_from_cache(get_official_model_name(name), "config.json",
+                                   cache_dir=cache_dir)
+    return isinstance(found, str)
+
+
+@contextmanager
+def _offline_mode() -> Iterator[None]:
+    """The hub client and transformers in offline mode for the block (files from the
+    local cache only, no request); their settings restored after."""
+    import transformers.utils.hub as transformers_hub
+    from huggingface_hub import constants
+
+    hub_was, transformers_was = constants.HF_HUB_OFFLINE, transformers_hub._is_offline_mode
+    constants.HF_HUB_OFFLINE = True
+    transformers_hub._is_offline_mode = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = hub_was
+        transformers_hub._is_offline_mode = transformers_was
+
+
 def _transformer_lens(name: str, **kwargs: Any) -> Any:
-    """A TransformerLens official model, loaded on ``device`` in ``dtype`` when given."""
+    """A TransformerLens official model, loaded on ``device`` in ``dtype`` when given;
+    offline, from the local cache or refused at once (module docstring)."""
+    from huggingface_hub import constants
     from transformer_lens import HookedTransformer
 
+    offline = _hub_offline()
+    if not offline and not hub_reachable():
+        offline, why = True, f"the Hugging Face hub ({constants.ENDPOINT}) cannot be reached"
+    else:
+        why = "HF_HUB_OFFLINE is set"
+    if offline and not _in_cache(name, kwargs.get("cache_dir")):
+        raise ModelUnavailableError(
+            f"{name!r} is not in the local model cache and {why}: download it once on a "
+            f"machine with hub access (`auto-circuit-dcd fetch-model --model {name}`, and "
+            f"copy the cache, {constants.HF_HUB_CACHE}), or use a built-in offline model: "
+            f"{sorted(MODEL_LOADERS)}")
     try:
+        if offline:
+            with _offline_mode():
+                return HookedTransformer.from_pretrained(name, **kwargs)
         return HookedTransformer.from_pretrained(name, **kwargs)
     except (OSError, ConnectionError) as err:
         raise ModelUnavailableError(
-            f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: "
-            f"{err}). This machine may be offline: built-in offline models are "
-            f"{sorted(MODEL_LOADERS)}; or download {name!r} once with hub access."
+            f"could not load {name!r} from the Hugging Face hub"
+            f"{' cache' if offline else ''} ({type(err).__name__}: {err}). This machine may "
+            f"be offline: built-in offline models are {sorted(MODEL_LOADERS)}; or download "
+            f"{name!r} once with hub access."
         ) from err
 
 

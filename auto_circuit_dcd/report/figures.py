@@ -57,13 +57,19 @@ def _base_layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
+#: the curves' x axis titles: by share of the model's edges, or by edges held
+FRACTION_AXIS = "edges kept (fraction of all edges)"
+EDGES_AXIS = "edges held by the circuit (DCD, K-random: mean over their circuits)"
+
+
 def _log_fraction_axis(fig: go.Figure, **where: Any) -> None:
-    fig.update_xaxes(type="log", tickformat=".1~%", title_text="edges kept (fraction of all edges)",
-                     **where)
+    fig.update_xaxes(type="log", tickformat=".1~%", title_text=FRACTION_AXIS, **where)
 
 
 def faithfulness_curves(report: "RunReport") -> go.Figure:
-    """Faithfulness vs edge fraction for the single circuit, DCD and K-random (oracle, routed)."""
+    """Faithfulness vs edge fraction for the single circuit, DCD and K-random (oracle,
+    routed), each with its interval band when the report has intervals, and a switch that
+    draws the curves against the edges their circuits held (:func:`edges_held`)."""
     fractions = finite_list(report.edge_fractions)
     n = len(fractions)
     series = {
@@ -74,21 +80,139 @@ def faithfulness_curves(report: "RunReport") -> go.Figure:
         "DCD routed": report.dcd.faithfulness_routed,
     }
     legend_order = ["single", "DCD oracle", "DCD routed", "K-random oracle", "K-random routed"]
+    bands = curve_bands(report)
+    held = edges_held(report)
     fig = go.Figure()
+    by_edges: List[List[Optional[float]]] = []  # each trace's x on the "edges held" axis
     for name, ys in series.items():
         if ys is None:
             continue
         style = CURVE_STYLES[name]
+        if name in bands:
+            xs, poly = band_polygon(fractions, *bands[name])
+            ex, _ = band_polygon(held[name], *bands[name])
+            fig.add_trace(go.Scatter(
+                x=xs, y=poly, name=f"{name}, {level_name(report)}", legendgroup=name,
+                showlegend=False, fill="toself", fillcolor=_translucent(str(style["color"])),
+                line=dict(width=0), hoverinfo="skip", mode="lines"))
+            by_edges.append(ex)
         fig.add_trace(go.Scatter(
             x=fractions, y=finite_list(ys, n), name=name, mode="lines+markers",
-            legendrank=100 + legend_order.index(name),
+            legendrank=100 + legend_order.index(name), legendgroup=name,
             line=dict(color=style["color"], dash=style["dash"], width=style["width"]),
             marker=dict(size=10 if name == "single" else 6),
-            hovertemplate="%{x:.2%} of edges: %{y:.3f}<extra>" + name + "</extra>"))
+            customdata=[[v] for v in held[name]],
+            hovertemplate="%{x:.2%} of edges (%{customdata[0]:.0f} held): %{y:.3f}<extra>"
+                          + name + "</extra>"))
+        by_edges.append(held[name])
     fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"))
     _log_fraction_axis(fig)
     fig.update_yaxes(title_text="faithfulness")
-    return _base_layout(fig, "Faithfulness vs circuit size", 450)
+    _edges_switch(fig, by_edges)
+    title = "Faithfulness vs circuit size" + (f" ({level_name(report)} bands)" if bands else "")
+    return _base_layout(fig, title, 450)
+
+
+# ------------------------------------------------------------------- intervals
+def curve_bands(report: "RunReport") -> Dict[str, "tuple[list, list]"]:
+    """``{curve name: (low, high)}`` of :func:`faithfulness_curves`' curves, aligned with
+    ``report.edge_fractions`` (None where a size has no interval); empty when the report
+    has no intervals."""
+    u = report.uncertainty
+    if u is None:
+        return {}
+    curves = {"single": u.single, "DCD oracle": u.dcd_oracle, "DCD routed": u.dcd_routed,
+              "K-random oracle": u.k_random_oracle, "K-random routed": u.k_random_routed}
+    return {name: aligned_band(report, c.faithfulness) for name, c in curves.items()
+            if c is not None}
+
+
+def level_name(report: "RunReport") -> str:
+    """``"95% interval"``: how the page names the report's intervals ("" without them)."""
+    u = report.uncertainty
+    return "" if u is None else f"{u.settings.level:.0%} interval"
+
+
+def cluster_bands(report: "RunReport") -> Dict[Any, "tuple[list, list]"]:
+    """``{(cluster label, "own circuit" | "single circuit"): (low, high)}`` on the cluster's
+    test examples, aligned with ``report.edge_fractions`` (empty without intervals)."""
+    u = report.uncertainty
+    if u is None:
+        return {}
+    out: Dict[Any, "tuple[list, list]"] = {}
+    for c in u.clusters:
+        out[(c.label, "own circuit")] = aligned_band(report, c.own.faithfulness)
+        out[(c.label, "single circuit")] = aligned_band(report, c.single_on_group.faithfulness)
+    return out
+
+
+def aligned_band(report: "RunReport", band: Any) -> "tuple[list, list]":
+    """``(low, high)`` of a :class:`~auto_circuit_dcd.metrics.uncertainty.Band` at each of
+    ``report.edge_fractions`` (None where the band has no such size)."""
+    grid = report.uncertainty.grid.fractions if report.uncertainty is not None else []
+    low, high = [], []
+    for p in report.edge_fractions:
+        j = next((i for i, f in enumerate(grid) if math.isclose(f, p, abs_tol=1e-12)), None)
+        low.append(None if j is None else finite(band.low[j]))
+        high.append(None if j is None else finite(band.high[j]))
+    return low, high
+
+
+def band_polygon(xs: Sequence[Optional[float]], low: Sequence[Optional[float]],
+                 high: Sequence[Optional[float]]) -> "tuple[list, list]":
+    """The closed outline of a band (along ``high``, back along ``low``) over the points
+    where ``x``, ``low`` and ``high`` all exist."""
+    keep = [i for i, (x, lo, hi) in enumerate(zip(xs, low, high))
+            if x is not None and lo is not None and hi is not None]
+    x = [xs[i] for i in keep]
+    return x + x[::-1], [high[i] for i in keep] + [low[i] for i in keep][::-1]
+
+
+def _translucent(color: str, alpha: float = 0.15) -> str:
+    """``color`` (``#rrggbb`` or ``rgba(...)``) at opacity ``alpha``."""
+    if color.startswith("#") and len(color) == 7:
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+        return f"rgba({r},{g},{b},{alpha})"
+    if color.startswith("rgba("):
+        return color.rsplit(",", 1)[0] + f",{alpha})"
+    return color
+
+
+def edges_held(report: "RunReport") -> Dict[str, List[Optional[float]]]:
+    """Per curve of :func:`faithfulness_curves`, the edges its circuits held at each size
+    (``achieved_edge_counts``; a combined curve: the mean over its circuits; None where
+    a circuit held none, which a log axis cannot place)."""
+    counts = report.achieved_edge_counts
+    n = len(report.edge_fractions)
+    clusters = [f"cluster_{c}" for c in report.cross_faithfulness.labels]
+    k_random = [name for name in counts if name.startswith("k_random_")]
+
+    def mean_of(names: Sequence[str]) -> List[Optional[float]]:
+        rows = [counts[c] for c in names if c in counts]
+        if not rows:
+            return [None] * n
+        means = [sum(r[j] for r in rows) / len(rows) for j in range(n)]
+        return [m if m > 0 else None for m in means]
+
+    return {"single": mean_of(["single"]), "DCD oracle": mean_of(clusters),
+            "DCD routed": mean_of(clusters), "K-random oracle": mean_of(k_random),
+            "K-random routed": mean_of(k_random)}
+
+
+def _edges_switch(fig: go.Figure, by_edges: List[List[Optional[float]]]) -> None:
+    """Buttons that draw every trace against the edge fraction or against the edges its
+    circuits held (``by_edges``: each trace's x on that axis, in trace order)."""
+    by_fraction = [list(t.x) for t in fig.data]
+    fig.update_layout(updatemenus=[dict(
+        type="buttons", direction="right", x=0.0, xanchor="left", y=-0.32, yanchor="top",
+        showactive=True, font=dict(size=11), buttons=[
+            dict(label="x: share of edges", method="update",
+                 args=[{"x": by_fraction}, {"xaxis.title.text": FRACTION_AXIS,
+                                            "xaxis.tickformat": ".1~%"}]),
+            dict(label="x: edges held", method="update",
+                 args=[{"x": by_edges}, {"xaxis.title.text": EDGES_AXIS,
+                                         "xaxis.tickformat": ""}]),
+        ])])
 
 
 def cluster_faithfulness(report: "RunReport") -> go.Figure:
@@ -104,11 +228,18 @@ def cluster_faithfulness(report: "RunReport") -> go.Figure:
               for c in clusters]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_yaxes=True,
                         horizontal_spacing=0.06, vertical_spacing=0.5 / max(rows, 1) / 2)
+    bands = cluster_bands(report)
     for i, c in enumerate(clusters):
         r, col = i // cols + 1, i % cols + 1
         curves = (("own circuit", c.faithfulness_own, "#1f77b4", "solid"),
                   ("single circuit", c.single_on_group, "#444444", "dash"))
         for name, ys, color, dash in curves:
+            if (c.label, name) in bands:
+                xs, poly = band_polygon(fractions, *bands[(c.label, name)])
+                fig.add_trace(go.Scatter(
+                    x=xs, y=poly, name=f"{name}, interval", legendgroup=name,
+                    showlegend=False, fill="toself", fillcolor=_translucent(color),
+                    line=dict(width=0), hoverinfo="skip", mode="lines"), row=r, col=col)
             fig.add_trace(go.Scatter(
                 x=fractions, y=finite_list(ys, n), name=name, legendgroup=name,
                 showlegend=(i == 0), mode="lines+markers",
@@ -131,12 +262,12 @@ def cluster_faithfulness(report: "RunReport") -> go.Figure:
 
 def _heatmap(labels: Sequence[Any], values: Sequence[Sequence[float]], title: str,
              colorbar: str, zmin: Optional[float], zmax: Optional[float],
-             colorscale: str) -> go.Figure:
+             colorscale: str, text: Optional[List[List[str]]] = None) -> go.Figure:
     labels = [str(x) for x in labels]
     matrix = [finite_list(row, len(labels)) for row in values]
     if not labels or not matrix:
         return _empty(title, "no matrix in this report")
-    text = [[fmt(v) for v in row] for row in matrix]
+    text = text or [[fmt(v) for v in row] for row in matrix]
     fig = go.Figure(go.Heatmap(
         z=matrix, x=labels, y=labels[:len(matrix)], text=text, texttemplate="%{text}",
         textfont=dict(size=14), colorscale=colorscale, zmin=zmin, zmax=zmax,
@@ -156,11 +287,25 @@ def cross_faithfulness_heatmap(report: "RunReport") -> go.Figure:
     block = report.cross_faithfulness
     p = finite(block.p)
     at = f" at {p:.1%} of edges" if p is not None else ""
-    fig = _heatmap(block.labels, block.matrix, "Cross-faithfulness" + at, "faithfulness",
-                   0.0, 1.0, "Blues")
+    fig = _heatmap(block.labels, block.matrix, "Cross-faithfulness" + at
+                   + (f" ({level_name(report)} in brackets)" if report.uncertainty else ""),
+                   "faithfulness", 0.0, 1.0, "Blues", text=cross_text(report))
     fig.update_xaxes(title_text="data of cluster (test examples)")
     fig.update_yaxes(title_text="circuit of cluster")
     return fig
+
+
+def cross_text(report: "RunReport") -> Optional[List[List[str]]]:
+    """Each cross-faithfulness cell as shown: its value and, when the report has them, its
+    interval (``report.uncertainty.cross``, matched by cluster label); None without."""
+    u = report.uncertainty
+    block = report.cross_faithfulness
+    if u is None or list(u.cross.labels) != list(block.labels):
+        return None
+    return [[fmt(v) if finite(lo) is None or finite(hi) is None else
+             f"{fmt(v)}<br>[{fmt(lo)}, {fmt(hi)}]"
+             for v, lo, hi in zip(row, lows, highs)]
+            for row, lows, highs in zip(block.matrix, u.cross.low, u.cross.high)]
 
 
 def edge_overlap_heatmap(report: "RunReport") -> go.Figure:

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import html
 import numbers
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from auto_circuit_dcd.report import figures as F
-from auto_circuit_dcd.report.values import fmt, score_rows
+from auto_circuit_dcd.report.values import fmt, score_intervals, score_rows
 from auto_circuit_dcd.report.records import DroppedExamples, RunReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.metrics.uncertainty import (Band, Comparison, ComparisonFamily,
+                                                      RunUncertainty, Verdict)
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -32,6 +37,12 @@ p.note { color: #555; font-size: 0.92em; max-width: 60em; }
 nav a { margin-right: 1em; }
 .fig { margin: 0.5em 0 1.5em 0; }
 .scroll { overflow-x: auto; max-width: 100%; }
+td.better, td.holds { color: #1a7f37; font-weight: 600; }
+td.worse, td.does-not-hold { color: #b42318; font-weight: 600; }
+td.not-distinguishable { color: #555; }
+p.warning { color: #8a4b00; background: #fff5e0; padding: 0.4em 0.7em; max-width: 60em; }
+details { margin: 0.3em 0; }
+summary { cursor: pointer; }
 """
 
 
@@ -40,7 +51,17 @@ def esc(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
+@dataclass(frozen=True)
+class Marked:
+    """A table cell's text with a CSS class (a comparison's mark, a verdict's outcome)."""
+
+    text: str
+    css: str
+
+
 def _cell(x: Any) -> str:
+    if isinstance(x, Marked):
+        return f'<td class="{esc(x.css)}">{esc(x.text)}</td>'
     if _is_num(x) or x is None:
         return f'<td class="num">{esc(fmt(x))}</td>'
     if isinstance(x, Mapping):
@@ -127,17 +148,31 @@ def _routing(report: RunReport) -> str:
 
 
 def _scores(report: RunReport) -> str:
-    return table(["circuits", "CPR (higher is better)", "CMD (lower is better)"],
-                 score_rows(report))
+    """CPR and CMD per circuit family, each with its interval when the report has them."""
+    intervals = score_intervals(report)
+    u = report.uncertainty
+    level = f" [{u.settings.level:.0%} interval]" if u is not None and intervals else ""
+    rows: List[tuple] = []
+    for name, cpr, cmd in score_rows(report):
+        if name in intervals:
+            a, b = intervals[name]
+            rows.append((name, interval(cpr, a.low, a.high), interval(cmd, b.low, b.high)))
+        else:
+            rows.append((name, cpr, cmd))
+    return table(["circuits", "CPR (higher is better)" + level,
+                  "CMD (lower is better)" + level], rows)
 
 
 def _clusters_table(report: RunReport) -> str:
     j = report.p_index
     at = f" at {report.edge_fractions[j]:.1%}"
-    rows = [(c.label, c.size, c.n_test, dict(sorted(c.composition.items())),
-             c.faithfulness_own[j], c.single_on_group[j]) for c in report.dcd.clusters]
-    return table(["cluster", "train size", "test examples", "composition (known groups)",
-                  "own circuit" + at, "single circuit" + at], rows)
+    u = report.uncertainty
+    if u is None:
+        rows = [(c.label, c.size, c.n_test, dict(sorted(c.composition.items())),
+                 c.faithfulness_own[j], c.single_on_group[j]) for c in report.dcd.clusters]
+        return table(["cluster", "train size", "test examples", "composition (known groups)",
+                      "own circuit" + at, "single circuit" + at], rows)
+    return _clusters_with_intervals(report, u, j, at)
 
 
 #: the k-selection columns shown, (header, key) in order; a criterion a clusterer lacks
@@ -219,10 +254,12 @@ def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str
          "Cluster-quality scores compare clusters with the dataset's known groups; they are "
          "reported only, never used to choose k."),
         ("faithfulness", "Faithfulness vs circuit size",
-         figure_div(F.faithfulness_curves(report)),
+         figure_div(F.faithfulness_curves(report)) + _grid_note(report),
          "Oracle: each test example scored with whichever circuit does best on it. Routed: each "
          "test example scored with the circuit of the cluster it is assigned to. K-random: the "
-         "same number of circuits, found on a random equal split of the training examples."),
+         "same number of circuits, found on a random equal split of the training examples."
+         + _bands_note(report)),
+        *_verdict_parts(report),
         ("routing", "Routing test examples", _routing(report),
          report.routing.note
          + ". 'DCD, routed' sends noise examples to the stated circuit; the row 'noise "
@@ -230,6 +267,7 @@ def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str
         ("clusters", "Clusters", _clusters_table(report)
          + figure_div(F.cluster_faithfulness(report)),
          "Missing values (n/a, gaps) mean a cluster has no test examples."),
+        *_comparison_parts(report),
         ("cross", "Cross-faithfulness", figure_div(F.cross_faithfulness_heatmap(report)),
          "Row i, column j: faithfulness of cluster i's circuit on cluster j's test examples. "
          "High diagonal and low off-diagonal values mean the clusters use different circuits."),
@@ -264,7 +302,8 @@ def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str
     parts.append(("circuit-selection", "Circuit selection and cluster stability",
                   _circuit_selection(report),
                   "Edges per circuit size as chosen by the selection rule (pruning can keep "
-                  "fewer than asked, ties more). Stability: the clusterer refitted on "
+                  "fewer than asked; refilling, ties and the edge that completes a path can "
+                  "add a few). Stability: the clusterer refitted on "
                   "subsamples of the training rows; ARI and pairs kept together near 1 mean "
                   "the same groups come back."))
     parts.append(("timings", "Timings and versions",
@@ -291,3 +330,186 @@ def write_html(report: RunReport, path: "str | Path",
     from auto_circuit_dcd.files import write_text
 
     return write_text(path, render(report, extras))
+
+
+# ------------------------------------------------------- intervals, comparisons, verdicts
+#: what a size of None means in a comparison or a verdict
+ON_CPR = "CPR"
+
+
+def interval(estimate: Any, low: Any, high: Any) -> str:
+    """``0.658 [0.626, 0.687]`` by the page's number rule; the value alone when the
+    interval is missing."""
+    if F.finite(low) is None or F.finite(high) is None:
+        return fmt(estimate)
+    return f"{fmt(estimate)} [{fmt(low)}, {fmt(high)}]"
+
+
+def _at(band: "Band", j: int) -> str:
+    return interval(band.estimate[j], band.low[j], band.high[j])
+
+
+def _size(size: Optional[float]) -> str:
+    return ON_CPR if size is None else f"{100 * size:g}%"
+
+
+def _marked(text: str, comparisons: Sequence["Comparison"] = ()) -> Marked:
+    """A mark or an outcome, coloured by what it says, and flagged when one of the
+    ``comparisons`` behind it sets circuits of different edge counts (or an empty one)
+    against each other (:func:`~auto_circuit_dcd.report.summary.size_flag`)."""
+    from auto_circuit_dcd.report.summary import size_flag
+
+    flag = size_flag(comparisons)
+    return Marked(text + (f" ({flag})" if flag else ""), text.replace(" ", "-"))
+
+
+def _grid_note(report: RunReport) -> str:
+    """The sizes left out of the grid, and why (nothing when none was)."""
+    u = report.uncertainty
+    if u is None or not u.grid.dropped:
+        return ""
+    return f'<p class="note">Sizes left out: {esc(u.grid.reason)}.</p>'
+
+
+def _bands_note(report: RunReport) -> str:
+    u = report.uncertainty
+    if u is None:
+        return ""
+    st = u.settings
+    return (f" Shaded bands: {st.level:.0%} intervals ({st.interval} bootstrap, "
+            f"{st.n_resamples} resamples of the test examples). The buttons draw the curves "
+            "against the share of edges asked for or against the edges each circuit held.")
+
+
+def _clusters_with_intervals(report: RunReport, u: "RunUncertainty", j: int, at: str) -> str:
+    """Per cluster: own and single circuit at ``p`` with intervals, their paired difference
+    with its mark, and the edges each held."""
+    from auto_circuit_dcd.report.summary import same_size
+
+    s = next((i for i, f in enumerate(u.grid.fractions)
+              if abs(f - report.edge_fractions[j]) < 1e-12), None)
+    own = {} if s is None else {c.a: c for c in u.comparisons["own_vs_single"].comparisons
+                                if same_size(c.size, u.grid.fractions[s])}
+    by_label = {c.label: c for c in u.clusters}
+    rows = []
+    for c in report.dcd.clusters:
+        ci, comp = by_label.get(c.label), own.get(f"cluster {c.label} own")
+        rows.append((c.label, c.size, c.n_test, dict(sorted(c.composition.items())),
+                     c.faithfulness_own[j] if ci is None or s is None else
+                     _at(ci.own.faithfulness, s),
+                     c.single_on_group[j] if ci is None or s is None else
+                     _at(ci.single_on_group.faithfulness, s),
+                     "" if comp is None else interval(comp.difference.estimate,
+                                                      comp.difference.low, comp.difference.high),
+                     "" if comp is None else _marked(comp.mark, [comp]),
+                     "" if comp is None else f"{_edges(comp.edges_a)} / {_edges(comp.edges_b)}"))
+    level = f" [{u.settings.level:.0%} interval]"
+    return table(["cluster", "train size", "test examples", "composition (known groups)",
+                  "own circuit" + at + level, "single circuit" + at + level,
+                  "own - single" + level, "mark", "edges own / single"], rows)
+
+
+def _edges(counts: Mapping[str, int]) -> str:
+    return ", ".join(str(v) for v in counts.values()) or "-"
+
+
+def _comparison_table(family: "ComparisonFamily") -> str:
+    from auto_circuit_dcd.report.summary import p_text
+
+    rows = [(_size(c.size), c.a, c.b, c.n_examples, _edges(c.edges_a), _edges(c.edges_b),
+             c.a_value, c.b_value,
+             interval(c.difference.estimate, c.difference.low, c.difference.high),
+             p_text(c.p_value), p_text(c.p_adjusted), _marked(c.mark, [c]), c.note)
+            for c in family.comparisons]
+    return table(["size", "a", "b", "test examples", "edges a", "edges b", "f a", "f b",
+                  f"a - b [{family.level:.0%} interval]", "p", "p adjusted", "mark",
+                  "note"], rows)
+
+
+#: the comparison families as the page titles them, in order
+FAMILY_TITLES = {
+    "own_vs_single": "Each cluster's own circuit vs the single circuit, on the cluster's "
+                     "test examples",
+    "dcd_routed_vs_single": "DCD routed vs the single circuit",
+    "dcd_routed_vs_k_random_routed": "DCD routed vs K-random routed",
+    "dcd_oracle_vs_k_random_oracle": "DCD oracle vs K-random oracle",
+}
+
+
+def _comparison_parts(report: RunReport) -> List[tuple]:
+    """The page section of paired comparisons (none without intervals)."""
+    u = report.uncertainty
+    if u is None:
+        return []
+    body = ""
+    for key, family in u.comparisons.items():
+        body += f"<h3>{esc(FAMILY_TITLES.get(key, family.name))}</h3>"
+        body += f'<p class="note">{esc(family.test)}; {esc(family.correction)}.</p>'
+        body += _comparison_table(family)
+    first = next(iter(u.comparisons.values()))
+    return [("comparisons", "Paired comparisons", body,
+             f"a - b on the same test examples at each size and on CPR. Marked better when "
+             f"the adjusted p-value is below {1 - first.level:.2g} and the difference's "
+             f"{first.level:.0%} interval lies above 0, worse when it lies below 0, else not "
+             "distinguishable. 'Sizes differ': the two sides hold different numbers of edges "
+             "(the edges columns), so the comparison is not at equal size.")]
+
+
+def _verdict_table(u: "RunUncertainty") -> str:
+    """Claims by rows, sizes (and CPR) by columns, each cell the verdict's outcome."""
+    from auto_circuit_dcd.report.summary import CLAIM_NAMES, same_size, verdict_text
+
+    sizes: List[Optional[float]] = list(u.grid.fractions) + [None]
+    claims = list(dict.fromkeys(v.claim for v in u.verdicts))
+    rows = []
+    for claim in claims:
+        row: List[Any] = [CLAIM_NAMES.get(claim, claim)]
+        for size in sizes:
+            v = next((v for v in u.verdicts if v.claim == claim and same_size(v.size, size)),
+                     None)
+            row.append("" if v is None else
+                       Marked(verdict_text(u, v), v.outcome.replace(" ", "-")))
+        rows.append(row)
+    return table(["claim", *(_size(p) for p in sizes)], rows)
+
+
+def _verdict_details(u: "RunUncertainty", v: "Verdict") -> str:
+    """One verdict: its outcome, the numbers and intervals behind it, its rule and note."""
+    from auto_circuit_dcd.report.summary import CLAIM_NAMES, p_text, verdict_text
+
+    head = f"{CLAIM_NAMES.get(v.claim, v.claim)} at {_size(v.size)}: {verdict_text(u, v)}"
+    evidence = table(["what", "value", f"{v.level:.0%} interval", "held against",
+                      "p adjusted", "where it lies"],
+                     [(e.what, e.estimate, interval(e.estimate, e.low, e.high), e.reference,
+                       "" if e.p_adjusted is None else p_text(e.p_adjusted), e.status)
+                      for e in v.evidence])
+    note = f'<p class="note">{esc(v.statement)}. Rule: {esc(v.rule)}.' + (
+        f" Note: {esc(v.note)}." if v.note else "") + "</p>"
+    return f"<details><summary>{esc(head)}</summary>{note}{evidence}</details>"
+
+
+def _verdict_parts(report: RunReport) -> List[tuple]:
+    """The page section of verdicts, warnings and how the intervals were made (none
+    without intervals)."""
+    u = report.uncertainty
+    if u is None:
+        return []
+    st = u.settings
+    body = _verdict_table(u)
+    body += "".join(f'<p class="warning">{esc(w.message)}</p>' for w in u.warnings)
+    body += "<h3>The numbers behind each verdict</h3>"
+    body += "".join(_verdict_details(u, v) for v in u.verdicts)
+    body += "<h3>How the intervals and tests were made</h3>" + kv_table([
+        ("resampled", st.resampled), ("resamples", st.n_resamples), ("seed", st.seed),
+        ("confidence level", st.level), ("interval", st.interval), ("paired test", st.test),
+        ("correction across sizes", st.correction),
+        ("faithful means f at or above", st.faithful), ("low means f below", st.low),
+        ("fewest test examples per cluster", st.min_examples),
+        ("widest interval half-width", st.target_half_width)])
+    return [("verdicts", "The method's claims: verdicts", body,
+             "(a) each cluster's own circuit beats the single circuit on its group; (b) low "
+             "cross-faithfulness between clusters while the single circuit stays faithful on "
+             "every group; (c) DCD routed beats K-random routed. Each is 'holds', 'does not "
+             f"hold' or 'not distinguishable' at level {1 - st.level:.2g}, never more than the "
+             "data say; docs/uncertainty.md gives the rules. 'Sizes differ': a comparison "
+             "behind the verdict sets circuits of different edge counts against each other.")]

@@ -12,6 +12,16 @@ goes away; adding a key keeps it.
 Curves are lists with one value per edge fraction (``edge_fractions``); a value that does
 not exist (a cluster with no test examples, a zero denominator) is NaN here and ``null``
 in the file.
+
+Every faithfulness number has its interval in ``uncertainty``
+(:class:`~auto_circuit_dcd.metrics.uncertainty.RunUncertainty`, the record
+:func:`~auto_circuit_dcd.metrics.uncertainty.run_uncertainty` returns), under the same
+name: ``single`` -> ``uncertainty.single``, ``dcd.faithfulness_routed`` and ``dcd.cpr.routed``
+-> ``uncertainty.dcd_routed``, ``dcd.clusters[i]`` -> ``uncertainty.clusters[i]`` (``own``,
+``single_on_group``), ``k_random`` -> ``uncertainty.k_random_routed`` / ``_oracle``,
+``cross_faithfulness.matrix`` -> ``uncertainty.cross``; beside them the paired
+comparisons, the verdicts, the too-few-examples warnings and the size grid
+(``docs/report.md`` lists the correspondence).
 """
 
 from __future__ import annotations
@@ -23,12 +33,13 @@ from typing import Any, Dict, List, Optional, Union
 
 from auto_circuit_dcd.cluster.stability import ClusterStability
 from auto_circuit_dcd.metrics.quality import ClusterQuality
+from auto_circuit_dcd.metrics.uncertainty import RunUncertainty
 from auto_circuit_dcd.schema import Record, from_jsonable, json_schema
 
 __all__ = ["SCHEMA_VERSION", "REPORT_FILE", "RunReport", "CurveScores", "ClusterResult", "DcdResult",
            "DcdScores", "KRandomResult", "OracleRouted", "Routing", "DroppedExamples",
            "CircuitSelection", "CrossFaithfulnessTable", "EdgeOverlapTable",
-           "ClusterQuality", "ClusterStability"]
+           "ClusterQuality", "ClusterStability", "RunUncertainty"]
 
 #: version of report.json's keys
 SCHEMA_VERSION = 1
@@ -103,6 +114,9 @@ class KRandomResult:
     faithfulness_routed: Optional[Curve]
     cpr: OracleRouted
     cmd: OracleRouted
+    #: each test example's K-random circuit (``k_random_<c>``, drawn at random with the
+    #: run's seed) in ``test_example_ids``' order: what "K-random, routed" uses
+    test_routing: Optional[List[str]] = None
 
 
 @dataclass
@@ -197,6 +211,10 @@ class RunReport(Record):
     world_size: int
     timings: Dict[str, float]
     versions: Dict[str, str]
+    #: every faithfulness number above with its interval over the test examples, the paired
+    #: comparisons, the verdicts, too-few-examples warnings and the size grid (None only in
+    #: a report assembled without per-example values)
+    uncertainty: Optional[RunUncertainty] = None
 
     @property
     def p_index(self) -> int:

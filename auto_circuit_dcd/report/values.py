@@ -8,18 +8,21 @@
 3. shown with 3 significant digits (whole numbers as they are).
 
 :func:`score_rows` lists the CPR/CMD of each circuit family of a
-:class:`~auto_circuit_dcd.report.records.RunReport`, for the page and the summary.
+:class:`~auto_circuit_dcd.report.records.RunReport`, for the page and the summary, and
+:func:`score_intervals` their intervals (from the report's ``uncertainty``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.metrics.uncertainty import Interval
     from auto_circuit_dcd.report.records import RunReport
 
-__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "fixed", "score_rows"]
+__all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "fixed", "score_rows",
+           "score_intervals", "FAMILY_CURVES"]
 
 #: |x| below this is shown as 0: half the last decimal (0.001) an order-1 quantity is
 #: read to, so nothing shown as 0 would read differently at that precision
@@ -70,6 +73,31 @@ def fixed(x: Any, decimals: int = 3) -> str:
     "n/a" when missing."""
     v = shown(x)
     return "n/a" if v is None else f"{v:.{decimals}f}"
+
+
+#: a family of :func:`score_rows` -> the curve of ``RunReport.uncertainty`` with its intervals
+FAMILY_CURVES = {
+    "single circuit": "single",
+    "DCD, routed (each example to its cluster's circuit)": "dcd_routed",
+    "DCD, oracle (best circuit per example)": "dcd_oracle",
+    "DCD, routed, noise examples left out": "dcd_routed_excluding_noise",
+    "K-random, routed (same k, random split)": "k_random_routed",
+    "K-random, oracle": "k_random_oracle",
+}
+
+
+def score_intervals(report: "RunReport") -> Dict[str, Tuple["Interval", "Interval"]]:
+    """``{family: (CPR interval, CMD interval)}`` for the families of :func:`score_rows`
+    (empty when the report has no intervals)."""
+    u = report.uncertainty
+    if u is None:
+        return {}
+    out = {}
+    for family, attr in FAMILY_CURVES.items():
+        curve = getattr(u, attr)
+        if curve is not None:
+            out[family] = (curve.cpr, curve.cmd)
+    return out
 
 
 def score_rows(report: "RunReport") -> List[Tuple[str, float, float]]:
