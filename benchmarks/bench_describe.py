@@ -90,7 +90,7 @@ def main() -> None:
     A, examples, dataset = (_real_rows if args.rows == "real" else _random_rows)(args, pm)
     t0 = time.perf_counter()
     fixed_k = args.n_clusters or (None if args.rows == "real" else 2)  # random: two groups
-    gd = dcd.GroupedDiscovery(clusterer="auto", base_algo="eap", max_clusters=8,
+    gd = dcd.GroupedDiscovery(clusterer="auto", max_clusters=8,
                               n_clusters=fixed_k, preprocessing="l2", random_state=42).fit(A)
     print(f"{args.rows} rows {A.n_examples} x {A.n_edges}; clustering "
           f"{time.perf_counter() - t0:.1f} s wall: k = {gd.n_clusters_}, sizes "

@@ -40,7 +40,7 @@ def main() -> None:
     path = toy_dataset_path("mixed")
     pm, train, _ = dcd.prepare(dcd.load_model("toy-two-task"), path)
     A = dcd.attribute(pm, train, method=args.method, progress=False)
-    gd = dcd.GroupedDiscovery(clusterer="auto", base_algo="eap", max_clusters=8,
+    gd = dcd.GroupedDiscovery(clusterer="auto", max_clusters=8,
                               k_rule="silhouette", preprocessing="l2", random_state=42).fit(A)
     desc = dcd.describe_clusters(A, gd, train, dataset=path, size=int(0.05 * A.n_edges))
 

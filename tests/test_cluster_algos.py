@@ -22,12 +22,21 @@ def scored(tiny_pm):
     return dcd.attribute(tiny_pm, loader, progress=False), loader
 
 
+def _acdc_circuits(gd, A, pm, loader, algo="ACDC"):
+    """One circuit per cluster of ``gd``, by ``algo`` on that cluster's examples."""
+    from auto_circuit_dcd.cluster.circuits import rows_circuit
+
+    X = A.to_numpy()
+    return {c: rows_circuit(algo, X, A, np.flatnonzero(gd.labels_ == c), model=pm,
+                            dataloader=loader, label=c) for c in range(gd.n_clusters_)}
+
+
 def test_acdc_runs_per_cluster_on_that_clusters_examples(tiny_pm, scored):
     A, loader = scored
-    gd = GroupedDiscovery(base_algo="ACDC", n_clusters=2, random_state=0).fit(
-        A, model=tiny_pm, dataloader=loader)
-    assert set(gd.circuits_) == {0, 1}
-    for c, ps in gd.circuits_.items():
+    gd = GroupedDiscovery(n_clusters=2, random_state=0).fit(A)
+    circuits = _acdc_circuits(gd, A, tiny_pm, loader)
+    assert set(circuits) == {0, 1}
+    for c, ps in circuits.items():
         ids = [A.example_ids[i] for i in np.flatnonzero(gd.labels_ == c)]
         # oracle: auto-circuit's ACDC on one batch holding exactly this cluster
         ref = PRUNE_ALGO_DICT["ACDC"].func(tiny_pm, loader.subset(ids, batch_size=len(ids)), None)
@@ -65,14 +74,14 @@ def test_prune_algo_object_as_base_algo_and_length_warning(tiny_pm):
     examples = random_examples(6, lengths=(6, 7), seed=6)
     loader = make_loader(examples, batch_size=3)
     A = dcd.attribute(tiny_pm, loader, progress=False)
+    gd = GroupedDiscovery(n_clusters=1).fit(A)
     with pytest.warns(UserWarning, match="uses only the first batch"):
-        gd = GroupedDiscovery(base_algo=PRUNE_ALGO_DICT["ACDC"], n_clusters=1).fit(
-            A, model=tiny_pm, dataloader=loader)
-    assert set(gd.circuits_) == {0}
+        circuits = _acdc_circuits(gd, A, tiny_pm, loader, PRUNE_ALGO_DICT["ACDC"])
+    assert set(circuits) == {0}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        GroupedDiscovery(base_algo="Random", n_clusters=2, random_state=0).fit(
-            A, model=tiny_pm, dataloader=loader)
+        _acdc_circuits(GroupedDiscovery(n_clusters=2, random_state=0).fit(A), A, tiny_pm,
+                       loader, "Random")
 
 
 def test_registry_entries_are_prune_algos_under_keys_constants():

@@ -35,11 +35,14 @@ def test_init_stores_params_and_clone_and_set_params():
     gd = GroupedDiscovery(clusterer="kmeans", max_clusters=7, random_state=3)
     params = gd.get_params()
     assert params["clusterer"] == "kmeans" and params["max_clusters"] == 7
-    assert params["random_state"] == 3 and params["base_algo"] == "eap-ig"
+    assert params["random_state"] == 3 and params["preprocessing"] == "auto"
+    assert "base_algo" not in params  # circuits are built outside the estimator
     c = clone(gd)
     assert c is not gd and c.get_params() == params
     assert c.set_params(max_clusters=4) is c and c.max_clusters == 4
     assert not any(k.endswith("_") for k in vars(GroupedDiscovery()))
+    with pytest.raises(TypeError):  # parameters after the first are keyword-only
+        GroupedDiscovery("kmeans", 3)  # type: ignore[misc]
 
 
 def test_fit_returns_self_and_same_seed_same_result(planted):
@@ -59,18 +62,24 @@ def test_fitted_clone_is_unfitted(planted):
 
 
 # ------------------------------------------------------------- AttributionMatrix
-def test_attribution_matrix_gives_prune_scores(planted_matrix, tiny_pm):
+def test_attribution_matrix_fits_without_a_model(planted_matrix, tiny_pm):
+    """``fit`` takes the matrix alone; each cluster's circuit is built from ``labels_``
+    outside (``cluster_circuits``; EAP: the mean of the cluster's rows)."""
+    from auto_circuit_dcd.cluster import cluster_circuits
+
     A, y, centers = planted_matrix
     gd = GroupedDiscovery(max_clusters=5, gap_references=5, random_state=0).fit(A)
     assert adjusted_rand_score(y, gd.labels_) == 1.0
     assert gd.example_ids_ == A.example_ids
-    assert set(gd.circuits_) == {0, 1, 2}
-    for c, ps in gd.circuits_.items():
+    assert not hasattr(gd, "circuits_")
+    circuits = cluster_circuits(A, gd.labels_)
+    assert sorted(circuits) == list(range(gd.n_clusters_)) == [0, 1, 2]
+    for c, circuit in circuits.items():
         rows = np.flatnonzero(gd.labels_ == c)
-        expect = A.layout.to_prune_scores(A.scores[rows].double().mean(0).float())
+        torch.testing.assert_close(circuit.scores.float(),
+                                   A.scores[rows].double().mean(0).float())
+        ps = circuit.to_prune_scores()
         assert set(ps) == {w.module_name for w in tiny_pm.dest_wrappers}
-        for name in ps:
-            torch.testing.assert_close(ps[name], expect[name])
     new = AttributionMatrix(torch.tensor(blobs((3, 3, 3), d=A.n_edges, seed=8,
                                                centers=centers)[0], dtype=torch.float32),
                             A.edge_names)
@@ -136,7 +145,7 @@ def test_one_example_is_one_cluster():
     X = np.arange(6.0)[None]
     gd = GroupedDiscovery().fit(X)
     assert gd.labels_.tolist() == [0] and gd.n_clusters_ == 1
-    np.testing.assert_array_equal(gd.circuits_[0], X[0])
+    assert gd.cluster_sizes_ == {0: 1}
     assert gd.single_cluster_test_["reason"] == "fewer than 3 examples"
     assert gd.predict(X).tolist() == [0]
 
@@ -146,7 +155,7 @@ def test_identical_rows_are_one_cluster(value):
     X = np.full((10, 8), value)
     gd = GroupedDiscovery().fit(X)
     assert gd.n_clusters_ == 1 and gd.single_cluster_test_["reason"] == "all rows identical"
-    np.testing.assert_array_equal(gd.circuits_[0], X[0])
+    assert gd.labels_.tolist() == [0] * 10
 
 
 def test_zero_rows_with_l2_stay_zero_and_cluster(planted):
@@ -165,7 +174,7 @@ def test_a_cluster_of_one_example_keeps_its_own_circuit(planted):
     gd = GroupedDiscovery(clusterer="agglomerative", n_clusters=4, random_state=0).fit(Xo)
     single = [c for c, s in gd.cluster_sizes_.items() if s == 1]
     assert len(single) == 1 and gd.labels_[-1] == single[0]
-    np.testing.assert_array_equal(gd.circuits_[single[0]], outlier[0])
+    np.testing.assert_array_equal(np.flatnonzero(gd.labels_ == single[0]), [len(X)])
 
 
 def test_hdbscan_all_noise_is_an_error():
@@ -184,7 +193,7 @@ def test_hdbscan_noise_points_get_label_minus_one_and_no_circuit(planted, spread
                           random_state=0).fit(np.vstack([X, far]))
     assert gd.labels_[-3:].tolist() == [-1, -1, -1]
     assert adjusted_rand_score(y, gd.labels_[:-3]) == 1.0
-    assert -1 not in gd.circuits_ and gd.n_clusters_ == 3
+    assert -1 not in gd.cluster_sizes_ and gd.n_clusters_ == 3
 
 
 def test_bad_parameters_say_what_to_change(planted):
@@ -193,10 +202,16 @@ def test_bad_parameters_say_what_to_change(planted):
         GroupedDiscovery(clusterer="spectral").fit(X)
     with pytest.raises(ValueError, match="k_rule must be"):
         GroupedDiscovery(k_rule="mean").fit(X)
-    with pytest.raises(ValueError, match="base_algo must be"):
-        GroupedDiscovery(base_algo="nope").fit(X)
-    with pytest.raises(ValueError, match="model=pm, dataloader=loader"):
-        GroupedDiscovery(base_algo="ACDC").fit(X)
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        GroupedDiscovery(preprocessing="log").fit(X)
+    with pytest.raises(ValueError, match="candidate_spaces must be"):
+        GroupedDiscovery(candidate_spaces=("l2", "log")).fit(X)
+    with pytest.raises(ValueError, match=r"stability_fraction must be in \(0, 1\)"):
+        GroupedDiscovery(stability_fraction=1.0).check_params()
+    with pytest.raises(TypeError, match="base_algo"):  # circuits are built outside fit
+        GroupedDiscovery(base_algo="eap")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):  # fit takes no model
+        GroupedDiscovery().fit(X, model=object())  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="n_clusters fixes k"):
         GroupedDiscovery(clusterer="hdbscan", n_clusters=2).fit(X)
     gd = GroupedDiscovery(max_clusters=3, gap_references=5, random_state=0).fit(X)
@@ -218,7 +233,7 @@ def test_linkage_clusters_route_their_own_training_rows_home(clusterer):
 
     X = _chain_and_blob()
     gd = GroupedDiscovery(clusterer=clusterer, n_clusters=2, reduction="none",
-                          random_state=0).fit(X)
+                          preprocessing="raw", random_state=0).fit(X)
     assert gd.routing_rule_ == "nearest training row"
     assert gd.predict(X).tolist() == gd.labels_.tolist()
     assert gd.train_agreement_ == 1.0  # each row's nearest other row shares its cluster

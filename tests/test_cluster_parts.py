@@ -171,3 +171,97 @@ def test_reference_sets_fill_the_box_of_the_principal_axes():
     ref_width = np.sort(refs.max(axis=(0, 1)) - refs.min(axis=(0, 1)))
     # 200 x 50 uniform draws reach within 1% of each edge of the box
     np.testing.assert_allclose(ref_width, width, rtol=0.01)
+
+
+# ------------------------------------------------------- spaces, SVD, shared work
+def test_rank_rows_by_hand():
+    X = np.array([[3.0, -1.0, 0.5, -4.0], [0.0, 0.0, 1.0, 0.0]])
+    # |s| order, smallest first, ties by column: row 0: 0.5, 1, 3, 4; row 1: 0, 0, 0, 1
+    np.testing.assert_allclose(preprocess(X, "rank"), [[2 / 3, 1 / 3, 0.0, 1.0],
+                                                       [0.0, 1 / 3, 1.0, 2 / 3]])
+
+
+@pytest.mark.parametrize("shape", [(12, 40), (40, 12)])
+def test_gram_svd_is_the_exact_truncated_svd(shape):
+    """Oracle: numpy's full SVD of the uncentred rows (what TruncatedSVD approximates)."""
+    from auto_circuit_dcd.cluster.reduce import GramSVD
+
+    X = np.random.RandomState(0).normal(size=shape) + 0.5
+    k = 5
+    Z = GramSVD(k).fit_transform(X)
+    u, s, vt = np.linalg.svd(X, full_matrices=False)
+    np.testing.assert_allclose(np.abs(Z), np.abs(u[:, :k] * s[:k]), atol=1e-9)
+    red = GramSVD(k).fit(X)
+    np.testing.assert_allclose(red.singular_values_, s[:k], rtol=1e-9)
+    np.testing.assert_allclose(red.transform(X), Z, atol=1e-9)
+    # the sign rule: each component's largest |loading| is positive
+    comp = red.components_
+    assert (comp[np.arange(k), np.abs(comp).argmax(1)] > 0).all()
+    # -X has the same right singular vectors up to sign: the rule gives the same components
+    np.testing.assert_allclose(GramSVD(k).fit(-X).components_, comp, atol=1e-9)
+
+
+def test_svd_reducer_uses_the_gram_form_where_one_side_is_small():
+    from auto_circuit_dcd.cluster.reduce import GRAM_LIMIT, GramSVD
+
+    assert isinstance(make_reducer("svd", 20, 160, 123211, seed=0), GramSVD)
+    assert not isinstance(make_reducer("svd", 20, GRAM_LIMIT + 1, GRAM_LIMIT + 5, seed=0),
+                          GramSVD)
+
+
+def test_silhouettes_from_one_distance_matrix_equal_scikit_learns():
+    from sklearn.metrics import silhouette_score
+
+    from auto_circuit_dcd.cluster.select_k import silhouette_by_k
+
+    rs = np.random.RandomState(0)
+    X = rs.normal(size=(50, 4))
+    X[5] = X[6]  # a duplicate row: a zero distance off the diagonal
+    for trial in range(10):
+        lab = rs.randint(-1, 4, size=50)
+        lab[:3] = 7  # a cluster of three, and one of one (sklearn scores its member 0)
+        lab[10] = 9
+        keep = lab >= 0
+        got = silhouette_by_k(X, {4: lab})[4]
+        assert got == pytest.approx(silhouette_score(X[keep], lab[keep]), abs=1e-10)
+
+
+def test_cut_linkage_equals_scipy_cut_tree():
+    from scipy.cluster.hierarchy import cut_tree, linkage
+    from sklearn.metrics import adjusted_rand_score
+
+    from auto_circuit_dcd.cluster.clusterers import cut_linkage
+
+    rs = np.random.RandomState(1)
+    for n in (2, 7, 30):
+        X = rs.normal(size=(n, 3))
+        merges = linkage(X, method="average")
+        for k in range(1, n + 1):
+            mine, ref = cut_linkage(merges, k), cut_tree(merges, n_clusters=[k])[:, 0]
+            assert len(set(mine.tolist())) == k
+            assert adjusted_rand_score(ref, mine) == 1.0
+            assert mine[0] == 0  # numbered by first row
+
+
+def test_reference_curves_are_clustered_once_per_size_and_give_the_gap_statistic():
+    from auto_circuit_dcd.cluster.select_k import ReferenceCurves, gap_statistic
+
+    rs = np.random.RandomState(0)
+    X = np.vstack([rs.normal(0, 0.3, (12, 3)), rs.normal(4, 0.3, (12, 3))])
+    calls = []
+
+    def counted(data, max_k):
+        calls.append(len(data))
+        return _chunks(data, max_k)
+
+    curves = ReferenceCurves(X, 4, np.random.RandomState(7))
+    shared = gap_statistic(X, counted, 3, 0, np.random.RandomState(0), curves=curves, key="c")
+    assert calls == [24] * 4 + [24]  # four reference sets, then the data's own path
+    again = gap_statistic(X, counted, 3, 0, np.random.RandomState(0), curves=curves, key="c")
+    assert calls[5:] == [24] and again == shared  # references reused, only the data reclustered
+    fresh = gap_statistic(X, _chunks, 3, 4, np.random.RandomState(7))  # the same draws
+    for k in (1, 2, 3):
+        assert shared["gap"][k] == pytest.approx(fresh["gap"][k], rel=1e-12)
+    # a resample of 18 rows is compared with the first 18 points of each reference set
+    curves.log_w("c", counted, 3, size=18)
+    assert calls[6:] == [18] * 4

@@ -2,12 +2,9 @@
 a partition forced on structureless data does not."""
 
 import dataclasses
-import types
 
 import numpy as np
 import pytest
-import torch
-from auto_circuit.prune_algos.prune_algos import PruneAlgo
 
 from auto_circuit_dcd.cluster import GroupedDiscovery, cluster_stability
 from test_cluster_recovery import blobs
@@ -48,26 +45,18 @@ def test_one_cluster_that_stays_one_is_stable():
     assert st.ari.tolist() == [1.0] * 3 and st.co_assignment == {0: 1.0}
 
 
-def test_stability_runs_no_model_pass():
-    calls = []
-
-    def scores(model, loader, _):
-        calls.append(len(loader.batch_positions[0]))
-        return {"m": torch.ones(3)}
-
-    class Loader:  # what run_base_algo asks of a loader, no model behind it
-        def subset(self, ids, batch_size=None, device=None):
-            return types.SimpleNamespace(batch_positions=[list(ids)])
+def test_refits_cost_clustering_time_only(monkeypatch):
+    """Every refit clusters the full fit's reduced rows: no preprocessing, no SVD (both
+    counted by wrapping them), and the blobs still come back exactly."""
+    from auto_circuit_dcd.cluster import spaces
 
     X, _, _ = blobs(sizes=(12, 10))
-    algo = PruneAlgo(key="counting", name="counting", func=scores)
-    gd = GroupedDiscovery(clusterer="kmeans", base_algo=algo, n_clusters=2,
-                          random_state=0).fit(X, model=torch.nn.Linear(1, 1),
-                                              dataloader=Loader())
-    assert sorted(calls) == [10, 12]
+    gd = GroupedDiscovery(clusterer="kmeans", n_clusters=2, random_state=0).fit(X)
+    calls = []
+    monkeypatch.setattr(spaces, "preprocess", lambda *a, **k: calls.append("preprocess"))
+    monkeypatch.setattr(spaces, "make_reducer", lambda *a, **k: calls.append("reducer"))
     st = cluster_stability(gd, X, 4, random_state=0)
-    assert sorted(calls) == [10, 12] and st.ari_mean == 1.0
-    assert gd.base_algo is algo  # the fitted estimator is left as it was
+    assert calls == [] and st.ari.tolist() == [1.0] * 4
 
 
 def test_stability_rejects_bad_input():
@@ -91,8 +80,8 @@ def test_chosen_refits_only_the_clusterer_auto_picked(monkeypatch):
     from auto_circuit_dcd.cluster import clusterers
 
     X, _, _ = blobs()
-    gd = GroupedDiscovery(clusterer="auto", max_clusters=5, gap_references=3,
-                          random_state=0).fit(X)
+    gd = GroupedDiscovery(clusterer="auto", preprocessing="raw", max_clusters=5,
+                          gap_references=3, random_state=0).fit(X)
     used = []
     for name, spec in list(clusterers.PATH_CLUSTERERS.items()):
         def path(*a, _name=name, _path=spec.path, **k):

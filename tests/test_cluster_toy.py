@@ -27,4 +27,4 @@ def test_dcd_separates_the_two_tasks(toy, method):
     assert A.groups is not None and len(set(A.groups)) == 2
     gd = GroupedDiscovery(random_state=0).fit(A)
     assert adjusted_rand_score(A.groups, gd.labels_) >= 0.9
-    assert len(gd.circuits_) == gd.n_clusters_
+    assert sorted(gd.cluster_sizes_) == list(range(gd.n_clusters_))

@@ -192,8 +192,10 @@ def test_cuda_circuits_and_faithfulness_live_on_the_model_device():
     A = dcd.attribute(gpu, loader, progress=False)
     ps = A.prune_scores(model=gpu)
     assert {t.device.type for t in ps.values()} == {"cuda"}
-    gd = dcd.GroupedDiscovery(base_algo="eap", n_clusters=2, random_state=0).fit(A, model=gpu)
-    assert {t.device.type for c in gd.circuits_.values() for t in c.values()} == {"cuda"}
+    gd = dcd.GroupedDiscovery(n_clusters=2, random_state=0).fit(A)
+    circuits = dcd.cluster_circuits(A, gd.labels_, model=gpu)
+    assert {t.device.type for c in circuits.values()
+            for t in c.to_prune_scores(device="cuda").values()} == {"cuda"}
     for base in (dcd.single_circuit(A, model=gpu), dcd.k_random_circuits(A, 2, model=gpu),
                  dcd.random_circuits(A, 1, model=gpu)):
         assert {t.device.type for c in base.values() for t in c.values()} == {"cuda"}
@@ -222,9 +224,10 @@ def test_cuda_runs_without_float64_on_the_device(monkeypatch):
     loader = make_loader(_pairs(8), 4, device="cuda")
     monkeypatch.setattr(torch.Tensor, "double", cpu_only)
     A = dcd.attribute(gpu, loader, progress=False)
-    gd = dcd.GroupedDiscovery(base_algo="eap", n_clusters=2, random_state=0).fit(A, model=gpu)
+    gd = dcd.GroupedDiscovery(n_clusters=2, random_state=0).fit(A)
+    circuits = dcd.cluster_circuits(A, gd.labels_, model=gpu)
     for ablation in ("resample", "mean", "zero"):
-        dcd.evaluate_circuits(gpu, loader, gd.circuits_, [0.2, 1.0], ablation=ablation)
+        dcd.evaluate_circuits(gpu, loader, circuits, [0.2, 1.0], ablation=ablation)
 
 
 @CUDA

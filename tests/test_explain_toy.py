@@ -21,7 +21,7 @@ def toy():
     A = dcd.attribute(pm, train, method="eap", progress=False)
     # the main job's defaults (job/config.py): auto clusterer, k from 2 to 8 by
     # silhouette, L2 rows, EAP circuits, seed 42
-    gd = dcd.GroupedDiscovery(clusterer="auto", base_algo="eap", max_clusters=8,
+    gd = dcd.GroupedDiscovery(clusterer="auto", max_clusters=8,
                               k_rule="silhouette", preprocessing="l2", random_state=42).fit(A)
     desc = dcd.describe_clusters(A, gd, train, dataset=path, size=4)
     task = {}

@@ -123,9 +123,11 @@ def test_grouped_discovery_and_faithfulness_on_a_grouped_query_model():
     loader = make_loader(examples, 4)
     A = dcd.attribute(pm, loader, progress=False)
     assert A.meta["backend"] == "fast"
-    gd = dcd.GroupedDiscovery(base_algo="eap", n_clusters=2, random_state=0).fit(A, model=pm)
-    assert sorted(gd.circuits_) == [0, 1]
-    circuits = {"single": A.prune_scores(model=pm), **gd.circuits_}
+    gd = dcd.GroupedDiscovery(n_clusters=2, random_state=0).fit(A)
+    assert gd.n_clusters_ == 2
+    circuits = {"single": A.prune_scores(model=pm),
+                **{c: A.prune_scores(np.flatnonzero(gd.labels_ == c), model=pm)
+                   for c in range(2)}}
     res = dcd.evaluate_circuits(pm, loader, circuits, [0.0, 0.2, 1.0])
     batch = _batch_of([examples[i] for i in res["single"].example_ids])
     with torch.no_grad():  # the grouped model is the oracle for the full and empty runs

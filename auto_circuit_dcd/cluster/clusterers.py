@@ -37,7 +37,7 @@ import numpy as np
 from auto_circuit_dcd.cluster.divisive import divisive_path, within_distance
 from auto_circuit_dcd.cluster.select_k import chord_elbow, largest_merge_gap, merge_gaps, within_ss
 
-__all__ = ["PathClusterer", "PATH_CLUSTERERS", "AUTO_CANDIDATES", "fit_hdbscan",
+__all__ = ["PathClusterer", "PATH_CLUSTERERS", "AUTO_CANDIDATES", "fit_hdbscan", "cut_linkage",
            "nearest_centroid", "nearest_row", "nearest_row_agreement", "centroid_agreement"]
 
 Path = Dict[int, np.ndarray]
@@ -46,30 +46,54 @@ Path = Dict[int, np.ndarray]
 @dataclass(frozen=True)
 class PathClusterer:
     """``path(X, max_k, seed) -> {k: labels}``; ``elbow_curve(X, path) -> {k: value}``;
-    ``elbow_choice(curve, max_k) -> k``."""
+    ``elbow_choice(curve, max_k) -> k``; ``at_k(X, k, seed) -> labels``: the path's labels
+    at one ``k``, without the others (what a refit at a fixed ``k`` costs)."""
 
     path: Callable[[np.ndarray, int, int], Path]
     elbow_curve: Callable[[np.ndarray, Mapping[int, np.ndarray]], Dict[int, float]]
     elbow_choice: Callable[[Mapping[int, float], int], int]
     elbow_name: str
+    at_k: Callable[[np.ndarray, int, int], np.ndarray]
+
+
+def cut_linkage(merges: np.ndarray, k: int) -> np.ndarray:
+    """Labels of a scipy linkage cut at ``k`` clusters: the ``n - k`` first merges applied
+    (the partition ``cut_tree`` gives, at a fraction of its cost), clusters numbered in
+    order of their first row."""
+    n = len(merges) + 1
+    parent = np.arange(2 * n - 1)
+    for i in range(n - max(int(k), 1)):
+        a, b = int(merges[i, 0]), int(merges[i, 1])
+        parent[a] = parent[b] = n + i
+    root = parent.copy()
+    for node in range(2 * n - 2, -1, -1):  # a parent's index is above its children's
+        root[node] = root[parent[node]] if parent[node] != node else node
+    first = {r: i for i, r in enumerate(dict.fromkeys(root[:n].tolist()))}
+    return np.array([first[r] for r in root[:n].tolist()], dtype=int)
+
+
+def _average_linkage(X: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import linkage
+
+    return linkage(X, method="average", metric="euclidean")
 
 
 def _agglomerative_path(X: np.ndarray, max_k: int, seed: int) -> Path:
-    from scipy.cluster.hierarchy import cut_tree, linkage
-
     n = len(X)
-    ks = list(range(1, min(max_k, n) + 1))
-    cuts = cut_tree(linkage(X, method="average", metric="euclidean"), n_clusters=ks)
-    path = {k: cuts[:, i].astype(int) for i, k in enumerate(ks)}
-    if n in path:  # scipy's cut_tree gives one cluster, not n, at n_clusters = n
-        path[n] = np.arange(n)
-    return path
+    if n < 2:
+        return {1: np.zeros(n, dtype=int)}
+    merges = _average_linkage(X)
+    return {k: cut_linkage(merges, k) for k in range(1, min(max_k, n) + 1)}
+
+
+def _agglomerative_at_k(X: np.ndarray, k: int, seed: int) -> np.ndarray:
+    if k >= len(X) or len(X) < 2:
+        return np.arange(len(X))
+    return cut_linkage(_average_linkage(X), k)
 
 
 def _merge_gap_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> Dict[int, float]:
-    from scipy.cluster.hierarchy import linkage
-
-    return merge_gaps(linkage(X, method="average", metric="euclidean")[:, 2], list(path))
+    return merge_gaps(_average_linkage(X)[:, 2], list(path))
 
 
 def _kmeans_path(X: np.ndarray, max_k: int, seed: int) -> Path:
@@ -81,8 +105,21 @@ def _kmeans_path(X: np.ndarray, max_k: int, seed: int) -> Path:
     return path
 
 
+def _kmeans_at_k(X: np.ndarray, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    if k == 1:
+        return np.zeros(len(X), dtype=int)
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(X).labels_.astype(int)
+
+
 def _divisive(X: np.ndarray, max_k: int, seed: int) -> Path:
     return divisive_path(X, max_k)
+
+
+def _divisive_at_k(X: np.ndarray, k: int, seed: int) -> np.ndarray:
+    path = divisive_path(X, k)
+    return path[max(path)]
 
 
 def _within_ss_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> Dict[int, float]:
@@ -99,9 +136,10 @@ def _chord(curve: Mapping[int, float], max_k: int) -> int:
 
 PATH_CLUSTERERS: Dict[str, PathClusterer] = {
     "agglomerative": PathClusterer(_agglomerative_path, _merge_gap_curve, largest_merge_gap,
-                                   "merge_gap"),
-    "divisive": PathClusterer(_divisive, _within_distance_curve, _chord, "within_distance"),
-    "kmeans": PathClusterer(_kmeans_path, _within_ss_curve, _chord, "inertia"),
+                                   "merge_gap", _agglomerative_at_k),
+    "divisive": PathClusterer(_divisive, _within_distance_curve, _chord, "within_distance",
+                              _divisive_at_k),
+    "kmeans": PathClusterer(_kmeans_path, _within_ss_curve, _chord, "inertia", _kmeans_at_k),
 }
 #: what ``clusterer="auto"`` tries (HDBSCAN is left out: it may call examples noise)
 AUTO_CANDIDATES = ("agglomerative", "divisive", "kmeans")

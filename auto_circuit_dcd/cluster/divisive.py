@@ -22,12 +22,15 @@ __all__ = ["divisive_path", "within_distance", "DivisiveClustering"]
 
 def _bisect(X: np.ndarray) -> Optional[np.ndarray]:
     """Boolean mask of the second half of an average-linkage split, or None if unsplittable."""
-    from scipy.cluster.hierarchy import cut_tree, linkage
+    from scipy.cluster.hierarchy import linkage, to_tree
 
     if X.shape[0] < 2 or np.allclose(X, X[0]):
         return None
-    cut = cut_tree(linkage(X, method="average", metric="euclidean"), n_clusters=2).ravel()
-    second = cut != cut[0]
+    # the last merge joins the two clusters a cut at k = 2 leaves; its right branch is one
+    right = to_tree(linkage(X, method="average", metric="euclidean")).get_right().pre_order()
+    second = np.zeros(len(X), dtype=bool)
+    second[right] = True
+    second = second != second[0]
     return second if second.any() else None
 
 

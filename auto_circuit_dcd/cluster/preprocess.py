@@ -11,7 +11,11 @@ transformed exactly like the training rows and nothing is learned here:
   :func:`auto_circuit_dcd.circuits.selection.mass_mask`, the rule circuits use), zero the rest;
 - ``binary``: the indicator of that same edge set (1 kept, 0 not). Euclidean distance
   between binary rows is the square root of the size of their symmetric difference;
-  :func:`jaccard_distances` gives the Jaccard distance for analysis.
+  :func:`jaccard_distances` gives the Jaccard distance for analysis;
+- ``rank``: each edge's rank by ``|s|`` within its row, scaled to [0, 1] (0: the smallest;
+  ties by column). Every row is then a permutation of the same values, so Euclidean
+  distance between rows is a monotone function of their Spearman correlation: only the
+  order of the edges counts, not the scores' scale or tails.
 """
 
 from __future__ import annotations
@@ -46,12 +50,22 @@ def _binary(X: np.ndarray, gamma: float) -> np.ndarray:
     return mass_mask(X, gamma).astype(np.float64)
 
 
+def _rank(X: np.ndarray, gamma: float) -> np.ndarray:
+    order = np.argsort(np.abs(X), axis=1, kind="stable")
+    ranks = np.empty_like(X)
+    scale = 1.0 / max(X.shape[1] - 1, 1)
+    np.put_along_axis(ranks, order, np.arange(X.shape[1], dtype=np.float64)[None] * scale, 1)
+    return ranks
+
+
+#: preprocessing name -> ``(rows, gamma) -> transformed rows`` (each row on its own)
 PREPROCESSORS: Dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "raw": _raw,
     "absolute": _absolute,
     "l2": _l2,
     "sparse": _sparse,
     "binary": _binary,
+    "rank": _rank,
 }
 
 

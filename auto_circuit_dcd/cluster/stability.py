@@ -6,11 +6,14 @@ a property of the data or of this sample. ``cluster_stability(gd, A)``:
 1. draw ``n_resamples`` sets of row positions (:data:`RESAMPLERS`): subsamples without
    replacement of ``fraction`` of the rows (default 0.8), or bootstrap samples with
    replacement (default as many rows as there are);
-2. fit a clone of the fitted ``GroupedDiscovery`` (same parameters and ``random_state``;
-   it chooses its own k as the full fit did) on each set's rows. Clustering only: the
-   clone's base algorithm is EAP (circuits are row means), so no model pass runs.
-   ``clusterer="chosen"`` refits with the clusterer the full fit chose where it chose
-   among several (``"auto"``), which costs one clusterer's fit instead of all three;
+2. cluster each set's rows again as the full fit did (:func:`.partition.partition`: the k=1
+   test, the clusterers, k chosen by the same rule), in the space the full fit chose and
+   its reduced coordinates (``gd.embedding_``): a refit costs clustering time only, no
+   preprocessing or SVD of the edge scores (the rows' coordinates are those of the full
+   fit's SVD; the gap statistic's reference sets are drawn and clustered once for all
+   refits, :class:`.select_k.ReferenceCurves`). ``clusterer="chosen"`` refits with the
+   clusterer the full fit chose where it chose among several (``"auto"``), which costs one
+   clusterer's fit instead of all three;
 3. ARI of each resample's labels against the full fit's labels on the rows it drew (each
    distinct row once; HDBSCAN's noise label ``-1`` counts as a label);
 4. per cluster ``c`` of the full fit, averaged over the resamples in which it has members:
@@ -21,17 +24,20 @@ a property of the data or of this sample. ``cluster_stability(gd, A)``:
 
 Well-separated groups give ARI, co-assignment and Jaccard near 1; a partition imposed on
 structureless data moves with the sample and scores low. A full fit with one cluster that
-stays one cluster scores 1 (the ARI of two one-cluster labellings).
+stays one cluster scores 1 (the ARI of two one-cluster labellings). Where the space search
+of ``preprocessing="auto"`` found no space with groups, the refits are one cluster too (1 by
+construction): how far each space was from showing groups is in
+``gd.space_selection_``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Dict, List, NamedTuple, Optional
+from dataclasses import dataclass, field, replace
+from typing import (TYPE_CHECKING, Annotated, Callable, Dict, List, Literal, NamedTuple,
+                    Optional, Sequence, Tuple, Union)
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 from sklearn.utils import check_random_state
 
@@ -39,7 +45,12 @@ from auto_circuit_dcd.cluster.circuits import as_rows
 from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
 from auto_circuit_dcd.schema import Record
 
-__all__ = ["RESAMPLERS", "ClusterStability", "cluster_stability"]
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.cluster.circuits import Rows
+    from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
+
+__all__ = ["RESAMPLERS", "ClusterStability", "cluster_stability", "draw_rows",
+           "resample_stability"]
 
 
 class Resampler(NamedTuple):
@@ -101,50 +112,42 @@ class ClusterStability(Record):
         object.__setattr__(self, "ari_std", float(np.std(self.ari)))
 
 
-def cluster_stability(gd: Any, A: Any, n_resamples: int = 20, *, method: str = "subsample",
-                      fraction: Optional[float] = None, random_state: Any = None,
-                      progress: bool = False, clusterer: str = "same") -> ClusterStability:
-    """Refit ``gd``'s clusterer on resamples of the rows of ``A`` (the matrix or array it was
-    fitted on) and compare with its labels; see the module docstring. ``clusterer``:
-    ``"same"`` (``gd``'s own setting) or ``"chosen"`` (the one ``"auto"`` picked)."""
-    from sklearn.utils.validation import check_is_fitted
-    from tqdm.auto import tqdm
-
-    check_is_fitted(gd, "labels_")
-    X, _ = as_rows(A)
-    full = np.asarray(gd.labels_, dtype=int)
-    if len(X) != full.size or X.shape[1] != gd.n_features_in_:
-        raise ValueError(f"gd was fitted on {full.size} rows of {gd.n_features_in_} features; "
-                         f"got {X.shape}: pass the matrix it was fitted on")
+def draw_rows(method: str, n: int, n_resamples: int, fraction: Optional[float],
+              rng: np.random.RandomState) -> Tuple[List[np.ndarray], float]:
+    """``n_resamples`` sorted arrays of row positions drawn by ``method`` (a key of
+    :data:`RESAMPLERS`), and the fraction used; checks the arguments first."""
     try:
         resampler = RESAMPLERS[method]
     except KeyError:
         raise ValueError(f"method must be one of {sorted(RESAMPLERS)}, got {method!r}") from None
     fraction = resampler.default_fraction if fraction is None else float(fraction)
-    size = int(round(fraction * len(X)))
+    size = int(round(fraction * n))
     if not 0.0 < fraction <= resampler.max_fraction or size < 2:
-        raise ValueError(f"fraction={fraction} draws {size} of {len(X)} rows; a resample needs "
+        raise ValueError(f"fraction={fraction} draws {size} of {n} rows; a resample needs "
                          f"at least 2 rows and {method} at most {resampler.max_fraction} of them")
     if int(n_resamples) < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+    return [resampler.draw(rng, n, size) for _ in range(int(n_resamples))], fraction
 
-    if clusterer not in ("same", "chosen"):
-        raise ValueError(f"clusterer must be 'same' or 'chosen', got {clusterer!r}")
-    rng = check_random_state(random_state)
-    refit = clone(gd).set_params(base_algo="eap")
-    if clusterer == "chosen" and gd.clusterer == "auto" and gd.method_ in PATH_CLUSTERERS:
-        refit.set_params(clusterer=gd.method_)
+
+def resample_stability(full: np.ndarray, draws: Sequence[np.ndarray],
+                       refit: Callable[[np.ndarray], np.ndarray], method: str = "subsample",
+                       fraction: float = 0.8, progress: bool = False) -> ClusterStability:
+    """Compare ``full`` (labels of every row) with ``refit(rows)`` (labels of the rows
+    ``rows``, a resample) on each of ``draws``: steps 3-4 of the module docstring."""
+    from tqdm.auto import tqdm
+
+    full = np.asarray(full, dtype=int)
     clusters = sorted(c for c in set(full.tolist()) if c >= 0)
     ari, ks = [], []
     pairs: Dict[int, list] = {c: [] for c in clusters}
     best: Dict[int, list] = {c: [] for c in clusters}
-    for _ in tqdm(range(int(n_resamples)), desc="cluster stability", disable=not progress):
-        rows = resampler.draw(rng, len(X), size)
-        labels = np.asarray(refit.fit(X[rows]).labels_, dtype=int)
+    for rows in tqdm(draws, desc="cluster stability", disable=not progress):
+        labels = np.asarray(refit(rows), dtype=int)
         drawn, first = np.unique(rows, return_index=True)
         mine, theirs = full[drawn], labels[first]
         ari.append(adjusted_rand_score(mine, theirs))
-        ks.append(int(refit.n_clusters_))
+        ks.append(len(set(labels.tolist()) - {-1}))
         for c in clusters:
             members = theirs[mine == c]
             if members.size == 0:
@@ -156,6 +159,51 @@ def cluster_stability(gd: Any, A: Any, n_resamples: int = 20, *, method: str = "
         ari=np.asarray(ari, dtype=np.float64), n_clusters=np.asarray(ks, dtype=int),
         co_assignment={c: _mean(pairs[c]) for c in clusters},
         jaccard={c: _mean(best[c]) for c in clusters}, method=method, fraction=fraction)
+
+
+def cluster_stability(gd: "GroupedDiscovery", A: "Rows", n_resamples: int = 20, *,
+                      method: Literal["subsample", "bootstrap"] = "subsample",
+                      fraction: Optional[float] = None,
+                      random_state: Union[None, int, np.random.RandomState] = None,
+                      progress: bool = False,
+                      clusterer: Literal["same", "chosen"] = "same") -> ClusterStability:
+    """Refit ``gd``'s clustering on resamples of the rows of ``A`` (the matrix or array it
+    was fitted on) and compare with its labels; see the module docstring. ``clusterer``:
+    ``"same"`` (``gd``'s own setting) or ``"chosen"`` (the one ``"auto"`` picked)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    from auto_circuit_dcd.cluster.partition import partition
+    from auto_circuit_dcd.cluster.select_k import GAP_RULES, ReferenceCurves, euclidean_distances
+
+    check_is_fitted(gd, "labels_")
+    X, _ = as_rows(A)
+    full = np.asarray(gd.labels_, dtype=int)
+    if len(X) != full.size or X.shape[1] != gd.n_features_in_:
+        raise ValueError(f"gd was fitted on {full.size} rows of {gd.n_features_in_} features; "
+                         f"got {X.shape}: pass the matrix it was fitted on")
+    if clusterer not in ("same", "chosen"):
+        raise ValueError(f"clusterer must be 'same' or 'chosen', got {clusterer!r}")
+    rng = check_random_state(random_state)
+    draws, fraction = draw_rows(method, len(X), n_resamples, fraction, rng)
+    settings = gd.partition_settings()
+    if clusterer == "chosen" and gd.clusterer == "auto" and gd.method_ in PATH_CLUSTERERS:
+        settings = replace(settings, clusterer=gd.method_)
+    search = getattr(gd, "space_selection_", None)
+    if search is not None and search.one_cluster:  # the space search, not a refit, said so
+        settings = replace(settings, n_clusters=1)
+    Z = gd.embedding_
+    D = euclidean_distances(Z)
+    curves = None
+    if settings.test_single_cluster or settings.k_rule in GAP_RULES:
+        curves = ReferenceCurves(Z, int(settings.gap_references), rng)
+    seeds = rng.randint(np.iinfo(np.int32).max, size=len(draws))
+    refits = iter(seeds)
+
+    def refit(rows: np.ndarray) -> np.ndarray:
+        return partition(Z[rows], settings, np.random.RandomState(next(refits)),
+                         distances=D[np.ix_(rows, rows)], curves=curves).labels
+
+    return resample_stability(full, draws, refit, method, fraction, progress)
 
 
 def _together(labels: np.ndarray) -> int:
