@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 __version__ = "0.1.0"
 
-_EXPORTS: Dict[str, str] = {
+_EXPORTS: dict[str, str] = {
     # models and data
     "load_model": "auto_circuit_dcd.model.load",
     "make_patchable": "auto_circuit_dcd.model.load",

@@ -21,15 +21,23 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterator, List, Literal, NoReturn, Optional, Tuple,
-                    Union, get_type_hints)
+from types import UnionType
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
 
 from auto_circuit_dcd import __version__
-from auto_circuit_dcd.job.config import (ATTRIBUTION, CIRCUITS, CLUSTERING, DATA, MACHINE,
-                                         OUTPUT, RunConfig)
+from auto_circuit_dcd.job.config import (
+    ATTRIBUTION,
+    CIRCUITS,
+    CLUSTERING,
+    DATA,
+    MACHINE,
+    OUTPUT,
+    RunConfig,
+)
 from auto_circuit_dcd.model.table import DEFAULT_REAL_MODEL, OFFLINE_MODELS
 from auto_circuit_dcd.tasks.dataset import TASKS
 
@@ -37,11 +45,11 @@ __all__ = ["main", "build_parser", "RUN_GROUPS", "WHEN_NOT_GIVEN"]
 
 #: the option groups of ``run --help``, in the order of the job's stages (each RunConfig
 #: field's ``group`` metadata names one)
-RUN_GROUPS: Tuple[str, ...] = (DATA, ATTRIBUTION, CLUSTERING, CIRCUITS, OUTPUT, MACHINE)
+RUN_GROUPS: tuple[str, ...] = (DATA, ATTRIBUTION, CLUSTERING, CIRCUITS, OUTPUT, MACHINE)
 
 #: what each RunConfig option whose default is None means when it is not given, shown as
 #: its default in ``run --help`` (tests/test_cli.py keeps these in step with the job)
-WHEN_NOT_GIVEN: Dict[str, str] = {
+WHEN_NOT_GIVEN: dict[str, str] = {
     "dataset": "none: the prompts --task generates, else the model's embedded dataset",
     "task": "none: the prompts of --dataset, else the model's embedded dataset",
     "prompt_types": "the task's own set of prompt types",
@@ -58,11 +66,11 @@ WHEN_NOT_GIVEN: Dict[str, str] = {
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT}
 
 
-def _csv(value: str) -> List[str]:
+def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _fractions(value: str) -> List[float]:
+def _fractions(value: str) -> list[float]:
     try:
         out = [float(v) for v in _csv(value)]
     except ValueError:
@@ -86,22 +94,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 #: how a RunConfig field's type is read from the command line
-_PARSERS: Dict[Any, Callable[[str], Any]] = {
-    int: int, float: float, str: str, List[str]: _csv, List[float]: _fractions,
+_PARSERS: dict[Any, Callable[[str], Any]] = {
+    int: int, float: float, str: str, list[str]: _csv, list[float]: _fractions,
 }
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> Dict[str, Any]:
+def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, Any]:
     """One option per :class:`RunConfig` field, with its default, help and allowed values,
     in the group of its stage (:data:`RUN_GROUPS`); returns the groups by title."""
     hints = get_type_hints(RunConfig)
     groups = {title: parser.add_argument_group(title) for title in RUN_GROUPS}
     for f in fields(RunConfig):
         kind = hints[f.name]
-        args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
-        if getattr(kind, "__origin__", None) is Union and len(args) == 1:  # Optional[X]
+        args = [a for a in get_args(kind) if a is not type(None)]
+        if get_origin(kind) in (Union, UnionType) and len(args) == 1:  # X | None
             kind = args[0]
-        if getattr(kind, "__origin__", None) is Literal:  # a choice: its values are text
+        if get_origin(kind) is Literal:  # a choice: its values are text
             kind = str
         choices = f.metadata.get("choices")
         names = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
@@ -161,7 +169,7 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_summary(summary: Dict) -> str:
+def _format_summary(summary: dict) -> str:
     import json
 
     return json.dumps(summary, indent=2, default=str)
@@ -240,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -299,7 +307,7 @@ def _one_line_warnings() -> Iterator[None]:
     plain = warnings.formatwarning
 
     def one_line(message: Warning | str, category: type, filename: str, lineno: int,
-                 line: Optional[str] = None) -> str:
+                 line: str | None = None) -> str:
         if str(Path(filename).resolve()).startswith(package):
             return f"auto-circuit-dcd: warning: {message}\n"
         return plain(message, category, filename, lineno, line)

@@ -26,10 +26,11 @@ import json
 import math
 import random
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from auto_circuit.data import PromptDataLoader, PromptPair, PromptPairBatch, collate_fn
@@ -63,7 +64,7 @@ class SmallSplitWarning(UserWarning):
     """A training split with fewer prompts than the clusters tried need."""
 
 
-def prompt_name(prompt: Dict[str, Any], position: int, total: int) -> str:
+def prompt_name(prompt: dict[str, Any], position: int, total: int) -> str:
     """How an error names a prompt: ``prompt id 'p-7' (number 8 of 40)`` by its ``id``
     field, else ``prompt number 8 of 40 (counting from 1; it has no 'id')``;
     ``position`` counts from 0, as Python does."""
@@ -81,8 +82,8 @@ class Example:
     corrupt: torch.Tensor
     answers: torch.Tensor
     wrong_answers: torch.Tensor
-    group: Optional[str] = None
-    split: Optional[str] = None
+    group: str | None = None
+    split: str | None = None
 
     @property
     def length(self) -> int:
@@ -90,7 +91,7 @@ class Example:
 
 
 # ----------------------------------------------------------------------------- reading
-def read_prompts(source: str | Path | Dict[str, Any]) -> List[Dict[str, Any]]:
+def read_prompts(source: str | Path | dict[str, Any]) -> list[dict[str, Any]]:
     """The list of prompt dicts of an auto-circuit JSON file (or an already-loaded dict)."""
     if isinstance(source, dict):
         data = source
@@ -123,7 +124,7 @@ def read_prompts(source: str | Path | Dict[str, Any]) -> List[Dict[str, Any]]:
     return prompts
 
 
-def _tokenize_text(tokenizer: Any, text: Any, where: str = "a prompt") -> List[int]:
+def _tokenize_text(tokenizer: Any, text: Any, where: str = "a prompt") -> list[int]:
     if isinstance(text, list):  # pre-tokenized
         if text and isinstance(text[0], list):
             if len(text) != 1:
@@ -160,13 +161,13 @@ def _answer_ids(tokenizer: Any, answers: Any, name: str, key: str) -> torch.Tens
 
 
 def tokenize_examples(
-    prompts: Sequence[Dict[str, Any]],
+    prompts: Sequence[dict[str, Any]],
     tokenizer: Any,
     prepend_bos: bool = True,
-    label_field: Optional[str] = "group",
-) -> List[Example]:
+    label_field: str | None = "group",
+) -> list[Example]:
     """Tokenize and check every prompt pair; the error names the first bad prompt."""
-    bos: List[int] = []
+    bos: list[int] = []
     if prepend_bos and any(not isinstance(p["clean"], list) for p in prompts):
         if tokenizer is None or getattr(tokenizer, "bos_token_id", None) is None:
             raise DatasetError("prepend_bos=True needs a tokenizer with a BOS token "
@@ -200,7 +201,7 @@ def tokenize_examples(
             group=None if group is None else str(group),
             split=p.get("split"),
         ))
-    numbers: Dict[str, List[int]] = {}
+    numbers: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
         numbers.setdefault(str(e.id), []).append(i + 1)
     repeated = {k: v for k, v in numbers.items() if len(v) > 1}
@@ -234,18 +235,18 @@ def batch_to(batch: PromptPairBatch, device: Any) -> PromptPairBatch:
                            move(batch.corrupt), move(batch.answers), move(batch.wrong_answers))
 
 
-def _collate_to(device: Any, pairs: List[PromptPair]) -> PromptPairBatch:
+def _collate_to(device: Any, pairs: list[PromptPair]) -> PromptPairBatch:
     return batch_to(collate_fn(pairs), device)  # the key is hashed from CPU tensors
 
 
 # ----------------------------------------------------------------------------- loader
-class _FixedBatches(Sampler[List[int]]):
+class _FixedBatches(Sampler[list[int]]):
     """Fixed batches of equal-length examples, in a deterministic order."""
 
-    def __init__(self, batches: List[List[int]]):
+    def __init__(self, batches: list[list[int]]):
         self.batches = batches
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[list[int]]:
         return iter([list(b) for b in self.batches])
 
     def __len__(self) -> int:
@@ -264,8 +265,8 @@ class _ExampleDataset(torch.utils.data.Dataset):
         return PromptPair(e.clean, e.corrupt, e.answers, e.wrong_answers)
 
 
-def _length_batches(examples: Sequence[Example], batch_size: int) -> List[List[int]]:
-    by_len: Dict[int, List[int]] = {}
+def _length_batches(examples: Sequence[Example], batch_size: int) -> list[list[int]]:
+    by_len: dict[int, list[int]] = {}
     for i, e in enumerate(examples):
         by_len.setdefault(e.length, []).append(i)
     batches = []
@@ -290,7 +291,7 @@ class ExampleLoader(PromptDataLoader):
             raise ValueError("batch_size must be at least 1")
         if len(examples) == 0:
             raise DatasetError("no examples to load (empty dataset or empty split)")
-        self.examples: List[Example] = list(examples)
+        self.examples: list[Example] = list(examples)
         self.batch_size_hint = int(batch_size)
         self.device = None if device is None else torch.device(device)
         batches = _length_batches(self.examples, batch_size)
@@ -305,23 +306,23 @@ class ExampleLoader(PromptDataLoader):
         self.kv_cache = None
         self.seq_labels = None
         self.word_idxs = {}
-        self.batch_positions: List[List[int]] = batches
-        self.batch_example_ids: List[List[Any]] = [
+        self.batch_positions: list[list[int]] = batches
+        self.batch_example_ids: list[list[Any]] = [
             [self.examples[i].id for i in b] for b in batches]
 
     @property
-    def example_ids(self) -> List[Any]:
+    def example_ids(self) -> list[Any]:
         """Ids of all examples in iteration order."""
         return [i for b in self.batch_example_ids for i in b]
 
     @property
-    def groups(self) -> Optional[List[Optional[str]]]:
+    def groups(self) -> list[str | None] | None:
         """Group label of all examples in iteration order, or None when unlabelled."""
         gs = [self.examples[i].group for b in self.batch_positions for i in b]
         return None if all(g is None for g in gs) else gs
 
-    def subset(self, ids: Sequence[Any], batch_size: Optional[int] = None,
-               device: Any = None) -> "ExampleLoader":
+    def subset(self, ids: Sequence[Any], batch_size: int | None = None,
+               device: Any = None) -> ExampleLoader:
         """A loader over the examples with the given ids (every one kept); its batches
         on ``device`` (``None``: this loader's device)."""
         by_id = {str(e.id): e for e in self.examples}
@@ -345,12 +346,12 @@ def make_loader(examples: Sequence[Example], batch_size: int = 16,
 
 # ----------------------------------------------------------------------------- splits
 def load_examples(
-    dataset: str | Path | Dict[str, Any],
+    dataset: str | Path | dict[str, Any],
     tokenizer: Any,
     prepend_bos: bool = True,
-    label_field: Optional[str] = "group",
-    n: Optional[int] = None,
-) -> List[Example]:
+    label_field: str | None = "group",
+    n: int | None = None,
+) -> list[Example]:
     """Read and tokenize a dataset; ``n`` keeps the first ``n`` prompts."""
     prompts = read_prompts(dataset)
     if n is not None:
@@ -364,7 +365,7 @@ def split_examples(
     test_fraction: float = 0.2,
     seed: int = 42,
     shuffle: bool = True,
-) -> Tuple[List[Example], List[Example]]:
+) -> tuple[list[Example], list[Example]]:
     """Train/test split. Uses the prompts' own ``split`` fields when every prompt has one."""
     if all(e.split is not None for e in examples):
         train = [e for e in examples if e.split == "train"]
@@ -420,13 +421,13 @@ def check_split_sizes(n_train: int, n_prompts: int, max_clusters: int) -> None:
 
 def prepare(
     model: Any,
-    dataset: str | Path | Dict[str, Any],
+    dataset: str | Path | dict[str, Any],
     *,
     test_fraction: float = 0.2,
     batch_size: int = 16,
     seed: int = 42,
-    n: Optional[int] = None,
-    label_field: Optional[str] = "group",
+    n: int | None = None,
+    label_field: str | None = "group",
     prepend_bos: bool = True,
 ):
     """Make ``model`` patchable and load ``dataset`` into train and test loaders.

@@ -31,10 +31,11 @@ import os
 import pickle
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from auto_circuit_dcd.errors import ConfigError, WorkerFailed
 
@@ -85,7 +86,7 @@ def _slurm_first_host(env: Mapping[str, str]) -> str:
                       f"SLURM_STEP_NODELIST={nodes!r}: export MASTER_ADDR=<first host>")
 
 
-def launch_from_env(env: Optional[Mapping[str, str]] = None) -> Optional[Launch]:
+def launch_from_env(env: Mapping[str, str] | None = None) -> Launch | None:
     """The launch this process belongs to, from torchrun's or srun's variables, or None."""
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
@@ -123,7 +124,7 @@ def worker_device(device: str = "auto") -> str:
 
 
 @contextmanager
-def process_group(device: str = "auto") -> Iterator[Optional[Launch]]:
+def process_group(device: str = "auto") -> Iterator[Launch | None]:
     """The default process group for the block, from the launcher's variables.
 
     Yields the :class:`Launch` (None without one: nothing is initialised). nccl where the
@@ -182,11 +183,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def assign(weights: Sequence[float], n_ranks: int) -> List[List[int]]:
+def assign(weights: Sequence[float], n_ranks: int) -> list[list[int]]:
     """Items per rank (each list ascending): largest weight first, each to the rank with
     the least weight so far (the lowest rank on ties); the same on every rank."""
     loads = [0.0] * n_ranks
-    out: List[List[int]] = [[] for _ in range(n_ranks)]
+    out: list[list[int]] = [[] for _ in range(n_ranks)]
     for i in sorted(range(len(weights)), key=lambda i: (-float(weights[i]), i)):
         r = min(range(n_ranks), key=lambda r: (loads[r], r))
         out[r].append(i)
@@ -194,19 +195,19 @@ def assign(weights: Sequence[float], n_ranks: int) -> List[List[int]]:
     return [sorted(items) for items in out]
 
 
-def shard(n_items: int, weights: Optional[Sequence[float]] = None) -> List[int]:
+def shard(n_items: int, weights: Sequence[float] | None = None) -> list[int]:
     """The items this rank does (:func:`assign`; equal weights if none are given)."""
     return assign([1.0] * n_items if weights is None else weights, world_size())[rank()]
 
 
 # ----------------------------------------------------------------------------- collectives
-def all_gather(obj: Any) -> List[Any]:
+def all_gather(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
     import torch.distributed as tdist
 
     if not is_distributed():
         return [obj]
-    out: List[Any] = [None] * world_size()
+    out: list[Any] = [None] * world_size()
     tdist.all_gather_object(out, obj)
     return out
 
@@ -238,7 +239,7 @@ def _portable(err: BaseException) -> BaseException:
         return WorkerFailed(f"{type(err).__name__}: {err}")
 
 
-def _raise_everywhere(outcomes: Sequence[Any], own: Optional[BaseException]) -> None:
+def _raise_everywhere(outcomes: Sequence[Any], own: BaseException | None) -> None:
     """If a rank failed, raise on every rank: its own exception (``own``, with its
     traceback) there, WorkerFailed on the others."""
     failed = [(r, o) for r, o in enumerate(outcomes) if isinstance(o, BaseException)]
@@ -255,8 +256,8 @@ def _raise_everywhere(outcomes: Sequence[Any], own: Optional[BaseException]) -> 
     raise err
 
 
-def map_shards(n_items: int, fn: Callable[[List[int]], Dict[int, T]], split: bool = True,
-               weights: Optional[Sequence[float]] = None) -> Dict[int, T]:
+def map_shards(n_items: int, fn: Callable[[list[int]], dict[int, T]], split: bool = True,
+               weights: Sequence[float] | None = None) -> dict[int, T]:
     """``fn(items)`` (item -> result) on this rank's :func:`shard` (by ``weights``, the
     work of each item), gathered: every rank gets ``{item: result}`` for all ``n_items``,
     in item order.
@@ -268,7 +269,7 @@ def map_shards(n_items: int, fn: Callable[[List[int]], Dict[int, T]], split: boo
         return fn(list(range(n_items)))
     mine = shard(n_items, weights) if split else list(range(n_items))
     outcome: Any
-    own: Optional[BaseException] = None
+    own: BaseException | None = None
     try:
         outcome = fn(mine)
     except Exception as err:  # noqa: BLE001 - sent to the others, then raised here
@@ -278,7 +279,7 @@ def map_shards(n_items: int, fn: Callable[[List[int]], Dict[int, T]], split: boo
         return outcome
     outcomes = all_gather(outcome)
     _raise_everywhere(outcomes, own)
-    merged: Dict[int, T] = {}
+    merged: dict[int, T] = {}
     for part in outcomes:
         merged.update(part)
     return {i: merged[i] for i in range(n_items)}
@@ -310,7 +311,7 @@ def main_first(fn: Callable[[], T]) -> T:
     a damaged cache file removed)."""
     if not is_distributed():
         return fn()
-    box: List[T] = []
+    box: list[T] = []
     from_main(lambda: box.append(fn()))  # only success or the exception travels
     return box[0] if is_main() else fn()
 
@@ -331,10 +332,10 @@ class Handoff:
     def open(self) -> None:
         self.closed = not is_distributed()
 
-    def __enter__(self) -> "Handoff":
+    def __enter__(self) -> Handoff:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if (exc is not None and is_main() and not self.closed
                 and isinstance(exc, Exception) and not getattr(exc, _EVERY_RANK, False)):
             self.closed = True

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional
+from typing import Any
 
 import torch
 
@@ -79,7 +80,7 @@ def write_text(dest: str | Path, text: str) -> Path:
 
 
 def save_tensors(dest: str | Path, tensors: Mapping[str, torch.Tensor],
-                 metadata: Optional[Dict[str, str]] = None) -> Path:
+                 metadata: dict[str, str] | None = None) -> Path:
     """Write a safetensors file whole or not at all (tensors moved to the CPU first)."""
     from safetensors.torch import save_file
 
@@ -229,7 +230,7 @@ def _take_lock(path: Path, folder: Path, what: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- bundles
-def save_bundle(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Dict[str, Any],
+def save_bundle(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: dict[str, Any],
                 tensors_file: str, meta_file: str) -> Path:
     """Write ``path/tensors_file`` then ``path/meta_file`` (with the tensors' checksum).
 
@@ -249,8 +250,8 @@ def save_bundle(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Dic
 
 
 def load_bundle(path: str | Path, tensors_file: str, meta_file: str, what: str,
-                check: Optional[Callable[[Dict[str, torch.Tensor], Dict[str, Any]], None]] = None,
-                ) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+                check: Callable[[dict[str, torch.Tensor], dict[str, Any]], None] | None = None,
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(tensors, meta)`` of a folder written by :func:`save_bundle`, checksum verified
     (:class:`~auto_circuit_dcd.errors.DamagedFileError` naming the folder otherwise).
 

@@ -9,7 +9,8 @@ A key already present with a value this package did not put there is never overw
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, List
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["register", "RegistrationError"]
 
@@ -20,13 +21,13 @@ class RegistrationError(RuntimeError):
     """A key this package wants is taken by someone else."""
 
 
-def _targets() -> Dict[str, tuple]:
+def _targets() -> dict[str, tuple]:
     """registry name -> (auto-circuit dict, provider of our entries)."""
     from auto_circuit.metrics.prune_metrics.prune_metrics import PRUNE_METRIC_DICT
     from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT
     from auto_circuit.tasks import TASK_DICT
 
-    def provider(module: str) -> Callable[[], Dict[str, Any]]:
+    def provider(module: str) -> Callable[[], dict[str, Any]]:
         return lambda: importlib.import_module(module).registry_entries()
 
     return {
@@ -36,7 +37,7 @@ def _targets() -> Dict[str, tuple]:
     }
 
 
-def register(tasks: bool = True, algos: bool = True, metrics: bool = True) -> Dict[str, List[str]]:
+def register(tasks: bool = True, algos: bool = True, metrics: bool = True) -> dict[str, list[str]]:
     """Add this package's tasks, prune algorithms and metrics to auto-circuit's dicts.
 
     Calling it again replaces this package's own entries and nothing else. Returns the
@@ -44,7 +45,7 @@ def register(tasks: bool = True, algos: bool = True, metrics: bool = True) -> Di
     entry this package did not register.
     """
     wanted = {"tasks": tasks, "algos": algos, "metrics": metrics}
-    added: Dict[str, List[str]] = {}
+    added: dict[str, list[str]] = {}
     for name, (target, entries_of) in _targets().items():
         if not wanted[name]:
             continue

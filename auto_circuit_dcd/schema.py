@@ -31,7 +31,8 @@ import collections.abc
 import dataclasses
 import math
 import typing
-from typing import Any, Dict, Type, TypeVar, Union
+from types import UnionType
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
@@ -49,17 +50,17 @@ class SchemaError(ValueError):
 class Record:
     """A dataclass whose JSON form is given by its type hints (mixed into result records)."""
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form as Python data (NaN as None, labels and keys as text)."""
         return to_jsonable(self)
 
     @classmethod
-    def from_dict(cls: Type[R], data: Dict[str, Any], where: str = "") -> R:
+    def from_dict(cls: type[R], data: dict[str, Any], where: str = "") -> R:
         """A record from parsed JSON, every key and type checked (:class:`SchemaError`)."""
         return from_jsonable(cls, data, where or cls.__name__)
 
 
-def _hints(cls: type) -> Dict[str, Any]:
+def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
@@ -91,20 +92,20 @@ def _encode(x: Any, tp: Any) -> Any:
         return None
     if tp in _HASHABLE:
         return str(jsonable(x))
-    if origin in (list, typing.List):
+    if origin is list:
         (item,) = _args(tp) or (Any,)
         return [_encode(v, item) for v in x]
-    if origin in (dict, typing.Dict):
+    if origin is dict:
         _, value = _args(tp) or (str, Any)
         return {str(jsonable(k)): _encode(v, value) for k, v in x.items()}
-    if origin is Union:
+    if origin in (Union, UnionType):
         options = [o for o in _args(tp) if o is not type(None)]
         if len(options) == 1:
             return _encode(x, options[0])
     return jsonable(x)
 
 
-def to_jsonable(record: Any) -> Dict[str, Any]:
+def to_jsonable(record: Any) -> dict[str, Any]:
     """``record`` (a dataclass) as JSON-ready data: its fields in order, each encoded by its
     type hint (NaN as None, labels and keys as text)."""
     hints = _hints(type(record))
@@ -129,7 +130,7 @@ def _decode(data: Any, tp: Any, where: str) -> Any:
         if isinstance(data, str):
             return data
         raise SchemaError(f"{where}: expected a label (text), got {data!r:.60}")
-    if origin is Union:
+    if origin in (Union, UnionType):
         options = _args(tp)
         if data is None and type(None) in options:
             return None
@@ -141,12 +142,12 @@ def _decode(data: Any, tp: Any, where: str) -> Any:
                 errors.append(str(err))
         raise SchemaError(errors[0] if len(errors) == 1 else
                           f"{where}: {data!r:.60} fits none of {tp}")
-    if origin in (list, typing.List):
+    if origin is list:
         if not isinstance(data, list):
             raise SchemaError(f"{where}: expected a list, got {type(data).__name__}")
         (item,) = _args(tp) or (Any,)
         return [_decode(v, item, f"{where}[{i}]") for i, v in enumerate(data)]
-    if origin in (dict, typing.Dict):
+    if origin is dict:
         if not isinstance(data, dict):
             raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
         key, value = _args(tp) or (str, Any)
@@ -183,14 +184,14 @@ def _key(key: str, tp: Any, where: str) -> Any:
 
 def _number_type(form: Any) -> type:
     """The number type at the bottom of a JSON form such as ``List[List[int]]``."""
-    while typing.get_origin(form) in (list, typing.List):
+    while typing.get_origin(form) is list:
         (form,) = _args(form)
     if form not in (int, float, bool):
         raise TypeError(f"an array's JSON form must hold numbers, not {form}")
     return form
 
 
-def from_jsonable(cls: Type[T], data: Any, where: str = "report") -> T:
+def from_jsonable(cls: type[T], data: Any, where: str = "report") -> T:
     """``data`` (parsed JSON) as a ``cls`` record, checked field by field."""
     if not isinstance(data, dict):
         raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
@@ -216,7 +217,7 @@ _PRIMITIVE = {bool: {"type": "boolean"}, int: {"type": "integer"}, str: {"type":
               float: {"type": ["number", "null"]}}  # null: the NaN rule
 
 
-def _schema_of(tp: Any, defs: Dict[str, Any]) -> Dict[str, Any]:
+def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     origin = typing.get_origin(tp)
     if tp is Any:
         return {}
@@ -226,16 +227,16 @@ def _schema_of(tp: Any, defs: Dict[str, Any]) -> Dict[str, Any]:
         return {"type": "string"}
     if tp in _PRIMITIVE:
         return dict(_PRIMITIVE[tp])
-    if origin is Union:
+    if origin in (Union, UnionType):
         options = [o for o in _args(tp) if o is not type(None)]
         parts = [_schema_of(o, defs) for o in options]
         if type(None) in _args(tp):
             parts.append({"type": "null"})
         return {"anyOf": parts}
-    if origin in (list, typing.List):
+    if origin is list:
         (item,) = _args(tp) or (Any,)
         return {"type": "array", "items": _schema_of(item, defs)}
-    if origin in (dict, typing.Dict):
+    if origin is dict:
         _, value = _args(tp) or (str, Any)
         return {"type": "object", "additionalProperties": _schema_of(value, defs)}
     if dataclasses.is_dataclass(tp):
@@ -257,9 +258,9 @@ def _schema_of(tp: Any, defs: Dict[str, Any]) -> Dict[str, Any]:
     raise TypeError(f"type {tp} is not one a record can hold")
 
 
-def json_schema(cls: type, title: str = "") -> Dict[str, Any]:
+def json_schema(cls: type, title: str = "") -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of ``cls``'s JSON form."""
-    defs: Dict[str, Any] = {}
+    defs: dict[str, Any] = {}
     root = _schema_of(cls, defs)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": title or cls.__name__, **root, "$defs": defs}

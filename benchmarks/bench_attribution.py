@@ -41,7 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 NAMES = [" Mary", " John", " Tom", " James", " Anna", " Paul", " Sarah", " David"]
 TEMPLATES = [
@@ -51,7 +51,7 @@ TEMPLATES = [
 ]
 
 
-def ioi_prompts(n: int) -> Dict[str, Any]:
+def ioi_prompts(n: int) -> dict[str, Any]:
     """IOI prompt pairs (ABBA/BABA); corrupt = a third name in the subject position."""
     prompts = []
     i = 0
@@ -140,16 +140,20 @@ def _load(args: argparse.Namespace):
     return pm, make_loader(examples, batch_size=args.batch_size)
 
 
-def _auto_circuit_per_example(pm: Any, loader: Any, batches: List[Any]) -> Any:
+def _auto_circuit_per_example(pm: Any, loader: Any, batches: list[Any]) -> Any:
     """auto-circuit's own per-example path: masks with a batch dimension."""
     import torch
     from auto_circuit.types import AblationType
     from auto_circuit.utils.ablation_activations import batch_src_ablations
-    from auto_circuit.utils.graph_utils import (patch_mode, set_all_masks, set_mask_batch_size,
-                                                train_mask_mode)
+    from auto_circuit.utils.graph_utils import (
+        patch_mode,
+        set_all_masks,
+        set_mask_batch_size,
+        train_mask_mode,
+    )
 
-    from auto_circuit_dcd.model.task_metric import max_diff
     from auto_circuit_dcd.model.edges import edge_layout
+    from auto_circuit_dcd.model.task_metric import max_diff
 
     _, layout = edge_layout(pm)
     src_outs = batch_src_ablations(pm, loader, ablation_type=AblationType.RESAMPLE,
@@ -168,7 +172,7 @@ def _auto_circuit_per_example(pm: Any, loader: Any, batches: List[Any]) -> Any:
     return torch.cat(rows)
 
 
-def _passes(model: Any, batches: List[Any], steps: int) -> None:
+def _passes(model: Any, batches: list[Any], steps: int) -> None:
     """EAP-IG's passes alone (``passes`` mode): corrupt forward, then ``steps`` forward +
     backward passes at the interpolated input embeddings; last-position logits."""
     import torch
@@ -183,7 +187,7 @@ def _passes(model: Any, batches: List[Any], steps: int) -> None:
 
     with plain_forward(model):
         for batch in batches:
-            corrupt: List[Any] = []
+            corrupt: list[Any] = []
             with torch.no_grad(), model.hooks(fwd_hooks=[
                     ("blocks.0.hook_resid_pre", lambda t, hook: corrupt.append(t)),
                     (last, keep_last)]):
@@ -198,7 +202,7 @@ def _passes(model: Any, batches: List[Any], steps: int) -> None:
                     max_diff(model(batch.clean)[:, -1], batch).sum().backward()
 
 
-def run_mode(args: argparse.Namespace) -> Dict[str, Any]:
+def run_mode(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from auto_circuit_dcd.model.forward import frozen, plain_forward
@@ -289,7 +293,7 @@ def main() -> None:
         if mode not in MODES:
             p.error(f"unknown mode {mode!r}; modes: {','.join(MODES)}")
         runs += [(mode, k) for k in steps_list] if mode in PER_STEPS else [(mode, steps_list[0])]
-    results: List[Dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     for mode, steps in runs:
         cmd = [sys.executable, __file__, "--mode", mode, "--model", args.model,
                "--n", str(args.n), "--batch-size", str(args.batch_size),
@@ -312,7 +316,7 @@ def main() -> None:
     _table(args, results)
 
 
-def _table(args: argparse.Namespace, results: List[Dict[str, Any]]) -> None:
+def _table(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     floor = next((r for r in results if r["mode"] == "floor"), None)
     limits = {r["steps"]: r for r in results if r["mode"] == "passes"}
     n_edges = results[0]["n_edges"] if results else 0

@@ -22,13 +22,14 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Tuple
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def best_of(fn: Callable[[], Any], repeats: int) -> Tuple[float, Any]:
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     best, out = float("inf"), None
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -48,12 +49,12 @@ def main(argv: Any = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from bench_attribution import ioi_prompts
 
     import auto_circuit_dcd as dcd
     from auto_circuit_dcd.attribution.cache import batch_digest, cache_key, model_digest
-    from auto_circuit_dcd.model.forward import WrapperGraph
     from auto_circuit_dcd.files import tensor_digest
-    from bench_attribution import ioi_prompts
+    from auto_circuit_dcd.model.forward import WrapperGraph
 
     torch.set_num_threads(args.threads)
     pm = dcd.make_patchable(dcd.load_model(args.model))

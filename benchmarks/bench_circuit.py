@@ -27,9 +27,9 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import auto_circuit_dcd as dcd
-    from auto_circuit_dcd.model.edges import edge_layout
     from auto_circuit_dcd.circuits.graph import edge_graph
     from auto_circuit_dcd.evaluation.faithfulness import MIB_GRID, edge_count
+    from auto_circuit_dcd.model.edges import edge_layout
 
     pm = dcd.make_patchable(dcd.load_model(args.model))
     t0 = time.perf_counter()

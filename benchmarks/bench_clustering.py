@@ -38,9 +38,10 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,14 +86,19 @@ def _one_ioi_template(n: int) -> Callable[[Any, Path], Path]:
     """IOI prompts from one template, place and object; only the two names change (ABBA,
     the answer the first name); corrupt: three fresh names (the package's ABC corruption)."""
     def make(tokenizer: Any, folder: Path) -> Path:
-        from auto_circuit_dcd.tasks.common import (GenStats, check_pair, make_prompt,
-                                                   one_token_words, write_dataset)
+        from auto_circuit_dcd.tasks.common import (
+            GenStats,
+            check_pair,
+            make_prompt,
+            one_token_words,
+            write_dataset,
+        )
         from auto_circuit_dcd.tasks.words import NAMES
 
         template = "Then, {X} and {Y} went to the store. {Y} gave a drink to"
         names = one_token_words(tokenizer, NAMES, GenStats(), "names")
         rng, stats = random.Random(SEED), GenStats()
-        prompts: List[Dict[str, Any]] = []
+        prompts: list[dict[str, Any]] = []
         seen = set()
         while len(prompts) < n:
             io, s, c1, c2 = rng.sample(names, 4)
@@ -100,8 +106,7 @@ def _one_ioi_template(n: int) -> Callable[[Any, Path], Path]:
                 continue
             seen.add((io, s))
             clean = template.format(X=io, Y=s)
-            corrupt = "Then, {} and {} went to the store. {} gave a drink to".format(
-                c1, c2, rng.choice([x for x in names if x not in (io, s, c1, c2)]))
+            corrupt = f"Then, {c1} and {c2} went to the store. {rng.choice([x for x in names if x not in (io, s, c1, c2)])} gave a drink to"
             if check_pair(tokenizer, clean, corrupt, [" " + io], [" " + s], stats):
                 p = make_prompt("ioi", "one-template", clean, corrupt, [" " + io], [" " + s])
                 p.update(id=f"ioi/one-template/{len(prompts)}",
@@ -113,7 +118,7 @@ def _one_ioi_template(n: int) -> Callable[[Any, Path], Path]:
     return make
 
 
-CASES: Dict[str, Case] = {
+CASES: dict[str, Case] = {
     "toy": Case("toy-two-task", _toy_dataset("mixed")),
     "smol-ioi-seq": Case("smollm2-135m", _mixture(("ioi/mixed", "sequence/2-gram"), 267)),
     "smol-ioi-arith": Case("smollm2-135m", _mixture(("ioi/mixed", "arithmetic/verbal-plus"),
@@ -133,7 +138,7 @@ def bench_cache() -> Path:
     return cache_root() / "bench"
 
 
-def task_labels(groups: Sequence[Optional[str]]) -> List[str]:
+def task_labels(groups: Sequence[str | None]) -> list[str]:
     """The task of each row: its group up to the first ``/`` (``ioi/mixed`` -> ``ioi``)."""
     return [str(g).split("/")[0] for g in groups]
 
@@ -144,9 +149,9 @@ class Matrices:
 
     def __init__(self, threads: int = 1, batch_size: int = 16):
         self.threads, self.batch_size = threads, batch_size
-        self._models: Dict[str, Any] = {}
-        self._prepared: Dict[str, Tuple[Any, Any]] = {}
-        self._datasets: Dict[str, Path] = {}
+        self._models: dict[str, Any] = {}
+        self._prepared: dict[str, tuple[Any, Any]] = {}
+        self._datasets: dict[str, Path] = {}
 
     def dataset(self, case: str) -> Path:
         if case not in self._datasets:
@@ -166,7 +171,7 @@ class Matrices:
                                             method.encode(), str(steps).encode()])).hexdigest()
         return f"{case}-{method}-{digest[:16]}"
 
-    def _loader(self, case: str) -> Tuple[Any, Any]:
+    def _loader(self, case: str) -> tuple[Any, Any]:
         if case not in self._prepared:
             import auto_circuit_dcd as dcd
 
@@ -177,7 +182,7 @@ class Matrices:
             self._prepared[case] = (pm, train)
         return self._prepared[case]
 
-    def get(self, case: str, method: str) -> Tuple[Any, Dict[str, Any]]:
+    def get(self, case: str, method: str) -> tuple[Any, dict[str, Any]]:
         """``(AttributionMatrix of the train rows, info)``; info: task accuracy, seconds."""
         import torch
 
@@ -198,7 +203,7 @@ class Matrices:
         info_file.write_text(json.dumps(info, indent=1))
         return A, info
 
-    def _accuracy(self, pm: Any, case: str, A: Any) -> Dict[str, float]:
+    def _accuracy(self, pm: Any, case: str, A: Any) -> dict[str, float]:
         """Share of the clustered prompts each task's answer wins (mu > 0), per task."""
         from auto_circuit_dcd.tasks.scoring import logit_margins
 
@@ -210,7 +215,7 @@ class Matrices:
         return {t: float((mu[tasks == t] > 0).mean()) for t in sorted(set(tasks.tolist()))}
 
 
-FIXED_SPACES: Tuple["Preprocessing", ...] = ("l2", "raw", "binary", "rank", "absolute",
+FIXED_SPACES: tuple[Preprocessing, ...] = ("l2", "raw", "binary", "rank", "absolute",
                                              "sparse")
 
 
@@ -221,13 +226,13 @@ class Row:
     case: str
     method: str
     rows: int
-    accuracy: Dict[str, float]
-    auto: Dict[str, Any]
-    job_today: Tuple[float, int]
-    fixed: Dict[str, Tuple[float, int]]
+    accuracy: dict[str, float]
+    auto: dict[str, Any]
+    job_today: tuple[float, int]
+    fixed: dict[str, tuple[float, int]]
 
 
-def cluster_case(A: Any, seed: int, n_jobs: Optional[int]) -> Dict[str, Any]:
+def cluster_case(A: Any, seed: int, n_jobs: int | None) -> dict[str, Any]:
     """The default ``GroupedDiscovery`` on ``A`` and the main job's stability stage (3
     refits of the chosen clusterer), timed: CPU (this process) and wall seconds."""
     from auto_circuit_dcd.cluster import GroupedDiscovery, cluster_stability
@@ -252,8 +257,8 @@ def cluster_case(A: Any, seed: int, n_jobs: Optional[int]) -> Dict[str, Any]:
             "cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
 
 
-def evaluate(case: str, method: str, A: Any, info: Dict[str, Any], seed: int,
-             n_jobs: Optional[int]) -> Row:
+def evaluate(case: str, method: str, A: Any, info: dict[str, Any], seed: int,
+             n_jobs: int | None) -> Row:
     """ARI against the task labels of the default pipeline, of the main job's settings
     today (``l2``, ``max_clusters=8``) and of each fixed space (rest default)."""
     from sklearn.metrics import adjusted_rand_score
@@ -265,7 +270,7 @@ def evaluate(case: str, method: str, A: Any, info: Dict[str, Any], seed: int,
     auto = cluster_case(A, seed, n_jobs)
     auto["ari"] = adjusted_rand_score(y, auto["labels"])
     today = GroupedDiscovery(preprocessing="l2", max_clusters=8, random_state=seed).fit(X)
-    fixed: Dict[str, Tuple[float, int]] = {}
+    fixed: dict[str, tuple[float, int]] = {}
     for space in FIXED_SPACES:
         gd = GroupedDiscovery(preprocessing=space, random_state=seed).fit(X)
         fixed[space] = (adjusted_rand_score(y, gd.labels_), gd.n_clusters_)
@@ -291,7 +296,7 @@ def _rule_silhouette(c: Any) -> float:
 
 #: label-free rules compared with the default: (score, higher is better), on eligible
 #: candidates (structure, no cluster below the size floor); ties within 0.02 -> silhouette
-RULES: Dict[str, Tuple[Callable[[Any], float], bool]] = {
+RULES: dict[str, tuple[Callable[[Any], float], bool]] = {
     "stability alone": (_rule_stability, False),
     "excess over null": (_rule_excess, False),
     "instability / null's": (_rule_lange, False),
@@ -300,7 +305,7 @@ RULES: Dict[str, Tuple[Callable[[Any], float], bool]] = {
 }
 
 
-def compare_rules(A: Any, seed: int) -> Dict[str, Tuple[str, float]]:
+def compare_rules(A: Any, seed: int) -> dict[str, tuple[str, float]]:
     """What each rule of :data:`RULES` chooses among the default search's candidates, and
     the ARI of that choice against the task labels (labels read only here, to score)."""
     from sklearn.metrics import adjusted_rand_score
@@ -330,7 +335,7 @@ def compare_rules(A: Any, seed: int) -> Dict[str, Tuple[str, float]]:
     return out
 
 
-def _f(x: Optional[float], digits: int = 3) -> str:
+def _f(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
@@ -385,7 +390,7 @@ def print_candidates(rows: Sequence[Row]) -> None:
             print("| " + " | ".join(cells) + " |")
 
 
-def print_rules(results: Sequence[Tuple[str, str, Dict[str, Tuple[str, float]]]]) -> None:
+def print_rules(results: Sequence[tuple[str, str, dict[str, tuple[str, float]]]]) -> None:
     print("\nWhat other label-free rules would choose among the same candidates (ARI; "
           "controls: k)\n")
     head = ["case", "method", *RULES]
@@ -398,7 +403,7 @@ def print_rules(results: Sequence[Tuple[str, str, Dict[str, Tuple[str, float]]]]
         print("| " + " | ".join([case, method, *cells]) + " |")
 
 
-def print_seeds(results: Sequence[Tuple[str, str, List[Tuple[int, str, float, int]]]]) -> None:
+def print_seeds(results: Sequence[tuple[str, str, list[tuple[int, str, float, int]]]]) -> None:
     print("\nThe default pipeline over seeds (random_state): ARI (k), chosen space\n")
     seeds = [s for s, *_ in results[0][2]] if results else []
     head = ["case", "method", *(f"seed {s}" for s in seeds)]
@@ -411,7 +416,7 @@ def print_seeds(results: Sequence[Tuple[str, str, List[Tuple[int, str, float, in
         print("| " + " | ".join([case, method, *cells]) + " |")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -462,7 +467,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print_seeds(by_seed)
 
 
-def _over_seeds(A: Any, seeds: Sequence[int]) -> List[Tuple[int, str, float, int]]:
+def _over_seeds(A: Any, seeds: Sequence[int]) -> list[tuple[int, str, float, int]]:
     from sklearn.metrics import adjusted_rand_score
 
     from auto_circuit_dcd.cluster import GroupedDiscovery

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -38,10 +38,10 @@ sys.path.insert(0, str(HERE))
 
 def _worker(args: argparse.Namespace) -> None:
     import torch
+    from bench_attribution import _load
 
     import auto_circuit_dcd as dcd
     from auto_circuit_dcd import distributed as dist
-    from bench_attribution import _load
 
     torch.set_num_threads(args.threads)
     with dist.process_group(args.device):
@@ -52,7 +52,7 @@ def _worker(args: argparse.Namespace) -> None:
         g = torch.Generator().manual_seed(0)
         n_edges = pm.n_edges
         circuits = {f"c{i}": torch.randn(n_edges, generator=g) for i in range(args.circuits)}
-        times: Dict[str, float] = {}
+        times: dict[str, float] = {}
         for name, call in (
                 ("attribution", lambda: dcd.attribute(pm, loader, progress=False)),
                 ("evaluation", lambda: dcd.evaluate_circuits(pm, loader, circuits,
@@ -72,7 +72,7 @@ def _worker(args: argparse.Namespace) -> None:
                 "n_batches": len(loader.batch_example_ids), "n_edges": n_edges}))
 
 
-def _launch(args: argparse.Namespace, n: int, out: Path) -> Dict[str, Any]:
+def _launch(args: argparse.Namespace, n: int, out: Path) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            "--nproc-per-node", str(n), str(Path(__file__).resolve()), "--worker",
@@ -104,7 +104,7 @@ def main() -> None:
     if args.worker:
         _worker(args)
         return
-    counts: List[int] = [int(x) for x in args.workers.split(",")]
+    counts: list[int] = [int(x) for x in args.workers.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:

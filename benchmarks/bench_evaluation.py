@@ -35,8 +35,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_attribution import SHAPES, _load  # noqa: E402
@@ -98,9 +99,9 @@ def main() -> None:
     print(f"plain forward (flags off): {plain[0][0]:.3f} s wall, {plain[0][1]:.3f} s CPU",
           flush=True)
 
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     ref_mu = None
-    kw: Dict[str, Any] = dict(max_stack_gib=args.max_stack_gib)
+    kw: dict[str, Any] = dict(max_stack_gib=args.max_stack_gib)
     one = {"single": circuits["single"]}
     n_sizes = len([p for p in grid if p < 1.0])  # 100% is the clean run, free
     for backend in args.backends.split(","):

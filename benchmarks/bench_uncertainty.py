@@ -38,7 +38,7 @@ import argparse
 import os
 import tempfile
 import time
-from typing import Callable, Dict, Tuple
+from collections.abc import Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread, before numpy loads its BLAS
 import numpy as np  # noqa: E402
@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 MIB_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-def synthetic_run(n: int, k: int, n_edges: int, rankings: Tuple[str, ...], seed: int):
+def synthetic_run(n: int, k: int, n_edges: int, rankings: tuple[str, ...], seed: int):
     """``{ranking: {name: FaithfulnessResult}}`` of single, k cluster and k K-random
     circuits, and each example's cluster."""
     from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult, ratio_of_means
@@ -115,7 +115,7 @@ def speed(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- coverage
-Scenario = Callable[[np.random.Generator, int], Tuple[np.ndarray, np.ndarray, np.ndarray, float]]
+Scenario = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray, np.ndarray, float]]
 
 
 def _normal(rng: np.random.Generator, n: int):
@@ -131,16 +131,19 @@ def _skewed(rng: np.random.Generator, n: int):
     return empty + rho * (full - empty) + 0.5 * rng.standard_t(3, n), full, empty, 2.0 / 3.3
 
 
-SCENARIOS: Dict[str, Scenario] = {"normal": _normal, "skewed": _skewed}
-NULLS: Dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+SCENARIOS: dict[str, Scenario] = {"normal": _normal, "skewed": _skewed}
+NULLS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "symmetric": lambda rng, n: rng.normal(0, 1, n),
     "skewed": lambda rng, n: rng.exponential(1.0, n) - 1.0,
 }
 
 
 def coverage(args: argparse.Namespace) -> None:
-    from auto_circuit_dcd.metrics.uncertainty.bootstrap import (INTERVALS, ratio_replicates,
-                                                                resample_weights)
+    from auto_circuit_dcd.metrics.uncertainty.bootstrap import (
+        INTERVALS,
+        ratio_replicates,
+        resample_weights,
+    )
     from auto_circuit_dcd.metrics.uncertainty.paired import sign_flip_pvalues
 
     level, methods = 0.95, list(INTERVALS)

@@ -37,14 +37,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 #: name -> (TransformerLens config entries, dtype name)
-SHAPES: Dict[str, Any] = {
+SHAPES: dict[str, Any] = {
     "llama-3.2-1b-like": (dict(n_layers=16, d_model=2048, n_heads=32, n_key_value_heads=8,
                                d_head=64, d_mlp=8192, d_vocab=128256, act_fn="silu",
                                gated_mlp=True, normalization_type="RMS",
@@ -61,7 +62,7 @@ SIZES = {"full": dict(n=64, batch_size=16, tokens=24, eval_n=16),
 FRACTIONS = [0.01, 0.1, 1.0]
 
 
-def device_tests(timeout: int) -> Dict[str, Any]:
+def device_tests(timeout: int) -> dict[str, Any]:
     """The suite's device tests in a subprocess: exit code, seconds, pytest's last line."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
            str(ROOT / "tests" / "test_devices.py")]
@@ -78,7 +79,7 @@ def device_tests(timeout: int) -> Dict[str, Any]:
     return {"returncode": code, "seconds": round(time.perf_counter() - t0, 1), "summary": tail}
 
 
-def multi_worker(timeout: int) -> Dict[str, Any]:
+def multi_worker(timeout: int) -> dict[str, Any]:
     """``bench_distributed.py`` on 1 and on all visible GPUs, or why it was skipped."""
     import torch
 
@@ -144,7 +145,7 @@ def random_loader(pm: Any, n: int, tokens: int, batch_size: int, device: Any) ->
 
 # ----------------------------------------------------------------------------- timing
 @contextmanager
-def measured(device: Any, into: Dict[str, Any]) -> Iterator[None]:
+def measured(device: Any, into: dict[str, Any]) -> Iterator[None]:
     """Seconds and peak device memory above what was allocated before (CUDA only)."""
     import torch
 
@@ -161,7 +162,7 @@ def measured(device: Any, into: Dict[str, Any]) -> Iterator[None]:
     into["peak_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if cuda else None
 
 
-def floor_pass(pm: Any, batches: List[Any]) -> None:
+def floor_pass(pm: Any, batches: list[Any]) -> None:
     """Plain model: corrupt forward, clean forward, backward of the metric (input leaf)."""
     import torch
 
@@ -181,7 +182,7 @@ def floor_pass(pm: Any, batches: List[Any]) -> None:
                 max_diff(model(batch.clean)[:, -1].float(), batch).sum().backward()
 
 
-def forward_pass(pm: Any, batches: List[Any]) -> None:
+def forward_pass(pm: Any, batches: list[Any]) -> None:
     import torch
 
     from auto_circuit_dcd.model.forward import plain_forward
@@ -191,7 +192,7 @@ def forward_pass(pm: Any, batches: List[Any]) -> None:
             pm.wrapped_model(batch.clean)
 
 
-def check_model(name: str, size: str, device: Any) -> Dict[str, Any]:
+def check_model(name: str, size: str, device: Any) -> dict[str, Any]:
     import torch
 
     import auto_circuit_dcd as dcd
@@ -207,7 +208,7 @@ def check_model(name: str, size: str, device: Any) -> Dict[str, Any]:
     eval_loader = make_loader(loader.examples[: sz["eval_n"]], sz["batch_size"], device=device)
     eval_batches = list(eval_loader)
     cfg = pm.wrapped_model.cfg
-    out: Dict[str, Any] = {
+    out: dict[str, Any] = {
         "model": name, "dtype": str(cfg.dtype).replace("torch.", ""), "n_layers": cfg.n_layers,
         "d_model": cfg.d_model, "n_edges": pm.n_edges, "n_examples": sz["n"],
         "batch_size": sz["batch_size"], "tokens": sz["tokens"], "build_seconds": build_s,
@@ -230,7 +231,7 @@ def check_model(name: str, size: str, device: Any) -> Dict[str, Any]:
     }
     for mode, (run, warm, n) in modes.items():
         warm()
-        rec: Dict[str, Any] = {}
+        rec: dict[str, Any] = {}
         with measured(device, rec):
             result = run()
         if mode == "eap":
@@ -257,7 +258,7 @@ def check_model(name: str, size: str, device: Any) -> Dict[str, Any]:
     return out
 
 
-def table(results: List[Dict[str, Any]]) -> str:
+def table(results: list[dict[str, Any]]) -> str:
     lines = []
     for r in results:
         floor, fwd = r["modes"]["floor"], r["modes"]["forward"]
@@ -298,7 +299,7 @@ def main() -> None:
     from auto_circuit_dcd.model.devices import resolve_device
 
     device = resolve_device(args.device)
-    report: Dict[str, Any] = {"versions": versions(), "device": str(device),
+    report: dict[str, Any] = {"versions": versions(), "device": str(device),
                               "size": args.size, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(device)

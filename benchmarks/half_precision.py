@@ -21,7 +21,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,7 +42,7 @@ def _loader(pm: Any, name: str, n: int, batch_size: int) -> Any:
     return make_loader(examples, batch_size, device=next(pm.parameters()).device)
 
 
-def measure(name: str, dtype: str, n: int, batch_size: int, method: str) -> Dict[str, Any]:
+def measure(name: str, dtype: str, n: int, batch_size: int, method: str) -> dict[str, Any]:
     import torch
 
     import auto_circuit_dcd as dcd
@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    results: List[Dict[str, Any]] = [measure(args.model, d, args.n, args.batch_size, args.method)
+    results: list[dict[str, Any]] = [measure(args.model, d, args.n, args.batch_size, args.method)
                                      for d in ("float32", "float16", "bfloat16")]
     ref = results[0]
     k = max(1, int(0.05 * ref["n_edges"]))

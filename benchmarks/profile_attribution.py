@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Dict
 
 STAGES = {
     "corrupt forward": "attribution.corrupt_forward",
@@ -39,7 +38,7 @@ STAGES = {
 }
 
 
-def stage_seconds(prof) -> Dict[str, float]:
+def stage_seconds(prof) -> dict[str, float]:
     """CPU seconds per labelled range (children included), from a finished profiler."""
     totals = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages()}
     return {name: totals.get(label, 0.0) for name, label in STAGES.items()}
@@ -47,10 +46,10 @@ def stage_seconds(prof) -> Dict[str, float]:
 
 def main() -> None:
     import torch
+    from bench_attribution import SHAPES, _load
     from torch.profiler import ProfilerActivity, profile
 
     import auto_circuit_dcd as dcd
-    from bench_attribution import SHAPES, _load
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="gpt2-like", help=f"{sorted(SHAPES)} or a package model")

@@ -35,27 +35,27 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
-Cell = Tuple[str, str]  # (kind, source); kind "md", "code", or "fig": code that draws figures
+Cell = tuple[str, str]  # (kind, source); kind "md", "code", or "fig": code that draws figures
 FIGURE_TAG = "figure"  # cell tag of "fig" cells: their saved outputs must hold a PNG
 
 # Full size (``DCD_NB_N``) of each notebook, as its text describes it, and the size at which
 # ``--execute`` computes the outputs saved in the file.
-FULL_N: Dict[str, int] = {
+FULL_N: dict[str, int] = {
     "01_quickstart_toy.ipynb": 320,
     "02_dataset_variations_smollm2.ipynb": 200,
     "03_two_task_mixture_smollm2.ipynb": 200,
     "04_inside_auto_circuit.ipynb": 320,
 }
-SAVED_N: Dict[str, int] = dict(FULL_N)
+SAVED_N: dict[str, int] = dict(FULL_N)
 
 SIZE_NOTE = (
     "**Size.** The parameter cell reads `DCD_NB_N` from the environment. Its default is the "
@@ -75,7 +75,7 @@ def size_note(name: str, extra: str = "") -> str:
 
 
 # ----------------------------------------------------------------------------- 01
-QUICKSTART: List[Cell] = [
+QUICKSTART: list[Cell] = [
     ("md", """# Quickstart: Data-driven Circuit Discovery on a toy model
 
 The embedded model `toy-two-task` is a two-layer attention-only transformer trained on two
@@ -298,7 +298,7 @@ display(Markdown(f\"\"\"
 ]
 
 # ----------------------------------------------------------------------------- 02
-VARIANTS: List[Cell] = [
+VARIANTS: list[Cell] = [
     ("md", """# Dataset variations give different circuits (SmolLM2-135M, IOI)
 
 Claim: minor, meaning-preserving variations of a task's dataset give circuits with low edge
@@ -449,7 +449,7 @@ display(Markdown(f\"\"\"
 ]
 
 # ----------------------------------------------------------------------------- 03
-MIXTURE: List[Cell] = [
+MIXTURE: list[Cell] = [
     ("md", """# One circuit for two tasks, and what DCD does with the mixture (SmolLM2-135M)
 
 Claim: on a dataset that mixes two tasks whose separately found circuits do not transfer to
@@ -689,7 +689,7 @@ display(Markdown(f\"\"\"
 ]
 
 # ----------------------------------------------------------------------------- 04
-INSIDE: List[Cell] = [
+INSIDE: list[Cell] = [
     ("md", """# DCD inside auto-circuit's own experiment loop
 
 `dcd.register()` adds this package's prune algorithms, metrics and tasks to auto-circuit's
@@ -842,7 +842,7 @@ lines.append("- The registered algorithm gives auto-circuit one cluster's circui
 display(Markdown("\\n".join(lines)))"""),
 ]
 
-NOTEBOOKS: Dict[str, List[Cell]] = {
+NOTEBOOKS: dict[str, list[Cell]] = {
     "01_quickstart_toy.ipynb": QUICKSTART,
     "02_dataset_variations_smollm2.ipynb": VARIANTS,
     "03_two_task_mixture_smollm2.ipynb": MIXTURE,
@@ -850,7 +850,7 @@ NOTEBOOKS: Dict[str, List[Cell]] = {
 }
 
 
-def build(cells: List[Cell]) -> nbformat.NotebookNode:
+def build(cells: list[Cell]) -> nbformat.NotebookNode:
     """A notebook without outputs from ``(kind, source)`` cells, for the python3 kernel."""
     def cell(kind: str, src: str) -> nbformat.NotebookNode:
         if kind == "md":
@@ -870,7 +870,7 @@ def build(cells: List[Cell]) -> nbformat.NotebookNode:
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # Kernel environment of ``--execute``: offline, one thread, no progress bars; plotly figures
 # as their JSON (interactive in JupyterLab and VS Code); the PNG beside each is added here.
-EXECUTE_ENV: Dict[str, str] = {
+EXECUTE_ENV: dict[str, str] = {
     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
     "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     "PLOTLY_RENDERER": "plotly_mimetype",
@@ -933,7 +933,7 @@ def finish_outputs(nb: nbformat.NotebookNode, render: Callable[[dict], bytes]) -
         c.metadata.pop("execution", None)
 
 
-def execute(names: Optional[List[str]] = None, timeout_s: int = 7200) -> None:
+def execute(names: list[str] | None = None, timeout_s: int = 7200) -> None:
     """Build, execute at ``SAVED_N`` and write the notebooks ``names`` (default: all)."""
     from nbclient import NotebookClient
 
@@ -957,7 +957,7 @@ def execute(names: Optional[List[str]] = None, timeout_s: int = 7200) -> None:
         print(f"executed {name} at DCD_NB_N={SAVED_N[name]} in {seconds:.0f} s; {size} bytes")
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--execute", nargs="*", metavar="PREFIX", default=None,
                         help="also execute the notebooks (all, or those whose file name starts "

@@ -21,21 +21,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from auto_circuit_dcd import RunFolder
 from auto_circuit_dcd.metrics.uncertainty import Interval
-from auto_circuit_dcd.report.summary import (CLAIM_NAMES, interval_text, same_size, size_flag,
-                                             verdict_text)
+from auto_circuit_dcd.report.summary import (
+    CLAIM_NAMES,
+    interval_text,
+    same_size,
+    size_flag,
+    verdict_text,
+)
 
 
-def _row(name: str, band, cpr: Optional[Interval]) -> str:
+def _row(name: str, band, cpr: Interval | None) -> str:
     cells = [interval_text(Interval(e, lo, hi))
              for e, lo, hi in zip(band.estimate, band.low, band.high)]
     return f"| {name} | " + " | ".join(cells) + f" | {'' if cpr is None else interval_text(cpr)} |"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="output folder of the run (holding report.json)")
     args = ap.parse_args(argv)

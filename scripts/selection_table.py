@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
 
 from auto_circuit_dcd import RunFolder, RunReport
 from auto_circuit_dcd.report.summary import interval_text, same_size, size_flag, verdict_text
@@ -42,7 +41,7 @@ def _cpr_row(report: RunReport) -> str:
         interval_text(c.cpr) for c in (u.single, u.dcd_routed, u.dcd_oracle)) + " |")
 
 
-def _size_rows(report: RunReport, sizes: List[float]) -> List[str]:
+def _size_rows(report: RunReport, sizes: list[float]) -> list[str]:
     u = report.uncertainty
     rule = report.circuit_selection.rule
     counts = report.achieved_edge_counts
@@ -65,7 +64,7 @@ def _size_rows(report: RunReport, sizes: List[float]) -> List[str]:
     return lines
 
 
-def _verdict_row(report: RunReport, sizes: List[Optional[float]]) -> str:
+def _verdict_row(report: RunReport, sizes: list[float | None]) -> str:
     u = report.uncertainty
     cells = []
     for claim in ("own beats single", "DCD beats K-random"):
@@ -75,7 +74,7 @@ def _verdict_row(report: RunReport, sizes: List[Optional[float]]) -> str:
     return f"| {report.circuit_selection.rule} | " + " | ".join(cells) + " |"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="output folders of the runs (holding report.json)")
     ap.add_argument("--sizes", default="0.01,0.05,0.1", help="edge fractions to show")
@@ -90,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           + " |\n|---|---|---|---|---|" + "---|" * k)
     for r in reports:
         print("\n".join(_size_rows(r, sizes)))
-    shown: List[Optional[float]] = [*sizes, None]
+    shown: list[float | None] = [*sizes, None]
     head = " | ".join(f"(a) {100 * p:g}%" if p is not None else "(a) CPR" for p in shown) + \
         " | " + " | ".join(f"(c) {100 * p:g}%" if p is not None else "(c) CPR" for p in shown)
     print(f"\n| rule | {head} |\n|---|" + "---|" * (2 * len(shown)))

@@ -32,9 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    import auto_circuit_dcd as dcd
     from auto_circuit.utils.custom_tqdm import tqdm
 
+    import auto_circuit_dcd as dcd
     from auto_circuit_dcd.tasks.dataset import generate_prompts
     from auto_circuit_dcd.tasks.mixture import Component
     from auto_circuit_dcd.tasks.scoring import logit_margins

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import auto_circuit_dcd as dcd
 
@@ -25,15 +25,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.metrics.uncertainty.families import CurveBuilder
 
 
-def _one(name: str) -> "CurveBuilder":
+def _one(name: str) -> CurveBuilder:
     """The curve of circuit ``name`` on every test example."""
     return lambda v: v.circuit(name)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from auto_circuit_dcd.metrics.convention import make_convention
-    from auto_circuit_dcd.metrics.uncertainty import (Bootstrap, Interval, RunValues,
-                                                      curve_intervals)
+    from auto_circuit_dcd.metrics.uncertainty import Bootstrap, Interval, RunValues, curve_intervals
     from auto_circuit_dcd.report.summary import interval_text
     from auto_circuit_dcd.toy import toy_dataset_path
 

@@ -17,13 +17,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 SHIPPED_SEED = 2
 ASSETS = Path(__file__).resolve().parents[1] / "auto_circuit_dcd" / "toy" / "assets"
 
 
-def _eap_ari(state: Dict[str, Any], mixed: Dict[str, Any]) -> Dict[str, float]:
+def _eap_ari(state: dict[str, Any], mixed: dict[str, Any]) -> dict[str, float]:
     """KMeans(2) ARI and task-mean cosine of per-example EAP rows on the mixed train split."""
     import numpy as np
     import torch
@@ -58,10 +58,15 @@ def main(argv: Any = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+
     from auto_circuit_dcd.files import atomic_path, save_tensors, write_text
     from auto_circuit_dcd.toy.datasets import make_datasets
-    from auto_circuit_dcd.toy.model import (CHECKPOINT_FILE, CONFIG_FILE, TOKENIZER_FILE,
-                                            architecture)
+    from auto_circuit_dcd.toy.model import (
+        CHECKPOINT_FILE,
+        CONFIG_FILE,
+        TOKENIZER_FILE,
+        architecture,
+    )
     from auto_circuit_dcd.toy.tasks import name_pair_split
     from auto_circuit_dcd.toy.train import TrainSettings, accuracy, train_toy_model
     from auto_circuit_dcd.toy.vocab import build_word_tokenizer
@@ -103,7 +108,7 @@ def main(argv: Any = None) -> int:
         "architecture": architecture(),
         "n_parameters": n_params,
         "seed": tried[-1]["seed"],
-        "training": {k: v for k, v in record.items()},
+        "training": dict(record.items()),
         "held_out_accuracy": tried[-1]["held_out_accuracy"],
         "eap_separation": tried[-1]["eap_separation"],
         "seeds_tried": tried,

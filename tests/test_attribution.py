@@ -6,12 +6,12 @@ import pytest
 import torch
 from auto_circuit.data import PromptDataLoader, PromptDataset
 from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
+from conftest import nan_row_for_first, random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.attribution import front as attribution
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.model.task_metric import max_diff
-from conftest import nan_row_for_first, random_examples
 
 
 def auto_circuit_eap(pm, loader):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
+from conftest import SMOLLM2_IOI
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import load_examples, make_loader
-from conftest import SMOLLM2_IOI
 
 pytestmark = pytest.mark.slow
 

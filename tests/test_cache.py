@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import nan_row_for_first, random_examples
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -20,7 +21,6 @@ from auto_circuit_dcd.attribution import front as attribution
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.errors import FolderBusyError, NonFiniteRowsError
 from auto_circuit_dcd.files import folder_lock
-from conftest import nan_row_for_first, random_examples
 
 
 @pytest.fixture

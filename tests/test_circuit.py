@@ -8,9 +8,9 @@ from conftest import reachable
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.circuits.circuit import Circuit
-from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout, sorted_edges
 from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
 from auto_circuit_dcd.circuits.selection import mass_mask, top_mask
+from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout, sorted_edges
 
 # A hand-built graph shaped like auto-circuit's: input, one head (Q and K inputs), one MLP,
 # the logits. Edge j below is column j.
@@ -278,8 +278,9 @@ def test_named_circuits_share_one_file(tiny_pm, tmp_path):
 
 
 def test_from_matrix_is_the_mean_of_rows(tiny_pm):
-    from auto_circuit_dcd.data import make_loader
     from conftest import random_examples
+
+    from auto_circuit_dcd.data import make_loader
 
     A = dcd.attribute(tiny_pm, make_loader(random_examples(6), batch_size=3), progress=False)
     c = Circuit.from_matrix(A, rows=[0, 2, 4])

@@ -10,9 +10,9 @@ import re
 
 import numpy as np
 import pytest
+from test_pipeline import RUN, tiny_prompts, write
 
 from auto_circuit_dcd.cli import main
-from test_pipeline import RUN, tiny_prompts, write
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def test_export_mib_writes_every_circuit_at_every_size_and_it_reads_back(tiny_ru
     by name."""
     from safetensors.torch import load_file
 
-    from auto_circuit_dcd.model.edges import edge_layout
     from auto_circuit_dcd.circuits.mib import from_eap_ig_graph
+    from auto_circuit_dcd.model.edges import edge_layout
 
     out, rep, _, _ = tiny_run
     assert main(["export-mib", str(out)]) == 0
@@ -133,11 +133,11 @@ def test_the_choices_shown_are_the_tables_that_implement_them():
 
     from auto_circuit_dcd.attribution.front import METHODS
     from auto_circuit_dcd.circuits.circuit import SELECTIONS
+    from auto_circuit_dcd.circuits.selection import RANKINGS
     from auto_circuit_dcd.cluster.discovery import CLUSTERER_NAMES, COMBINE, PREPROCESSORS
     from auto_circuit_dcd.job.config import RunConfig
-    from auto_circuit_dcd.model.devices import DTYPE_CHOICES
     from auto_circuit_dcd.metrics.curves import CMD_FORMS
-    from auto_circuit_dcd.circuits.selection import RANKINGS
+    from auto_circuit_dcd.model.devices import DTYPE_CHOICES
     from auto_circuit_dcd.model.task_metric import METRICS
     from auto_circuit_dcd.tasks import TASKS
 
@@ -720,8 +720,9 @@ def test_a_finished_run_leaves_no_lock_and_one_file_mode(tiny_run):
 
 
 def test_a_failed_run_leaves_no_lock(tmp_path, capsys, monkeypatch):
-    from auto_circuit_dcd.cluster import GroupedDiscovery
     from test_pipeline import RUN, tiny_prompts, write
+
+    from auto_circuit_dcd.cluster import GroupedDiscovery
 
     def broken(self, *a, **k):
         raise ZeroDivisionError("a bug")

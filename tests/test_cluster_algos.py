@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT, PruneAlgo, run_prune_algos
+from conftest import random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd import keys
 from auto_circuit_dcd.cluster import GroupedDiscovery, registry_entries
 from auto_circuit_dcd.data import make_loader
-from conftest import random_examples
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_registry_entries_are_prune_algos_under_keys_constants():
 def test_register_adds_is_idempotent_and_refuses_foreign_keys():
     from auto_circuit_dcd.registry import RegistrationError, register
 
-    before = {k: v for k, v in PRUNE_ALGO_DICT.items()}
+    before = dict(PRUNE_ALGO_DICT.items())
     try:
         added = register(tasks=False, metrics=False)
         assert set(added["algos"]) == set(registry_entries())

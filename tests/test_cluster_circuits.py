@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT
+from conftest import random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 from auto_circuit_dcd.circuits.graph import edge_graph
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.model.edges import edge_layout
-from conftest import random_examples
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,18 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
+from test_cluster_recovery import blobs
 
-from auto_circuit_dcd.cluster import (GroupedDiscovery, k_random_circuits, random_circuits,
-                                      representative_circuits, single_circuit)
 from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 from auto_circuit_dcd.circuits.circuit import Circuit
+from auto_circuit_dcd.cluster import (
+    GroupedDiscovery,
+    k_random_circuits,
+    random_circuits,
+    representative_circuits,
+    single_circuit,
+)
 from auto_circuit_dcd.model.edges import edge_layout
-from test_cluster_recovery import blobs
 
 
 @pytest.fixture(scope="module")

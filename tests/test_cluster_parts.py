@@ -3,14 +3,19 @@
 import numpy as np
 import pytest
 
+from auto_circuit_dcd.circuits.selection import mass_mask
 from auto_circuit_dcd.cluster import DivisiveClustering
+from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
 from auto_circuit_dcd.cluster.divisive import divisive_path, within_distance
 from auto_circuit_dcd.cluster.preprocess import jaccard_distances, preprocess
 from auto_circuit_dcd.cluster.reduce import effective_components, make_reducer
-from auto_circuit_dcd.cluster.clusterers import PATH_CLUSTERERS
-from auto_circuit_dcd.cluster.select_k import (chord_elbow, gap_choice, largest_merge_gap,
-                                               merge_gaps, within_ss)
-from auto_circuit_dcd.circuits.selection import mass_mask
+from auto_circuit_dcd.cluster.select_k import (
+    chord_elbow,
+    gap_choice,
+    largest_merge_gap,
+    merge_gaps,
+    within_ss,
+)
 
 
 def test_mass_mask_keeps_smallest_set_reaching_gamma():
@@ -103,7 +108,7 @@ def test_agglomerative_path_at_k_equal_to_n_puts_each_example_alone():
 
 def test_gap_choice_rule():
     gap = {1: 0.1, 2: 0.5, 3: 0.9, 4: 0.92, 5: 0.95}
-    se = {k: 0.05 for k in gap}
+    se = dict.fromkeys(gap, 0.05)
     assert gap_choice(gap, se) == 3  # 0.9 >= 0.92 - 0.05
     assert gap_choice({1: 0.7, 2: 0.6}, {1: 0.1, 2: 0.1}) == 1
     assert gap_choice({2: 0.1, 3: 0.5}, {2: 0.0, 3: 0.0}, min_k=2) == 3  # none holds: largest

@@ -10,8 +10,13 @@ from sklearn.metrics import adjusted_rand_score
 
 from auto_circuit_dcd.cluster import GroupedDiscovery
 from auto_circuit_dcd.cluster.discovery import ClustererName, KRule, Preprocessing, Reduction
-from auto_circuit_dcd.cluster.space_search import (MIN_EXCESS, SAME_PARTITION, TIE_TOLERANCE,
-                                                   null_like, size_floor)
+from auto_circuit_dcd.cluster.space_search import (
+    MIN_EXCESS,
+    SAME_PARTITION,
+    TIE_TOLERANCE,
+    null_like,
+    size_floor,
+)
 
 
 def support_groups(sizes=(40, 40), p=400, seed=0):

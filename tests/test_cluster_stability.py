@@ -5,9 +5,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from test_cluster_recovery import blobs
 
 from auto_circuit_dcd.cluster import GroupedDiscovery, cluster_stability
-from test_cluster_recovery import blobs
 
 
 @pytest.mark.parametrize("method", ["subsample", "bootstrap"])

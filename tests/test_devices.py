@@ -11,11 +11,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import batch_to, make_loader
 from auto_circuit_dcd.model.devices import model_device, resolve_device, resolve_dtype
-from conftest import random_examples
 
 CUDA = pytest.mark.cuda
 

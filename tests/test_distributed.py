@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.distributed import Launch, launch_from_env
 from auto_circuit_dcd.files import folder_lock
-from conftest import random_examples
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent

@@ -14,11 +14,11 @@ in closed form.
 
 import pytest
 import torch
+from conftest import random_examples
+from test_fast_attribution import patchable  # noqa: F401  (the nine architectures)
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
-from conftest import random_examples
-from test_fast_attribution import patchable  # noqa: F401  (the nine architectures)
 
 
 def _mu(logits, example):
@@ -46,7 +46,7 @@ def reference_eap_ig(pm, example, steps: int) -> torch.Tensor:
                              fwd_hooks=[(n, record(clean_acts)) for n in srcs])
         model.run_with_hooks(example.corrupt[None],
                              fwd_hooks=[(n, record(corrupt_acts)) for n in srcs])
-    grads = {n: 0.0 for n in dests}
+    grads = dict.fromkeys(dests, 0.0)
     for k in range(1, steps + 1):
         alpha = k / steps
         kept = {}

@@ -2,18 +2,24 @@
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
-
-import auto_circuit_dcd as dcd
-from auto_circuit_dcd.data import make_loader
-from auto_circuit_dcd.attribution.fast import fast_attribute_batch
-from auto_circuit_dcd.model.forward import (WrapperGraph, frozen, norm_vjp, plain_forward,
-                                      supports_fast, unsupported_reason)
-from auto_circuit_dcd.attribution.hooks import hooks_attribute_batch
-from auto_circuit_dcd.model.task_metric import avg_diff, max_diff
 from conftest import SMOLLM2_IOI, random_examples
 from conftest import randomise_weights as _randomise
 from conftest import tl_config as _config
+from transformer_lens import HookedTransformer
+
+import auto_circuit_dcd as dcd
+from auto_circuit_dcd.attribution.fast import fast_attribute_batch
+from auto_circuit_dcd.attribution.hooks import hooks_attribute_batch
+from auto_circuit_dcd.data import make_loader
+from auto_circuit_dcd.model.forward import (
+    WrapperGraph,
+    frozen,
+    norm_vjp,
+    plain_forward,
+    supports_fast,
+    unsupported_reason,
+)
+from auto_circuit_dcd.model.task_metric import avg_diff, max_diff
 
 IG_ALPHAS = [1.0, 0.6, 0.2]  # EAP-IG with 3 steps, alpha = 1 first as in attribute()
 

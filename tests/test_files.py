@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from auto_circuit_dcd.errors import FolderBusyError
-from auto_circuit_dcd.files import (atomic_path, digest, folder_lock, tensor_digest,
-                                    write_text)
+from auto_circuit_dcd.files import atomic_path, digest, folder_lock, tensor_digest, write_text
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):

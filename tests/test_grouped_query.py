@@ -14,15 +14,15 @@ import pytest
 import torch
 from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
 from auto_circuit.utils.graph_utils import patchable_model
+from conftest import random_examples, randomise_weights, tl_config
 from transformer_lens import HookedTransformer
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.model.forward import unsupported_reason
-from auto_circuit_dcd.model.load import enable_patching_flags
 from auto_circuit_dcd.model.grouped_query import expand_grouped_kv, ungroup_kv
+from auto_circuit_dcd.model.load import enable_patching_flags
 from auto_circuit_dcd.model.task_metric import max_diff
-from conftest import random_examples, randomise_weights, tl_config
 
 # n_heads=4 over n_key_value_heads=2 in every config; non-zero K/V biases everywhere
 GQA_CONFIGS = {

@@ -11,12 +11,12 @@ import copy
 
 import pytest
 import torch
+from conftest import random_examples, randomise_weights, tl_config
 from transformer_lens import HookedTransformer
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.model.forward import accumulation_dtype, unsupported_reason
-from conftest import random_examples, randomise_weights, tl_config
 
 MODELS = {
     "layernorm-mlp": dict(),

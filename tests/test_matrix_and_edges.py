@@ -9,11 +9,11 @@ import pytest
 import torch
 from auto_circuit.prune import run_circuits
 from auto_circuit.types import PatchType
+from conftest import random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.data import make_loader
 from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
-from conftest import random_examples
 
 ORDER_SCRIPT = """
 import hashlib, torch, auto_circuit_dcd as dcd

@@ -5,13 +5,17 @@ again by the model on each group's examples alone (an independent pass)."""
 import numpy as np
 import pytest
 import torch
+from conftest import random_examples
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.metrics import cross_faithfulness
 from auto_circuit_dcd.evaluation import FaithfulnessResult
-from auto_circuit_dcd.metrics.aggregate import (per_group, random_routing,
-                                                routed_cross_faithfulness, subset)
-from conftest import random_examples
+from auto_circuit_dcd.metrics import cross_faithfulness
+from auto_circuit_dcd.metrics.aggregate import (
+    per_group,
+    random_routing,
+    routed_cross_faithfulness,
+    subset,
+)
 
 
 def planted(mu_circuit, mu_full, mu_empty):

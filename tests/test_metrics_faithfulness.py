@@ -6,11 +6,14 @@ import torch
 from conftest import failing_after, random_examples
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.model.task_metric import METRICS
-from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
 from auto_circuit_dcd.evaluation import MIB_GRID, evaluate_circuits, faithfulness
-from auto_circuit_dcd.metrics import (combine_circuits, cross_faithfulness,
-                                      multi_circuit_faithfulness)
+from auto_circuit_dcd.metrics import (
+    combine_circuits,
+    cross_faithfulness,
+    multi_circuit_faithfulness,
+)
+from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
+from auto_circuit_dcd.model.task_metric import METRICS
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +175,7 @@ def test_multi_circuit_oracle_and_routed(tiny_pm, loader):
     only_a = combine_circuits(res.per_circuit, routing=[0] * 10)
     np.testing.assert_allclose(only_a.routed_f, a.f, atol=1e-12)
     # routing by example id; unknown label (-1) needs a fallback
-    by_id = {i: -1 for i in a.example_ids}
+    by_id = dict.fromkeys(a.example_ids, -1)
     with pytest.raises(ValueError, match="fallback"):
         combine_circuits(res.per_circuit, routing=by_id)
     np.testing.assert_allclose(combine_circuits(res.per_circuit, by_id, fallback=1).routed_f,

@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 
 from auto_circuit_dcd.circuits.circuit import Circuit
-from auto_circuit_dcd.model.edges import EdgeLayout
-from auto_circuit_dcd.evaluation import MIB_GRID, FaithfulnessResult
-from auto_circuit_dcd.metrics import (cluster_quality, cmd, cpr, edge_overlap, overlap_matrix,
-                                      purity, top_k_iou)
 from auto_circuit_dcd.circuits.selection import mass_mask
+from auto_circuit_dcd.evaluation import MIB_GRID, FaithfulnessResult
+from auto_circuit_dcd.metrics import (
+    cluster_quality,
+    cmd,
+    cpr,
+    edge_overlap,
+    overlap_matrix,
+    purity,
+    top_k_iou,
+)
+from auto_circuit_dcd.model.edges import EdgeLayout
 
 
 # ----------------------------------------------------------------------------- curves

@@ -9,8 +9,8 @@ from conftest import random_examples
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd import keys
-from auto_circuit_dcd.model.edges import edge_layout
 from auto_circuit_dcd.evaluation import faithfulness, registry_entries
+from auto_circuit_dcd.model.edges import edge_layout
 
 
 def test_registry_entries_are_prune_metrics():

@@ -7,9 +7,14 @@ import pytest
 import torch
 
 import auto_circuit_dcd as dcd
+from auto_circuit_dcd.circuits.mib import (
+    eap_ig_edge_name,
+    from_eap_ig_graph,
+    graph_config,
+    package_edge_name,
+    to_eap_ig_graph,
+)
 from auto_circuit_dcd.model.edges import edge_layout
-from auto_circuit_dcd.circuits.mib import (eap_ig_edge_name, from_eap_ig_graph, graph_config,
-                                  package_edge_name, to_eap_ig_graph)
 
 
 def _eap_ig_edges(n_layers: int, n_heads: int) -> set:
@@ -120,7 +125,7 @@ def _eap_ig_topn(data, n, absolute):
     graph for the file's cfg (score 0 where the file has none), sorted by score or |score|
     (largest first), the first n."""
     cfg = data["cfg"]
-    scores = {e: 0.0 for e in _eap_ig_edges(cfg["n_layers"], cfg["n_heads"])}
+    scores = dict.fromkeys(_eap_ig_edges(cfg["n_layers"], cfg["n_heads"]), 0.0)
     scores.update({e: v["score"] for e, v in data["edges"].items()})
     key = {e: abs(s) if absolute else s for e, s in scores.items()}
     order = sorted(key, key=lambda e: -key[e])
@@ -134,8 +139,9 @@ def attn_only_run(tmp_path_factory):
     import contextlib
     import io
 
-    from auto_circuit_dcd.cli import main
     from test_pipeline import tiny_prompts, write
+
+    from auto_circuit_dcd.cli import main
 
     data = write(tmp_path_factory.mktemp("data") / "tiny.json", tiny_prompts())
     out = tmp_path_factory.mktemp("run")

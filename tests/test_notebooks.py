@@ -22,7 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import nbformat
 import pytest
@@ -34,7 +34,7 @@ _TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for the kernel: a ``python3`` kernelspec running this interpreter."""
     data_dir = tmp_path_factory.mktemp("jupyter")
     spec_dir = data_dir / "kernels" / "python3"
@@ -50,7 +50,7 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
             "DCD_NB_OUT": str(tmp_path_factory.mktemp("notebook-out"))}
 
 
-def run_notebook(name: str, env: Dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Dict[str, Any]:
+def run_notebook(name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Execute ``notebooks/name`` in a fresh kernel; return its ``summary`` dict."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -95,7 +95,7 @@ def _cells(nb: nbformat.NotebookNode):
     return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
 
 
-def _finite_matrix(d: Dict[str, Any], rows: int, cols: int) -> None:
+def _finite_matrix(d: dict[str, Any], rows: int, cols: int) -> None:
     m = d["matrix"]
     assert len(m) == rows and all(len(r) == cols for r in m)
     assert all(v is not None and math.isfinite(v) for r in m for v in r)

@@ -6,23 +6,23 @@ masked differences in one einsum, the fast path adds a running sum and a sparse
 correction), which moves ``mu`` by about 1e-6 of its size on these models.
 """
 
-from typing import Any, List
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import SMOLLM2_IOI, failing_after, random_examples
+from test_fast_attribution import MODELS, combined_qkv_model
 
 import auto_circuit_dcd as dcd
+from auto_circuit_dcd.circuits.selection import top_mask
 from auto_circuit_dcd.data import load_examples, make_loader
-from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
 from auto_circuit_dcd.evaluation import evaluate_circuits
 from auto_circuit_dcd.evaluation import patched as patched_mod
 from auto_circuit_dcd.evaluation.faithfulness import edge_set_metrics
-from auto_circuit_dcd.circuits.selection import top_mask
 from auto_circuit_dcd.evaluation.patched import PatchedForward, fast_unsupported_reason, stacks
+from auto_circuit_dcd.model.edges import edge_layout, sorted_edges
 from auto_circuit_dcd.model.task_metric import METRICS
-from conftest import SMOLLM2_IOI, failing_after, random_examples
-from test_fast_attribution import MODELS, combined_qkv_model
 
 # sizes that put destination modules in both forms: small ones sparse, large ones in the
 # complement form, middle ones mixed across Q/K/V of one layer (scores scaled per module)
@@ -126,7 +126,7 @@ def test_stacks_split_by_the_memory_cap_and_give_the_same_numbers(tiny_pm, monke
     loader = make_loader(random_examples(7, lengths=(6, 7), seed=8), batch_size=4)
     circuits = {k: _scores(tiny_pm, k) for k in range(3)}
     fractions = [0.05, 0.3, 0.7]
-    passes: List[int] = []
+    passes: list[int] = []
     real = PatchedForward.logits
 
     def counting(self, tokens, patch, plans):
@@ -164,7 +164,7 @@ def test_stack_grouping_follows_the_estimate(tiny_pm):
 
 
 def test_progress_moves_per_patched_pass(tiny_pm, monkeypatch):
-    updates: List[int] = []
+    updates: list[int] = []
 
     class Bar:
         def __init__(self, total):
@@ -177,7 +177,7 @@ def test_progress_moves_per_patched_pass(tiny_pm, monkeypatch):
         def close(self):
             pass
 
-    bars: List[Bar] = []
+    bars: list[Bar] = []
 
     def make(total, enabled):
         bars.append(Bar(total))

@@ -13,8 +13,13 @@ import auto_circuit_dcd as dcd
 from auto_circuit_dcd.errors import DamagedFileError
 from auto_circuit_dcd.evaluation import evaluate_circuits
 from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult, ratio_of_means
-from auto_circuit_dcd.evaluation.per_example import (META_FILE, TENSORS_FILE, load_per_example,
-                                                     load_routings, save_per_example)
+from auto_circuit_dcd.evaluation.per_example import (
+    META_FILE,
+    TENSORS_FILE,
+    load_per_example,
+    load_routings,
+    save_per_example,
+)
 from auto_circuit_dcd.model.edges import edge_layout
 
 

@@ -177,9 +177,9 @@ def test_default_run_on_the_toy_model_separates_the_two_tasks(tmp_path):
 def test_the_model_table_gives_the_loaded_models_tokenizer_and_dataset():
     """Oracle: the loaded toy model's own tokenizer and the toy package's mixed dataset;
     names outside the table have neither and are not offline."""
-    from auto_circuit_dcd.model.table import MODELS, OFFLINE_MODELS, embedded_dataset
-    from auto_circuit_dcd.model.load import MODEL_LOADERS
     from auto_circuit_dcd.job.pipeline import load_tokenizer
+    from auto_circuit_dcd.model.load import MODEL_LOADERS
+    from auto_circuit_dcd.model.table import MODELS, OFFLINE_MODELS, embedded_dataset
     from auto_circuit_dcd.toy import toy_dataset_path
 
     path = embedded_dataset("toy-two-task")

@@ -7,7 +7,6 @@ import json
 import re
 
 import numpy as np
-
 from test_report import EVIL, figure_payloads, synthetic_report
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
+from test_pipeline import RUN, loader_of, run_tiny, saved_circuits, tiny_prompts, write
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.model import load as model_load
 from auto_circuit_dcd.cli import main
-from test_pipeline import RUN, loader_of, run_tiny, saved_circuits, tiny_prompts, write
+from auto_circuit_dcd.model import load as model_load
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from conftest import random_examples, reachable
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.cli import main
-from auto_circuit_dcd.model.edges import edge_layout
 from auto_circuit_dcd.evaluation import evaluate_circuits
 from auto_circuit_dcd.metrics.convention import MIB_PARITY, make_convention
+from auto_circuit_dcd.model.edges import edge_layout
 from auto_circuit_dcd.model.task_metric import METRICS
 
 

@@ -17,7 +17,6 @@ import torch
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.model import smollm2
 
-
 # --------------------------------------------------------------------------- fast tests
 
 

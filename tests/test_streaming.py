@@ -6,7 +6,11 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 import auto_circuit_dcd as dcd
-from auto_circuit_dcd.attribution.streaming import cluster_means_in_chunks, iter_row_chunks, reduce_in_chunks
+from auto_circuit_dcd.attribution.streaming import (
+    cluster_means_in_chunks,
+    iter_row_chunks,
+    reduce_in_chunks,
+)
 
 
 @pytest.fixture

@@ -216,6 +216,7 @@ def test_training_reproduces_shipped_weights(tmp_path):
     was chosen for (held-out accuracy and the EAP separation of the tasks)."""
     import runpy
     import sys
+
     from safetensors.torch import load_file
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "train_toy.py"

@@ -12,8 +12,12 @@ import numpy as np
 import pytest
 
 from auto_circuit_dcd.evaluation.faithfulness import ratio_of_means
-from auto_circuit_dcd.metrics.uncertainty.bootstrap import (Bootstrap, expanded_alpha,
-                                                            ratio_replicates, resample_weights)
+from auto_circuit_dcd.metrics.uncertainty.bootstrap import (
+    Bootstrap,
+    expanded_alpha,
+    ratio_replicates,
+    resample_weights,
+)
 
 
 def values(n, seed, rho=0.6):

@@ -11,8 +11,12 @@ level; Holm and Benjamini-Hochberg adjusted p-values computed by hand, and scipy
 import numpy as np
 import pytest
 
-from auto_circuit_dcd.metrics.uncertainty.paired import (CORRECTIONS, benjamini_hochberg, holm,
-                                                         sign_flip_pvalues)
+from auto_circuit_dcd.metrics.uncertainty.paired import (
+    CORRECTIONS,
+    benjamini_hochberg,
+    holm,
+    sign_flip_pvalues,
+)
 
 
 def test_exact_p_value_by_hand():

@@ -14,9 +14,16 @@ from auto_circuit_dcd.evaluation.faithfulness import MIB_GRID, FaithfulnessResul
 from auto_circuit_dcd.metrics import combine_circuits
 from auto_circuit_dcd.metrics.aggregate import per_group, routed_cross_faithfulness
 from auto_circuit_dcd.metrics.convention import MIB_PARITY, make_convention
-from auto_circuit_dcd.metrics.uncertainty import (Bootstrap, RunUncertainty, RunValues,
-                                                  Thresholds, run_uncertainty,
-                                                  sample_size_warning, size_grid, size_note)
+from auto_circuit_dcd.metrics.uncertainty import (
+    Bootstrap,
+    RunUncertainty,
+    RunValues,
+    Thresholds,
+    run_uncertainty,
+    sample_size_warning,
+    size_grid,
+    size_note,
+)
 from auto_circuit_dcd.metrics.uncertainty.values import area_replicates, curve_replicates
 from auto_circuit_dcd.schema import from_jsonable, to_jsonable
 
@@ -248,8 +255,11 @@ def test_records_round_trip_through_the_reports_json_rules(planted):
 
 
 def test_a_recomputation_from_the_saved_per_example_file_gives_the_same_record(tmp_path):
-    from auto_circuit_dcd.evaluation.per_example import (load_per_example, load_routings,
-                                                         save_per_example)
+    from auto_circuit_dcd.evaluation.per_example import (
+        load_per_example,
+        load_routings,
+        save_per_example,
+    )
 
     by_ranking, route, kr_route = planted_run(rankings=("signed", "abs"))
     before = uncertainty(by_ranking, route, kr_route, conv=MIB_PARITY)

@@ -29,13 +29,20 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from auto_circuit_dcd.files import digest, folder_lock, remove_temporaries, save_tensors, tensor_digest
+from auto_circuit_dcd.files import (
+    digest,
+    folder_lock,
+    remove_temporaries,
+    save_tensors,
+    tensor_digest,
+)
 
 __all__ = ["ATTRIBUTION_FORMAT", "AttributionCache", "cache_key", "model_digest",
            "batch_digest"]
@@ -55,7 +62,7 @@ def model_digest(model: Any) -> str:
     wrapped = getattr(model, "wrapped_model", model)
     cfg = getattr(wrapped, "cfg", None)
     cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
-    parts: List[str] = [json.dumps(cfg_dict, sort_keys=True, default=repr)]
+    parts: list[str] = [json.dumps(cfg_dict, sort_keys=True, default=repr)]
     for name, t in wrapped.state_dict().items():
         if name.endswith("patch_mask") or not torch.is_tensor(t):
             continue
@@ -66,14 +73,14 @@ def model_digest(model: Any) -> str:
 
 def batch_digest(batch: Any) -> str:
     """Digest of one batch's clean and corrupt tokens, answers and wrong answers."""
-    tensors: List[Tensor] = [batch.clean, batch.corrupt]
+    tensors: list[Tensor] = [batch.clean, batch.corrupt]
     for answers in (batch.answers, batch.wrong_answers):
         tensors.extend(answers if isinstance(answers, list) else [answers])
     return tensor_digest(*tensors)
 
 
 def cache_key(model_id: str, edge_names: Sequence[str], batch_digests: Sequence[str],
-              params: Dict[str, Any]) -> str:
+              params: dict[str, Any]) -> str:
     """The cache key (module docstring, step 1) from its parts."""
     return digest(f"format {ATTRIBUTION_FORMAT}", json.dumps(params, sort_keys=True),
                   model_id, "\n".join(edge_names), *batch_digests)[:24]
@@ -95,7 +102,7 @@ class AttributionCache:
         self.locks = lock
         self._lock: Any = None
 
-    def __enter__(self) -> "AttributionCache":
+    def __enter__(self) -> AttributionCache:
         if not self.locks:
             self.dir.mkdir(parents=True, exist_ok=True)
             return self
@@ -110,8 +117,8 @@ class AttributionCache:
             self._lock = None
 
     # ------------------------------------------------------------ reading
-    def _read(self, path: Path, expect: Dict[str, str], n_rows: Optional[int],
-              what: str) -> Optional[Tuple[Tensor, Tensor]]:
+    def _read(self, path: Path, expect: dict[str, str], n_rows: int | None,
+              what: str) -> tuple[Tensor, Tensor] | None:
         """The (rows, metric) of ``path`` if it passes every check, else None (file removed)."""
         from safetensors import safe_open
 
@@ -144,12 +151,12 @@ class AttributionCache:
     def _batch_path(self, b: int) -> Path:
         return self.dir / f"batch-{b:06d}.safetensors"
 
-    def batch(self, b: int, batch_key: str, n_rows: int) -> Optional[Tuple[Tensor, Tensor]]:
+    def batch(self, b: int, batch_key: str, n_rows: int) -> tuple[Tensor, Tensor] | None:
         """Rows ``[n_rows, n_edges]`` and metric ``[n_rows]`` of batch ``b``, or None."""
         expect = {"key": self.key, "batch": str(b), "batch_key": batch_key}
         return self._read(self._batch_path(b), expect, n_rows, f"batch {b}")
 
-    def rows(self, n_rows: int) -> Optional[Tuple[Tensor, Tensor]]:
+    def rows(self, n_rows: int) -> tuple[Tensor, Tensor] | None:
         """All rows and metrics of a finished run, or None."""
         found = self._read(self.dir / ROWS_FILE, {"key": self.key}, n_rows, "its rows")
         if found is not None:
@@ -157,7 +164,7 @@ class AttributionCache:
         return found
 
     # ------------------------------------------------------------ writing
-    def _write(self, path: Path, rows: Tensor, metric: Tensor, meta: Dict[str, str]) -> None:
+    def _write(self, path: Path, rows: Tensor, metric: Tensor, meta: dict[str, str]) -> None:
         rows, metric = rows.detach().cpu().contiguous(), metric.detach().cpu().contiguous()
         meta = {**meta, "key": self.key, "n_rows": str(rows.shape[0]),
                 "checksum": tensor_digest(rows, metric)}

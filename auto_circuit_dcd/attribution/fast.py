@@ -30,16 +30,24 @@ A float16 / bfloat16 model runs in its dtype; steps 1-4 upcast what they read (`
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from auto_circuit_dcd.model.forward import (DEST_NODE, NORM_KINDS, SRC_NODE, WrapperGraph,
-                                            accumulation_dtype, head_outputs, plain_forward,
-                                            unsupported_reason)
 from auto_circuit_dcd.attribution.passes import SourceDiffs, accumulate, contract, run_passes
+from auto_circuit_dcd.model.forward import (
+    DEST_NODE,
+    NORM_KINDS,
+    SRC_NODE,
+    WrapperGraph,
+    accumulation_dtype,
+    head_outputs,
+    plain_forward,
+    unsupported_reason,
+)
 
 __all__ = ["fast_attribute_batch"]
 
@@ -47,8 +55,8 @@ __all__ = ["fast_attribute_batch"]
 # ----------------------------------------------------------------------------- one batch
 def fast_attribute_batch(
     model: Any, graph: WrapperGraph, batch: Any, metric: Callable, alphas: Sequence[float],
-    max_stack_gib: Optional[float] = None,
-) -> Tuple[Tensor, Tensor]:
+    max_stack_gib: float | None = None,
+) -> tuple[Tensor, Tensor]:
     """Rows ``[B, n_edges]`` (float32) and clean metric ``[B]``; equal to the hooks backend's.
 
     ``graph`` is the :class:`~auto_circuit_dcd.model.forward.WrapperGraph` of ``model``. Raises
@@ -64,7 +72,7 @@ def fast_attribute_batch(
                 for w in graph.srcs if w.module_name.endswith("attn.hook_result")}
     plain_srcs = [w for w in graph.srcs if not w.module_name.endswith("attn.hook_result")]
     diffs = SourceDiffs(batch.clean.shape[0], graph.n_src)
-    z_corrupt: Dict[int, Tensor] = {}
+    z_corrupt: dict[int, Tensor] = {}
     acc = accumulation_dtype(tl.cfg.dtype)
 
     def record_z(layer: int, sign: int) -> Callable:
@@ -82,14 +90,14 @@ def fast_attribute_batch(
             diffs.d[:, head_src[layer]] = out.flatten(2).to(diffs.d.device)
         return hook
 
-    def source_hooks(sign: int) -> List[Any]:
+    def source_hooks(sign: int) -> list[Any]:
         return ([w.register_forward_hook(diffs.recorder(sign)) for w in plain_srcs]
                 + [tl.blocks[l].attn.hook_z.register_forward_hook(record_z(l, sign))
                    for l in head_src])
 
-    layers: List[_LayerHeads] = []
+    layers: list[_LayerHeads] = []
 
-    def dest_hooks(rows: Tensor, n_steps: int) -> List[Any]:
+    def dest_hooks(rows: Tensor, n_steps: int) -> list[Any]:
         return _dest_hooks(tl, graph, diffs, rows, n_steps, layers)
 
     with plain_forward(tl):
@@ -102,11 +110,11 @@ def fast_attribute_batch(
 
 
 def _dest_hooks(tl: Any, graph: WrapperGraph, diffs: SourceDiffs, rows: Tensor,
-                n_steps: int, layers: List["_LayerHeads"]) -> List[Any]:
+                n_steps: int, layers: list[_LayerHeads]) -> list[Any]:
     """Forward hooks that attach, per destination, a gradient hook doing its contraction
     (a layer's Q, K and V one together: ``layers`` gets their :class:`_LayerHeads`)."""
-    handles: List[Any] = []
-    heads: Dict[int, _LayerHeads] = {}
+    handles: list[Any] = []
+    heads: dict[int, _LayerHeads] = {}
     for wrapper, _shape, start, stop in graph.dests:
         layer_s, kind = DEST_NODE.match(wrapper.module_name).groups()
         layer = int(layer_s)
@@ -128,7 +136,7 @@ def _dest_hooks(tl: Any, graph: WrapperGraph, diffs: SourceDiffs, rows: Tensor,
                 accumulate(rows, start, stop, grad.reshape(grad.shape[0], 1, -1),
                            diffs.d[:, in_srcs], n_steps)
 
-            def pre(module: Any, args: Tuple[Any, ...], on_grad=on_grad) -> Any:
+            def pre(module: Any, args: tuple[Any, ...], on_grad=on_grad) -> Any:
                 x = args[0]
                 if not x.requires_grad:
                     return None
@@ -174,17 +182,17 @@ class _LayerHeads:
         self.bsz = diffs.bsz
         self.kind = NORM_KINDS[type(ln).__name__]
         self.centred = self.kind in ("ln", "ln_pre")
-        self.x: Optional[Tensor] = None
-        self.stats: Optional[Tuple[Tensor, Tensor]] = None
-        self.spans: List[Tuple[int, int]] = []
-        self.buf: Optional[Tensor] = None
+        self.x: Tensor | None = None
+        self.stats: tuple[Tensor, Tensor] | None = None
+        self.spans: list[tuple[int, int]] = []
+        self.buf: Tensor | None = None
         self.arrived = 0
 
-    def keep(self, module: Any, args: Tuple[Any, ...]) -> None:
+    def keep(self, module: Any, args: tuple[Any, ...]) -> None:
         """Forward pre-hook on ``ln1`` (TransformerLens calls it once per Q/K/V input)."""
         self.x, self.stats = args[0].detach(), None
 
-    def add(self, letter: str, pull: "_HeadPullback", start: int, stop: int) -> Callable:
+    def add(self, letter: str, pull: _HeadPullback, start: int, stop: int) -> Callable:
         """A gradient hook ``(grad, proj)`` for ``letter``'s ``hook_q``/``k``/``v``."""
         i = len(self.spans)
         self.spans.append((start, stop))
@@ -212,7 +220,7 @@ class _LayerHeads:
         self.buf, self.arrived, self.x, self.stats = None, 0, None, None
 
     @record_function("attribution.norm_stats")
-    def inv_s_and_xhat(self, acc: torch.dtype) -> Tuple[Tensor, Tensor]:
+    def inv_s_and_xhat(self, acc: torch.dtype) -> tuple[Tensor, Tensor]:
         if self.stats is None:
             assert self.x is not None
             x = self.x.to(acc)

@@ -29,34 +29,40 @@ patch mode.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from auto_circuit_dcd.attribution.cache import AttributionCache, batch_digest, cache_key, model_digest
-from auto_circuit_dcd.data import DatasetError, batch_to
-from auto_circuit_dcd.model.devices import model_device
-from auto_circuit_dcd.distributed import is_main, main_first, map_shards
-from auto_circuit_dcd.errors import NonFiniteRowsError
+from auto_circuit_dcd.attribution.cache import (
+    AttributionCache,
+    batch_digest,
+    cache_key,
+    model_digest,
+)
 from auto_circuit_dcd.attribution.fast import fast_attribute_batch
-from auto_circuit_dcd.model.forward import WrapperGraph, choose_backend, frozen
 from auto_circuit_dcd.attribution.hooks import hooks_attribute_batch
 from auto_circuit_dcd.attribution.matrix import AttributionMatrix
+from auto_circuit_dcd.data import DatasetError, batch_to
+from auto_circuit_dcd.distributed import is_main, main_first, map_shards
+from auto_circuit_dcd.errors import NonFiniteRowsError
+from auto_circuit_dcd.model.devices import model_device
+from auto_circuit_dcd.model.forward import WrapperGraph, choose_backend, frozen
 from auto_circuit_dcd.model.grouped_query import is_grouped
 from auto_circuit_dcd.model.task_metric import check_metric
 
 __all__ = ["attribute", "METHODS", "BACKENDS"]
 
-METHODS: Dict[str, Optional[int]] = {"eap": 1, "eap-ig": None}
+METHODS: dict[str, int | None] = {"eap": 1, "eap-ig": None}
 #: backend name -> batch function
 #: ``(model, graph, batch, metric, alphas, max_stack_gib=None) -> (rows, mu)``.
 #: "fast": flag-free forward with closed-form norm Jacobians (:mod:`.fast`);
 #: "hooks": auto-circuit's per-head hook points (:mod:`.hooks`). Both give the
 #: same rows; "auto" (the default) takes "fast" where the model is supported.
-BACKENDS: Dict[str, Callable[..., Tuple[Tensor, Tensor]]] = {
+BACKENDS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
     "fast": fast_attribute_batch,
     "hooks": hooks_attribute_batch,
 }
@@ -86,7 +92,7 @@ def _check_model(model: Any, dataloader: Any) -> None:
             "(it repeats the K/V heads first) instead of auto-circuit's patchable_model")
 
 
-def _batches(dataloader: Any) -> Tuple[List[Any], List[List[Any]]]:
+def _batches(dataloader: Any) -> tuple[list[Any], list[list[Any]]]:
     """Every batch to score and the example ids of its rows.
 
     An :class:`ExampleLoader` knows its ids. auto-circuit's own ``PromptDataLoader``
@@ -110,7 +116,7 @@ def _batches(dataloader: Any) -> Tuple[List[Any], List[List[Any]]]:
     return batches, out
 
 
-def _check_lengths(model: Any, batches: List[Any], batch_ids: List[List[Any]]) -> None:
+def _check_lengths(model: Any, batches: list[Any], batch_ids: list[list[Any]]) -> None:
     """Refuse prompts longer than the model's context, naming them and the limit."""
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is None:
@@ -131,12 +137,12 @@ def attribute(
     *,
     ig_steps: int = 5,
     metric: str = "max_diff",
-    cache_dir: Optional[str | Path] = None,
+    cache_dir: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     nan_tolerance: float = 0.01,
     progress: bool = True,
     backend: str = "auto",
-    max_stack_gib: Optional[float] = None,
+    max_stack_gib: float | None = None,
 ) -> AttributionMatrix:
     """Per-example edge attribution: one row per example, columns in the fixed edge order.
 
@@ -197,8 +203,8 @@ def attribute(
               "dtype": str(dtype).replace("torch.", ""), "backend": backend_name}
 
     with ExitStack() as stack:
-        store: Optional[AttributionCache] = None
-        keys: List[str] = []
+        store: AttributionCache | None = None
+        keys: list[str] = []
         if cache_dir is not None:
             keys = [batch_digest(b) for b in batches]
             key = cache_key(model_digest(model), graph.names, keys, params)
@@ -219,10 +225,10 @@ def attribute(
                    nan_tolerance)
 
 
-def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Callable,
-             metric_fn: Callable, alphas: List[float], dtype: torch.dtype,
-             store: Optional[AttributionCache], keys: List[str], desc: str,
-             progress: bool, max_stack_gib: Optional[float] = None) -> Tuple[Tensor, Tensor]:
+def _compute(model: Any, graph: WrapperGraph, batches: list[Any], batch_fn: Callable,
+             metric_fn: Callable, alphas: list[float], dtype: torch.dtype,
+             store: AttributionCache | None, keys: list[str], desc: str,
+             progress: bool, max_stack_gib: float | None = None) -> tuple[Tensor, Tensor]:
     """Rows and clean metrics of every batch, read from ``store`` where it has them.
 
     Inside a process group each rank does its share of the batches, by size
@@ -230,8 +236,8 @@ def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Call
     finishes, and every rank gets all rows (on the CPU)."""
     from auto_circuit.utils.custom_tqdm import tqdm
 
-    def rows_of(todo: List[int]) -> Dict[int, Tuple[Tensor, Tensor]]:
-        out: Dict[int, Tuple[Tensor, Tensor]] = {}
+    def rows_of(todo: list[int]) -> dict[int, tuple[Tensor, Tensor]]:
+        out: dict[int, tuple[Tensor, Tensor]] = {}
         with frozen(model):
             for b in tqdm(todo, desc=desc, disable=not progress):
                 batch = batches[b]
@@ -256,7 +262,7 @@ def _compute(model: Any, graph: WrapperGraph, batches: List[Any], batch_fn: Call
 
 
 def _matrix(scores: Tensor, clean_metric: Tensor, graph: WrapperGraph, dataloader: Any,
-            batch_ids: List[List[Any]], params: Dict[str, Any],
+            batch_ids: list[list[Any]], params: dict[str, Any],
             nan_tolerance: float) -> AttributionMatrix:
     """The matrix with the current loader's ids and groups, non-finite rows dropped."""
     ids = [i for b in batch_ids for i in b]

@@ -6,27 +6,28 @@ and the path for models the fast backend does not take.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor
 
-from auto_circuit_dcd.model.forward import WrapperGraph
 from auto_circuit_dcd.attribution.passes import SourceDiffs, accumulate, run_passes
+from auto_circuit_dcd.model.forward import WrapperGraph
 
 __all__ = ["hooks_attribute_batch"]
 
 
 def hooks_attribute_batch(
     model: Any, graph: WrapperGraph, batch: Any, metric: Callable, alphas: Sequence[float],
-    max_stack_gib: Optional[float] = None,
-) -> Tuple[Tensor, Tensor]:
+    max_stack_gib: float | None = None,
+) -> tuple[Tensor, Tensor]:
     """Rows ``[B, n_edges]`` (float32) and clean metric ``[B]`` of one batch."""
     diffs = SourceDiffs(batch.clean.shape[0], graph.n_src)
 
-    def source_hooks(sign: int) -> List[Any]:
+    def source_hooks(sign: int) -> list[Any]:
         return [w.register_forward_hook(diffs.recorder(sign)) for w in graph.srcs]
 
-    def dest_hooks(rows: Tensor, n_steps: int) -> List[Any]:
+    def dest_hooks(rows: Tensor, n_steps: int) -> list[Any]:
         return [w.register_forward_hook(_dest_hook(w, start, stop, diffs, rows, n_steps))
                 for w, _shape, start, stop in graph.dests]
 

@@ -14,16 +14,17 @@ scores against all three and refuses non-float scores.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
 from auto_circuit_dcd.errors import DamagedFileError
 from auto_circuit_dcd.files import load_bundle, save_bundle
+from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.utils.patchable_model import PatchableModel
@@ -54,11 +55,11 @@ class AttributionMatrix:
     """
 
     scores: torch.Tensor
-    edge_names: List[str]
-    example_ids: List[Any] = field(default_factory=list)
-    groups: Optional[List[Optional[str]]] = None
-    meta: Dict[str, Any] = field(default_factory=dict)
-    layout: Optional[EdgeLayout] = None
+    edge_names: list[str]
+    example_ids: list[Any] = field(default_factory=list)
+    groups: list[str | None] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    layout: EdgeLayout | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.scores, torch.Tensor):
@@ -109,7 +110,7 @@ class AttributionMatrix:
         """Scores as a float64 numpy array (for scikit-learn)."""
         return self.scores.detach().cpu().double().numpy()
 
-    def subset(self, rows: Sequence[int] | np.ndarray | torch.Tensor) -> "AttributionMatrix":
+    def subset(self, rows: Sequence[int] | np.ndarray | torch.Tensor) -> AttributionMatrix:
         """A new matrix with only the given row positions (not example ids)."""
         idx = _as_positions(rows, self.n_examples)
         return AttributionMatrix(
@@ -121,7 +122,7 @@ class AttributionMatrix:
             layout=self.layout,
         )
 
-    def mean(self, rows: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def mean(self, rows: Sequence[int] | None = None) -> torch.Tensor:
         """Mean score vector ``[n_edges]`` over the chosen row positions (all by default)."""
         idx = None if rows is None else _as_positions(rows, self.n_examples)
         block = self.scores if idx is None else self.scores[idx]
@@ -132,9 +133,9 @@ class AttributionMatrix:
     # ------------------------------------------------------------ auto-circuit
     def prune_scores(
         self,
-        rows: Optional[Sequence[int]] = None,
-        model: Optional["PatchableModel"] = None,
-    ) -> Dict[str, torch.Tensor]:
+        rows: Sequence[int] | None = None,
+        model: PatchableModel | None = None,
+    ) -> dict[str, torch.Tensor]:
         """auto-circuit ``PruneScores`` of the mean over ``rows`` (all rows by default).
 
         Usable directly in ``auto_circuit.prune.run_circuits``. With ``model`` (the
@@ -150,7 +151,7 @@ class AttributionMatrix:
         device = model_device(model)
         return {name: t.to(device) for name, t in scores.items()}
 
-    def layout_for(self, model: Optional["PatchableModel"] = None) -> EdgeLayout:
+    def layout_for(self, model: PatchableModel | None = None) -> EdgeLayout:
         """The column layout, from the matrix itself or derived from ``model``."""
         if model is not None:
             names, layout = edge_layout(model)
@@ -187,7 +188,7 @@ class AttributionMatrix:
         return save_bundle(path, {"scores": self.scores}, meta, SCORES_FILE, META_FILE)
 
     @classmethod
-    def load(cls, path: str | Path) -> "AttributionMatrix":
+    def load(cls, path: str | Path) -> AttributionMatrix:
         """Read a matrix written by :meth:`save`, checking the scores against the JSON."""
         path = Path(path)
         tensors, meta = load_bundle(path, SCORES_FILE, META_FILE, "AttributionMatrix",
@@ -205,15 +206,15 @@ class AttributionMatrix:
 
     @classmethod
     def from_prune_scores(
-        cls, rows: Sequence[Dict[str, torch.Tensor]], model: "PatchableModel", **kwargs: Any
-    ) -> "AttributionMatrix":
+        cls, rows: Sequence[dict[str, torch.Tensor]], model: PatchableModel, **kwargs: Any
+    ) -> AttributionMatrix:
         """Stack auto-circuit ``PruneScores`` (one per example) into a matrix."""
         names, layout = edge_layout(model)
         scores = torch.stack([layout.from_prune_scores(ps) for ps in rows])
         return cls(scores=scores, edge_names=names, layout=layout, **kwargs)
 
 
-def _check_scores(path: Path, scores: Optional[torch.Tensor], meta: Dict[str, Any]) -> None:
+def _check_scores(path: Path, scores: torch.Tensor | None, meta: dict[str, Any]) -> None:
     """The scores must be float and have the dtype and shape the JSON gives."""
     if scores is None:
         raise DamagedFileError(f"{path / SCORES_FILE} holds no 'scores' tensor: save the "

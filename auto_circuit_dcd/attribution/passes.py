@@ -25,15 +25,22 @@ come back to the CPU once per batch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from auto_circuit_dcd.model.forward import (WrapperGraph, accumulation_dtype, last_position_only,
-                                            removing, src_block, stack_cap_bytes)
+from auto_circuit_dcd.model.forward import (
+    WrapperGraph,
+    accumulation_dtype,
+    last_position_only,
+    removing,
+    src_block,
+    stack_cap_bytes,
+)
 from auto_circuit_dcd.model.task_metric import last_position
 
 __all__ = ["SourceDiffs", "accumulate", "contract", "run_passes", "step_stacks", "step_bytes",
@@ -54,7 +61,7 @@ class SourceDiffs:
 
     def __init__(self, bsz: int, n_src: int):
         self.bsz, self.n_src = bsz, n_src
-        self.d: Optional[Tensor] = None
+        self.d: Tensor | None = None
 
     def store(self, sl: slice, block: Tensor, sign: int) -> None:
         block = block[: self.bsz]
@@ -126,7 +133,7 @@ def step_bytes(model: Any, bsz: int, pos: int) -> int:
     return int(bsz * pos * (cfg.n_layers * per_layer + transient))
 
 
-def step_stacks(n_steps: int, one_step: int, cap: int) -> List[range]:
+def step_stacks(n_steps: int, one_step: int, cap: int) -> list[range]:
     """Consecutive groups of step indices, each at most ``cap // one_step`` steps (at least
     one), as few as that allows and even in size (sizes differ by one at most)."""
     per = max(1, min(n_steps, cap // max(one_step, 1)))
@@ -159,10 +166,10 @@ def _repeated(batch: Any, copies: int) -> Any:
 # ----------------------------------------------------------------------------- passes
 def run_passes(
     model: Any, graph: WrapperGraph, batch: Any, metric: Callable, alphas: Sequence[float],
-    source_hooks: Callable[[int], List[Any]],
-    dest_hooks: Callable[[Tensor, int], List[Any]],
-    max_stack_gib: Optional[float] = None,
-) -> Tuple[Tensor, Tensor]:
+    source_hooks: Callable[[int], list[Any]],
+    dest_hooks: Callable[[Tensor, int], list[Any]],
+    max_stack_gib: float | None = None,
+) -> tuple[Tensor, Tensor]:
     """The corrupt forward, then one forward + backward per stack of ``alphas`` (1 first).
 
     ``source_hooks(sign)`` installs hooks recording source outputs (corrupt: ``-1``; the
@@ -183,10 +190,10 @@ def run_passes(
     bsz, pos = clean.shape[0], clean.shape[1]
     cap = stack_cap_bytes(clean.device, max_stack_gib, DEFAULT_CPU_STACK_GIB)
     stacks = step_stacks(len(alphas), step_bytes(model, bsz, pos), cap)
-    corrupt_input: List[Tensor] = []
+    corrupt_input: list[Tensor] = []
     rows = torch.zeros(bsz, graph.layout.n_edges, dtype=torch.float32, device=clean.device)
 
-    def last() -> List[Any]:
+    def last() -> list[Any]:
         return [last_position_only(graph)] if graph.output_wrapper is not None else []
 
     with removing(last() + source_hooks(-1) + [graph.input_wrapper.register_forward_hook(
@@ -199,12 +206,12 @@ def run_passes(
         stack_alphas = [alphas[k] for k in stack]
 
         def set_input(module: Any, args: Any, out: Tensor,
-                      stack_alphas: List[float] = stack_alphas) -> Tensor:
+                      stack_alphas: list[float] = stack_alphas) -> Tensor:
             base, x = corrupt_input[0], out.detach()[:bsz]
             copies = [x.clone() if a == 1.0 else base + a * (x - base) for a in stack_alphas]
             return torch.cat(copies).requires_grad_(True)
 
-        handles: List[Any] = source_hooks(+1) if n == 0 else []
+        handles: list[Any] = source_hooks(+1) if n == 0 else []
         handles.append(graph.input_wrapper.register_forward_hook(set_input))
         handles += dest_hooks(rows, len(alphas))
         tokens = clean.repeat(len(stack), 1)

@@ -15,8 +15,8 @@ Peak memory is one chunk of rows plus the projection, whatever the number of exa
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ def _scores_file(path: str | Path) -> Path:
     return f
 
 
-def iter_row_chunks(path: str | Path, chunk_rows: int = 1024) -> Iterator[Tuple[int, np.ndarray]]:
+def iter_row_chunks(path: str | Path, chunk_rows: int = 1024) -> Iterator[tuple[int, np.ndarray]]:
     """``(first_row, float64 array [rows, n_edges])`` for consecutive chunks of a saved matrix."""
     from safetensors import safe_open
 
@@ -72,11 +72,11 @@ def reduce_in_chunks(path: str | Path, n_components: int = 20, chunk_rows: int =
 
 
 def cluster_means_in_chunks(path: str | Path, labels: Sequence[int],
-                            chunk_rows: int = 1024) -> Dict[int, torch.Tensor]:
+                            chunk_rows: int = 1024) -> dict[int, torch.Tensor]:
     """Mean row ``[n_edges]`` of each cluster label (``-1``, noise, is skipped)."""
     labels = np.asarray(labels)
-    sums: Dict[int, np.ndarray] = {}
-    counts: Dict[int, int] = {}
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
     seen = 0
     for start, rows in iter_row_chunks(path, chunk_rows):
         lab = labels[start:start + len(rows)]

@@ -39,19 +39,23 @@ format (:class:`~auto_circuit_dcd.job.run_folder.RunFolder`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Union,
+)
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
 from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
 from auto_circuit_dcd.circuits.selection import mass_mask, rank_key, top_mask
 from auto_circuit_dcd.files import load_bundle, save_bundle
+from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.utils.patchable_model import PatchableModel
@@ -86,11 +90,11 @@ class Circuit:
     """
 
     scores: Tensor
-    edge_names: Tuple[str, ...]
+    edge_names: tuple[str, ...]
     layout: EdgeLayout
-    graph: Optional[EdgeGraph] = None
-    mask: Optional[Tensor] = None
-    meta: Dict[str, Any] = field(default_factory=dict)
+    graph: EdgeGraph | None = None
+    mask: Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         scores = _cpu_copy(self.scores).to(torch.float64)
@@ -132,7 +136,7 @@ class Circuit:
         return int(self.mask.sum())
 
     @property
-    def edges(self) -> List[str]:
+    def edges(self) -> list[str]:
         """Names of the edges in the circuit, in the package's edge order."""
         return [self.edge_names[i] for i in torch.nonzero(self.mask).flatten().tolist()]
 
@@ -140,7 +144,7 @@ class Circuit:
         """``scores`` on the circuit's edges, 0 elsewhere."""
         return torch.where(self.mask, self.scores, torch.zeros_like(self.scores))
 
-    def with_mask(self, mask: Union[Tensor, np.ndarray]) -> "Circuit":
+    def with_mask(self, mask: Tensor | np.ndarray) -> Circuit:
         """The same scores with another edge set (bool ``[n_edges]``, torch or numpy)."""
         return dataclasses.replace(self, mask=mask)
 
@@ -149,22 +153,22 @@ class Circuit:
         return f"Circuit{label}({self.size} of {self.n_edges} edges)"
 
     # ------------------------------------------------------------- selection
-    def top(self, count: int, ranking: str = "abs") -> "Circuit":
+    def top(self, count: int, ranking: str = "abs") -> Circuit:
         """The ``count`` best edges of this circuit by ``ranking`` (``"abs"`` or ``"signed"``);
         edges tied with the ``count``-th are kept too (auto-circuit's rule)."""
         return self.with_mask(top_mask(self.scores.numpy(), count, ranking,
                                        candidates=self.mask.numpy()))
 
-    def mass(self, gamma: float = 0.99) -> "Circuit":
+    def mass(self, gamma: float = 0.99) -> Circuit:
         """The smallest set of this circuit's edges holding ``gamma`` of its total ``|score|``
         (ties by edge index; zero-score edges never)."""
         return self.with_mask(mass_mask(self.masked_scores().numpy(), gamma))
 
-    def pruned(self) -> "Circuit":
+    def pruned(self) -> Circuit:
         """Only the edges on an input-to-logits path of this circuit's edges."""
         return self.with_mask(self.graph.on_paths(self.mask.numpy()))
 
-    def greedy(self, count: int, ranking: str = "abs", prune: bool = True) -> "Circuit":
+    def greedy(self, count: int, ranking: str = "abs", prune: bool = True) -> Circuit:
         """``count`` edges grown from the logits through the best-scoring parent edges
         (EAP-IG's ``apply_greedy``; ties by edge index), then pruned unless ``prune=False``."""
         if int(count) != count or count < 0:
@@ -173,7 +177,7 @@ class Circuit:
                                                int(count), candidates=self.mask.numpy()))
         return grown.pruned() if prune else grown
 
-    def top_connected(self, count: int, ranking: str = "abs") -> "Circuit":
+    def top_connected(self, count: int, ranking: str = "abs") -> Circuit:
         """At least ``count`` edges on input-to-logits paths: ``top(m, ranking).pruned()``
         for the smallest ``m >= count`` that keeps ``count`` edges or more.
 
@@ -207,31 +211,31 @@ class Circuit:
                 lo = mid + 1
         return self.with_mask(on_paths(lo))
 
-    def select(self, rule: str, count: int, ranking: str = "abs") -> "Circuit":
+    def select(self, rule: str, count: int, ranking: str = "abs") -> Circuit:
         """The circuit of about ``count`` edges that selection ``rule`` (a key of
         :data:`SELECTIONS`) makes from this one, edges ranked by ``ranking``."""
         return SELECTIONS[check_selection(rule)](self, int(count), ranking)
 
     # ------------------------------------------------------------ auto-circuit
-    def to_prune_scores(self, device: Optional[Union[str, torch.device]] = None,
-                        dtype: torch.dtype = torch.float32) -> Dict[str, Tensor]:
+    def to_prune_scores(self, device: str | torch.device | None = None,
+                        dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
         """auto-circuit ``PruneScores`` on ``device``: the scores of the circuit's edges, 0 on
         the others (a fresh circuit gives all its scores)."""
         parts = self.layout.to_prune_scores(self.masked_scores().to(dtype))
         return {name: t.to(device) for name, t in parts.items()} if device is not None else parts
 
     @classmethod
-    def from_prune_scores(cls, prune_scores: Mapping[str, Tensor], model: "PatchableModel",
-                          meta: Optional[Dict[str, Any]] = None) -> "Circuit":
+    def from_prune_scores(cls, prune_scores: Mapping[str, Tensor], model: PatchableModel,
+                          meta: dict[str, Any] | None = None) -> Circuit:
         """A circuit of all edges from auto-circuit ``PruneScores`` of ``model``'s graph."""
         names, layout = edge_layout(model)
         return cls(layout.from_prune_scores(prune_scores), names, layout,
                    graph=edge_graph(model), meta=meta or {})
 
     @classmethod
-    def from_matrix(cls, A: "AttributionMatrix", rows: Optional[Sequence[int]] = None,
-                    model: Optional["PatchableModel"] = None,
-                    meta: Optional[Dict[str, Any]] = None) -> "Circuit":
+    def from_matrix(cls, A: AttributionMatrix, rows: Sequence[int] | None = None,
+                    model: PatchableModel | None = None,
+                    meta: dict[str, Any] | None = None) -> Circuit:
         """The circuit of the mean of ``rows`` of an attribution matrix (all rows by default);
         ``model`` only for a matrix built without a layout."""
         return cls(A.mean(rows), A.edge_names, A.layout_for(model), meta=meta or {})
@@ -243,7 +247,7 @@ class Circuit:
         return save_circuits(path, {_ONE: self}, TENSORS_FILE, META_FILE)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Circuit":
+    def load(cls, path: str | Path) -> Circuit:
         """Read a circuit written by :meth:`save`."""
         return load_circuits(path, TENSORS_FILE, META_FILE, "Circuit").one()
 
@@ -261,7 +265,7 @@ CircuitLike = Union[Circuit, Mapping[str, Tensor], Tensor, np.ndarray]
 #: least ``count`` lie on paths (:meth:`Circuit.top_connected`: circuits compared at one
 #: size hold about as many edges); ``"greedy"`` ``count`` edges grown from the logits, then
 #: pruned.
-SELECTIONS: Dict[str, Callable[[Circuit, int, str], Circuit]] = {
+SELECTIONS: dict[str, Callable[[Circuit, int, str], Circuit]] = {
     "topn": lambda c, n, ranking: c.top(n, ranking),
     "topn-prune": lambda c, n, ranking: c.top(n, ranking).pruned(),
     "topn-fill": lambda c, n, ranking: c.top_connected(n, ranking),
@@ -276,7 +280,7 @@ def check_selection(rule: str) -> str:
     return rule
 
 
-def _cpu_copy(values: Union[Tensor, np.ndarray, Sequence[float]]) -> Tensor:
+def _cpu_copy(values: Tensor | np.ndarray | Sequence[float]) -> Tensor:
     """A CPU tensor of ``values`` (torch or array-like) that shares no memory with them."""
     if isinstance(values, Tensor):
         return values.detach().cpu().clone()
@@ -289,9 +293,9 @@ class CircuitFiles:
     """What :func:`load_circuits` read: the circuits by name, the caller's other tensors
     and the JSON (its own keys and the caller's)."""
 
-    circuits: Dict[str, Circuit]
-    tensors: Dict[str, Tensor]
-    meta: Dict[str, Any]
+    circuits: dict[str, Circuit]
+    tensors: dict[str, Tensor]
+    meta: dict[str, Any]
 
     def one(self) -> Circuit:
         """The only circuit (a file of ``Circuit.save``)."""
@@ -302,8 +306,8 @@ class CircuitFiles:
 
 
 def save_circuits(path: str | Path, circuits: Mapping[str, Circuit], tensors_file: str,
-                  meta_file: str, *, extra_tensors: Optional[Mapping[str, Tensor]] = None,
-                  extra_meta: Optional[Mapping[str, Any]] = None,
+                  meta_file: str, *, extra_tensors: Mapping[str, Tensor] | None = None,
+                  extra_meta: Mapping[str, Any] | None = None,
                   dtype: torch.dtype = torch.float64) -> Path:
     """Write named circuits of one model's edges into folder ``path``: ``tensors_file``
     (``NAME``: scores in ``dtype``; ``NAME.mask``: the edge set, when not every edge; then
@@ -312,7 +316,7 @@ def save_circuits(path: str | Path, circuits: Mapping[str, Circuit], tensors_fil
     if not circuits:
         raise ValueError("no circuits to save")
     first = next(iter(circuits.values()))
-    tensors: Dict[str, Tensor] = {}
+    tensors: dict[str, Tensor] = {}
     for name, c in circuits.items():
         if c.edge_names != first.edge_names or not c.graph.same_as(first.graph):
             raise ValueError(f"circuit {name!r} is over other edges than {next(iter(circuits))!r}"
@@ -347,7 +351,7 @@ def load_circuits(path: str | Path, tensors_file: str, meta_file: str,
         return CircuitFiles({_ONE: Circuit(tensors["scores"], names, layout, graph=graph,
                                            mask=tensors["mask"], meta=meta.get("meta", {}))},
                             {}, meta)
-    listed: Dict[str, Any] = meta["circuits"]
+    listed: dict[str, Any] = meta["circuits"]
     circuits = {name: Circuit(tensors[name], names, layout, graph=graph,
                               mask=tensors.get(f"{name}.mask"), meta=note)
                 for name, note in listed.items()}

@@ -32,9 +32,10 @@ candidate is left).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,11 +62,11 @@ class EdgeGraph:
         outputs: nodes no edge leaves (``Resid End``, the logits).
     """
 
-    node_names: Tuple[str, ...]
+    node_names: tuple[str, ...]
     edge_src: np.ndarray
     edge_dest: np.ndarray
-    inputs: Tuple[int, ...]
-    outputs: Tuple[int, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
 
     def __post_init__(self) -> None:
         src = np.asarray(self.edge_src, dtype=np.int64)
@@ -93,7 +94,7 @@ class EdgeGraph:
 
     # --------------------------------------------------------------- building
     @classmethod
-    def from_names(cls, edge_names: Sequence[str], dest_modules: Sequence[str]) -> "EdgeGraph":
+    def from_names(cls, edge_names: Sequence[str], dest_modules: Sequence[str]) -> EdgeGraph:
         """The graph of edges named ``{src}->{dest}`` entering the given modules."""
         if len(edge_names) != len(dest_modules):
             raise ValueError(f"{len(edge_names)} edge names for {len(dest_modules)} modules")
@@ -117,25 +118,25 @@ class EdgeGraph:
                    outputs=tuple(index[d] for d in outputs))
 
     @classmethod
-    def from_layout(cls, edge_names: Sequence[str], layout: "EdgeLayout") -> "EdgeGraph":
+    def from_layout(cls, edge_names: Sequence[str], layout: EdgeLayout) -> EdgeGraph:
         """The graph of edges in the package's order, their modules read from ``layout``."""
-        modules: List[str] = []
+        modules: list[str] = []
         for module, _, start, stop in layout.blocks:
             modules.extend([module] * (stop - start))
         return cls.from_names(edge_names, modules)
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"node_names": list(self.node_names), "edge_src": self.edge_src.tolist(),
                 "edge_dest": self.edge_dest.tolist(), "inputs": list(self.inputs),
                 "outputs": list(self.outputs)}
 
     @classmethod
-    def from_json(cls, data: Dict[str, Any]) -> "EdgeGraph":
+    def from_json(cls, data: dict[str, Any]) -> EdgeGraph:
         return cls(node_names=tuple(data["node_names"]), edge_src=np.asarray(data["edge_src"]),
                    edge_dest=np.asarray(data["edge_dest"]), inputs=tuple(data["inputs"]),
                    outputs=tuple(data["outputs"]))
 
-    def same_as(self, other: "EdgeGraph") -> bool:
+    def same_as(self, other: EdgeGraph) -> bool:
         """Same nodes, inputs, outputs and edge endpoints."""
         return (self.node_names == other.node_names and self.inputs == other.inputs
                 and self.outputs == other.outputs
@@ -153,7 +154,7 @@ class EdgeGraph:
         return mask & reached[self.edge_src] & reaches_out[self.edge_dest]
 
     def grow(self, key: np.ndarray, count: int,
-             candidates: Optional[np.ndarray] = None) -> np.ndarray:
+             candidates: np.ndarray | None = None) -> np.ndarray:
         """Bool ``[n_edges]``: ``count`` edges grown from the outputs by largest ``key``
         (EAP-IG's greedy rule, ties by edge index), among ``candidates`` (all by default)."""
         key = np.asarray(key, dtype=np.float64)
@@ -163,7 +164,7 @@ class EdgeGraph:
                    else self._check_mask(candidates))
         chosen = np.zeros(self.n_edges, dtype=bool)
         in_circuit = np.zeros(self.n_nodes, dtype=bool)
-        heap: List[Tuple[float, int]] = []
+        heap: list[tuple[float, int]] = []
 
         def open_node(node: int) -> None:
             in_circuit[node] = True
@@ -184,7 +185,7 @@ class EdgeGraph:
         return chosen
 
     @cached_property
-    def _edges_into(self) -> List[np.ndarray]:
+    def _edges_into(self) -> list[np.ndarray]:
         """Per node, the indices of the edges entering it (increasing)."""
         order = np.argsort(self.edge_dest, kind="stable")
         bounds = np.searchsorted(self.edge_dest[order], np.arange(self.n_nodes + 1))
@@ -221,7 +222,7 @@ def _closure(n_nodes: int, start: Sequence[int], frm: np.ndarray, to: np.ndarray
         hit = new
 
 
-def edge_graph(model: "PatchableModel") -> EdgeGraph:
+def edge_graph(model: PatchableModel) -> EdgeGraph:
     """The graph of ``model``'s edges in the package's order (from auto-circuit's ``Edge``s)."""
     from auto_circuit_dcd.model.edges import sorted_edges
 

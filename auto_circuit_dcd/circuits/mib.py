@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,7 +66,7 @@ _EAP_NODE = [(re.compile(r"^input$"), lambda m: "Resid Start"),
 _EAP_EDGE = re.compile(r"^(?P<parent>[^<>]+)->(?P<child>[^<>]+?)(?:<(?P<qkv>[qkv])>)?$")
 
 
-def _rename(name: str, table: Sequence[Tuple[re.Pattern, Any]], what: str) -> str:
+def _rename(name: str, table: Sequence[tuple[re.Pattern, Any]], what: str) -> str:
     for pattern, build in table:
         m = pattern.match(name)
         if m:
@@ -99,14 +100,14 @@ def package_edge_name(eap_name: str) -> str:
     return f"{parent}->{child}"
 
 
-def graph_config(cfg: Any) -> Dict[str, Any]:
+def graph_config(cfg: Any) -> dict[str, Any]:
     """The ``cfg`` block EAP-IG's ``Graph.from_model`` needs, from a TransformerLens config."""
     return {"n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads),
             "parallel_attn_mlp": bool(getattr(cfg, "parallel_attn_mlp", False)),
             "d_model": int(cfg.d_model)}
 
 
-def eap_ig_edge_names(cfg: Mapping[str, Any]) -> List[str]:
+def eap_ig_edge_names(cfg: Mapping[str, Any]) -> list[str]:
     """The edges of EAP-IG's graph of a model with config ``cfg`` (:func:`graph_config`).
 
     EAP-IG's graph has, per layer, the heads ``a{l}.h{h}`` (each read at ``<q>``, ``<k>``,
@@ -142,7 +143,7 @@ def missing_edge_score(scores: Any, ranking: Ranking) -> float:
     return low - max(1.0, abs(low))
 
 
-def _nodes_in_graph(edge_names: Sequence[str], in_graph: np.ndarray) -> Dict[str, bool]:
+def _nodes_in_graph(edge_names: Sequence[str], in_graph: np.ndarray) -> dict[str, bool]:
     """EAP-IG's node rule after ``prune()``: an edge out, and the input or an edge in;
     the logits are always in."""
     out_of, into = set(), {"input", "logits"}
@@ -158,8 +159,8 @@ def _nodes_in_graph(edge_names: Sequence[str], in_graph: np.ndarray) -> Dict[str
 
 
 def to_eap_ig_graph(edge_names: Sequence[str], scores: Any, in_graph: Any,
-                    cfg: Mapping[str, Any], ranking: Optional[Ranking] = None,
-                    meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                    cfg: Mapping[str, Any], ranking: Ranking | None = None,
+                    meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """EAP-IG graph JSON (a dict) of one circuit.
 
     Args:
@@ -211,7 +212,7 @@ def to_eap_ig_graph(edge_names: Sequence[str], scores: Any, in_graph: Any,
 
 
 def from_eap_ig_graph(data: Mapping[str, Any],
-                      edge_names: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+                      edge_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, in_graph)`` in the order of ``edge_names`` from an EAP-IG graph JSON.
 
     Edges of ``edge_names`` missing from the file score 0 and are out of the graph (EAP-IG's
@@ -270,7 +271,7 @@ def describe_missing(cfg: Mapping[str, Any], n_edges: int) -> str:
 
 def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[float],
                   cfg: Mapping[str, Any], rule: str,
-                  ranking: Ranking) -> List[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+                  ranking: Ranking) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """``(file, graph JSON, index entry)`` of each file of one circuit of a run.
 
     Args:
@@ -289,9 +290,9 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
     names, scores = list(circuit.edge_names), circuit.scores.numpy()
     lacks = len(eap_ig_edge_names(cfg)) - len(names)
     everything = np.ones(len(names), dtype=bool)
-    files: List[Tuple[str, Dict[str, Any], Dict[str, Any]]] = []
-    meta: Dict[str, Any]
-    importances: List[Tuple[str, Optional[Ranking], str]] = (
+    files: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    meta: dict[str, Any]
+    importances: list[tuple[str, Ranking | None, str]] = (
         [(IMPORTANCES_FILE, None, "abs and signed")] if not lacks else
         [(f"importances-{r}.json", r, r) for r in ("abs", "signed")])
     for file_name, file_ranking, read_with in importances:
@@ -313,7 +314,7 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
                 "holds": "the edges the run evaluated at this size: "
                          + describe_selection(rule, ranking, str(count)),
                 "edges_lacking": lacks}
-        entry: Dict[str, Any] = {"circuit": name, "file": file, "edge_fraction": p,
+        entry: dict[str, Any] = {"circuit": name, "file": file, "edge_fraction": p,
                                  "selection": rule, "ranking": ranking,
                                  "requested_edges": count, "n_edges": int(chosen.sum())}
         files.append((file, to_eap_ig_graph(names, scores, chosen, cfg, ranking, meta), entry))

@@ -23,7 +23,8 @@ on the CPU are accepted) and return bool masks of the same shape.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -36,7 +37,7 @@ Scores = Union[np.ndarray, "torch.Tensor"]
 __all__ = ["RANKINGS", "check_ranking", "rank_key", "top_mask", "mass_mask"]
 
 #: ranking name -> the key edges are sorted by (largest first)
-RANKINGS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+RANKINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "abs": np.abs,
     "signed": lambda s: s,
 }
@@ -67,7 +68,7 @@ def rank_key(scores: Scores, ranking: str = "abs") -> np.ndarray:
 
 
 def top_mask(scores: Scores, count: int, ranking: str = "abs",
-             candidates: Optional[np.ndarray] = None) -> np.ndarray:
+             candidates: np.ndarray | None = None) -> np.ndarray:
     """Bool ``[n_edges]``: the top ``count`` candidate edges by ``ranking``, ties kept."""
     key = rank_key(scores, ranking)
     if key.ndim != 1:

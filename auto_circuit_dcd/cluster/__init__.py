@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Dict
 
-from auto_circuit_dcd.cluster.baselines import (k_random_circuits, random_circuits,
-                                                representative_circuits, single_circuit)
+from auto_circuit_dcd.cluster.baselines import (
+    k_random_circuits,
+    random_circuits,
+    representative_circuits,
+    single_circuit,
+)
 from auto_circuit_dcd.cluster.circuits import cluster_circuits
-from auto_circuit_dcd.cluster.divisive import DivisiveClustering
 from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
+from auto_circuit_dcd.cluster.divisive import DivisiveClustering
 from auto_circuit_dcd.cluster.stability import ClusterStability, cluster_stability
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +40,7 @@ __all__ = [
 ]
 
 
-def registry_entries() -> Dict[str, "PruneAlgo"]:
+def registry_entries() -> dict[str, PruneAlgo]:
     """``{PRUNE_ALGO_DICT key: PruneAlgo}``: the largest DCD cluster's circuit (EAP, EAP-IG)."""
     from auto_circuit_dcd import keys
     from auto_circuit_dcd.cluster.algos import largest_cluster_algo

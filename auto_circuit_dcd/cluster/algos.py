@@ -12,7 +12,7 @@ A DCD prune algorithm, given ``(model, dataloader, official_edges)``:
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, Dict, Optional, Set
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,16 +30,16 @@ __all__ = ["largest_cluster_prune_scores", "largest_cluster_algo"]
 
 
 def largest_cluster_prune_scores(
-    model: "PatchableModel",
-    dataloader: "PromptDataLoader",
-    official_edges: Optional[Set["Edge"]] = None,
+    model: PatchableModel,
+    dataloader: PromptDataLoader,
+    official_edges: set[Edge] | None = None,
     method: str = "eap-ig",
     ig_steps: int = 5,
     metric: str = "max_diff",
     base_algo: BaseAlgo = "eap",
-    base_algo_batch_size: Optional[int] = None,
+    base_algo_batch_size: int | None = None,
     **params: Any,
-) -> Dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     """``PruneScores`` of the largest DCD cluster's circuit on ``dataloader``.
 
     ``params`` go to :class:`GroupedDiscovery` (``random_state`` defaults to 42);
@@ -60,8 +60,8 @@ def largest_cluster_prune_scores(
     return circuit.to_prune_scores(device=model_device(model))  # the hand-off to auto-circuit
 
 
-def largest_cluster_algo(key: str, method: str, name: Optional[str] = None,
-                         **params: Any) -> "PruneAlgo":
+def largest_cluster_algo(key: str, method: str, name: str | None = None,
+                         **params: Any) -> PruneAlgo:
     """An auto-circuit ``PruneAlgo`` running :func:`largest_cluster_prune_scores`."""
     from auto_circuit.prune_algos.prune_algos import PruneAlgo
 

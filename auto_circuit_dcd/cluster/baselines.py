@@ -19,7 +19,8 @@ those of the ``AttributionMatrix`` (which carries its layout), or of ``model``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -39,16 +40,16 @@ __all__ = ["single_circuit", "k_random_circuits", "random_split", "representativ
 RandomState = Optional["int | np.random.RandomState"]
 
 
-def single_circuit(A: Rows, model: Optional["PatchableModel"] = None, *,
-                   base_algo: BaseAlgo = "eap", dataloader: Optional["ExampleLoader"] = None,
-                   batch_size: Optional[int] = None) -> Dict[int, Circuit]:
+def single_circuit(A: Rows, model: PatchableModel | None = None, *,
+                   base_algo: BaseAlgo = "eap", dataloader: ExampleLoader | None = None,
+                   batch_size: int | None = None) -> dict[int, Circuit]:
     """``{0: circuit of all rows}`` (their mean for EAP; else ``base_algo`` on all examples)."""
     build = CircuitBuilder.of(A, base_algo=base_algo, model=model, dataloader=dataloader,
                               batch_size=batch_size)
     return {0: build(np.arange(build.n_rows), "single")}
 
 
-def random_split(n: int, k: int, random_state: RandomState = 42) -> List[np.ndarray]:
+def random_split(n: int, k: int, random_state: RandomState = 42) -> list[np.ndarray]:
     """``k`` sorted arrays of row positions: ``range(n)`` shuffled (seeded) and split into
     parts whose sizes differ by at most one."""
     if not 1 <= k <= n:
@@ -58,9 +59,9 @@ def random_split(n: int, k: int, random_state: RandomState = 42) -> List[np.ndar
 
 
 def k_random_circuits(A: Rows, k: int, random_state: RandomState = 42,
-                      model: Optional["PatchableModel"] = None, *, base_algo: BaseAlgo = "eap",
-                      dataloader: Optional["ExampleLoader"] = None,
-                      batch_size: Optional[int] = None) -> Dict[int, Circuit]:
+                      model: PatchableModel | None = None, *, base_algo: BaseAlgo = "eap",
+                      dataloader: ExampleLoader | None = None,
+                      batch_size: int | None = None) -> dict[int, Circuit]:
     """``k`` circuits from a random equal split of the rows (seeded), by ``base_algo``."""
     build = CircuitBuilder.of(A, base_algo=base_algo, model=model, dataloader=dataloader,
                               batch_size=batch_size)
@@ -78,7 +79,7 @@ def medoid(X: np.ndarray, rows: Sequence[int]) -> int:
 
 
 def representative_circuits(A: Rows, labels: Sequence[int],
-                            model: Optional["PatchableModel"] = None) -> Dict[int, Circuit]:
+                            model: PatchableModel | None = None) -> dict[int, Circuit]:
     """Per cluster label (noise ``-1`` skipped), its medoid example's own row."""
     build = CircuitBuilder.of(A, model=model)
     labels = np.asarray(labels)
@@ -90,7 +91,7 @@ def representative_circuits(A: Rows, labels: Sequence[int],
 
 
 def random_circuits(A: Rows, n_circuits: int = 1, random_state: RandomState = 42,
-                    model: Optional["PatchableModel"] = None) -> Dict[int, Circuit]:
+                    model: PatchableModel | None = None) -> dict[int, Circuit]:
     """``n_circuits`` circuits of U(-1, 1) scores over the rows' edges."""
     build = CircuitBuilder.of(A, model=model)
     rng = check_random_state(random_state)

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import (TYPE_CHECKING, Dict, Hashable, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -67,9 +67,9 @@ Rows = Union["AttributionMatrix", np.ndarray, torch.Tensor]
 
 
 def cluster_circuits(A: Rows, labels: Sequence[int], *, base_algo: BaseAlgo = "eap",
-                     model: Optional["PatchableModel"] = None,
-                     dataloader: Optional["ExampleLoader"] = None,
-                     batch_size: Optional[int] = None) -> Dict[int, Circuit]:
+                     model: PatchableModel | None = None,
+                     dataloader: ExampleLoader | None = None,
+                     batch_size: int | None = None) -> dict[int, Circuit]:
     """``{cluster label: its Circuit}`` for every cluster of ``labels`` (one label per row of
     ``A``, e.g. ``GroupedDiscovery.labels_``; noise ``-1`` gets none), in label order.
 
@@ -104,13 +104,13 @@ def base_algo_name(base_algo: BaseAlgo) -> str:
 class _Edges:
     """The edges the rows' columns are: names, layout and graph."""
 
-    names: Tuple[str, ...]
+    names: tuple[str, ...]
     layout: EdgeLayout
     graph: EdgeGraph
 
 
-def _edges(X: np.ndarray, matrix: Optional["AttributionMatrix"],
-           model: Optional["PatchableModel"]) -> _Edges:
+def _edges(X: np.ndarray, matrix: AttributionMatrix | None,
+           model: PatchableModel | None) -> _Edges:
     if model is not None:
         names, layout = edge_layout(model)
         if matrix is not None:
@@ -135,18 +135,18 @@ class CircuitBuilder:
     positions, ``builder.from_scores(vector, label)`` a circuit of given scores."""
 
     X: np.ndarray
-    matrix: Optional["AttributionMatrix"]
+    matrix: AttributionMatrix | None
     edges: _Edges
     base_algo: BaseAlgo = "eap"
-    model: Optional["PatchableModel"] = None
-    dataloader: Optional["ExampleLoader"] = None
-    batch_size: Optional[int] = None
+    model: PatchableModel | None = None
+    dataloader: ExampleLoader | None = None
+    batch_size: int | None = None
 
     @classmethod
     def of(cls, A: Rows, *, base_algo: BaseAlgo = "eap",
-           model: Optional["PatchableModel"] = None,
-           dataloader: Optional["ExampleLoader"] = None,
-           batch_size: Optional[int] = None) -> "CircuitBuilder":
+           model: PatchableModel | None = None,
+           dataloader: ExampleLoader | None = None,
+           batch_size: int | None = None) -> CircuitBuilder:
         X, matrix = as_rows(A)
         check_base_algo(base_algo)
         if base_algo not in EAP_FAMILY:
@@ -163,7 +163,7 @@ class CircuitBuilder:
     def n_rows(self) -> int:
         return int(self.X.shape[0])
 
-    def from_scores(self, scores: Union[np.ndarray, torch.Tensor], label: str) -> Circuit:
+    def from_scores(self, scores: np.ndarray | torch.Tensor, label: str) -> Circuit:
         """A circuit of ``scores`` (``[n_edges]``) over the rows' edges."""
         e = self.edges
         return Circuit(scores, e.names, e.layout, graph=e.graph,
@@ -184,7 +184,7 @@ class CircuitBuilder:
         return self.from_scores(self.edges.layout.from_prune_scores(ps), label)
 
 
-def as_rows(A: Rows) -> Tuple[np.ndarray, Optional["AttributionMatrix"]]:
+def as_rows(A: Rows) -> tuple[np.ndarray, AttributionMatrix | None]:
     """``(float64 [n, f] array, AttributionMatrix or None)``; checks shape and finiteness."""
     from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 
@@ -207,9 +207,9 @@ def as_rows(A: Rows) -> Tuple[np.ndarray, Optional["AttributionMatrix"]]:
     return X, matrix
 
 
-def mean_circuit(X: np.ndarray, matrix: Optional["AttributionMatrix"], rows: Sequence[int],
-                 model: Optional["PatchableModel"] = None,
-                 ) -> Union[Dict[str, torch.Tensor], np.ndarray, torch.Tensor]:
+def mean_circuit(X: np.ndarray, matrix: AttributionMatrix | None, rows: Sequence[int],
+                 model: PatchableModel | None = None,
+                 ) -> dict[str, torch.Tensor] | np.ndarray | torch.Tensor:
     """The mean of ``rows`` in ``GroupedDiscovery.circuits_``'s form: auto-circuit
     ``PruneScores`` when the matrix knows its layout (or ``model`` is given), else the mean
     vector (numpy for plain arrays, torch otherwise). :func:`cluster_circuits` gives
@@ -224,12 +224,12 @@ def mean_circuit(X: np.ndarray, matrix: Optional["AttributionMatrix"], rows: Seq
     return matrix.prune_scores(rows, model=model)
 
 
-def rows_circuit(base_algo: BaseAlgo, X: np.ndarray, matrix: Optional["AttributionMatrix"],
-                 rows: Sequence[int], *, example_ids: Optional[Sequence[Hashable]] = None,
-                 model: Optional["PatchableModel"] = None,
-                 dataloader: Optional["ExampleLoader"] = None, batch_size: Optional[int] = None,
+def rows_circuit(base_algo: BaseAlgo, X: np.ndarray, matrix: AttributionMatrix | None,
+                 rows: Sequence[int], *, example_ids: Sequence[Hashable] | None = None,
+                 model: PatchableModel | None = None,
+                 dataloader: ExampleLoader | None = None, batch_size: int | None = None,
                  label: Hashable = None,
-                 ) -> Union[Dict[str, torch.Tensor], np.ndarray, torch.Tensor]:
+                 ) -> dict[str, torch.Tensor] | np.ndarray | torch.Tensor:
     """The circuit of the examples at ``rows`` by ``base_algo`` in ``GroupedDiscovery.circuits_``'s
     form: their mean row (EAP family, :func:`mean_circuit`) or the algorithm's
     ``PruneScores`` on a loader of those examples only (:func:`run_base_algo`; needs
@@ -250,7 +250,7 @@ def rows_circuit(base_algo: BaseAlgo, X: np.ndarray, matrix: Optional["Attributi
     return run_base_algo(algo, model, dataloader, ids, batch_size=batch_size, label=label)
 
 
-def resolve_base_algo(base_algo: BaseAlgo) -> "PruneAlgo":
+def resolve_base_algo(base_algo: BaseAlgo) -> PruneAlgo:
     """An auto-circuit ``PruneAlgo`` from a ``PRUNE_ALGO_DICT`` key or a ``PruneAlgo``."""
     from auto_circuit.prune_algos.prune_algos import PRUNE_ALGO_DICT, PruneAlgo
 
@@ -263,7 +263,7 @@ def resolve_base_algo(base_algo: BaseAlgo) -> "PruneAlgo":
         f"PRUNE_ALGO_DICT (e.g. 'ACDC') or a PruneAlgo; got {base_algo!r}")
 
 
-def _first_batch_only(algo: "PruneAlgo") -> bool:
+def _first_batch_only(algo: PruneAlgo) -> bool:
     from auto_circuit.prune_algos.ACDC import acdc_prune_scores
 
     func = algo.func
@@ -272,9 +272,9 @@ def _first_batch_only(algo: "PruneAlgo") -> bool:
     return func is acdc_prune_scores
 
 
-def run_base_algo(algo: "PruneAlgo", model: "PatchableModel", dataloader: "ExampleLoader",
-                  ids: Sequence[Hashable], batch_size: Optional[int] = None,
-                  label: Hashable = None) -> Dict[str, torch.Tensor]:
+def run_base_algo(algo: PruneAlgo, model: PatchableModel, dataloader: ExampleLoader,
+                  ids: Sequence[Hashable], batch_size: int | None = None,
+                  label: Hashable = None) -> dict[str, torch.Tensor]:
     """Run ``algo`` on a loader of the examples ``ids`` only; returns its ``PruneScores``
     (auto-circuit's form, finite: :func:`finite_scores`)."""
     if not hasattr(dataloader, "subset"):
@@ -295,7 +295,7 @@ def run_base_algo(algo: "PruneAlgo", model: "PatchableModel", dataloader: "Examp
 
 
 def finite_scores(prune_scores: Mapping[str, torch.Tensor],
-                  label: str = "prune scores") -> Dict[str, torch.Tensor]:
+                  label: str = "prune scores") -> dict[str, torch.Tensor]:
     """``prune_scores`` with ``+-inf`` replaced by ``+-M`` (order-preserving; see the module
     docstring). NaN is an error: it has no place in an order."""
     values = [t.detach() for t in prune_scores.values()]

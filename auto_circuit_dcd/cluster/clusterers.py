@@ -29,8 +29,9 @@ training rows themselves, every row left out of what it is compared with.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from auto_circuit_dcd.cluster.select_k import chord_elbow, largest_merge_gap, me
 __all__ = ["PathClusterer", "PATH_CLUSTERERS", "AUTO_CANDIDATES", "fit_hdbscan", "cut_linkage",
            "nearest_centroid", "nearest_row", "nearest_row_agreement", "centroid_agreement"]
 
-Path = Dict[int, np.ndarray]
+Path = dict[int, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class PathClusterer:
     at one ``k``, without the others (what a refit at a fixed ``k`` costs)."""
 
     path: Callable[[np.ndarray, int, int], Path]
-    elbow_curve: Callable[[np.ndarray, Mapping[int, np.ndarray]], Dict[int, float]]
+    elbow_curve: Callable[[np.ndarray, Mapping[int, np.ndarray]], dict[int, float]]
     elbow_choice: Callable[[Mapping[int, float], int], int]
     elbow_name: str
     at_k: Callable[[np.ndarray, int, int], np.ndarray]
@@ -92,7 +93,7 @@ def _agglomerative_at_k(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     return cut_linkage(_average_linkage(X), k)
 
 
-def _merge_gap_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> Dict[int, float]:
+def _merge_gap_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> dict[int, float]:
     return merge_gaps(_average_linkage(X)[:, 2], list(path))
 
 
@@ -122,11 +123,11 @@ def _divisive_at_k(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     return path[max(path)]
 
 
-def _within_ss_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> Dict[int, float]:
+def _within_ss_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> dict[int, float]:
     return {k: within_ss(X, labels) for k, labels in path.items()}
 
 
-def _within_distance_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> Dict[int, float]:
+def _within_distance_curve(X: np.ndarray, path: Mapping[int, np.ndarray]) -> dict[int, float]:
     return {k: within_distance(X, labels) for k, labels in path.items()}
 
 
@@ -134,7 +135,7 @@ def _chord(curve: Mapping[int, float], max_k: int) -> int:
     return max(2, chord_elbow({k: v for k, v in curve.items() if k <= max_k}))
 
 
-PATH_CLUSTERERS: Dict[str, PathClusterer] = {
+PATH_CLUSTERERS: dict[str, PathClusterer] = {
     "agglomerative": PathClusterer(_agglomerative_path, _merge_gap_curve, largest_merge_gap,
                                    "merge_gap", _agglomerative_at_k),
     "divisive": PathClusterer(_divisive, _within_distance_curve, _chord, "within_distance",

@@ -31,22 +31,23 @@ one example is kept; HDBSCAN labelling every example noise is an error.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import (Any, Callable, Dict, Literal, Optional, Sequence, Tuple, Union,
-                    get_args)
+from typing import Any, Literal, get_args
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils import check_random_state
 
 from auto_circuit_dcd.cluster.circuits import Rows, as_rows
-from auto_circuit_dcd.cluster.clusterers import (PATH_CLUSTERERS, centroid_agreement,
-                                                 nearest_centroid, nearest_row,
-                                                 nearest_row_agreement)
+from auto_circuit_dcd.cluster.clusterers import (
+    centroid_agreement,
+    nearest_centroid,
+    nearest_row,
+    nearest_row_agreement,
+)
 from auto_circuit_dcd.cluster.partition import PartitionSettings, partition, relabel_by_size
 from auto_circuit_dcd.cluster.preprocess import PREPROCESSORS, preprocess
-from auto_circuit_dcd.cluster.reduce import REDUCERS
-from auto_circuit_dcd.cluster.select_k import COMBINE
 from auto_circuit_dcd.cluster.space_search import DEFAULT_SPACES, search_spaces
 from auto_circuit_dcd.cluster.spaces import embed
 from auto_circuit_dcd.errors import ClusteringError
@@ -60,9 +61,9 @@ KRule = Literal["silhouette", "largest", "smallest", "median", "elbow", "gap"]
 Reduction = Literal["svd", "pca", "none"]
 
 #: the clusterer names ``GroupedDiscovery`` takes
-CLUSTERER_NAMES: Tuple[str, ...] = get_args(ClustererName)
+CLUSTERER_NAMES: tuple[str, ...] = get_args(ClustererName)
 #: the ``preprocessing`` values: ``"auto"`` and every space of :data:`.preprocess.PREPROCESSORS`
-PREPROCESSING_NAMES: Tuple[str, ...] = get_args(Preprocessing)
+PREPROCESSING_NAMES: tuple[str, ...] = get_args(Preprocessing)
 _MAX_SEED = np.iinfo(np.int32).max
 
 
@@ -151,7 +152,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
     """
 
     #: every parameter's allowed values, checked by :meth:`check_params` and ``fit``
-    _parameter_constraints: Dict[str, Allowed] = {
+    _parameter_constraints: dict[str, Allowed] = {
         "clusterer": Allowed(lambda v: v in CLUSTERER_NAMES if isinstance(v, str)
                              else hasattr(v, "fit"),
                              f"one of {list(CLUSTERER_NAMES)} or a scikit-learn clusterer "
@@ -177,13 +178,13 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
 
     def __init__(
         self,
-        clusterer: Union[ClustererName, ClusterMixin] = "auto",
+        clusterer: ClustererName | ClusterMixin = "auto",
         *,
-        n_clusters: Optional[int] = None,
+        n_clusters: int | None = None,
         max_clusters: int = 20,
         k_rule: KRule = "silhouette",
         preprocessing: Preprocessing = "auto",
-        candidate_spaces: Tuple[str, ...] = DEFAULT_SPACES,
+        candidate_spaces: tuple[str, ...] = DEFAULT_SPACES,
         gamma: float = 0.99,
         reduction: Reduction = "svd",
         n_components: int = 20,
@@ -192,8 +193,8 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         min_cluster_size: int = 5,
         stability_resamples: int = 5,
         stability_fraction: float = 0.8,
-        n_jobs: Optional[int] = None,
-        random_state: Union[None, int, np.random.RandomState] = None,
+        n_jobs: int | None = None,
+        random_state: None | int | np.random.RandomState = None,
     ):
         self.clusterer = clusterer
         self.n_clusters = n_clusters
@@ -213,7 +214,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
-    def fit(self, A: Rows, y: object = None) -> "GroupedDiscovery":
+    def fit(self, A: Rows, y: object = None) -> GroupedDiscovery:
         """Cluster the rows of ``A`` (AttributionMatrix or ``[n, f]`` array); ``y`` is
         ignored. Returns self."""
         X, matrix = as_rows(A)
@@ -260,7 +261,7 @@ class GroupedDiscovery(ClusterMixin, BaseEstimator):
         self.train_agreement_ = ROUTES[self.routing_rule_].train_agreement(self)
         return self
 
-    def check_params(self) -> "GroupedDiscovery":
+    def check_params(self) -> GroupedDiscovery:
         """Check the hyper-parameters alone (``fit`` does it too); returns self.
 
         Lets a caller refuse a bad setting before computing the attribution rows.
@@ -340,7 +341,7 @@ class Route:
 #: routing rule -> Route. k-means: its own assignment step; agglomerative and divisive
 #: (average linkage): the nearest training row's cluster, which a new point joins first;
 #: HDBSCAN: ``approximate_predict``; a clusterer instance: its ``predict``.
-ROUTES: Dict[str, Route] = {
+ROUTES: dict[str, Route] = {
     "single cluster": Route(lambda gd, Z: np.zeros(len(Z), dtype=int), lambda gd: 1.0),
     "nearest centroid": Route(GroupedDiscovery._route_centroid,
                               lambda gd: centroid_agreement(gd.embedding_, gd.labels_)),
@@ -353,7 +354,7 @@ ROUTES: Dict[str, Route] = {
 _LINKAGE = ("agglomerative", "divisive")
 
 
-def _routing_rule(method: str, estimator: Optional[ClusterMixin], n_clusters: int) -> str:
+def _routing_rule(method: str, estimator: ClusterMixin | None, n_clusters: int) -> str:
     """The key of :data:`ROUTES` for a fit by ``method`` (and its fitted ``estimator``)."""
     if method == "hdbscan":
         return "hdbscan"

@@ -12,7 +12,7 @@ Every intermediate partition is kept, so one run gives the labels for every ``k`
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 __all__ = ["divisive_path", "within_distance", "DivisiveClustering"]
 
 
-def _bisect(X: np.ndarray) -> Optional[np.ndarray]:
+def _bisect(X: np.ndarray) -> np.ndarray | None:
     """Boolean mask of the second half of an average-linkage split, or None if unsplittable."""
     from scipy.cluster.hierarchy import linkage, to_tree
 
@@ -34,7 +34,7 @@ def _bisect(X: np.ndarray) -> Optional[np.ndarray]:
     return second if second.any() else None
 
 
-def divisive_path(X: np.ndarray, max_k: int) -> Dict[int, np.ndarray]:
+def divisive_path(X: np.ndarray, max_k: int) -> dict[int, np.ndarray]:
     """Labels ``{k: [n]}`` for ``k = 1..K`` (``K <= max_k`` when splitting stops early)."""
     n = X.shape[0]
     labels = np.zeros(n, dtype=int)
@@ -75,7 +75,7 @@ class DivisiveClustering(ClusterMixin, BaseEstimator):
     def __init__(self, n_clusters: int = 2):
         self.n_clusters = n_clusters
 
-    def fit(self, X: Any, y: Any = None) -> "DivisiveClustering":
+    def fit(self, X: Any, y: Any = None) -> DivisiveClustering:
         X = np.asarray(X, dtype=np.float64)
         if not 1 <= self.n_clusters <= X.shape[0]:
             raise ValueError(f"n_clusters={self.n_clusters} needs 1..{X.shape[0]} examples")

@@ -23,15 +23,22 @@ Labels are the clusterer's own (not yet renumbered by size); ``-1`` is noise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 from sklearn.base import ClusterMixin, clone
 
 from auto_circuit_dcd.cluster.clusterers import AUTO_CANDIDATES, PATH_CLUSTERERS, fit_hdbscan
-from auto_circuit_dcd.cluster.select_k import (GAP_RULES, ReferenceCurves, combine,
-                                               euclidean_distances, gap_choice, gap_statistic,
-                                               silhouette_by_k, single_cluster_test)
+from auto_circuit_dcd.cluster.select_k import (
+    GAP_RULES,
+    ReferenceCurves,
+    combine,
+    euclidean_distances,
+    gap_choice,
+    gap_statistic,
+    silhouette_by_k,
+    single_cluster_test,
+)
 from auto_circuit_dcd.errors import ClusteringError
 
 __all__ = ["PartitionSettings", "Partition", "partition", "relabel_by_size"]
@@ -43,15 +50,15 @@ _MAX_SEED = np.iinfo(np.int32).max
 class PartitionSettings:
     """The hyper-parameters of :func:`partition` (``GroupedDiscovery``'s of the same names)."""
 
-    clusterer: Union[str, ClusterMixin] = "auto"
-    n_clusters: Optional[int] = None
+    clusterer: str | ClusterMixin = "auto"
+    n_clusters: int | None = None
     max_clusters: int = 20
     k_rule: str = "silhouette"
     gap_references: int = 20
     test_single_cluster: bool = True
     min_cluster_size: int = 5
 
-    def names(self) -> Tuple[str, ...]:
+    def names(self) -> tuple[str, ...]:
         """The path clusterers tried (``"auto"``: all of :data:`AUTO_CANDIDATES`)."""
         return AUTO_CANDIDATES if self.clusterer == "auto" else (str(self.clusterer),)
 
@@ -75,12 +82,12 @@ class Partition:
 
     labels: np.ndarray
     method: str
-    silhouette: Optional[float] = None
-    selection: Tuple[Dict[str, Any], ...] = ()
-    k_choices: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    single_cluster_test: Optional[Dict[str, Any]] = None
-    estimator: Optional[ClusterMixin] = None
-    alternatives: Dict[str, np.ndarray] = field(default_factory=dict)
+    silhouette: float | None = None
+    selection: tuple[dict[str, Any], ...] = ()
+    k_choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    single_cluster_test: dict[str, Any] | None = None
+    estimator: ClusterMixin | None = None
+    alternatives: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_clusters(self) -> int:
@@ -88,8 +95,8 @@ class Partition:
 
 
 def partition(Z: np.ndarray, settings: PartitionSettings, rng: np.random.RandomState,
-              distances: Optional[np.ndarray] = None,
-              curves: Optional[ReferenceCurves] = None) -> Partition:
+              distances: np.ndarray | None = None,
+              curves: ReferenceCurves | None = None) -> Partition:
     """Cluster the rows of ``Z`` (see the module docstring). ``distances``: their pairwise
     Euclidean distances, when already computed; ``curves``: the gap statistic's reference
     data to reuse (drawn here when needed and not given)."""
@@ -112,7 +119,7 @@ def partition(Z: np.ndarray, settings: PartitionSettings, rng: np.random.RandomS
         return Partition(one, "single", single_cluster_test={"one_cluster": True,
                                                              "reason": reason})
     test = None
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     # k-means' seed for the k=1 test, then the reference sets: the order the test draws them in
     test_seed = int(rng.randint(_MAX_SEED)) if settings.test_single_cluster else None
     if curves is None and (settings.test_single_cluster or settings.k_rule in GAP_RULES):
@@ -139,8 +146,8 @@ def partition(Z: np.ndarray, settings: PartitionSettings, rng: np.random.RandomS
 
 
 def choose_k(name: str, Z: np.ndarray, D: np.ndarray, max_k: int, k_rule: str,
-             rng: np.random.RandomState, curves: Optional[ReferenceCurves] = None,
-             ) -> Tuple[np.ndarray, float, List[Dict[str, Any]], Dict[str, Any]]:
+             rng: np.random.RandomState, curves: ReferenceCurves | None = None,
+             ) -> tuple[np.ndarray, float, list[dict[str, Any]], dict[str, Any]]:
     """One path clusterer over ``k = 2..max_k``: ``(labels at the chosen k, their
     silhouette, one selection row per k, the criteria's choices)``. The gap statistic runs
     only when ``k_rule`` reads it, against ``curves`` (required then)."""
@@ -155,7 +162,7 @@ def choose_k(name: str, Z: np.ndarray, D: np.ndarray, max_k: int, k_rule: str,
     curve = spec.elbow_curve(Z, in_range)
     choices = {"silhouette": max(available, key=lambda k: (sil[k], -k)),
                "elbow": spec.elbow_choice(curve, max(in_range))}
-    gap: Dict[str, Dict[int, float]] = {"gap": {}, "se": {}}
+    gap: dict[str, dict[int, float]] = {"gap": {}, "se": {}}
     if k_rule in GAP_RULES:
         if curves is None:
             raise ValueError(f"k_rule={k_rule!r} reads the gap statistic: pass its curves")
@@ -174,7 +181,7 @@ def choose_k(name: str, Z: np.ndarray, D: np.ndarray, max_k: int, k_rule: str,
 def _fixed_k(Z: np.ndarray, D: np.ndarray, k: int, settings: PartitionSettings,
              rng: np.random.RandomState) -> Partition:
     names = settings.names()
-    scored: Dict[str, Tuple[np.ndarray, float]] = {}
+    scored: dict[str, tuple[np.ndarray, float]] = {}
     for name in names:
         path = PATH_CLUSTERERS[name].path(Z, k, int(rng.randint(_MAX_SEED)))
         if k not in path or len(np.unique(path[k])) != k:
@@ -189,7 +196,7 @@ def _fixed_k(Z: np.ndarray, D: np.ndarray, k: int, settings: PartitionSettings,
 
 
 def _fit_hdbscan(Z: np.ndarray, min_cluster_size: int,
-                 ) -> Tuple[str, ClusterMixin, np.ndarray]:
+                 ) -> tuple[str, ClusterMixin, np.ndarray]:
     est = fit_hdbscan(Z, min_cluster_size)
     labels = np.asarray(est.labels_, dtype=int)
     if (labels < 0).all():
@@ -200,16 +207,16 @@ def _fit_hdbscan(Z: np.ndarray, min_cluster_size: int,
 
 
 def _fit_instance(Z: np.ndarray, clusterer: ClusterMixin,
-                  ) -> Tuple[str, ClusterMixin, np.ndarray]:
+                  ) -> tuple[str, ClusterMixin, np.ndarray]:
     est = clone(clusterer).fit(Z)
-    labels = np.asarray(getattr(est, "labels_"), dtype=int)
+    labels = np.asarray(est.labels_, dtype=int)
     if (labels < 0).all():
         raise ClusteringError(f"{type(est).__name__} labelled every example noise")
     return type(est).__name__, est, labels
 
 
-def _own_k(Z: np.ndarray, D: np.ndarray, fitted: Tuple[str, ClusterMixin, np.ndarray],
-           rows: List[Dict[str, Any]], test: Optional[Dict[str, Any]]) -> Partition:
+def _own_k(Z: np.ndarray, D: np.ndarray, fitted: tuple[str, ClusterMixin, np.ndarray],
+           rows: list[dict[str, Any]], test: dict[str, Any] | None) -> Partition:
     """A clusterer that chose its own k: one summary row."""
     name, est, labels = fitted
     k = len(set(labels.tolist()) - {-1})
@@ -220,7 +227,7 @@ def _own_k(Z: np.ndarray, D: np.ndarray, fitted: Tuple[str, ClusterMixin, np.nda
                      {name: {"combined": k, "rule": "clusterer's own"}}, test, est)
 
 
-def relabel_by_size(labels: np.ndarray) -> Tuple[np.ndarray, Dict[int, int]]:
+def relabel_by_size(labels: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
     """Labels renumbered 0.. by decreasing size (ties: first occurrence); -1 kept."""
     labels = np.asarray(labels, dtype=int)
     clusters = [c for c in dict.fromkeys(labels.tolist()) if c >= 0]

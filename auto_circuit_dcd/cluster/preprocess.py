@@ -20,7 +20,7 @@ transformed exactly like the training rows and nothing is learned here:
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,7 +59,7 @@ def _rank(X: np.ndarray, gamma: float) -> np.ndarray:
 
 
 #: preprocessing name -> ``(rows, gamma) -> transformed rows`` (each row on its own)
-PREPROCESSORS: Dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+PREPROCESSORS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "raw": _raw,
     "absolute": _absolute,
     "l2": _l2,

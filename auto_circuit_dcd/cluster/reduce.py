@@ -21,7 +21,8 @@ solver's 16 (``n_iter=7``), and exact. Larger matrices use ``TruncatedSVD(algori
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class Identity:
 
     n_components_: int = 0
 
-    def fit(self, X: np.ndarray, y: Any = None) -> "Identity":
+    def fit(self, X: np.ndarray, y: Any = None) -> Identity:
         self.n_components_ = X.shape[1]
         return self
 
@@ -58,7 +59,7 @@ class GramSVD:
     def __init__(self, n_components: int):
         self.n_components = n_components
 
-    def fit(self, X: np.ndarray, y: Any = None) -> "GramSVD":
+    def fit(self, X: np.ndarray, y: Any = None) -> GramSVD:
         self.fit_transform(X)
         return self
 
@@ -94,8 +95,8 @@ def effective_components(method: str, requested: int, n_examples: int, n_feature
     return max(1, min(int(requested), n_examples - 1, cap))
 
 
-def _svd(k: int, seed: int, n_examples: Optional[int] = None,
-         n_features: Optional[int] = None) -> Any:
+def _svd(k: int, seed: int, n_examples: int | None = None,
+         n_features: int | None = None) -> Any:
     if n_examples is not None and n_features is not None and \
             min(n_examples, n_features) <= GRAM_LIMIT:
         return GramSVD(k)
@@ -104,20 +105,20 @@ def _svd(k: int, seed: int, n_examples: Optional[int] = None,
     return TruncatedSVD(n_components=k, algorithm="randomized", n_iter=7, random_state=seed)
 
 
-def _pca(k: int, seed: int, n_examples: Optional[int] = None,
-         n_features: Optional[int] = None) -> Any:
+def _pca(k: int, seed: int, n_examples: int | None = None,
+         n_features: int | None = None) -> Any:
     from sklearn.decomposition import PCA
 
     return PCA(n_components=k, svd_solver="full", random_state=seed)
 
 
-def _none(k: int, seed: int, n_examples: Optional[int] = None,
-          n_features: Optional[int] = None) -> Any:
+def _none(k: int, seed: int, n_examples: int | None = None,
+          n_features: int | None = None) -> Any:
     return Identity()
 
 
 #: reduction name -> ``(k, seed, n_examples, n_features) -> unfitted reducer``
-REDUCERS: Dict[str, Callable[..., Any]] = {"svd": _svd, "pca": _pca, "none": _none}
+REDUCERS: dict[str, Callable[..., Any]] = {"svd": _svd, "pca": _pca, "none": _none}
 
 
 def make_reducer(method: str, n_components: int, n_examples: int, n_features: int,

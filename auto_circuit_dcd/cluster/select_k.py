@@ -28,7 +28,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ __all__ = [
     "combine",
 ]
 
-LabelPath = Callable[[np.ndarray, int], Dict[int, np.ndarray]]
+LabelPath = Callable[[np.ndarray, int], dict[int, np.ndarray]]
 
 
 def within_ss(X: np.ndarray, labels: np.ndarray) -> float:
@@ -63,13 +63,13 @@ def within_ss(X: np.ndarray, labels: np.ndarray) -> float:
 
 
 def silhouette_by_k(X: np.ndarray, path: Mapping[int, np.ndarray],
-                    distances: Optional[np.ndarray] = None) -> Dict[int, float]:
+                    distances: np.ndarray | None = None) -> dict[int, float]:
     """Mean silhouette of each labelling with ``2 <= n_labels <= n - 1`` (noise ``-1`` left
     out), as scikit-learn's ``silhouette_score`` (Euclidean; a member of a cluster of one
     scores 0). The pairwise distances are computed once for every labelling
     (``distances``: them, already computed)."""
     D = euclidean_distances(X) if distances is None else distances
-    out: Dict[int, float] = {}
+    out: dict[int, float] = {}
     for k, labels in path.items():
         labels = np.asarray(labels)
         keep = np.flatnonzero(labels >= 0)
@@ -115,7 +115,7 @@ def chord_elbow(curve: Mapping[int, float]) -> int:
     return int(ks[int(np.argmax(dist))])
 
 
-def merge_gaps(heights: np.ndarray, ks: Sequence[int]) -> Dict[int, float]:
+def merge_gaps(heights: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
     """Agglomerative elbow curve: for each ``k`` in ``ks`` (``2 <= k <= n - 1``), the jump
     in height from the merge that left ``k`` clusters to the next one (which would leave
     ``k - 1``).
@@ -164,7 +164,7 @@ class ReferenceCurves:
     """
 
     def __init__(self, X: np.ndarray, n_refs: int, rng: np.random.RandomState,
-                 refs: Optional[np.ndarray] = None):
+                 refs: np.ndarray | None = None):
         if refs is None:
             if n_refs < 2:
                 raise ValueError(
@@ -172,16 +172,16 @@ class ReferenceCurves:
             refs = reference_sets(X, n_refs, rng)
         self.refs = refs
         self.floor = _floor(X)
-        self._curves: Dict[Tuple[str, int, int], Dict[int, np.ndarray]] = {}
+        self._curves: dict[tuple[str, int, int], dict[int, np.ndarray]] = {}
 
     def log_w(self, key: str, label_path: LabelPath, max_k: int,
-              size: Optional[int] = None) -> Dict[int, np.ndarray]:
+              size: int | None = None) -> dict[int, np.ndarray]:
         """``{k: [log W*_k of each reference set]}`` for the clusterer ``key`` (whose
         labels ``label_path`` gives) on ``size`` points of each set (all by default)."""
         size = self.refs.shape[1] if size is None else int(size)
         cache_key = (key, size, int(max_k))
         if cache_key not in self._curves:
-            out: Dict[int, list] = {}
+            out: dict[int, list] = {}
             for R in self.refs[:, :size]:
                 for k, labels in label_path(R, max_k).items():
                     out.setdefault(k, []).append(_log_w(R, labels, self.floor))
@@ -191,7 +191,7 @@ class ReferenceCurves:
 
 def gap_from_curves(X: np.ndarray, data_path: Mapping[int, np.ndarray],
                     ref_log_w: Mapping[int, np.ndarray], floor: float,
-                    ) -> Dict[str, Dict[int, float]]:
+                    ) -> dict[str, dict[int, float]]:
     """``{"gap": {k: Gap(k)}, "se": {k: s_k}}`` of the data's labels ``data_path`` against
     reference ``log W*_k`` values (a ``k`` the references lack is skipped)."""
     gap, se = {}, {}
@@ -206,10 +206,10 @@ def gap_from_curves(X: np.ndarray, data_path: Mapping[int, np.ndarray],
 
 def gap_statistic(X: np.ndarray, label_path: LabelPath, max_k: int, n_refs: int,
                   rng: np.random.RandomState,
-                  data_path: Optional[Mapping[int, np.ndarray]] = None,
-                  refs: Optional[np.ndarray] = None,
-                  curves: Optional[ReferenceCurves] = None, key: str = "",
-                  ) -> Dict[str, Dict[int, float]]:
+                  data_path: Mapping[int, np.ndarray] | None = None,
+                  refs: np.ndarray | None = None,
+                  curves: ReferenceCurves | None = None, key: str = "",
+                  ) -> dict[str, dict[int, float]]:
     """``{"gap": {k: Gap(k)}, "se": {k: s_k}}`` for ``k = 1..max_k``.
 
     ``label_path(X, max_k)`` must return labels for each ``k`` (the clusterer under
@@ -237,9 +237,9 @@ def gap_choice(gap: Mapping[int, float], se: Mapping[int, float], min_k: int = 1
 
 
 def single_cluster_test(X: np.ndarray, n_refs: int, rng: np.random.RandomState,
-                        n_init: int = 10, refs: Optional[np.ndarray] = None,
-                        curves: Optional[ReferenceCurves] = None, seed: Optional[int] = None,
-                        ) -> Dict[str, object]:
+                        n_init: int = 10, refs: np.ndarray | None = None,
+                        curves: ReferenceCurves | None = None, seed: int | None = None,
+                        ) -> dict[str, object]:
     """The k=1 test (module docstring): ``{"one_cluster", "gap_1", "gap_2", "se_2"}``.
     Reference data: ``curves`` (shared and reused), ``refs`` (drawn for ``X``), else
     ``n_refs`` sets drawn here; ``seed``: k-means' (else drawn from ``rng``)."""
@@ -250,7 +250,7 @@ def single_cluster_test(X: np.ndarray, n_refs: int, rng: np.random.RandomState,
                 "reason": "fewer than 3 examples" if len(X) < 3 else "all rows identical"}
     seed = int(rng.randint(np.iinfo(np.int32).max)) if seed is None else int(seed)
 
-    def path(data: np.ndarray, max_k: int) -> Dict[int, np.ndarray]:
+    def path(data: np.ndarray, max_k: int) -> dict[int, np.ndarray]:
         km = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(data)
         return {1: np.zeros(len(data), dtype=int), 2: km.labels_}
 
@@ -265,7 +265,7 @@ def single_cluster_test(X: np.ndarray, n_refs: int, rng: np.random.RandomState,
 #: k rules that read the gap statistic's choice (the others never compute it)
 GAP_RULES = frozenset({"largest", "smallest", "median", "gap"})
 
-COMBINE: Dict[str, Callable[[Mapping[str, int]], int]] = {
+COMBINE: dict[str, Callable[[Mapping[str, int]], int]] = {
     "largest": lambda ks: max(ks.values()),
     "smallest": lambda ks: min(ks.values()),
     "median": lambda ks: int(np.median(sorted(ks.values()))),

@@ -37,9 +37,10 @@ measurements behind each threshold.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -55,7 +56,7 @@ __all__ = ["DEFAULT_SPACES", "CRITERION", "NEAR_TIE_RULE", "TIE_TOLERANCE", "SAM
            "evaluate_candidates", "search_spaces", "null_like", "size_floor"]
 
 #: the spaces ``preprocessing="auto"`` tries, in order (ties keep the first)
-DEFAULT_SPACES: Tuple[str, ...] = ("l2", "raw", "binary")
+DEFAULT_SPACES: tuple[str, ...] = ("l2", "raw", "binary")
 #: stability means closer than this are a tie, broken by silhouette
 TIE_TOLERANCE = 0.02
 #: two labellings with at least this ARI are the same partition (their tie does not matter)
@@ -99,14 +100,14 @@ class SpaceCandidate:
     space: str
     clusterer: str
     k: int
-    silhouette: Optional[float]
+    silhouette: float | None
     smallest: int
     structure: bool
     eligible: bool
-    stability: Optional[float] = None
-    stability_std: Optional[float] = None
-    null_stability: Optional[float] = None
-    excess: Optional[float] = None
+    stability: float | None = None
+    stability_std: float | None = None
+    null_stability: float | None = None
+    excess: float | None = None
     admissible: bool = False
     chosen: bool = False
 
@@ -129,20 +130,20 @@ class SpaceSelection:
         n_resamples, fraction: the stability resamples (subsamples of that share of rows).
     """
 
-    candidates: Tuple[SpaceCandidate, ...]
+    candidates: tuple[SpaceCandidate, ...]
     space: str
     clusterer: str
     one_cluster: bool
-    runner_up: Optional[Tuple[str, str]]
-    margin: Optional[float]
-    margin_se: Optional[float]
+    runner_up: tuple[str, str] | None
+    margin: float | None
+    margin_se: float | None
     near_tie: bool
     criterion: str
     near_tie_rule: str
     n_resamples: int
     fraction: float
 
-    def to_dict(self) -> Dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         """JSON form (the candidates as a list of dicts)."""
         return {**asdict(self), "candidates": [asdict(c) for c in self.candidates],
                 "runner_up": list(self.runner_up) if self.runner_up else None}
@@ -154,12 +155,12 @@ class _Space:
     there."""
 
     embedding: Embedding
-    partition: Optional[Partition]
-    labels: Dict[str, np.ndarray]
-    error: Optional[str]
+    partition: Partition | None
+    labels: dict[str, np.ndarray]
+    error: str | None
 
 
-Key = Tuple[str, str]
+Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -174,11 +175,11 @@ class Evaluation:
         n_resamples, fraction: the resamples.
     """
 
-    candidates: Tuple[SpaceCandidate, ...]
-    labels: Dict[Key, np.ndarray]
-    aris: Dict[Key, np.ndarray]
-    embeddings: Dict[str, Embedding]
-    partitions: Dict[str, Partition]
+    candidates: tuple[SpaceCandidate, ...]
+    labels: dict[Key, np.ndarray]
+    aris: dict[Key, np.ndarray]
+    embeddings: dict[str, Embedding]
+    partitions: dict[str, Partition]
     n_resamples: int
     fraction: float
 
@@ -186,7 +187,7 @@ class Evaluation:
 def evaluate_candidates(X: np.ndarray, spaces: Sequence[str], settings: PartitionSettings, *,
                         gamma: float, reduction: str, n_components: int, n_resamples: int,
                         fraction: float, rng: np.random.RandomState,
-                        n_jobs: Optional[int] = None) -> Evaluation:
+                        n_jobs: int | None = None) -> Evaluation:
     """Steps 1-5 of the module docstring: every candidate with its stability, null and
     admissibility."""
     seeds = rng.randint(_MAX_SEED, size=(len(spaces), 2))
@@ -215,7 +216,7 @@ def evaluate_candidates(X: np.ndarray, spaces: Sequence[str], settings: Partitio
     with_null = settings.n_clusters is None and isinstance(settings.clusterer, str) and \
         settings.clusterer != "hdbscan"
 
-    def measure(c: SpaceCandidate) -> Tuple[np.ndarray, Optional[float]]:
+    def measure(c: SpaceCandidate) -> tuple[np.ndarray, float | None]:
         emb = embeddings[c.space]
         mine = _agreement(labels[(c.space, c.clusterer)], draws,
                           _refit(c, settings, emb, refit_seed))
@@ -240,8 +241,8 @@ def evaluate_candidates(X: np.ndarray, spaces: Sequence[str], settings: Partitio
 
 def search_spaces(X: np.ndarray, spaces: Sequence[str], settings: PartitionSettings, *,
                   gamma: float, reduction: str, n_components: int, n_resamples: int,
-                  fraction: float, rng: np.random.RandomState, n_jobs: Optional[int] = None,
-                  ) -> Tuple[SpaceSelection, Embedding, Partition]:
+                  fraction: float, rng: np.random.RandomState, n_jobs: int | None = None,
+                  ) -> tuple[SpaceSelection, Embedding, Partition]:
     """Search the candidate ``spaces`` (module docstring); returns the table, the chosen
     space's embedding and its partition (with the chosen clusterer's labels)."""
     ev = evaluate_candidates(X, spaces, settings, gamma=gamma, reduction=reduction,
@@ -290,9 +291,9 @@ def null_like(Z: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
 
 
 def _candidates(placed: Sequence[_Space], settings: PartitionSettings,
-                ) -> Tuple[List[SpaceCandidate], Dict[Key, np.ndarray]]:
-    rows: List[SpaceCandidate] = []
-    labels: Dict[Key, np.ndarray] = {}
+                ) -> tuple[list[SpaceCandidate], dict[Key, np.ndarray]]:
+    rows: list[SpaceCandidate] = []
+    labels: dict[Key, np.ndarray] = {}
     for sp in placed:
         part = sp.partition
         assert part is not None
@@ -332,7 +333,7 @@ def _agreement(full: np.ndarray, draws: Sequence[np.ndarray],
     return np.array([adjusted_rand_score(full[rows], refit(rows)) for rows in draws])
 
 
-def _scored(c: SpaceCandidate, measured: Optional[Tuple[np.ndarray, Optional[float]]],
+def _scored(c: SpaceCandidate, measured: tuple[np.ndarray, float | None] | None,
             ) -> SpaceCandidate:
     if measured is None:
         return c
@@ -354,8 +355,8 @@ def _criterion(pool: Sequence[SpaceCandidate]) -> SpaceCandidate:
 
 
 def _runner_up(chosen: SpaceCandidate, pool: Sequence[SpaceCandidate],
-               aris: Dict[Key, np.ndarray], labels: Dict[Key, np.ndarray],
-               ) -> Tuple[Optional[Key], Optional[float], Optional[float]]:
+               aris: dict[Key, np.ndarray], labels: dict[Key, np.ndarray],
+               ) -> tuple[Key | None, float | None, float | None]:
     """The best admissible candidate of another space whose labels differ from the chosen
     ones, the stability margin and the standard error of the paired difference."""
     mine = aris[(chosen.space, chosen.clusterer)]
@@ -370,13 +371,13 @@ def _runner_up(chosen: SpaceCandidate, pool: Sequence[SpaceCandidate],
     return (best.space, best.clusterer), float(diff.mean()), se
 
 
-def _labels_by_clusterer(part: Partition) -> Dict[str, np.ndarray]:
+def _labels_by_clusterer(part: Partition) -> dict[str, np.ndarray]:
     if part.alternatives:
         return dict(part.alternatives)
     return {part.method: part.labels}
 
 
-def _silhouette(part: Partition, name: str) -> Optional[float]:
+def _silhouette(part: Partition, name: str) -> float | None:
     if not part.alternatives:
         return part.silhouette
     for row in part.selection:
@@ -395,7 +396,7 @@ def _with_clusterer(part: Partition, name: str, labels: np.ndarray) -> Partition
                    selection=rows)
 
 
-def _map(fn: Callable[[T], R], items: Iterable[T], n_jobs: Optional[int]) -> List[R]:
+def _map(fn: Callable[[T], R], items: Iterable[T], n_jobs: int | None) -> list[R]:
     """``[fn(x) for x in items]``, on ``n_jobs`` threads when above 1 (-1: one per item)."""
     items = list(items)
     if not n_jobs or n_jobs == 1 or len(items) < 2:

@@ -33,9 +33,14 @@ construction): how far each space was from showing groups is in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import (TYPE_CHECKING, Annotated, Callable, Dict, List, Literal, NamedTuple,
-                    Optional, Sequence, Tuple, Union)
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Literal,
+    NamedTuple,
+)
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
@@ -71,7 +76,7 @@ def _bootstrap(rng: np.random.RandomState, n: int, size: int) -> np.ndarray:
 
 
 #: resampling name -> how rows are drawn
-RESAMPLERS: Dict[str, Resampler] = {
+RESAMPLERS: dict[str, Resampler] = {
     "subsample": Resampler(_subsample, 0.8, 1.0),
     "bootstrap": Resampler(_bootstrap, 1.0, math.inf),
 }
@@ -100,11 +105,11 @@ class ClusterStability(Record):
     n_resamples: int = field(init=False)
     ari_mean: float = field(init=False)
     ari_std: float = field(init=False)
-    ari: Annotated[np.ndarray, List[float]]
-    n_clusters: Annotated[np.ndarray, List[int]]
-    co_assignment: Dict[int, float]
-    jaccard: Dict[int, float]
-    clusterer: Optional[str] = None
+    ari: Annotated[np.ndarray, list[float]]
+    n_clusters: Annotated[np.ndarray, list[int]]
+    co_assignment: dict[int, float]
+    jaccard: dict[int, float]
+    clusterer: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_resamples", int(np.size(self.ari)))
@@ -112,8 +117,8 @@ class ClusterStability(Record):
         object.__setattr__(self, "ari_std", float(np.std(self.ari)))
 
 
-def draw_rows(method: str, n: int, n_resamples: int, fraction: Optional[float],
-              rng: np.random.RandomState) -> Tuple[List[np.ndarray], float]:
+def draw_rows(method: str, n: int, n_resamples: int, fraction: float | None,
+              rng: np.random.RandomState) -> tuple[list[np.ndarray], float]:
     """``n_resamples`` sorted arrays of row positions drawn by ``method`` (a key of
     :data:`RESAMPLERS`), and the fraction used; checks the arguments first."""
     try:
@@ -140,8 +145,8 @@ def resample_stability(full: np.ndarray, draws: Sequence[np.ndarray],
     full = np.asarray(full, dtype=int)
     clusters = sorted(c for c in set(full.tolist()) if c >= 0)
     ari, ks = [], []
-    pairs: Dict[int, list] = {c: [] for c in clusters}
-    best: Dict[int, list] = {c: [] for c in clusters}
+    pairs: dict[int, list] = {c: [] for c in clusters}
+    best: dict[int, list] = {c: [] for c in clusters}
     for rows in tqdm(draws, desc="cluster stability", disable=not progress):
         labels = np.asarray(refit(rows), dtype=int)
         drawn, first = np.unique(rows, return_index=True)
@@ -161,10 +166,10 @@ def resample_stability(full: np.ndarray, draws: Sequence[np.ndarray],
         jaccard={c: _mean(best[c]) for c in clusters}, method=method, fraction=fraction)
 
 
-def cluster_stability(gd: "GroupedDiscovery", A: "Rows", n_resamples: int = 20, *,
+def cluster_stability(gd: GroupedDiscovery, A: Rows, n_resamples: int = 20, *,
                       method: Literal["subsample", "bootstrap"] = "subsample",
-                      fraction: Optional[float] = None,
-                      random_state: Union[None, int, np.random.RandomState] = None,
+                      fraction: float | None = None,
+                      random_state: None | int | np.random.RandomState = None,
                       progress: bool = False,
                       clusterer: Literal["same", "chosen"] = "same") -> ClusterStability:
     """Refit ``gd``'s clustering on resamples of the rows of ``A`` (the matrix or array it

@@ -15,14 +15,19 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from auto_circuit_dcd.evaluation.ablation import ABLATIONS
-from auto_circuit_dcd.evaluation.faithfulness import (BACKENDS, MIB_GRID, FaithfulnessResult,
-                                                      evaluate_circuits, faithfulness)
+from auto_circuit_dcd.evaluation.faithfulness import (
+    BACKENDS,
+    MIB_GRID,
+    FaithfulnessResult,
+    evaluate_circuits,
+    faithfulness,
+)
 
 __all__ = ["MIB_GRID", "ABLATIONS", "BACKENDS", "FaithfulnessResult", "faithfulness",
            "evaluate_circuits", "registry_entries"]
 
 
-def registry_entries() -> Dict[str, Any]:
+def registry_entries() -> dict[str, Any]:
     """``{PRUNE_METRIC_DICT key: PruneMetric}``: faithfulness with max-wrong and avg-wrong mu."""
     from auto_circuit_dcd import keys
     from auto_circuit_dcd.evaluation.prune_metric import faithfulness_prune_metric

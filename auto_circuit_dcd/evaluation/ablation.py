@@ -14,8 +14,9 @@ per-head flags on, or one plain forward, :func:`auto_circuit_dcd.model.forward.s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,24 +31,24 @@ class Sources:
     ``read(tokens) -> (outs [n_src, B, pos, d_model], last-position logits or None)``.
     """
 
-    read: Callable[[Tensor], Tuple[Tensor, Optional[Tensor]]]
+    read: Callable[[Tensor], tuple[Tensor, Tensor | None]]
     n_src: int
     d_model: int
     dtype: torch.dtype
     device: torch.device
 
 
-def _resample(sources: Sources, batch: Any, mean: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+def _resample(sources: Sources, batch: Any, mean: Tensor | None) -> tuple[Tensor, Tensor | None]:
     return sources.read(batch.corrupt.to(sources.device))
 
 
-def _zero(sources: Sources, batch: Any, mean: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+def _zero(sources: Sources, batch: Any, mean: Tensor | None) -> tuple[Tensor, Tensor | None]:
     b, pos = batch.clean.shape
     return torch.zeros(sources.n_src, b, pos, sources.d_model, dtype=sources.dtype,
                        device=sources.device), None
 
 
-def _mean(sources: Sources, batch: Any, mean: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+def _mean(sources: Sources, batch: Any, mean: Tensor | None) -> tuple[Tensor, Tensor | None]:
     assert mean is not None
     n_src, pos, d = mean.shape
     return mean[:, None].expand(n_src, batch.clean.shape[0], pos, d), None
@@ -55,14 +56,14 @@ def _mean(sources: Sources, batch: Any, mean: Optional[Tensor]) -> Tuple[Tensor,
 
 #: ablation name -> ``f(sources, batch, dataset mean) -> (patch activations
 #: [n_src, B, pos, d_model], the empty circuit's last-position logits or None)``
-ABLATIONS: Dict[str, Callable[[Sources, Any, Optional[Tensor]], Tuple[Tensor, Optional[Tensor]]]] = {
+ABLATIONS: dict[str, Callable[[Sources, Any, Tensor | None], tuple[Tensor, Tensor | None]]] = {
     "resample": _resample,
     "zero": _zero,
     "mean": _mean,
 }
 
 
-def check_ablation(ablation: str, batches: Optional[Sequence[Any]] = None) -> None:
+def check_ablation(ablation: str, batches: Sequence[Any] | None = None) -> None:
     """A ``ValueError`` unless ``ablation`` is a known name and fits ``batches`` (``mean``
     needs one token length)."""
     if ablation not in ABLATIONS:
@@ -81,7 +82,7 @@ def dataset_mean(sources: Sources, batches: Sequence[Any]) -> Tensor:
     output on the corrupted prompts (accumulated in float32 on the model's device: Apple
     MPS has no float64)."""
     check_ablation("mean", batches)
-    total: Optional[Tensor] = None
+    total: Tensor | None = None
     n = 0
     for b in batches:
         outs = sources.read(b.corrupt.to(sources.device))[0].float().sum(1)
@@ -92,6 +93,6 @@ def dataset_mean(sources: Sources, batches: Sequence[Any]) -> Tensor:
 
 
 def patch_values(ablation: str, sources: Sources, batch: Any,
-                 mean: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+                 mean: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """The patch activations of one batch and, where free, the empty circuit's logits."""
     return ABLATIONS[ablation](sources, batch, mean)

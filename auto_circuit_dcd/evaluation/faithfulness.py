@@ -35,23 +35,24 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from auto_circuit_dcd.circuits.circuit import Circuit, check_selection
-from auto_circuit_dcd.model.edges import edge_layout
-from auto_circuit_dcd.model.forward import choose_backend
 from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
 from auto_circuit_dcd.circuits.selection import check_ranking
-from auto_circuit_dcd.model.task_metric import check_metric
 from auto_circuit_dcd.evaluation.ablation import ABLATIONS, check_ablation
 from auto_circuit_dcd.evaluation.mask_metrics import MaskMetrics
 from auto_circuit_dcd.evaluation.patch_mode import patch_mode_metrics
 from auto_circuit_dcd.evaluation.patched import fast_metrics, fast_unsupported_reason
+from auto_circuit_dcd.model.edges import edge_layout
+from auto_circuit_dcd.model.forward import choose_backend
+from auto_circuit_dcd.model.task_metric import check_metric
 
 __all__ = [
     "MIB_GRID",
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 #: fractions of edges of the MIB grid (0.1% .. 100%)
-MIB_GRID: Tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+MIB_GRID: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 # ----------------------------------------------------------------------------- results
@@ -100,14 +101,14 @@ class FaithfulnessResult:
     mu_circuit: np.ndarray
     mu_full: np.ndarray
     mu_empty: np.ndarray
-    example_ids: List[Any]
+    example_ids: list[Any]
     n_edges: int
     metric: str = "max_diff"
     ablation: str = "resample"
-    groups: Optional[List[Optional[str]]] = field(default=None)
+    groups: list[str | None] | None = field(default=None)
     selection: str = "topn"
     ranking: str = "abs"
-    edge_sets: Optional[np.ndarray] = field(default=None, repr=False)
+    edge_sets: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_examples(self) -> int:
@@ -121,7 +122,7 @@ class FaithfulnessResult:
                            f"{self.fractions.tolist()}")
         return float(self.f[hits[0]])
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (lists of floats; NaN as None)."""
         from auto_circuit_dcd.schema import jsonable
 
@@ -186,7 +187,7 @@ def edge_count(fraction: float, n_edges: int) -> int:
     return int(math.floor(round(fraction * n_edges, 9)))
 
 
-def as_circuit(model: Any, circuit: Any, graph: Optional[EdgeGraph] = None) -> Circuit:
+def as_circuit(model: Any, circuit: Any, graph: EdgeGraph | None = None) -> Circuit:
     """A :class:`Circuit` over ``model``'s edges from a ``Circuit`` (checked against them),
     auto-circuit ``PruneScores`` or an ``[n_edges]`` vector (see :func:`score_vector`);
     ``graph``: ``edge_graph(model)`` if already built."""
@@ -205,13 +206,13 @@ def as_circuit(model: Any, circuit: Any, graph: Optional[EdgeGraph] = None) -> C
 #: metric, progress, max_stack_gib) -> MaskMetrics``. "fast": the flag-free patched
 #: forward (patched.py, stacked circuits); "patch-mode": auto-circuit's own patch mode
 #: (patch_mode.py), the reference. "auto" takes "fast" where the model is supported.
-BACKENDS: Dict[str, Callable[..., MaskMetrics]] = {
+BACKENDS: dict[str, Callable[..., MaskMetrics]] = {
     "fast": fast_metrics,
     "patch-mode": patch_mode_metrics,
 }
 
 
-def _check(model: Any, dataloader: Any) -> List[Any]:
+def _check(model: Any, dataloader: Any) -> list[Any]:
     """The loader's batches, on the model's device, after checking model and batches."""
     from auto_circuit.utils.patchable_model import PatchableModel
 
@@ -234,7 +235,7 @@ def _check(model: Any, dataloader: Any) -> List[Any]:
     return batches
 
 
-def _example_ids(dataloader: Any, batches: Sequence[Any]) -> List[Any]:
+def _example_ids(dataloader: Any, batches: Sequence[Any]) -> list[Any]:
     ids = getattr(dataloader, "batch_example_ids", None)
     if ids is not None:
         return [i for b in ids for i in b]
@@ -252,10 +253,10 @@ def evaluate_circuits(
     progress: bool = False,
     *,
     backend: str = "auto",
-    max_stack_gib: Optional[float] = None,
+    max_stack_gib: float | None = None,
     selection: str = "topn",
     ranking: str = "abs",
-) -> Dict[Hashable, FaithfulnessResult]:
+) -> dict[Hashable, FaithfulnessResult]:
     """Faithfulness curves of several circuits on one test set, sharing the common work.
 
     Patch activations, ``mu(full)`` and ``mu(empty)`` are computed once per batch; then
@@ -313,7 +314,7 @@ def evaluate_circuits(
     ids = _example_ids(dataloader, batches)
     groups = getattr(dataloader, "groups", None)
     n_f = len(fractions)
-    out: Dict[Hashable, FaithfulnessResult] = {}
+    out: dict[Hashable, FaithfulnessResult] = {}
     for i, lab in enumerate(labels):
         mu = res.mu[:, i * n_f:(i + 1) * n_f]
         sets = in_circuit[i * n_f:(i + 1) * n_f].numpy()
@@ -337,7 +338,7 @@ def edge_set_metrics(
     metric: str = "max_diff",
     progress: bool = False,
     backend: str = "auto",
-    max_stack_gib: Optional[float] = None,
+    max_stack_gib: float | None = None,
 ) -> MaskMetrics:
     """``mu`` per (example, edge set) for edge sets given as booleans, however chosen.
 
@@ -361,9 +362,9 @@ def edge_set_metrics(
     in_circuit = in_circuit.cpu()
     # distinct edge sets; FULL: the clean run, EMPTY: every edge patched
     full_col, empty_col = -1, -2
-    column: Dict[bytes, int] = {}
-    distinct: List[Tensor] = []
-    where: List[int] = []
+    column: dict[bytes, int] = {}
+    distinct: list[Tensor] = []
+    where: list[int] = []
     for m in in_circuit:
         n_in = int(m.sum())
         if n_in in (0, n_edges):
@@ -383,7 +384,7 @@ def edge_set_metrics(
     return MaskMetrics(mu=table[:, cols], mu_full=res.mu_full, mu_empty=res.mu_empty)
 
 
-def _sharded(backend: Callable[..., MaskMetrics], model: Any, batches: List[Any],
+def _sharded(backend: Callable[..., MaskMetrics], model: Any, batches: list[Any],
              todo: Tensor, *, ablation: str, progress: bool, **kw: Any) -> MaskMetrics:
     """``backend`` on the batches, split by batch over the ranks of a process group
     (:func:`~auto_circuit_dcd.distributed.map_shards`) and gathered in batch order.
@@ -395,7 +396,7 @@ def _sharded(backend: Callable[..., MaskMetrics], model: Any, batches: List[Any]
 
     sizes = [int(b.clean.shape[0]) for b in batches]
 
-    def metrics_of(idx: List[int]) -> Dict[int, MaskMetrics]:
+    def metrics_of(idx: list[int]) -> dict[int, MaskMetrics]:
         if not idx:
             return {}
         res = backend(model, [batches[i] for i in idx], todo, ablation=ablation,
@@ -425,7 +426,7 @@ def faithfulness(
     progress: bool = False,
     *,
     backend: str = "auto",
-    max_stack_gib: Optional[float] = None,
+    max_stack_gib: float | None = None,
     selection: str = "topn",
     ranking: str = "abs",
 ) -> FaithfulnessResult:

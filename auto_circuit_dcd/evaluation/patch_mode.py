@@ -15,16 +15,17 @@ without them and is tested against this backend.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from auto_circuit_dcd.model.edges import edge_layout
-from auto_circuit_dcd.model.task_metric import metric_values
 from auto_circuit_dcd.evaluation.ablation import Sources, dataset_mean, patch_values
 from auto_circuit_dcd.evaluation.mask_metrics import MaskMetrics, progress_bar
+from auto_circuit_dcd.model.edges import edge_layout
+from auto_circuit_dcd.model.task_metric import metric_values
 
 __all__ = ["patch_mode_metrics"]
 
@@ -41,7 +42,7 @@ def _src_ablations(model: Any) -> Sources:
 
 
 @contextmanager
-def restored_masks(model: Any) -> Iterator[Dict[str, Any]]:
+def restored_masks(model: Any) -> Iterator[dict[str, Any]]:
     """The dest wrappers by module name; their mask values are put back on exit."""
     wrappers = {w.module_name: w for w in model.dest_wrappers}
     saved = {name: w.patch_mask.data.clone() for name, w in wrappers.items()}
@@ -52,7 +53,7 @@ def restored_masks(model: Any) -> Iterator[Dict[str, Any]]:
             w.patch_mask.data = saved[name]
 
 
-def _set_masks(wrappers: Dict[str, Any], layout: Any, patched: Tensor) -> None:
+def _set_masks(wrappers: dict[str, Any], layout: Any, patched: Tensor) -> None:
     """Mask 1 (patch) on the edges where ``patched`` is True, 0 elsewhere."""
     for name, shape, start, stop in layout.blocks:
         mask = wrappers[name].patch_mask
@@ -61,7 +62,7 @@ def _set_masks(wrappers: Dict[str, Any], layout: Any, patched: Tensor) -> None:
 
 def patch_mode_metrics(model: Any, batches: Sequence[Any], in_circuit: Tensor, *,
                        ablation: str, metric: str, progress: bool = False,
-                       max_stack_gib: Optional[float] = None) -> MaskMetrics:
+                       max_stack_gib: float | None = None) -> MaskMetrics:
     """``mu`` of each circuit (row of ``in_circuit [n_circuits, n_edges]``) on each example.
 
     ``max_stack_gib`` is unused (one circuit per forward).
@@ -73,9 +74,9 @@ def patch_mode_metrics(model: Any, batches: Sequence[Any], in_circuit: Tensor, *
     mean = dataset_mean(sources, batches) if ablation == "mean" else None
     n_c = int(in_circuit.shape[0])
     all_patched = torch.ones(layout.n_edges, dtype=torch.bool)
-    mu_full: List[Tensor] = []
-    mu_empty: List[Tensor] = []
-    mu: List[Tensor] = []
+    mu_full: list[Tensor] = []
+    mu_empty: list[Tensor] = []
+    mu: list[Tensor] = []
     out_slice = model.out_slice
     bar = progress_bar(len(batches) * (n_c + 2), progress)
 

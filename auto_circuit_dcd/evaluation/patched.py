@@ -43,18 +43,28 @@ circuits in stacks bounded by a memory cap.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from auto_circuit_dcd.model.forward import (DEST_NODE, SRC_NODE, WrapperGraph, head_outputs, last_position_only,
-                       plain_forward, removing, source_outputs, stack_cap_bytes,
-                       unsupported_reason)
-from auto_circuit_dcd.model.task_metric import metric_values
 from auto_circuit_dcd.evaluation.ablation import Sources, dataset_mean, patch_values
 from auto_circuit_dcd.evaluation.mask_metrics import MaskMetrics, progress_bar
+from auto_circuit_dcd.model.forward import (
+    DEST_NODE,
+    SRC_NODE,
+    WrapperGraph,
+    head_outputs,
+    last_position_only,
+    plain_forward,
+    removing,
+    source_outputs,
+    stack_cap_bytes,
+    unsupported_reason,
+)
+from auto_circuit_dcd.model.task_metric import metric_values
 
 __all__ = ["PatchedForward", "CircuitPlan", "BatchPatch", "fast_metrics",
            "fast_unsupported_reason", "DEFAULT_CPU_STACK_GIB"]
@@ -67,7 +77,7 @@ _PAD_RATIO = 2.0
 DEFAULT_CPU_STACK_GIB = 1.0
 
 
-def fast_unsupported_reason(model: Any) -> Optional[str]:
+def fast_unsupported_reason(model: Any) -> str | None:
     """Why the flag-free patched forward cannot evaluate ``model``, or ``None``."""
     why = unsupported_reason(model)
     if why is not None:
@@ -108,8 +118,8 @@ class _Block:
     the input ``base + weight[r] @ D[srcs]``.
     """
 
-    sparse: Tuple[bool, ...]
-    counts: Tuple[int, ...]
+    sparse: tuple[bool, ...]
+    counts: tuple[int, ...]
     head: Tensor     # long [r], CPU
     srcs: Tensor     # long [u] source indices (sorted), on the model's device
     srcs_cpu: Tensor
@@ -121,7 +131,7 @@ class _Block:
 
 
 def _block(masks: Sequence[Tensor], in_start: int, dtype: torch.dtype,
-           device: torch.device, forms: Optional[Sequence[Optional[bool]]] = None) -> _Block:
+           device: torch.device, forms: Sequence[bool | None] | None = None) -> _Block:
     """The plan of destination modules whose circuit masks are ``masks[j] [rows, n_in]``
     (columns = sources ``in_start ..``); ``forms[j]`` imposes module ``j``'s form."""
     sparse, used, head, sign = [], [], [], []
@@ -147,8 +157,8 @@ class CircuitPlan:
     """How one circuit's patched inputs are built: per layer the attention block and the
     MLP block, the final residual's block, and every source index they read."""
 
-    attn: Tuple[_Block, ...]           # Q, K, V and the MLP's edges from earlier layers
-    mlp: Tuple[Optional[_Block], ...]  # the MLP's edges from its own layer's heads
+    attn: tuple[_Block, ...]           # Q, K, V and the MLP's edges from earlier layers
+    mlp: tuple[_Block | None, ...]  # the MLP's edges from its own layer's heads
     out: _Block
     needed: Tensor  # long, sorted
 
@@ -159,7 +169,7 @@ class BatchPatch:
     sum of each layer's head rows, shared by every pass over that batch."""
 
     flat: Tensor
-    head_sum: Tuple[Tensor, ...]
+    head_sum: tuple[Tensor, ...]
     batch: int
     pos: int
 
@@ -170,7 +180,7 @@ class PatchedForward:
     Raises ``ValueError`` for models :func:`fast_unsupported_reason` rejects.
     """
 
-    def __init__(self, model: Any, graph: Optional[WrapperGraph] = None):
+    def __init__(self, model: Any, graph: WrapperGraph | None = None):
         why = fast_unsupported_reason(model)
         if why is not None:
             raise ValueError(f"the flag-free patched forward does not support this model: "
@@ -184,8 +194,8 @@ class PatchedForward:
         self.acc = torch.promote_types(cfg.dtype, torch.float32)
         self.device = next(self.tl.parameters()).device
         self.n_src = self.graph.n_src
-        self.heads: List[slice] = [slice(0, 0)] * self.n_layers
-        self.mlp_src: List[Optional[int]] = [None] * self.n_layers
+        self.heads: list[slice] = [slice(0, 0)] * self.n_layers
+        self.mlp_src: list[int | None] = [None] * self.n_layers
         self.embed_src = self.graph.input_wrapper.src_idxs.start
         for w in self.graph.srcs:
             layer, kind = SRC_NODE.match(w.module_name).groups()
@@ -194,7 +204,7 @@ class PatchedForward:
             elif kind == "hook_mlp_out":
                 self.mlp_src[int(layer)] = w.src_idxs.start
         # destination blocks: name -> (edge columns start, stop, mask shape, sources read)
-        self.dest: Dict[Tuple[str, int], Tuple[int, int, Tuple[int, ...], slice]] = {}
+        self.dest: dict[tuple[str, int], tuple[int, int, tuple[int, ...], slice]] = {}
         for w, shape, a, b in self.graph.dests:
             layer, kind = DEST_NODE.match(w.module_name).groups()
             self.dest[(kind, int(layer))] = (a, b, tuple(shape), w.in_srcs)
@@ -211,7 +221,7 @@ class PatchedForward:
             raise ValueError(f"a circuit needs {self.n_edges} booleans (one per edge in "
                              f"sorted_edges order); got shape {tuple(in_circuit.shape)}")
 
-        def masks(kind: str, layer: int) -> Tuple[Tensor, int]:
+        def masks(kind: str, layer: int) -> tuple[Tensor, int]:
             a, b, shape, in_srcs = self.dest[(kind, layer)]
             return in_circuit[a:b].reshape(-1, shape[-1]), in_srcs.start
 
@@ -284,16 +294,16 @@ class PatchedForward:
         return int(n_copies * (batch * pos * per_token + batch * cfg.d_vocab * 4))
 
 
-def _cap_bytes(pf: PatchedForward, max_stack_gib: Optional[float]) -> int:
+def _cap_bytes(pf: PatchedForward, max_stack_gib: float | None) -> int:
     return stack_cap_bytes(pf.device, max_stack_gib, DEFAULT_CPU_STACK_GIB)
 
 
 def stacks(pf: PatchedForward, plans: Sequence[CircuitPlan], batch: int, pos: int,
-           cap: int) -> List[List[int]]:
+           cap: int) -> list[list[int]]:
     """Consecutive groups of plan indices whose pass fits ``cap`` bytes (at least one each)."""
-    out: List[List[int]] = []
-    cur: List[int] = []
-    needed: Optional[Tensor] = None
+    out: list[list[int]] = []
+    cur: list[int] = []
+    needed: Tensor | None = None
     for i, p in enumerate(plans):
         union = p.needed if needed is None else torch.unique(torch.cat([needed, p.needed]))
         if cur and pf.stack_bytes(len(cur) + 1, len(union), batch, pos) > cap:
@@ -310,7 +320,7 @@ def stacks(pf: PatchedForward, plans: Sequence[CircuitPlan], batch: int, pos: in
 class _Pass:
     """The state of one stacked patched forward, filled by its hooks as the model runs."""
 
-    def __init__(self, pf: PatchedForward, plans: List[CircuitPlan], patch: BatchPatch):
+    def __init__(self, pf: PatchedForward, plans: list[CircuitPlan], patch: BatchPatch):
         self.pf, self.plans, self.patch = pf, plans, patch
         self.n_c, self.b, self.pos = len(plans), patch.batch, patch.pos
         needed = torch.unique(torch.cat([p.needed for p in plans]))
@@ -321,10 +331,10 @@ class _Pass:
         self.D = torch.empty(self.n_c, len(needed), bpd, dtype=pf.acc, device=pf.device)
         self.S = torch.zeros(self.n_c * self.b, self.pos, pf.d, dtype=pf.acc, device=pf.device)
         self.added = 0
-        self.pending: Deque[Tuple[int, int, Tensor]] = deque()
-        self.x_attn: Optional[Tensor] = None
-        self.head_inputs: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
-        self.mlp_early: Dict[int, Tensor] = {}
+        self.pending: deque[tuple[int, int, Tensor]] = deque()
+        self.x_attn: Tensor | None = None
+        self.head_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        self.mlp_early: dict[int, Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
     def rows(self, c: int) -> slice:
@@ -376,7 +386,7 @@ class _Pass:
         return out.view(-1, self.b, self.pos, self.pf.d)
 
     # ------------------------------------------------------------------ hooks
-    def hooks(self) -> List[Any]:
+    def hooks(self) -> list[Any]:
         pf, tl = self.pf, self.pf.tl
         handles = []
         for l in range(pf.n_layers):
@@ -405,7 +415,7 @@ class _Pass:
             self.x_attn = out
         return hook
 
-    def _bases(self, x_cur: Tensor, stop: int, sparse: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    def _bases(self, x_cur: Tensor, stop: int, sparse: Tensor) -> tuple[Tensor, Tensor | None]:
         """``x_cur`` and, if any copy uses the sparse form, ``x_cur - S`` (accumulation dtype)."""
         S = self.prefix(stop)
         x = x_cur.to(self.pf.acc)
@@ -415,7 +425,7 @@ class _Pass:
         pf = self.pf
         ln1 = pf.tl.blocks[l].ln1
 
-        def hook(module: Any, args: Any, kwargs: Dict[str, Any]) -> Any:
+        def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> Any:
             blocks = [p.attn[l] for p in self.plans]
             sparse = torch.tensor([blk.sparse[:3] for blk in blocks])  # [n_c, 3]
             x, x_ap = self._bases(self.x_attn, pf.attn_stop[l], sparse)
@@ -427,9 +437,9 @@ class _Pass:
                         kwargs[name] = torch.where(sel[:, None, None], ln_ap, kwargs[name])
             self.mlp_early = {}
             # per letter: (copy, head) of each row with its own input, and that input
-            xs: List[List[Tensor]] = [[], [], []]
-            copies: List[List[Tensor]] = [[], [], []]
-            heads: List[List[Tensor]] = [[], [], []]
+            xs: list[list[Tensor]] = [[], [], []]
+            copies: list[list[Tensor]] = [[], [], []]
+            heads: list[list[Tensor]] = [[], [], []]
             for c, blk in enumerate(blocks):
                 if blk.n_rows == 0:
                     continue
@@ -466,7 +476,7 @@ class _Pass:
         attn = pf.tl.blocks[l].attn
         hooks = (attn.hook_q, attn.hook_k, attn.hook_v)
 
-        def calc(query_input: Tensor, key_input: Tensor, value_input: Tensor) -> Tuple[Tensor, ...]:
+        def calc(query_input: Tensor, key_input: Tensor, value_input: Tensor) -> tuple[Tensor, ...]:
             outs = []
             for j, inp in enumerate((query_input, key_input, value_input)):
                 letter = _LETTERS[j].upper()
@@ -535,7 +545,7 @@ class _Pass:
     def _mlp_in(self, l: int) -> Any:
         pf = self.pf
 
-        def hook(module: Any, args: Tuple[Any, ...]) -> Any:
+        def hook(module: Any, args: tuple[Any, ...]) -> Any:
             blocks = [p.mlp[l] for p in self.plans]
             sparse = torch.tensor([blk.sparse[0] for blk in blocks])
             early, self.mlp_early = self.mlp_early, {}
@@ -560,7 +570,7 @@ class _Pass:
             self._plain_source(idx, out)
         return hook
 
-    def _final(self, module: Any, args: Tuple[Any, ...]) -> Any:
+    def _final(self, module: Any, args: tuple[Any, ...]) -> Any:
         pf = self.pf
         blocks = [p.out for p in self.plans]
         sparse = torch.tensor([blk.sparse[0] for blk in blocks])
@@ -577,7 +587,7 @@ class _Pass:
 # ----------------------------------------------------------------------------- backend
 def fast_metrics(model: Any, batches: Sequence[Any], in_circuit: Tensor, *,
                  ablation: str, metric: str, progress: bool = False,
-                 max_stack_gib: Optional[float] = None) -> MaskMetrics:
+                 max_stack_gib: float | None = None) -> MaskMetrics:
     """``mu`` of each circuit (row of ``in_circuit [n_circuits, n_edges]``) on each example.
 
     Per batch: the patch activations (for ``resample`` the corrupted run, whose logits are
@@ -594,9 +604,9 @@ def fast_metrics(model: Any, batches: Sequence[Any], in_circuit: Tensor, *,
     n_c = len(plans)
     per_batch = n_c + 2 + (ablation != "resample")
     bar = progress_bar(len(batches) * per_batch, progress)
-    mu_full: List[Tensor] = []
-    mu_empty: List[Tensor] = []
-    mu: List[Tensor] = []
+    mu_full: list[Tensor] = []
+    mu_empty: list[Tensor] = []
+    mu: list[Tensor] = []
     with torch.inference_mode():
         for batch in batches:
             tokens = batch.clean.to(pf.device)
@@ -607,7 +617,7 @@ def fast_metrics(model: Any, batches: Sequence[Any], in_circuit: Tensor, *,
             del patch
             bar.update(1)
             todo = plans if empty_logits is not None else plans + [empty_plan]
-            cols: List[Tensor] = []
+            cols: list[Tensor] = []
             b, pos = tokens.shape
             for group in stacks(pf, todo, b, pos, cap):
                 logits = pf.logits(tokens, bp, [todo[i] for i in group]).view(len(group), b, -1)

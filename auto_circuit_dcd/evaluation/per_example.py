@@ -23,8 +23,9 @@ and within a ranking the same ``mu_full`` and ``mu_empty``.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ def _label(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def _check(results: ByRanking, ids: List[Id]) -> None:
+def _check(results: ByRanking, ids: list[Id]) -> None:
     if not results or not all(results.values()):
         raise ValueError("no results to save: give {ranking: {circuit: FaithfulnessResult}}")
     first = next(iter(next(iter(results.values())).values()))
@@ -79,8 +80,8 @@ def _check(results: ByRanking, ids: List[Id]) -> None:
 
 
 def save_per_example(path: str | Path, results_by_ranking: ByRanking,
-                     example_ids: Optional[Sequence[Any]] = None, *,
-                     routings: Optional[Mapping[str, Sequence[Hashable]]] = None) -> Path:
+                     example_ids: Sequence[Any] | None = None, *,
+                     routings: Mapping[str, Sequence[Hashable]] | None = None) -> Path:
     """Write ``path/per_example.safetensors`` and ``path/per_example.json``; returns ``path``.
 
     Args:
@@ -97,7 +98,7 @@ def save_per_example(path: str | Path, results_by_ranking: ByRanking,
         raise ValueError("no results to save: give {ranking: {circuit: FaithfulnessResult}}")
     ids = [_id(i) for i in (first.example_ids if example_ids is None else example_ids)]
     _check(results_by_ranking, ids)
-    routed: Dict[str, List[Any]] = {}
+    routed: dict[str, list[Any]] = {}
     for name, labels in (routings or {}).items():
         labels = [_label(x) for x in labels]
         if len(labels) != len(ids):
@@ -105,10 +106,10 @@ def save_per_example(path: str | Path, results_by_ranking: ByRanking,
         if not all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in labels):
             raise ValueError(f"routing {name!r}: labels must be ints or strings")
         routed[str(name)] = labels
-    tensors: Dict[str, torch.Tensor] = {
+    tensors: dict[str, torch.Tensor] = {
         "fractions": torch.tensor(first.fractions, dtype=torch.float64),
         "requested_counts": torch.tensor(first.requested_counts, dtype=torch.int64)}
-    described: Dict[str, Any] = {}
+    described: dict[str, Any] = {}
     for ranking, by_name in results_by_ranking.items():
         ref = next(iter(by_name.values()))
         keys = {"mu_full": f"{ranking}/mu_full", "mu_empty": f"{ranking}/mu_empty"}
@@ -138,7 +139,7 @@ def save_per_example(path: str | Path, results_by_ranking: ByRanking,
     return save_bundle(path, tensors, meta, TENSORS_FILE, META_FILE)
 
 
-def _read(path: str | Path) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(path)
     tensors, meta = load_bundle(path, TENSORS_FILE, META_FILE, "per-example file")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -148,7 +149,7 @@ def _read(path: str | Path) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
     return tensors, meta
 
 
-def load_per_example(path: str | Path) -> Dict[str, Dict[str, FaithfulnessResult]]:
+def load_per_example(path: str | Path) -> dict[str, dict[str, FaithfulnessResult]]:
     """``{ranking: {circuit: FaithfulnessResult}}`` as saved by :func:`save_per_example`
     (``f`` recomputed as the ratio of means; ``edge_sets`` None)."""
     tensors, meta = _read(path)
@@ -162,7 +163,7 @@ def load_per_example(path: str | Path) -> Dict[str, Dict[str, FaithfulnessResult
 
     fractions = array("fractions", (len(meta["fractions"]),)).astype(np.float64)
     requested = array("requested_counts", fractions.shape).astype(np.int64)
-    out: Dict[str, Dict[str, FaithfulnessResult]] = {}
+    out: dict[str, dict[str, FaithfulnessResult]] = {}
     for ranking, keys in meta["tensors"].items():
         full, empty = array(keys["mu_full"], (n,)), array(keys["mu_empty"], (n,))
         out[ranking] = {}
@@ -179,6 +180,6 @@ def load_per_example(path: str | Path) -> Dict[str, Dict[str, FaithfulnessResult
     return out
 
 
-def load_routings(path: str | Path) -> Dict[str, List[Any]]:
+def load_routings(path: str | Path) -> dict[str, list[Any]]:
     """The routings saved with the values: ``{name: label per example}`` (rows' order)."""
     return {k: list(v) for k, v in _read(path)[1]["routings"].items()}

@@ -15,7 +15,7 @@ empty circuit differs from the corrupted run (use :func:`faithfulness` there).
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import torch
 
@@ -25,8 +25,8 @@ __all__ = ["measure_faithfulness", "faithfulness_prune_metric"]
 
 
 def measure_faithfulness(model: Any, test_loader: Any,
-                         circuit_outs: Dict[int, Dict[Any, torch.Tensor]],
-                         metric: str = "max_diff") -> List[Tuple[int, float]]:
+                         circuit_outs: dict[int, dict[Any, torch.Tensor]],
+                         metric: str = "max_diff") -> list[tuple[int, float]]:
     """``[(edge count, f), ...]`` sorted by edge count; NaN when clean and corrupt tie."""
     from auto_circuit_dcd.data import batch_to
     from auto_circuit_dcd.model.devices import model_device
@@ -41,7 +41,7 @@ def measure_faithfulness(model: Any, test_loader: Any,
     mean_full = float(torch.cat(full).mean())
     mean_empty = float(torch.cat(empty).mean())
     denom = mean_full - mean_empty
-    out: List[Tuple[int, float]] = []
+    out: list[tuple[int, float]] = []
     for count in sorted(circuit_outs):
         outs = circuit_outs[count]
         mu = torch.cat([metric_values(outs[b.key], b, metric) for b in batches])

@@ -13,8 +13,8 @@ For each pair of clusters ``a < b``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import combinations
-from typing import List, Mapping, Optional
 
 import numpy as np
 
@@ -25,8 +25,8 @@ from auto_circuit_dcd.explain.records import CircuitDifference
 __all__ = ["circuit_difference", "circuit_differences"]
 
 
-def _listed(mask: np.ndarray, key: np.ndarray, names: List[str],
-            max_listed: Optional[int]) -> List[str]:
+def _listed(mask: np.ndarray, key: np.ndarray, names: list[str],
+            max_listed: int | None) -> list[str]:
     idx = np.flatnonzero(mask)
     idx = idx[np.argsort(-key[idx], kind="stable")]
     if max_listed is not None:
@@ -35,9 +35,9 @@ def _listed(mask: np.ndarray, key: np.ndarray, names: List[str],
 
 
 def circuit_difference(a: int, b: int, circuit_a: Circuit, circuit_b: Circuit, *,
-                       size: Optional[int] = None, selection: str = "topn-prune",
+                       size: int | None = None, selection: str = "topn-prune",
                        ranking: str = "abs",
-                       max_listed: Optional[int] = 100) -> CircuitDifference:
+                       max_listed: int | None = 100) -> CircuitDifference:
     """The edges of cluster ``a``'s and ``b``'s circuits at ``size`` (see the module
     docstring); ``size=None`` compares the circuits' own edge sets."""
     if circuit_a.edge_names != circuit_b.edge_names:
@@ -63,9 +63,9 @@ def circuit_difference(a: int, b: int, circuit_a: Circuit, circuit_b: Circuit, *
         shared=_listed(shared, np.maximum(sa, sb), names, max_listed))
 
 
-def circuit_differences(circuits: Mapping[int, Circuit], *, size: Optional[int] = None,
+def circuit_differences(circuits: Mapping[int, Circuit], *, size: int | None = None,
                         selection: str = "topn-prune", ranking: str = "abs",
-                        max_listed: Optional[int] = 100) -> List[CircuitDifference]:
+                        max_listed: int | None = 100) -> list[CircuitDifference]:
     """:func:`circuit_difference` of every pair of clusters ``a < b`` in ``circuits``
     (cluster label -> circuit)."""
     labels = sorted(int(c) for c in circuits)

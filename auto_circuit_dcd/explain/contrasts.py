@@ -25,8 +25,9 @@ Names are MIB's (:mod:`auto_circuit_dcd.circuits.mib`). Noise rows (``-1``) are 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from itertools import combinations
-from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,12 +45,12 @@ ScoreKind = Literal["abs", "signed"]
 NodeEdges = Literal["out", "in", "both"]
 
 #: what is compared per edge: ``|score|`` or the signed score
-SCORES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "abs": torch.abs,
     "signed": lambda s: s,
 }
 #: which edges count toward a node: the node index of each counted edge end
-NODE_EDGES: Dict[str, Callable[[EdgeGraph], List[np.ndarray]]] = {
+NODE_EDGES: dict[str, Callable[[EdgeGraph], list[np.ndarray]]] = {
     "out": lambda g: [g.edge_src],
     "in": lambda g: [g.edge_dest],
     "both": lambda g: [g.edge_src, g.edge_dest],
@@ -75,7 +76,7 @@ def mib_node_name(name: str) -> str:
 
 
 def node_values(values: torch.Tensor, graph: EdgeGraph,
-                node_edges: NodeEdges = "out") -> Tuple[torch.Tensor, List[str]]:
+                node_edges: NodeEdges = "out") -> tuple[torch.Tensor, list[str]]:
     """``([n, n_nodes_used], names)``: per row, each node's sum of its counted edges'
     values (:data:`NODE_EDGES`), for the nodes some counted edge touches (MIB names)."""
     ends = NODE_EDGES[node_edges](graph)
@@ -103,7 +104,7 @@ def _table(test: TwoGroupTest, cols: slice, names: Sequence[str], alpha: float,
     significant = np.nan_to_num(q, nan=np.inf) <= alpha
     key = _effect_key(test, idx)
 
-    def rows(mask: np.ndarray, sign: float) -> List[UnitDifference]:
+    def rows(mask: np.ndarray, sign: float) -> list[UnitDifference]:
         chosen = np.flatnonzero(mask)
         chosen = chosen[np.argsort(-sign * key[chosen], kind="stable")][:top]
         return [UnitDifference(name=names[j], mean_a=float(test.mean_a[idx[j]]),
@@ -121,7 +122,7 @@ def contrasts(scores: torch.Tensor, edge_names: Sequence[str], graph: EdgeGraph,
               fit: FittedClusters, *, values: ScoreKind = "abs", node_edges: NodeEdges = "out",
               n_permutations: int = 1000, alpha: float = 0.05, top: int = 20,
               pairs: bool = True,
-              rng: Optional[np.random.RandomState] = None) -> List[Contrast]:
+              rng: np.random.RandomState | None = None) -> list[Contrast]:
     """Each cluster against the rest, then (``pairs``) each pair ``(a, b)``, ``a < b``, on
     the edge columns of ``scores`` (``[n, n_edges]``, rows as ``fit``'s) and the node
     values derived from them (see the module docstring). One cluster: no contrast."""
@@ -136,9 +137,9 @@ def contrasts(scores: torch.Tensor, edge_names: Sequence[str], graph: EdgeGraph,
     edge_cols, node_cols = slice(0, n_edges), slice(n_edges, n_edges + N.shape[1])
     edges = [mib_edge_name(e) for e in edge_names]
     clustered = fit.labels >= 0
-    done: Dict[Tuple[bytes, bytes], TwoGroupTest] = {}
+    done: dict[tuple[bytes, bytes], TwoGroupTest] = {}
 
-    def contrast(a: int, b: Optional[int]) -> Contrast:
+    def contrast(a: int, b: int | None) -> Contrast:
         in_a = fit.rows(a)
         in_b = fit.rows(b) if b is not None else clustered & ~in_a
         key = (in_a.tobytes(), in_b.tobytes())

@@ -16,7 +16,8 @@ clustering's documented attributes and the prompts.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.utils import check_random_state
@@ -41,7 +42,7 @@ __all__ = ["describe_clusters"]
 
 def _check_settings(values: str, node_edges: str, alpha: float, n_permutations: int,
                     n_exemplars: int, top: int, n_bins: int, max_levels: int,
-                    size: Optional[int], selection: str, ranking: str) -> None:
+                    size: int | None, selection: str, ranking: str) -> None:
     def need(ok: bool, what: str) -> None:
         if not ok:
             raise DescriptionError(what)
@@ -63,8 +64,8 @@ def _check_settings(values: str, node_edges: str, alpha: float, n_permutations: 
         raise DescriptionError(str(err)) from None
 
 
-def _graph(A: "AttributionMatrix", graph: Optional[EdgeGraph],
-           circuits: Optional[Mapping[int, Circuit]]) -> EdgeGraph:
+def _graph(A: AttributionMatrix, graph: EdgeGraph | None,
+           circuits: Mapping[int, Circuit] | None) -> EdgeGraph:
     """The edge graph of ``A``'s columns: given, from a circuit, or from ``A``'s layout."""
     if graph is None and circuits:
         graph = next(iter(circuits.values())).graph
@@ -81,9 +82,9 @@ def _graph(A: "AttributionMatrix", graph: Optional[EdgeGraph],
     return graph
 
 
-def _circuits(A: "AttributionMatrix", fit: FittedClusters,
-              circuits: Optional[Mapping[int, Circuit]],
-              size: Optional[int]) -> Optional[Dict[int, Circuit]]:
+def _circuits(A: AttributionMatrix, fit: FittedClusters,
+              circuits: Mapping[int, Circuit] | None,
+              size: int | None) -> dict[int, Circuit] | None:
     """The clusters' circuits to compare: given, or (with a size) the mean of each
     cluster's rows (the EAP-family circuit, as ``GroupedDiscovery`` builds it)."""
     if circuits is not None:
@@ -106,8 +107,8 @@ def _circuits(A: "AttributionMatrix", fit: FittedClusters,
             for c in fit.clusters}
 
 
-def _fields(prompts: PromptTable) -> Dict[str, Tuple[str, Sequence[Any]]]:
-    out: Dict[str, Tuple[str, Sequence[Any]]] = {k: ("dataset", v)
+def _fields(prompts: PromptTable) -> dict[str, tuple[str, Sequence[Any]]]:
+    out: dict[str, tuple[str, Sequence[Any]]] = {k: ("dataset", v)
                                                 for k, v in prompts.fields.items()}
     for k, v in prompts.derived.items():
         out[k if k not in out else f"{k} (derived)"] = ("derived", v)
@@ -115,28 +116,28 @@ def _fields(prompts: PromptTable) -> Dict[str, Tuple[str, Sequence[Any]]]:
 
 
 def describe_clusters(
-    A: "AttributionMatrix",
+    A: AttributionMatrix,
     gd: Any,
-    examples: Union[ExampleLoader, Sequence[Example]],
+    examples: ExampleLoader | Sequence[Example],
     *,
-    dataset: Optional[Dataset] = None,
+    dataset: Dataset | None = None,
     tokenizer: Any = None,
-    circuits: Optional[Mapping[int, Circuit]] = None,
-    size: Optional[int] = None,
+    circuits: Mapping[int, Circuit] | None = None,
+    size: int | None = None,
     selection: str = "topn-prune",
     ranking: str = "abs",
-    graph: Optional[EdgeGraph] = None,
+    graph: EdgeGraph | None = None,
     scores: ScoreKind = "abs",
     node_edges: NodeEdges = "out",
     pairs: bool = True,
     n_exemplars: int = 3,
     top: int = 20,
-    max_listed: Optional[int] = 100,
+    max_listed: int | None = 100,
     n_bins: int = 5,
     max_levels: int = 10,
     alpha: float = 0.05,
     n_permutations: int = 1000,
-    random_state: Optional[int] = 0,
+    random_state: int | None = 0,
 ) -> ClusterDescriptions:
     """What each cluster of ``gd`` is: exemplars, associated fields, the edges and nodes
     that set it apart, and the circuits' differences.

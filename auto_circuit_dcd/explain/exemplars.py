@@ -17,7 +17,6 @@ Noise rows (``-1``) belong to no cluster and are never exemplars.
 from __future__ import annotations
 
 import math
-from typing import List
 
 import numpy as np
 
@@ -44,7 +43,7 @@ def _silhouettes(fit: FittedClusters) -> np.ndarray:
     return out
 
 
-def exemplars(fit: FittedClusters, prompts: PromptTable, n: int = 3) -> List[ClusterExemplars]:
+def exemplars(fit: FittedClusters, prompts: PromptTable, n: int = 3) -> list[ClusterExemplars]:
     """Per cluster (increasing label), its ``n`` most typical and ``n`` most ambiguous
     prompts (see the module docstring)."""
     dist = centre_distances(fit)
@@ -72,7 +71,7 @@ def exemplars(fit: FittedClusters, prompts: PromptTable, n: int = 3) -> List[Clu
                             silhouette=float(sil[r]))
 
         typical = list(np.argsort(own, kind="stable")[:n])
-        ambiguous: List[int] = []
+        ambiguous: list[int] = []
         if len(clusters) > 1:
             chosen = set(typical)
             ambiguous = [i for i in np.argsort(margin, kind="stable") if i not in chosen][:n]

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def cramers_v(table: np.ndarray, chi2: float) -> float:
     return math.sqrt(phi2 / denom) if denom > 0 else math.nan
 
 
-def _chi2_statistics(rows: np.ndarray, cols: np.ndarray, shape: Tuple[int, int],
+def _chi2_statistics(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
                      expected: np.ndarray) -> np.ndarray:
     """Chi-square statistics of the tables ``rows[b]`` x ``cols`` (``rows``: ``[B, n]``)."""
     r, c = shape
@@ -62,7 +63,7 @@ def _chi2_statistics(rows: np.ndarray, cols: np.ndarray, shape: Tuple[int, int],
     return (((counts - expected) ** 2) / expected).sum(axis=(1, 2))
 
 
-def _categorical(values: Sequence[Any]) -> List[str]:
+def _categorical(values: Sequence[Any]) -> list[str]:
     return [v if isinstance(v, str) else json.dumps(v, sort_keys=True) for v in values]
 
 
@@ -70,7 +71,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def _bins(x: np.ndarray, n_bins: int) -> Tuple[np.ndarray, List[str]]:
+def _bins(x: np.ndarray, n_bins: int) -> tuple[np.ndarray, list[str]]:
     """Codes of quantile bins of ``x`` and their labels ``[lo, hi)`` (the last closed)."""
     edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
     codes = np.clip(np.searchsorted(edges[1:-1], x, side="right"), 0, len(edges) - 2)
@@ -153,11 +154,11 @@ def _one_field(name: str, source: str, values: Sequence[Any], labels: np.ndarray
         typical=typical)
 
 
-def field_associations(fields: Dict[str, Tuple[str, Sequence[Any]]], labels: np.ndarray, *,
+def field_associations(fields: dict[str, tuple[str, Sequence[Any]]], labels: np.ndarray, *,
                        alpha: float = 0.05, n_bins: int = 5, max_levels: int = 10,
                        n_permutations: int = 1000,
-                       rng: Optional[np.random.RandomState] = None,
-                       ) -> Tuple[List[FieldAssociation], Dict[str, str]]:
+                       rng: np.random.RandomState | None = None,
+                       ) -> tuple[list[FieldAssociation], dict[str, str]]:
     """Every field's association with the clusters (see the module docstring).
 
     Args:
@@ -170,8 +171,8 @@ def field_associations(fields: Dict[str, Tuple[str, Sequence[Any]]], labels: np.
     """
     rng = rng if rng is not None else np.random.RandomState(0)
     labels = np.asarray(labels)
-    out: List[FieldAssociation] = []
-    skipped: Dict[str, str] = {}
+    out: list[FieldAssociation] = []
+    skipped: dict[str, str] = {}
     for name, (source, values) in fields.items():
         try:
             out.append(_one_field(name, source, values, labels, n_bins=n_bins,

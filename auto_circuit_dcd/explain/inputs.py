@@ -12,7 +12,7 @@ computed and returns them as one :class:`FittedClusters`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, List, Tuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,9 +42,9 @@ class FittedClusters:
         centroids: ``[len(clusters), d]`` centre of each cluster, in ``clusters`` order.
     """
 
-    ids: List[Any]
+    ids: list[Any]
     labels: np.ndarray
-    clusters: Tuple[int, ...]
+    clusters: tuple[int, ...]
     embedding: np.ndarray
     centroids: np.ndarray
 
@@ -57,7 +57,7 @@ class FittedClusters:
         return self.labels == cluster
 
 
-def fitted_clusters(A: "AttributionMatrix", gd: Any) -> FittedClusters:
+def fitted_clusters(A: AttributionMatrix, gd: Any) -> FittedClusters:
     """``gd``'s clustering of ``A``'s rows, checked: one label and one embedding row per
     attribution row, the same example ids, one centre per cluster."""
     missing = [a for a in _FITTED if not hasattr(gd, a)]

@@ -55,7 +55,7 @@ class TwoGroupTest:
     n_a: int
     n_b: int
 
-    def swapped(self) -> "TwoGroupTest":
+    def swapped(self) -> TwoGroupTest:
         """The same test read as ``b`` against ``a`` (two-sided: the same p-values)."""
         return TwoGroupTest(self.mean_b, self.mean_a, -self.difference, -self.effect_size,
                             -self.statistic, self.p_value, self.tested, self.n_b, self.n_a)

@@ -16,9 +16,10 @@ derived from their tokens, one entry per row.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Union
 
 import torch
 
@@ -40,22 +41,22 @@ class PromptTable:
     ``fields`` / ``derived``: name -> one value per row (``None``: the prompt lacks it).
     """
 
-    ids: List[Any]
-    clean: List[str]
-    corrupt: List[str]
-    answers: List[List[str]]
-    wrong_answers: List[List[str]]
-    fields: Dict[str, List[Any]]
-    derived: Dict[str, List[Any]]
+    ids: list[Any]
+    clean: list[str]
+    corrupt: list[str]
+    answers: list[list[str]]
+    wrong_answers: list[list[str]]
+    fields: dict[str, list[Any]]
+    derived: dict[str, list[Any]]
 
 
-def _first_divergence(e: Example) -> Optional[int]:
+def _first_divergence(e: Example) -> int | None:
     diff = torch.nonzero(e.clean != e.corrupt).flatten()
     return int(diff[0]) if diff.numel() else None
 
 
 #: derived feature -> its value for one example (``answer_token`` is filled from the text)
-DERIVED: Dict[str, Callable[[Example], Any]] = {
+DERIVED: dict[str, Callable[[Example], Any]] = {
     "token_length": lambda e: e.length,
     "divergence_position": _first_divergence,
     "n_diverging_tokens": lambda e: int((e.clean != e.corrupt).sum()),
@@ -85,18 +86,18 @@ def _text(value: Any, decode: Callable[[Sequence[int]], str]) -> str:
     return decode(value)
 
 
-def _dataset_by_id(dataset: Dataset) -> Dict[Any, Mapping[str, Any]]:
+def _dataset_by_id(dataset: Dataset) -> dict[Any, Mapping[str, Any]]:
     if isinstance(dataset, (str, Path, dict)):
         prompts: Sequence[Mapping[str, Any]] = read_prompts(dataset)  # type: ignore[arg-type]
     else:
         prompts = list(dataset)
-    by_id: Dict[Any, Mapping[str, Any]] = {}
+    by_id: dict[Any, Mapping[str, Any]] = {}
     for i, p in enumerate(prompts):
         by_id[p.get("id", i)] = p
     return by_id
 
 
-def _lookup(ids: Sequence[Any], table: Mapping[Any, Any], what: str) -> List[Any]:
+def _lookup(ids: Sequence[Any], table: Mapping[Any, Any], what: str) -> list[Any]:
     missing = [i for i in ids if i not in table]
     if missing:
         raise DescriptionError(
@@ -105,8 +106,8 @@ def _lookup(ids: Sequence[Any], table: Mapping[Any, Any], what: str) -> List[Any
     return [table[i] for i in ids]
 
 
-def prompt_table(ids: Sequence[Any], examples: Union[ExampleLoader, Sequence[Example]],
-                 dataset: Optional[Dataset] = None, tokenizer: Any = None) -> PromptTable:
+def prompt_table(ids: Sequence[Any], examples: ExampleLoader | Sequence[Example],
+                 dataset: Dataset | None = None, tokenizer: Any = None) -> PromptTable:
     """The prompts of the rows ``ids``, with their fields and derived features.
 
     Args:
@@ -119,7 +120,7 @@ def prompt_table(ids: Sequence[Any], examples: Union[ExampleLoader, Sequence[Exa
         tokenizer: decodes token ids (prompts given as ids, or no dataset).
     """
     pool = examples.examples if isinstance(examples, ExampleLoader) else list(examples)
-    rows: List[Example] = _lookup(ids, {e.id: e for e in pool}, "examples")
+    rows: list[Example] = _lookup(ids, {e.id: e for e in pool}, "examples")
     decode = _decoder(tokenizer)
     derived = {name: [f(e) for e in rows] for name, f in DERIVED.items()}
     if dataset is None:

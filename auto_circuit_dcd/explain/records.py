@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Union
 
 from auto_circuit_dcd.schema import from_jsonable, json_schema, to_jsonable
 
@@ -38,11 +38,11 @@ class Exemplar:
     cluster: int
     clean: str
     corrupt: str
-    answers: List[str]
-    wrong_answers: List[str]
+    answers: list[str]
+    wrong_answers: list[str]
     distance: float
     margin: float
-    other_cluster: Optional[int]
+    other_cluster: int | None
     silhouette: float
 
 
@@ -53,8 +53,8 @@ class ClusterExemplars:
 
     cluster: int
     size: int
-    typical: List[Exemplar]
-    ambiguous: List[Exemplar]
+    typical: list[Exemplar]
+    ambiguous: list[Exemplar]
 
 
 @dataclass
@@ -89,9 +89,9 @@ class FieldAssociation:
     source: str
     kind: str
     n_rows: int
-    clusters: List[int]
-    categories: List[str]
-    counts: List[List[int]]
+    clusters: list[int]
+    categories: list[str]
+    counts: list[list[int]]
     cramers_v: float
     adjusted_mutual_info: float
     test: str
@@ -99,7 +99,7 @@ class FieldAssociation:
     p_value: float
     q_value: float
     associated: bool
-    typical: List[CategoryShare]
+    typical: list[CategoryShare]
 
 
 @dataclass
@@ -132,8 +132,8 @@ class DifferenceTable:
     n_tested: int
     n_higher: int
     n_lower: int
-    higher: List[UnitDifference]
-    lower: List[UnitDifference]
+    higher: list[UnitDifference]
+    lower: list[UnitDifference]
 
 
 @dataclass
@@ -142,7 +142,7 @@ class Contrast:
     prompts): the edges and the nodes that set it apart."""
 
     cluster: int
-    other: Optional[int]
+    other: int | None
     n_cluster: int
     n_other: int
     edges: DifferenceTable
@@ -159,7 +159,7 @@ class CircuitDifference:
 
     a: int
     b: int
-    size: Optional[int]
+    size: int | None
     selection: str
     ranking: str
     n_a: int
@@ -168,9 +168,9 @@ class CircuitDifference:
     n_only_b: int
     n_shared: int
     jaccard: float
-    only_a: List[str]
-    only_b: List[str]
-    shared: List[str]
+    only_a: list[str]
+    only_b: list[str]
+    shared: list[str]
 
 
 @dataclass
@@ -189,7 +189,7 @@ class DescriptionSettings:
     n_exemplars: int
     top: int
     n_bins: int
-    random_state: Optional[int]
+    random_state: int | None
 
 
 @dataclass
@@ -203,16 +203,16 @@ class ClusterDescriptions:
 
     n_examples: int
     n_noise: int
-    clusters: List[int]
-    sizes: List[int]
-    exemplars: List[ClusterExemplars]
-    fields: List[FieldAssociation]
-    skipped_fields: Dict[str, str]
-    contrasts: List[Contrast]
-    circuit_differences: List[CircuitDifference]
+    clusters: list[int]
+    sizes: list[int]
+    exemplars: list[ClusterExemplars]
+    fields: list[FieldAssociation]
+    skipped_fields: dict[str, str]
+    contrasts: list[Contrast]
+    circuit_differences: list[CircuitDifference]
     settings: DescriptionSettings
 
-    def contrast(self, cluster: int, other: Optional[int] = None) -> Contrast:
+    def contrast(self, cluster: int, other: int | None = None) -> Contrast:
         """The contrast of ``cluster`` against ``other`` (``None``: the rest)."""
         for c in self.contrasts:
             if c.cluster == cluster and c.other == other:
@@ -228,18 +228,18 @@ class ClusterDescriptions:
         why = self.skipped_fields.get(name)
         raise KeyError(f"field {name!r} was not tested" + (f": {why}" if why else ""))
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form as Python data (NaN as None)."""
         return to_jsonable(self)
 
-    def to_json(self, indent: Optional[int] = 1) -> str:
+    def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "ClusterDescriptions":
+    def from_dict(cls, data: dict[str, Any]) -> ClusterDescriptions:
         """Descriptions from parsed JSON, every key and type checked (``SchemaError``)."""
         return from_jsonable(cls, data, where="descriptions")
 
     @classmethod
-    def json_schema(cls) -> Dict[str, Any]:
+    def json_schema(cls) -> dict[str, Any]:
         return json_schema(cls, title="auto-circuit-dcd cluster descriptions")

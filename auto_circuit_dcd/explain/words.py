@@ -8,8 +8,6 @@ effect size first); and its most typical prompt.
 
 from __future__ import annotations
 
-from typing import List
-
 from auto_circuit_dcd.explain.records import ClusterDescriptions
 
 __all__ = ["describe_in_words"]
@@ -20,7 +18,7 @@ def _clip(text: str, width: int = 80) -> str:
 
 
 def describe_in_words(desc: ClusterDescriptions, n_fields: int = 2,
-                      n_nodes: int = 3) -> List[str]:
+                      n_nodes: int = 3) -> list[str]:
     """One sentence per cluster (see the module docstring), in cluster order."""
     total = sum(desc.sizes)
     associated = [f for f in desc.fields if f.associated][:n_fields]

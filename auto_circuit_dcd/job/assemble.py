@@ -22,14 +22,26 @@ from __future__ import annotations
 import dataclasses
 import platform
 from collections import Counter
-from typing import TYPE_CHECKING, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from auto_circuit_dcd.report.records import (SCHEMA_VERSION, CircuitSelection, ClusterResult,
-                                             CrossFaithfulnessTable, CurveScores, DcdResult,
-                                             DcdScores, DroppedExamples, EdgeOverlapTable,
-                                             KRandomResult, OracleRouted, Routing, RunReport)
+from auto_circuit_dcd.report.records import (
+    SCHEMA_VERSION,
+    CircuitSelection,
+    ClusterResult,
+    CrossFaithfulnessTable,
+    CurveScores,
+    DcdResult,
+    DcdScores,
+    DroppedExamples,
+    EdgeOverlapTable,
+    KRandomResult,
+    OracleRouted,
+    Routing,
+    RunReport,
+)
 from auto_circuit_dcd.schema import jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +70,7 @@ Results = Mapping[str, "FaithfulnessResult"]
 Id = Union[str, int]
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     """Versions of Python and the packages a run's numbers depend on."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -75,7 +87,7 @@ def versions() -> Dict[str, str]:
 class _Scorer:
     """CPR/CMD by the run's convention over the run's edge fractions."""
 
-    def __init__(self, conv: "Convention", fractions: Sequence[float]) -> None:
+    def __init__(self, conv: Convention, fractions: Sequence[float]) -> None:
         self.conv, self.fractions = conv, np.asarray(fractions, dtype=float)
 
     def cpr(self, f: np.ndarray) -> float:
@@ -90,9 +102,9 @@ class _Scorer:
 
 
 def _combined(results: Results, cmd_results: Results, names: Mapping[Hashable, str],
-              routing: List[Hashable], fallback: Optional[Hashable] = None,
+              routing: list[Hashable], fallback: Hashable | None = None,
               exclude: Sequence[Hashable] = ()
-              ) -> Tuple["MultiCircuitResult", "MultiCircuitResult"]:
+              ) -> tuple[MultiCircuitResult, MultiCircuitResult]:
     """The circuits ``names`` (``{routing label: circuit name}``) combined under ``routing``,
     ranked for CPR and for CMD."""
     from auto_circuit_dcd.metrics import combine_circuits
@@ -104,13 +116,13 @@ def _combined(results: Results, cmd_results: Results, names: Mapping[Hashable, s
     return a, b
 
 
-def _ids(ids: Sequence[object]) -> List[Id]:
+def _ids(ids: Sequence[object]) -> list[Id]:
     """Example ids as the report holds them: strings and whole numbers as they are, any other
     id (a dataset's float or list ``id`` field) as its text."""
     return [i if isinstance(i, (str, int)) and not isinstance(i, bool) else str(i) for i in ids]
 
 
-def _k_random_routing(results: Results, seed: int) -> Optional[List[str]]:
+def _k_random_routing(results: Results, seed: int) -> list[str] | None:
     """Each test example's K-random circuit, drawn with the run's seed (None: no K-random
     circuits, k = 1)."""
     from auto_circuit_dcd.metrics.aggregate import random_routing
@@ -122,7 +134,7 @@ def _k_random_routing(results: Results, seed: int) -> Optional[List[str]]:
 
 
 def _k_random(results: Results, cmd_results: Results, score: _Scorer,
-              routing: Optional[List[str]]) -> KRandomResult:
+              routing: list[str] | None) -> KRandomResult:
     if routing is None:
         nan = float("nan")
         return KRandomResult(None, None, OracleRouted(nan, nan), OracleRouted(nan, nan))
@@ -135,9 +147,9 @@ def _k_random(results: Results, cmd_results: Results, score: _Scorer,
                          test_routing=list(routing))
 
 
-def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels: List[int],
-         route: np.ndarray, cross: "CrossFaithfulness", train_labels: np.ndarray,
-         train_groups: Optional[List[Optional[str]]]) -> DcdResult:
+def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels: list[int],
+         route: np.ndarray, cross: CrossFaithfulness, train_labels: np.ndarray,
+         train_groups: list[str | None] | None) -> DcdResult:
     """DCD's curves and scores, and per cluster its own circuit (``cross``'s diagonal: the
     cluster's circuit on its routed examples) beside the single circuit there."""
     from auto_circuit_dcd.metrics.aggregate import per_group
@@ -169,8 +181,8 @@ def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels:
         clusters=clusters)
 
 
-def _quality(groups: Optional[List[Optional[str]]],
-             labels: np.ndarray) -> Optional["ClusterQuality"]:
+def _quality(groups: list[str | None] | None,
+             labels: np.ndarray) -> ClusterQuality | None:
     """Cluster quality on the rows that carry a group label, and how many do not."""
     from auto_circuit_dcd.metrics import cluster_quality
 
@@ -181,7 +193,7 @@ def _quality(groups: Optional[List[Optional[str]]],
     return dataclasses.replace(q, n_unlabelled=len(groups) - len(rows))
 
 
-def _selection(conv: "Convention", by_ranking: Mapping[str, Results],
+def _selection(conv: Convention, by_ranking: Mapping[str, Results],
                base_algo: str) -> CircuitSelection:
     """The convention, and the edges achieved per size and ranking (a rule can keep fewer
     edges than asked: pruning, or more: ties)."""
@@ -197,14 +209,14 @@ def _selection(conv: "Convention", by_ranking: Mapping[str, Results],
               f"CMD ({conv.cmd_form})"))
 
 
-def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix",
-                    A_test: "AttributionMatrix", gd: "GroupedDiscovery", routed: np.ndarray,
-                    circuits: Mapping[str, "Circuit"], by_ranking: Mapping[str, Results],
-                    dropped: Dict[str, List[object]],
-                    stability: Optional["ClusterStability"], world_size: int,
-                    timings: Dict[str, float], grid: Optional["SizeGrid"] = None,
-                    test_share: Optional[float] = None,
-                    descriptions: Optional["ClusterDescriptions"] = None) -> RunReport:
+def assemble_report(*, config: RunConfig, dataset: str, A: AttributionMatrix,
+                    A_test: AttributionMatrix, gd: GroupedDiscovery, routed: np.ndarray,
+                    circuits: Mapping[str, Circuit], by_ranking: Mapping[str, Results],
+                    dropped: dict[str, list[object]],
+                    stability: ClusterStability | None, world_size: int,
+                    timings: dict[str, float], grid: SizeGrid | None = None,
+                    test_share: float | None = None,
+                    descriptions: ClusterDescriptions | None = None) -> RunReport:
     """The report of one run. ``routed``: each test row's cluster (``A_test``'s order);
     ``circuits``: ``single``, ``cluster_<c>`` per cluster and ``k_random_<c>``;
     ``stability``: None when switched off; ``grid``: the sizes asked for and those left out
@@ -266,17 +278,17 @@ def assemble_report(*, config: "RunConfig", dataset: str, A: "AttributionMatrix"
         cluster_descriptions=descriptions, k_choices=_k_choices(gd))
 
 
-def _k_choices(gd: "GroupedDiscovery") -> Dict[str, Dict[str, object]]:
+def _k_choices(gd: GroupedDiscovery) -> dict[str, dict[str, object]]:
     """Per clusterer tried, the k each criterion chose and the k its rule took."""
     return {str(name): jsonable(dict(choice))
             for name, choice in getattr(gd, "k_choices_", {}).items()}
 
 
 # ------------------------------------------------------------------------ uncertainty
-def _uncertainty(by_ranking: Mapping[str, Results], conv: "Convention",
-                 cluster_labels: List[int], route: np.ndarray,
-                 kr_routing: Optional[List[str]], p: float, grid: Optional["SizeGrid"],
-                 test_share: float) -> "RunUncertainty":
+def _uncertainty(by_ranking: Mapping[str, Results], conv: Convention,
+                 cluster_labels: list[int], route: np.ndarray,
+                 kr_routing: list[str] | None, p: float, grid: SizeGrid | None,
+                 test_share: float) -> RunUncertainty:
     """Intervals, comparisons, verdicts and warnings of the run's numbers, on the same
     results and routings as the report's estimates (noise examples to the first cluster's
     circuit, as in "DCD routed"); ``grid``, when given, records the sizes asked for."""

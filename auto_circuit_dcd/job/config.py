@@ -25,10 +25,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Literal, Optional, Sequence,
-                    Tuple, Union, get_args)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    Union,
+    get_args,
+)
 
 from auto_circuit_dcd.model.table import DEFAULT_MODEL, describe_models
 from auto_circuit_dcd.tasks.dataset import TASKS
@@ -62,7 +68,7 @@ class Whole:
     low: int
     note: str = ""
 
-    def problem(self, value: Any) -> Optional[str]:
+    def problem(self, value: Any) -> str | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= self.low:
             return None
         return f"must be a whole number of at least {self.low}{self.note}, got {value!r}"
@@ -78,7 +84,7 @@ class Between:
     closed: Literal["neither", "right", "both"]
     says: str
 
-    def problem(self, value: Any) -> Optional[str]:
+    def problem(self, value: Any) -> str | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             above = value >= self.low if self.closed == "both" else value > self.low
             below = value < self.high if self.closed == "neither" else value <= self.high
@@ -91,9 +97,9 @@ class Between:
 class OneOf:
     """One of ``values``."""
 
-    values: Tuple[str, ...]
+    values: tuple[str, ...]
 
-    def problem(self, value: Any) -> Optional[str]:
+    def problem(self, value: Any) -> str | None:
         return None if value in self.values else \
             f"must be one of {list(self.values)}, got {value!r}"
 
@@ -101,7 +107,7 @@ class OneOf:
 #: an option's rule: ``rule.problem(value)`` is None or what is wrong
 Constraint = Union[Whole, Between, OneOf]
 #: option -> its rule; ``None`` passes for an option whose default is ``None``
-PARAMETER_CONSTRAINTS: Dict[str, Constraint] = {
+PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "n": Whole(1), "batch_size": Whole(1), "ig_steps": Whole(1), "max_clusters": Whole(2),
     "threads": Whole(1),
     "test_fraction": Between(0.0, 1.0, "neither", "must lie strictly between 0 and 1"),
@@ -121,7 +127,7 @@ CIRCUITS, OUTPUT, MACHINE = "circuits and evaluation", "report and output", "mac
 
 
 
-def _opt(default: Any, help: str, choices: Optional[Sequence[str]] = None,  # noqa: A002
+def _opt(default: Any, help: str, choices: Sequence[str] | None = None,  # noqa: A002
          strict: bool = True, aliases: Sequence[str] = (), group: str = "") -> Any:
     """A field with its command-line help, other option names (``aliases``), the stage
     its option is listed under in ``run --help`` (``group``) and, for a choice, its
@@ -142,11 +148,11 @@ class RunConfig:
     """Everything ``auto-circuit-dcd run`` takes; see ``auto-circuit-dcd run --help``."""
 
     model: str = _opt(DEFAULT_MODEL, f"model name: {describe_models()}", group=DATA)
-    dataset: Optional[str] = _opt(None, "an auto-circuit JSON dataset (optional per-prompt "
+    dataset: str | None = _opt(None, "an auto-circuit JSON dataset (optional per-prompt "
                                   "'group', 'id', 'split'); excludes --task", group=DATA)
-    task: Optional[str] = _opt(None, "generate a dataset of this task (or mixture) instead; "
+    task: str | None = _opt(None, "generate a dataset of this task (or mixture) instead; "
                                "excludes --dataset", TASKS, group=DATA)
-    prompt_types: Optional[List[str]] = _opt(None, "with --task: comma-separated prompt types; "
+    prompt_types: list[str] | None = _opt(None, "with --task: comma-separated prompt types; "
                                              "for --task mixture task/type[:share], e.g. "
                                              "ioi/mixed,sequence/2-gram", group=DATA)
     method: Method = _opt("eap", "per-example attribution method", get_args(Method),
@@ -170,7 +176,7 @@ class RunConfig:
                                         get_args(Preprocessing), group=CLUSTERING)
     base_algo: str = _opt("eap", "cluster circuits: eap (cluster mean) or an auto-circuit "
                           "PRUNE_ALGO_DICT key, e.g. ACDC", group=CIRCUITS)
-    n: Optional[int] = _opt(None, "number of prompts to use (all when not given; 1000 "
+    n: int | None = _opt(None, "number of prompts to use (all when not given; 1000 "
                             "generated with --task); under torchrun write --prompts (torchrun "
                             "reads --n as an abbreviation of its own options)",
                             aliases=("--prompts",), group=DATA)
@@ -180,15 +186,15 @@ class RunConfig:
     test_fraction: float = _opt(0.2, "share of prompts held out for evaluation (when the "
                                 "prompts carry no 'split')", group=DATA)
     out: str = _opt("runs/default", "output folder", group=OUTPUT)
-    edge_fractions: Optional[List[float]] = _opt(None, "comma-separated circuit sizes as "
+    edge_fractions: list[float] | None = _opt(None, "comma-separated circuit sizes as "
                                                  "fractions of all edges (MIB's grid when not "
                                                  "given)", group=CIRCUITS)
     p_cross: float = _opt(0.05, "edge fraction of the cross-faithfulness matrix and the "
                           "per-cluster table (one of --edge-fractions)", group=CIRCUITS)
-    draw_fraction: Optional[float] = _opt(None, "edge fraction at which each cluster's circuit "
+    draw_fraction: float | None = _opt(None, "edge fraction at which each cluster's circuit "
                                           "is drawn in the report (--p-cross when not given)",
                                           group=OUTPUT)
-    threads: Optional[int] = _opt(None, "torch threads (torch's default when not given)",
+    threads: int | None = _opt(None, "torch threads (torch's default when not given)",
                                   group=MACHINE)
     # "auto": CUDA if available, else the CPU; or "cpu", "cuda", "cuda:N", "mps"
     device: str = _opt("auto", "where the model runs: auto (CUDA if available, else cpu), "
@@ -200,7 +206,7 @@ class RunConfig:
                                 "rows that is dropped (and reported); above it the run stops",
                                 group=ATTRIBUTION)
     # how each size's edges are chosen (None: DEFAULT_SELECTION; topn-prune under MIB parity)
-    selection: Optional[Selection] = _opt(None, "how each size's edges are chosen: top edges "
+    selection: Selection | None = _opt(None, "how each size's edges are chosen: top edges "
                                           "(topn), those of them on an input-to-logits path "
                                           "(topn-prune), those refilled down the ranking until "
                                           "the asked count lies on paths (topn-fill), or grown "
@@ -208,9 +214,9 @@ class RunConfig:
                                           "topn-prune under --mib-parity "
                                           "(docs/choosing-options.md, \"Choosing the selection "
                                           "rule\")", get_args(Selection), group=CIRCUITS)
-    ranking: Optional[Ranking] = _opt(None, "edges ranked by |score| (abs, when not given) or "
+    ranking: Ranking | None = _opt(None, "edges ranked by |score| (abs, when not given) or "
                                       "by signed score", get_args(Ranking), group=CIRCUITS)
-    cmd: Optional[CmdForm] = _opt(None, "CMD integrates max(0, 1 - f) (one-sided, when not "
+    cmd: CmdForm | None = _opt(None, "CMD integrates max(0, 1 - f) (one-sided, when not "
                                   "given) or |1 - f| (two-sided, MIB's)", get_args(CmdForm),
                                   group=CIRCUITS)
     mib_parity: bool = _opt(False, "MIB's convention: signed ranking for CPR, |score| for CMD, "
@@ -220,13 +226,13 @@ class RunConfig:
                                     "on to measure cluster stability (0: skip)", group=CLUSTERING)
 
     # ------------------------------------------------------------------ derived
-    def fraction_grid(self) -> List[float]:
+    def fraction_grid(self) -> list[float]:
         """The circuit sizes evaluated: ``edge_fractions`` or the MIB grid, sorted."""
         from auto_circuit_dcd.evaluation import MIB_GRID
 
-        return sorted(set(float(f) for f in (self.edge_fractions or MIB_GRID)))
+        return sorted({float(f) for f in (self.edge_fractions or MIB_GRID)})
 
-    def convention(self) -> "Convention":
+    def convention(self) -> Convention:
         """How the run chooses each size's edges and computes CPR and CMD."""
         from auto_circuit_dcd.metrics.convention import make_convention
 
@@ -234,7 +240,7 @@ class RunConfig:
                                default_selection=DEFAULT_SELECTION)
 
     # -------------------------------------------------------------------- check
-    def check(self) -> "RunConfig":
+    def check(self) -> RunConfig:
         """Refuse a configuration that cannot work, before anything is loaded or written;
         returns self.
 
@@ -324,7 +330,7 @@ def _lazy(module: str, name: str, attr: str) -> Callable[[RunConfig], Any]:
 
 #: (flags named in the message, check) in the order they run after the table; ``""``: the
 #: check's message names its flags itself
-_CHECKS: Tuple[Tuple[str, Callable[[RunConfig], Any]], ...] = (
+_CHECKS: tuple[tuple[str, Callable[[RunConfig], Any]], ...] = (
     ("--selection/--ranking/--cmd/--mib-parity", RunConfig.convention),
     ("", _check_grid),
     ("--model", _lazy("auto_circuit_dcd.model.load", "check_model_name", "model")),

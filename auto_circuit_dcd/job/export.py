@@ -30,7 +30,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, TypedDict
+from typing import TypedDict
 
 import numpy as np
 
@@ -51,10 +51,10 @@ class MibFile(TypedDict):
 
     circuit: str
     file: str
-    edge_fraction: Optional[float]
+    edge_fraction: float | None
     ranking: str
-    selection: Optional[str]
-    requested_edges: Optional[int]
+    selection: str | None
+    requested_edges: int | None
     n_edges: int
 
 
@@ -63,10 +63,10 @@ class MibExport:
     """What :func:`export_mib` wrote: the folder and, per file, its circuit, size and edges."""
 
     folder: Path
-    files: List[MibFile]
+    files: list[MibFile]
 
 
-def export_mib(run_dir: "str | Path") -> MibExport:
+def export_mib(run_dir: str | Path) -> MibExport:
     """Write ``run_dir/mib/`` (see the module docstring); returns what was written."""
     from auto_circuit_dcd.circuits.mib import circuit_files, describe_missing, describe_selection
     from auto_circuit_dcd.files import write_text
@@ -75,7 +75,7 @@ def export_mib(run_dir: "str | Path") -> MibExport:
     if not run.path.is_dir():
         raise RunFolderError(f"{run.path} is not a folder: give the --out folder of a finished "
                              "`auto-circuit-dcd run`")
-    files: List[MibFile] = []
+    files: list[MibFile] = []
     with run.lock("run"):
         report = run.report()
         circuits = run.circuits()

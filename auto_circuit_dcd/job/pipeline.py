@@ -46,9 +46,10 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Hashable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -77,14 +78,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RunConfig", "run", "load_tokenizer"]
 
 #: ``{ranking: {circuit name: FaithfulnessResult}}``
-Evaluated = Dict[str, Dict[str, "FaithfulnessResult"]]
+Evaluated = dict[str, dict[str, "FaithfulnessResult"]]
 
 
 class _Timer:
     """Seconds per stage; with ``echo``, a line on stderr as each stage starts."""
 
     def __init__(self, echo: bool = False) -> None:
-        self.seconds: Dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
         self.echo = echo
 
     def say(self, what: str) -> None:
@@ -150,7 +151,7 @@ def run(config: RunConfig, progress: bool = True) -> RunReport:
 
 
 # ------------------------------------------------------------------------ the stages
-def _load_model(config: RunConfig, timer: _Timer) -> "PatchableModel":
+def _load_model(config: RunConfig, timer: _Timer) -> PatchableModel:
     """The model on this worker's device, in the run's dtype, wrapped for patching."""
     from auto_circuit_dcd.distributed import worker_device
     from auto_circuit_dcd.model.devices import resolve_device
@@ -162,8 +163,8 @@ def _load_model(config: RunConfig, timer: _Timer) -> "PatchableModel":
         return make_patchable(load_model(config.model, device=device, dtype=config.dtype))
 
 
-def _load_data(config: RunConfig, pm: "PatchableModel", folder: RunFolder,
-               timer: _Timer) -> Tuple[Path, "ExampleLoader", "ExampleLoader", float]:
+def _load_data(config: RunConfig, pm: PatchableModel, folder: RunFolder,
+               timer: _Timer) -> tuple[Path, ExampleLoader, ExampleLoader, float]:
     """The dataset's path, loaders of its train and test splits, and the share of its
     prompts in the test split (what turns a test-set size into prompts to ask for)."""
     from auto_circuit_dcd.data import check_split_sizes, load_examples, make_loader, split_examples
@@ -179,10 +180,10 @@ def _load_data(config: RunConfig, pm: "PatchableModel", folder: RunFolder,
                 make_loader(test_ex, config.batch_size), len(test_ex) / len(examples))
 
 
-def _attribute(config: RunConfig, pm: "PatchableModel", train: "ExampleLoader",
-               test: "ExampleLoader", folder: RunFolder, timer: _Timer, progress: bool
-               ) -> Tuple["AttributionMatrix", "AttributionMatrix", "ExampleLoader",
-                          "ExampleLoader", Dict[str, List[Hashable]]]:
+def _attribute(config: RunConfig, pm: PatchableModel, train: ExampleLoader,
+               test: ExampleLoader, folder: RunFolder, timer: _Timer, progress: bool
+               ) -> tuple[AttributionMatrix, AttributionMatrix, ExampleLoader,
+                          ExampleLoader, dict[str, list[Hashable]]]:
     """Attribution rows of both splits (cached in the folder); examples whose rows were not
     finite are left out of the loaders and everything that follows, and listed."""
     from auto_circuit_dcd.attribution.front import attribute
@@ -202,9 +203,9 @@ def _attribute(config: RunConfig, pm: "PatchableModel", train: "ExampleLoader",
     return A, A_test, train, test, dropped
 
 
-def _cluster(config: RunConfig, A: "AttributionMatrix", A_test: "AttributionMatrix",
+def _cluster(config: RunConfig, A: AttributionMatrix, A_test: AttributionMatrix,
              timer: _Timer, progress: bool
-             ) -> Tuple["GroupedDiscovery", np.ndarray, Optional["ClusterStability"]]:
+             ) -> tuple[GroupedDiscovery, np.ndarray, ClusterStability | None]:
     """The fitted ``GroupedDiscovery``, each test row's cluster, and cluster stability (None
     when switched off; its wall time is ``timings["stability"]``)."""
     from auto_circuit_dcd.cluster import GroupedDiscovery, cluster_stability
@@ -224,8 +225,8 @@ def _cluster(config: RunConfig, A: "AttributionMatrix", A_test: "AttributionMatr
     return gd, routed, stability
 
 
-def _circuits(config: RunConfig, pm: "PatchableModel", A: "AttributionMatrix",
-              train: "ExampleLoader", gd: "GroupedDiscovery") -> Dict[str, "Circuit"]:
+def _circuits(config: RunConfig, pm: PatchableModel, A: AttributionMatrix,
+              train: ExampleLoader, gd: GroupedDiscovery) -> dict[str, Circuit]:
     """The single baseline, one circuit per cluster and K-random, all by the run's base
     algorithm."""
     from auto_circuit_dcd.cluster import cluster_circuits, k_random_circuits, single_circuit
@@ -240,7 +241,7 @@ def _circuits(config: RunConfig, pm: "PatchableModel", A: "AttributionMatrix",
     return out
 
 
-def _sizes(config: RunConfig, pm: "PatchableModel") -> "SizeGrid":
+def _sizes(config: RunConfig, pm: PatchableModel) -> SizeGrid:
     """The sizes evaluated: the run's grid less those that ask for no edge of this model
     (refused when ``--p-cross`` is one of them, or when every size is)."""
     from auto_circuit_dcd.metrics.uncertainty import size_grid
@@ -258,8 +259,8 @@ def _sizes(config: RunConfig, pm: "PatchableModel") -> "SizeGrid":
     return grid
 
 
-def _evaluate(config: RunConfig, pm: "PatchableModel", test: "ExampleLoader",
-              circuits: Dict[str, "Circuit"], progress: bool, grid: "SizeGrid") -> Evaluated:
+def _evaluate(config: RunConfig, pm: PatchableModel, test: ExampleLoader,
+              circuits: dict[str, Circuit], progress: bool, grid: SizeGrid) -> Evaluated:
     """Every circuit on the test split at the grid's sizes under each ranking of the run's
     convention, split by batch over the ranks of a process group."""
     from auto_circuit_dcd.evaluation import evaluate_circuits
@@ -271,9 +272,9 @@ def _evaluate(config: RunConfig, pm: "PatchableModel", test: "ExampleLoader",
             for r in conv.rankings()}
 
 
-def _describe(config: RunConfig, pm: "PatchableModel", A: "AttributionMatrix",
-              train: "ExampleLoader", gd: "GroupedDiscovery", circuits: Dict[str, "Circuit"],
-              path: Path) -> "ClusterDescriptions":
+def _describe(config: RunConfig, pm: PatchableModel, A: AttributionMatrix,
+              train: ExampleLoader, gd: GroupedDiscovery, circuits: dict[str, Circuit],
+              path: Path) -> ClusterDescriptions:
     """What each cluster is (no model pass): exemplars, the dataset's fields against the
     clusters, the edges and nodes that set each cluster apart, and the cluster circuits'
     differences at the size of the per-cluster numbers (``--p-cross``), chosen by the run's
@@ -290,16 +291,16 @@ def _describe(config: RunConfig, pm: "PatchableModel", A: "AttributionMatrix",
                              random_state=config.seed)
 
 
-def _follow(handoff: "Handoff", config: RunConfig, pm: "PatchableModel",
-            test: "ExampleLoader", grid: "SizeGrid") -> RunReport:
+def _follow(handoff: Handoff, config: RunConfig, pm: PatchableModel,
+            test: ExampleLoader, grid: SizeGrid) -> RunReport:
     """A rank other than 0 after attribution: its share of the evaluation of rank 0's
     circuits, then rank 0's report (or rank 0's exception, raised here too)."""
     _evaluate(config, pm, test, handoff.receive(), progress=False, grid=grid)
     return handoff.receive()
 
 
-def _write(folder: RunFolder, report: RunReport, pm: "PatchableModel", A: "AttributionMatrix",
-           A_test: "AttributionMatrix", circuits: Dict[str, "Circuit"],
+def _write(folder: RunFolder, report: RunReport, pm: PatchableModel, A: AttributionMatrix,
+           A_test: AttributionMatrix, circuits: dict[str, Circuit],
            evaluated: Evaluated) -> None:
     """The page's figures, then the run folder's files."""
     from auto_circuit_dcd.circuits.mib import graph_config
@@ -311,7 +312,7 @@ def _write(folder: RunFolder, report: RunReport, pm: "PatchableModel", A: "Attri
 
 
 # ------------------------------------------------------------------------ helpers
-def load_tokenizer(model: str) -> "PreTrainedTokenizerBase":
+def load_tokenizer(model: str) -> PreTrainedTokenizerBase:
     """The tokenizer of a model name without loading its weights where the model table
     has a tokenizer loader."""
     from auto_circuit_dcd.model.table import model_tokenizer
@@ -324,7 +325,7 @@ def load_tokenizer(model: str) -> "PreTrainedTokenizerBase":
     return load_model(model).tokenizer
 
 
-def _dataset_path(config: RunConfig, tokenizer: "PreTrainedTokenizerBase",
+def _dataset_path(config: RunConfig, tokenizer: PreTrainedTokenizerBase,
                   folder: RunFolder) -> Path:
     if config.dataset:
         return Path(config.dataset)

@@ -33,12 +33,17 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import (TYPE_CHECKING, Any, ContextManager, Dict, Iterator, List, Literal, Mapping,
-                    Optional)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ContextManager,
+    Literal,
+)
 
 import numpy as np
 import torch
@@ -70,9 +75,9 @@ class EvaluatedSizes:
     """The circuit sizes a run evaluated, and how each size's edges were chosen (under
     each of ``rankings``; the first is the one the curves and CPR use)."""
 
-    fractions: List[float]
+    fractions: list[float]
     selection: str
-    rankings: List[str]
+    rankings: list[str]
 
 
 class RunFolder:
@@ -88,7 +93,7 @@ class RunFolder:
     #: how many of each circuit's best edges ``circuits.json`` lists
     TOP_EDGES = 50
 
-    def __init__(self, path: "str | Path") -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def __repr__(self) -> str:
@@ -131,7 +136,7 @@ class RunFolder:
         return folder_lock(self.path, what=what)
 
     @contextmanager
-    def hold(self) -> Iterator["RunFolder"]:
+    def hold(self) -> Iterator[RunFolder]:
         """Hold the folder for a run: rank 0 of a process group takes the lock for all and
         clears unfinished temporary files. A run that fails removes the folders it
         created, unless they hold cached attribution rows (a re-run resumes from them)."""
@@ -157,10 +162,10 @@ class RunFolder:
             raise
 
     # ---------------------------------------------------------------- writing
-    def write(self, report: "RunReport", *, train: "AttributionMatrix",
-              test: "AttributionMatrix", circuits: Mapping[str, "Circuit"],
-              evaluated: Evaluated, graph_config: Dict[str, Any],
-              page: Optional[Dict[str, Any]] = None) -> None:
+    def write(self, report: RunReport, *, train: AttributionMatrix,
+              test: AttributionMatrix, circuits: Mapping[str, Circuit],
+              evaluated: Evaluated, graph_config: dict[str, Any],
+              page: dict[str, Any] | None = None) -> None:
         """A finished run's files: the old report removed first, then the matrices, the
         circuits and the per-example values, then ``report.json`` and ``report.html``
         (``page``: the page's figures,
@@ -176,8 +181,8 @@ class RunFolder:
 
         write_html(report, self.report_html, page)
 
-    def write_circuits(self, circuits: Mapping[str, "Circuit"], evaluated: Evaluated,
-                       graph_config: Dict[str, Any]) -> None:
+    def write_circuits(self, circuits: Mapping[str, Circuit], evaluated: Evaluated,
+                       graph_config: dict[str, Any]) -> None:
         """``circuits.safetensors`` + ``circuits.json``: the circuits, the edges each was
         evaluated with at each size under each ranking, and each circuit's top edges by
         the first ranking."""
@@ -202,21 +207,21 @@ class RunFolder:
                                         "rankings": list(evaluated)},
                           "top_edges": listing})
 
-    def write_per_example(self, report: "RunReport", evaluated: Evaluated) -> None:
+    def write_per_example(self, report: RunReport, evaluated: Evaluated) -> None:
         """``per_example/``: every circuit's per-example values at each size under each
         ranking, in ``report.test_example_ids``' order, with the report's test routings
         (``"dcd"``: each example's cluster, -1 for noise; ``"k_random"``: its K-random
         circuit, when the run has them)."""
         from auto_circuit_dcd.evaluation.per_example import save_per_example
 
-        routings: Dict[str, List[Any]] = {"dcd": list(report.test_routing)}
+        routings: dict[str, list[Any]] = {"dcd": list(report.test_routing)}
         if report.k_random.test_routing is not None:
             routings["k_random"] = list(report.k_random.test_routing)
         save_per_example(self.per_example_folder, evaluated, report.test_example_ids,
                          routings=routings)
 
     # ---------------------------------------------------------------- reading
-    def per_example(self) -> Dict[str, Dict[str, "FaithfulnessResult"]]:
+    def per_example(self) -> dict[str, dict[str, FaithfulnessResult]]:
         """The per-example values as ``{ranking: {circuit: FaithfulnessResult}}``
         (:func:`~auto_circuit_dcd.evaluation.per_example.load_per_example`; no edge sets:
         :meth:`circuits` has them)."""
@@ -224,14 +229,14 @@ class RunFolder:
 
         return load_per_example(self._per_example_path())
 
-    def test_routings(self) -> Dict[str, List[Any]]:
+    def test_routings(self) -> dict[str, list[Any]]:
         """The routings saved with the per-example values: ``{"dcd": cluster per test
         example, "k_random": K-random circuit per test example}`` (rows' order)."""
         from auto_circuit_dcd.evaluation.per_example import load_routings
 
         return load_routings(self._per_example_path())
 
-    def report(self) -> "RunReport":
+    def report(self) -> RunReport:
         """``report.json`` as the typed report."""
         from auto_circuit_dcd.report.records import RunReport
         from auto_circuit_dcd.schema import SchemaError
@@ -243,15 +248,15 @@ class RunFolder:
                                  f"({err}): run the job again (cached attributions make it "
                                  "quick)") from None
 
-    def attributions(self, split: Split = "train") -> "AttributionMatrix":
+    def attributions(self, split: Split = "train") -> AttributionMatrix:
         """The attribution matrix of the train or test split."""
         from auto_circuit_dcd.attribution.matrix import AttributionMatrix
 
         self._finished()
         return AttributionMatrix.load(self.attribution_folder(split))
 
-    def circuits(self, at: Optional[float] = None,
-                 ranking: Optional[str] = None) -> Dict[str, "Circuit"]:
+    def circuits(self, at: float | None = None,
+                 ranking: str | None = None) -> dict[str, Circuit]:
         """The run's circuits by name (``single``, ``cluster_<c>``, ``k_random_<c>``), no
         model needed: with all their edges, or with ``at`` (one of the evaluated edge
         fractions) the edges the run evaluated at that size under ``ranking`` (default:
@@ -275,12 +280,12 @@ class RunFolder:
         return EvaluatedSizes([float(f) for f in sets["fractions"]], sets["selection"],
                               list(sets["rankings"]))
 
-    def graph_config(self) -> Dict[str, Any]:
+    def graph_config(self) -> dict[str, Any]:
         """The model's EAP-IG graph config (``n_layers``, ``n_heads``, ...)."""
         return dict(self._circuit_files.meta["graph_config"])
 
     @cached_property
-    def _circuit_files(self) -> "CircuitFiles":
+    def _circuit_files(self) -> CircuitFiles:
         from auto_circuit_dcd.circuits.circuit import load_circuits
 
         meta = self._json(self.path / self.CIRCUITS_JSON)
@@ -312,7 +317,7 @@ class RunFolder:
         if not self.report_json.is_file():
             self._json(self.report_json)  # raises, naming what is missing
 
-    def _json(self, path: Path) -> Dict[str, Any]:
+    def _json(self, path: Path) -> dict[str, Any]:
         if not path.is_file():
             raise RunFolderError(f"{path} not found: {self.path} holds no finished run "
                                  f"({path.name} is written at the end of `auto-circuit-dcd "

@@ -9,11 +9,14 @@ Orientation: ``CrossFaithfulness.matrix[i, j]`` is circuit ``i`` on the test set
 from __future__ import annotations
 
 from auto_circuit_dcd.metrics.curves import cmd, cpr
-from auto_circuit_dcd.metrics.multi import (CrossFaithfulness, MultiCircuitResult,
-                                            combine_circuits, cross_faithfulness,
-                                            multi_circuit_faithfulness)
-from auto_circuit_dcd.metrics.overlap import (OverlapMatrix, edge_overlap, overlap_matrix,
-                                              top_k_iou)
+from auto_circuit_dcd.metrics.multi import (
+                                            CrossFaithfulness,
+                                            MultiCircuitResult,
+                                            combine_circuits,
+                                            cross_faithfulness,
+                                            multi_circuit_faithfulness,
+)
+from auto_circuit_dcd.metrics.overlap import OverlapMatrix, edge_overlap, overlap_matrix, top_k_iou
 from auto_circuit_dcd.metrics.quality import ClusterQuality, cluster_quality, purity
 
 __all__ = [

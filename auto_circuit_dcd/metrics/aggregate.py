@@ -16,12 +16,12 @@ Every function takes :class:`FaithfulnessResult` objects (each circuit's per-exa
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Hashable, List, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from auto_circuit_dcd.metrics.curves import cpr
 from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult, ratio_of_means
+from auto_circuit_dcd.metrics.curves import cpr
 from auto_circuit_dcd.metrics.multi import CrossFaithfulness
 
 __all__ = ["subset", "per_group", "routed_cross_faithfulness", "random_routing"]
@@ -39,18 +39,18 @@ def subset(result: FaithfulnessResult, rows: Sequence[int]) -> FaithfulnessResul
         groups=None if result.groups is None else [result.groups[i] for i in pick])
 
 
-def _rows_of(routing: Sequence[Hashable], n: int) -> Dict[Hashable, np.ndarray]:
+def _rows_of(routing: Sequence[Hashable], n: int) -> dict[Hashable, np.ndarray]:
     routing = list(np.asarray(routing).tolist())
     if len(routing) != n:
         raise ValueError(f"routing has {len(routing)} labels for {n} test examples")
-    out: Dict[Hashable, List[int]] = {}
+    out: dict[Hashable, list[int]] = {}
     for i, label in enumerate(routing):
         out.setdefault(label, []).append(i)
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
 def per_group(result: FaithfulnessResult, routing: Sequence[Hashable],
-              groups: Sequence[Hashable]) -> Dict[Hashable, FaithfulnessResult]:
+              groups: Sequence[Hashable]) -> dict[Hashable, FaithfulnessResult]:
     """``{group: result on the examples routed to it}`` for each of ``groups`` (a group
     nothing is routed to gets NaN curves)."""
     rows = _rows_of(routing, result.n_examples)
@@ -68,7 +68,7 @@ def routed_cross_faithfulness(results: Mapping[Hashable, FaithfulnessResult],
     curves = results[labels[0]].fractions.size > 1  # an area needs more than one size
     matrix = np.empty((len(labels), len(labels)))
     cpr_m = np.empty_like(matrix) if curves else None
-    cells: Dict[tuple, FaithfulnessResult] = {}
+    cells: dict[tuple, FaithfulnessResult] = {}
     for i, row in enumerate(labels):
         for j, (col, res) in enumerate(per_group(results[row], routing, labels).items()):
             cells[(row, col)] = res
@@ -79,7 +79,7 @@ def routed_cross_faithfulness(results: Mapping[Hashable, FaithfulnessResult],
                              cpr_matrix=cpr_m, results=cells)
 
 
-def random_routing(n: int, labels: Sequence[Hashable], seed: int) -> List[Hashable]:
+def random_routing(n: int, labels: Sequence[Hashable], seed: int) -> list[Hashable]:
     """Each of ``n`` examples to one of ``labels``, in a random split as equal as
     possible (sizes differ by at most one)."""
     if not labels:

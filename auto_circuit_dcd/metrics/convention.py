@@ -19,7 +19,7 @@ and its CMD is one-sided. A :class:`Convention` holds the three choices:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from auto_circuit_dcd.circuits.circuit import check_selection
 from auto_circuit_dcd.circuits.selection import check_ranking
@@ -44,7 +44,7 @@ class Convention:
         check_ranking(self.cmd_ranking)
         check_cmd_form(self.cmd_form)
 
-    def rankings(self) -> List[str]:
+    def rankings(self) -> list[str]:
         """The distinct rankings to evaluate, CPR's first."""
         return list(dict.fromkeys((self.cpr_ranking, self.cmd_ranking)))
 
@@ -56,7 +56,7 @@ class Convention:
         """CMD (in ``cmd_form``) of a curve evaluated with ``cmd_ranking``."""
         return cmd(curve, form=self.cmd_form)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"convention": self.name, "rule": self.selection, "ranking": self.cpr_ranking,
                 "cmd_ranking": self.cmd_ranking, "cmd": self.cmd_form}
 
@@ -67,8 +67,8 @@ MIB_PARITY = Convention("topn-prune", cpr_ranking="signed", cmd_ranking="abs",
                         cmd_form="two-sided", name="mib-parity")
 
 
-def make_convention(selection: Optional[str] = None, ranking: Optional[str] = None,
-                    cmd_form: Optional[str] = None, mib_parity: bool = False,
+def make_convention(selection: str | None = None, ranking: str | None = None,
+                    cmd_form: str | None = None, mib_parity: bool = False,
                     default_selection: str = "topn") -> Convention:
     """The convention of the given options (``None``: the default). ``mib_parity`` takes
     MIB's; a ranking or CMD form that contradicts it is a ``ValueError``."""

@@ -12,14 +12,15 @@ method's release: a circuit above the model costs nothing) and ``"two-sided"``
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 __all__ = ["cpr", "cmd", "as_curve", "CMD_FORMS", "check_cmd_form"]
 
 #: CMD form -> the gap to the model integrated over the curve, from ``f``
-CMD_FORMS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+CMD_FORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "one-sided": lambda f: np.maximum(0.0, 1.0 - f),
     "two-sided": lambda f: np.abs(1.0 - f),
 }
@@ -32,7 +33,7 @@ def check_cmd_form(form: str) -> str:
     return form
 
 
-def as_curve(curve: Any) -> Tuple[np.ndarray, np.ndarray]:
+def as_curve(curve: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(fractions, f)`` as float arrays sorted by fraction."""
     if hasattr(curve, "fractions") and hasattr(curve, "f"):
         p, f = curve.fractions, curve.f

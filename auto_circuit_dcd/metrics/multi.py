@@ -12,13 +12,18 @@ cross-faithfulness between groups.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from auto_circuit_dcd.evaluation.faithfulness import (MIB_GRID, FaithfulnessResult,
-                                                      evaluate_circuits, ratio_of_means)
+from auto_circuit_dcd.evaluation.faithfulness import (
+    MIB_GRID,
+    FaithfulnessResult,
+    evaluate_circuits,
+    ratio_of_means,
+)
 from auto_circuit_dcd.metrics.curves import cpr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,14 +68,14 @@ class MultiCircuitResult:
     fractions: np.ndarray
     oracle_f: np.ndarray
     oracle_choice: np.ndarray
-    routed_f: Optional[np.ndarray]
-    routing: Optional[np.ndarray]
-    labels: List[Hashable]
-    per_circuit: Dict[Hashable, FaithfulnessResult]
-    example_ids: List[Hashable]
+    routed_f: np.ndarray | None
+    routing: np.ndarray | None
+    labels: list[Hashable]
+    per_circuit: dict[Hashable, FaithfulnessResult]
+    example_ids: list[Hashable]
     n_excluded: int = 0
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (labels as strings, NaN as None)."""
         from auto_circuit_dcd.schema import jsonable
 
@@ -82,8 +87,8 @@ class MultiCircuitResult:
         })
 
 
-def _routing_index(routing: Routing, labels: List[Hashable], ids: List[Hashable],
-                   fallback: Optional[Hashable], exclude: Sequence[Hashable] = ()) -> np.ndarray:
+def _routing_index(routing: Routing, labels: list[Hashable], ids: list[Hashable],
+                   fallback: Hashable | None, exclude: Sequence[Hashable] = ()) -> np.ndarray:
     """Index into ``labels`` per example from an aligned sequence or an ``{id: label}`` map;
     ``-1`` for an example routed to an ``exclude`` label."""
     if isinstance(routing, Mapping):
@@ -118,8 +123,8 @@ def _routing_index(routing: Routing, labels: List[Hashable], ids: List[Hashable]
 
 def combine_circuits(
     results: Mapping[Hashable, FaithfulnessResult],
-    routing: Optional[Routing] = None,
-    fallback: Optional[Hashable] = None,
+    routing: Routing | None = None,
+    fallback: Hashable | None = None,
     exclude: Sequence[Hashable] = (),
 ) -> MultiCircuitResult:
     """Oracle and routed faithfulness from per-circuit results on the same test set.
@@ -163,13 +168,13 @@ def combine_circuits(
 
 
 def multi_circuit_faithfulness(
-    model: "PatchableModel",
-    dataloader: "PromptDataLoader",
-    circuits: Mapping[Hashable, "CircuitLike"],
-    routing: Optional[Routing] = None,
+    model: PatchableModel,
+    dataloader: PromptDataLoader,
+    circuits: Mapping[Hashable, CircuitLike],
+    routing: Routing | None = None,
     edge_fractions: Sequence[float] = MIB_GRID,
     *,
-    fallback: Optional[Hashable] = None,
+    fallback: Hashable | None = None,
     ablation: str = "resample",
     metric: str = "max_diff",
     progress: bool = False,
@@ -196,13 +201,13 @@ class CrossFaithfulness:
     """
 
     matrix: np.ndarray
-    row_labels: List[Hashable]
-    col_labels: List[Hashable]
+    row_labels: list[Hashable]
+    col_labels: list[Hashable]
     p: float
-    cpr_matrix: Optional[np.ndarray]
-    results: Dict[tuple, FaithfulnessResult]
+    cpr_matrix: np.ndarray | None
+    results: dict[tuple, FaithfulnessResult]
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (labels as strings, NaN as None)."""
         from auto_circuit_dcd.schema import jsonable
 
@@ -214,12 +219,12 @@ class CrossFaithfulness:
 
 
 def cross_faithfulness(
-    model: "PatchableModel",
-    circuits: Mapping[Hashable, "CircuitLike"],
-    dataloaders_by_group: Mapping[Hashable, "PromptDataLoader"],
+    model: PatchableModel,
+    circuits: Mapping[Hashable, CircuitLike],
+    dataloaders_by_group: Mapping[Hashable, PromptDataLoader],
     p: float = 0.05,
     *,
-    edge_fractions: Optional[Sequence[float]] = None,
+    edge_fractions: Sequence[float] | None = None,
     ablation: str = "resample",
     metric: str = "max_diff",
     progress: bool = False,
@@ -238,7 +243,7 @@ def cross_faithfulness(
     rows, cols = list(circuits), list(dataloaders_by_group)
     matrix = np.empty((len(rows), len(cols)))
     cpr_m = np.empty_like(matrix) if len(grid) > 1 else None
-    results: Dict[tuple, FaithfulnessResult] = {}
+    results: dict[tuple, FaithfulnessResult] = {}
     for j, col in enumerate(cols):
         res = evaluate_circuits(model, dataloaders_by_group[col], circuits, grid,
                                 ablation=ablation, metric=metric, progress=progress,

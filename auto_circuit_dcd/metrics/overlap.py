@@ -18,8 +18,9 @@ stronger test (:func:`auto_circuit_dcd.metrics.cross_faithfulness`).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["jaccard", "edge_overlap", "top_k_iou", "OverlapMatrix", "overlap_matrix"]
 
 
-def _as_circuit(circuit: Any, model: Optional["PatchableModel"]) -> Any:
+def _as_circuit(circuit: Any, model: PatchableModel | None) -> Any:
     """``circuit`` itself, or auto-circuit ``PruneScores`` (a dict of tensors) as a
     ``Circuit`` of ``model``'s edges."""
     if not isinstance(circuit, Mapping):
@@ -46,7 +47,7 @@ def _as_circuit(circuit: Any, model: Optional["PatchableModel"]) -> Any:
     return Circuit.from_prune_scores(circuit, model)
 
 
-def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def _scores(circuit: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """A circuit's float64 ``[n_edges]`` scores (0 outside its edges) and its edge mask
     (``None`` for a plain vector: every edge is a candidate)."""
     from auto_circuit_dcd.circuits.circuit import Circuit
@@ -61,8 +62,8 @@ def _scores(circuit: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return arr, None
 
 
-def _edge_sets(circuits: Sequence[Any], *, gamma: float = 0.99, k: Optional[int] = None,
-               model: Optional["PatchableModel"] = None) -> List[np.ndarray]:
+def _edge_sets(circuits: Sequence[Any], *, gamma: float = 0.99, k: int | None = None,
+               model: PatchableModel | None = None) -> list[np.ndarray]:
     """Each circuit's top-``k`` set (if ``k``) or ``gamma`` mass set, over the same edges."""
     from auto_circuit_dcd.circuits.circuit import Circuit
 
@@ -86,13 +87,13 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def edge_overlap(a: Any, b: Any, gamma: float = 0.99, *,
-                 model: Optional["PatchableModel"] = None) -> float:
+                 model: PatchableModel | None = None) -> float:
     """Jaccard of the two circuits' ``gamma`` cumulative-mass edge sets; ``model`` (the
     ``PatchableModel``) is needed for auto-circuit ``PruneScores``."""
     return jaccard(*_edge_sets([a, b], gamma=gamma, model=model))
 
 
-def top_k_iou(a: Any, b: Any, k: int, *, model: Optional["PatchableModel"] = None) -> float:
+def top_k_iou(a: Any, b: Any, k: int, *, model: PatchableModel | None = None) -> float:
     """Intersection over union of the two circuits' top-``k`` edges by ``|score|``;
     ``model`` (the ``PatchableModel``) is needed for auto-circuit ``PruneScores``."""
     return jaccard(*_edge_sets([a, b], k=k, model=model))
@@ -107,11 +108,11 @@ class OverlapMatrix:
     """
 
     matrix: np.ndarray
-    labels: List[Hashable]
+    labels: list[Hashable]
     measure: str
     set_sizes: np.ndarray
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         from auto_circuit_dcd.schema import jsonable
 
         return jsonable({"labels": [str(x) for x in self.labels], "measure": self.measure,
@@ -119,8 +120,8 @@ class OverlapMatrix:
 
 
 def overlap_matrix(circuits: Mapping[Hashable, Any], gamma: float = 0.99,
-                   k: Optional[int] = None, *,
-                   model: Optional["PatchableModel"] = None) -> OverlapMatrix:
+                   k: int | None = None, *,
+                   model: PatchableModel | None = None) -> OverlapMatrix:
     """Pairwise overlap of a dict of circuits: gamma-mass Jaccard, or top-``k`` IoU if ``k``;
     ``model`` (the ``PatchableModel``) is needed for auto-circuit ``PruneScores``."""
     labels = list(circuits)

@@ -12,8 +12,9 @@ Noise (``-1``) counts as one more cluster.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Dict, Hashable, List, Sequence, Tuple
+from typing import Annotated
 
 import numpy as np
 
@@ -35,25 +36,25 @@ class ClusterQuality(Record):
     purity: float
     ari: float
     nmi: float
-    per_label: Dict[Hashable, float]
-    per_cluster: Dict[Hashable, float]
-    majority_label: Dict[Hashable, Hashable]
-    clusters: List[Hashable]
-    labels: List[Hashable]
-    contingency: Annotated[np.ndarray, List[List[int]]]
+    per_label: dict[Hashable, float]
+    per_cluster: dict[Hashable, float]
+    majority_label: dict[Hashable, Hashable]
+    clusters: list[Hashable]
+    labels: list[Hashable]
+    contingency: Annotated[np.ndarray, list[list[int]]]
     n_labelled: int
     n_unlabelled: int
 
 
-def _labels(x: Sequence[Hashable], name: str) -> List[Hashable]:
+def _labels(x: Sequence[Hashable], name: str) -> list[Hashable]:
     arr = list(np.asarray(x).tolist()) if not isinstance(x, list) else list(x)
     if any(v is None for v in arr):
         raise ValueError(f"{name} contain None; drop unlabelled examples first")
     return arr
 
 
-def _table(true: List[Hashable], pred: List[Hashable]
-           ) -> Tuple[np.ndarray, List[Hashable], List[Hashable]]:
+def _table(true: list[Hashable], pred: list[Hashable]
+           ) -> tuple[np.ndarray, list[Hashable], list[Hashable]]:
     if len(true) != len(pred):
         raise ValueError(f"{len(true)} known labels for {len(pred)} cluster labels")
     if not true:

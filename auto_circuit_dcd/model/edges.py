@@ -14,8 +14,9 @@ with a reshape, and back with a flatten.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,13 +27,13 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["EdgeLayout", "edge_sort_key", "sorted_edges", "edge_layout"]
 
 
-def edge_sort_key(edge: "Edge") -> Tuple[int, str, int, int]:
+def edge_sort_key(edge: Edge) -> tuple[int, str, int, int]:
     """The documented sort key of an edge: (dest layer, dest module, dest head, src index)."""
     head = -1 if edge.dest.head_idx is None else int(edge.dest.head_idx)
     return (int(edge.dest.layer), edge.dest.module_name, head, int(edge.src.src_idx))
 
 
-def sorted_edges(model: "PatchableModel") -> List["Edge"]:
+def sorted_edges(model: PatchableModel) -> list[Edge]:
     """All edges of ``model`` in the package's fixed order.
 
     Raises ``ValueError`` for graphs this package does not score: position-specific
@@ -59,13 +60,13 @@ class EdgeLayout:
     that module's mask flattened row-major.
     """
 
-    blocks: Tuple[Tuple[str, Tuple[int, ...], int, int], ...]
+    blocks: tuple[tuple[str, tuple[int, ...], int, int], ...]
 
     @property
     def n_edges(self) -> int:
         return self.blocks[-1][3] if self.blocks else 0
 
-    def to_prune_scores(self, vector: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def to_prune_scores(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a ``[n_edges]`` vector into auto-circuit ``PruneScores``."""
         if vector.ndim != 1 or vector.shape[0] != self.n_edges:
             raise ValueError(
@@ -77,7 +78,7 @@ class EdgeLayout:
             for name, shape, start, stop in self.blocks
         }
 
-    def from_prune_scores(self, prune_scores: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def from_prune_scores(self, prune_scores: dict[str, torch.Tensor]) -> torch.Tensor:
         """Flatten auto-circuit ``PruneScores`` into a ``[n_edges]`` vector in this order."""
         missing = [name for name, *_ in self.blocks if name not in prune_scores]
         if missing:
@@ -93,21 +94,21 @@ class EdgeLayout:
             parts.append(scores.detach().reshape(-1).float().cpu())
         return torch.cat(parts)
 
-    def to_json(self) -> List[list]:
+    def to_json(self) -> list[list]:
         return [[name, list(shape), start, stop] for name, shape, start, stop in self.blocks]
 
     @classmethod
-    def from_json(cls, data: Sequence[Sequence]) -> "EdgeLayout":
+    def from_json(cls, data: Sequence[Sequence]) -> EdgeLayout:
         return cls(tuple((str(n), tuple(int(s) for s in shape), int(a), int(b))
                          for n, shape, a, b in data))
 
 
 #: model -> (its edge set, names, layout): the layout of a graph is computed once
-_LAYOUTS: "weakref.WeakKeyDictionary[Any, Tuple[Any, List[str], EdgeLayout]]" = \
+_LAYOUTS: weakref.WeakKeyDictionary[Any, tuple[Any, list[str], EdgeLayout]] = \
     weakref.WeakKeyDictionary()
 
 
-def edge_layout(model: "PatchableModel") -> Tuple[List[str], EdgeLayout]:
+def edge_layout(model: PatchableModel) -> tuple[list[str], EdgeLayout]:
     """Edge names in the fixed order, and the layout of each module's mask among them.
 
     Checks that every module's block is exactly its mask flattened (true for the
@@ -129,9 +130,9 @@ def edge_layout(model: "PatchableModel") -> Tuple[List[str], EdgeLayout]:
     return list(names), layout
 
 
-def _edge_layout(model: "PatchableModel") -> Tuple[List[str], EdgeLayout]:
+def _edge_layout(model: PatchableModel) -> tuple[list[str], EdgeLayout]:
     edges = sorted_edges(model)
-    names: List[str] = []
+    names: list[str] = []
     blocks = []
     start = 0
     masks = {w.module_name: w.patch_mask for w in model.dest_wrappers}

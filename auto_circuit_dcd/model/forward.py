@@ -35,8 +35,9 @@ model), so rounding comes from the model's own forward and backward only.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Collection, Iterator, List, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -84,7 +85,7 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def removing(handles: List[Any]) -> Iterator[List[Any]]:
+def removing(handles: list[Any]) -> Iterator[list[Any]]:
     """Hook handles removed on exit, also on error."""
     try:
         yield handles
@@ -149,7 +150,7 @@ def src_block(out: Tensor, wrapper: Any) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- support
-def unsupported_reason(model: Any) -> Optional[str]:
+def unsupported_reason(model: Any) -> str | None:
     """Why the flag-free paths cannot run ``model``, or ``None`` if they can."""
     tl = getattr(model, "wrapped_model", None)
     try:
@@ -252,7 +253,7 @@ def last_position_only(graph: WrapperGraph) -> Any:
 
     The model then returns logits ``[B, 1, vocab]``; the metric reads nothing else.
     """
-    def keep_last(module: Any, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    def keep_last(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (args[0][:, -1:],) + tuple(args[1:])
 
     if graph.output_wrapper is None:
@@ -260,7 +261,7 @@ def last_position_only(graph: WrapperGraph) -> Any:
     return graph.output_wrapper.register_forward_pre_hook(keep_last)
 
 
-def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> tuple[Tensor, Tensor]:
     """Every source's output on ``tokens`` and the last-position logits, one plain forward.
 
     Returns ``outs [n_src, B, pos, d_model]`` in ``src_idx`` order (the embedding, each
@@ -269,7 +270,7 @@ def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> Tuple[Ten
     pass :func:`unsupported_reason`.
     """
     tl = model.wrapped_model
-    outs: Optional[Tensor] = None
+    outs: Tensor | None = None
 
     def put(sl: slice, block: Tensor) -> None:
         nonlocal outs
@@ -303,7 +304,7 @@ def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> Tuple[Ten
     return outs, logits[:, -1]
 
 
-def stack_cap_bytes(device: Any, max_stack_gib: Optional[float], cpu_default_gib: float) -> int:
+def stack_cap_bytes(device: Any, max_stack_gib: float | None, cpu_default_gib: float) -> int:
     """The working memory (bytes) one stacked pass may use: ``max_stack_gib`` if given (it
     must be positive), else ``cpu_default_gib`` on the CPU and a quarter of the free memory
     on a CUDA device."""
@@ -319,7 +320,7 @@ def stack_cap_bytes(device: Any, max_stack_gib: Optional[float], cpu_default_gib
 
 # ----------------------------------------------------------------------------- backends
 def choose_backend(model: Any, backend: str, names: Collection[str], fallback: str,
-                   why_not: Callable[[Any], Optional[str]] = unsupported_reason) -> str:
+                   why_not: Callable[[Any], str | None] = unsupported_reason) -> str:
     """The backend to run: ``"auto"`` gives ``"fast"`` where ``why_not(model)`` is None and
     ``fallback`` elsewhere; ``"fast"`` on a model it cannot take is refused with the reason."""
     if backend != "auto" and backend not in names:

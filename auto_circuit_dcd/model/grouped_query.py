@@ -22,7 +22,7 @@ The SmolLM2 converter (step 1, on its converted state dict) and
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 _GROUPED = ("_W_K", "_b_K", "_W_V", "_b_V")
 
 
-def expand_grouped_kv(state_dict: Dict[str, torch.Tensor], n_heads: int,
-                      n_key_value_heads: int) -> Dict[str, torch.Tensor]:
+def expand_grouped_kv(state_dict: dict[str, torch.Tensor], n_heads: int,
+                      n_key_value_heads: int) -> dict[str, torch.Tensor]:
     """Turn a grouped-query TransformerLens state dict into an equivalent multi-head one.
 
     Every ``*.attn._W_K / _b_K / _W_V / _b_V`` (``[n_key_value_heads, ...]``) is repeated
@@ -48,7 +48,7 @@ def expand_grouped_kv(state_dict: Dict[str, torch.Tensor], n_heads: int,
             f"n_key_value_heads={n_key_value_heads}"
         )
     group = n_heads // n_key_value_heads
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         prefix, _, name = key.rpartition(".")
         if name in _GROUPED and prefix.split(".")[-1] == "attn":

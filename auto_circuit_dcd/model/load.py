@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
@@ -96,7 +97,7 @@ def make_patchable(model: Any, separate_qkv: bool = True) -> Any:
 
 #: ``tiny-random-gqa``: Llama-like (RMSNorm, rotary, gated SiLU MLP), 4 query heads
 #: sharing 2 key/value heads
-TINY_GQA: Dict[str, Any] = dict(n_heads=4, d_head=4, n_key_value_heads=2,
+TINY_GQA: dict[str, Any] = dict(n_heads=4, d_head=4, n_key_value_heads=2,
                                 normalization_type="RMS", positional_embedding_type="rotary",
                                 rotary_dim=4, act_fn="silu", gated_mlp=True)
 
@@ -123,7 +124,7 @@ def tiny_random_gqa(**kwargs: Any) -> Any:
 
 
 #: built-in name -> loader (the table itself: :data:`auto_circuit_dcd.model.table.MODELS`)
-MODEL_LOADERS: Dict[str, Callable[..., Any]] = {name: entry.load
+MODEL_LOADERS: dict[str, Callable[..., Any]] = {name: entry.load
                                                 for name, entry in MODELS.items()}
 
 
@@ -157,7 +158,7 @@ def _hub_offline() -> bool:
         for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _in_cache(name: str, cache_dir: Optional[str] = None) -> bool:
+def _in_cache(name: str, cache_dir: str | None = None) -> bool:
     """Whether the hub cache holds the config of TransformerLens model ``name``."""
     from huggingface_hub import try_to_load_from_cache
     from transformer_lens.loading_from_pretrained import get_official_model_name
@@ -232,7 +233,7 @@ def check_model_name(name: str) -> None:
 
 
 def load_model(name: str, device: str | torch.device = "cpu",
-               dtype: Optional[str | torch.dtype] = None, **kwargs: Any) -> Any:
+               dtype: str | torch.dtype | None = None, **kwargs: Any) -> Any:
     """Load a model by name, prepared for auto-circuit; weights frozen, eval mode.
 
     Args:

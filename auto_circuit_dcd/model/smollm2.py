@@ -32,14 +32,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any
 
 import torch
 
 from auto_circuit_dcd.errors import ModelUnavailableError
-from auto_circuit_dcd.paths import ENV_CACHE, cache_root
 from auto_circuit_dcd.model.grouped_query import expand_grouped_kv
+from auto_circuit_dcd.paths import ENV_CACHE, cache_root
 
 __all__ = [
     "ENV_CACHE",
@@ -210,13 +211,13 @@ def load_smollm2_tokenizer() -> Any:
     return tokenizer
 
 
-def _convert_gguf(gguf: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+def _convert_gguf(gguf: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Dequantise the GGUF and convert it: (TransformerLens config entries, float32 state dict)."""
-    from transformers import AutoModelForCausalLM
     from transformer_lens.loading_from_pretrained import (
         get_pretrained_model_config,
         get_pretrained_state_dict,
     )
+    from transformers import AutoModelForCausalLM
 
     with _quiet_transformers():
         hf_model = AutoModelForCausalLM.from_pretrained(
@@ -244,7 +245,7 @@ def _convert_gguf(gguf: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     return entries, state_dict
 
 
-def _cached_weights(cache: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]] | None:
+def _cached_weights(cache: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
     """The cached (config entries, state dict), or None if absent, stale or from another source."""
     from safetensors.torch import load_file
 
@@ -260,8 +261,8 @@ def _cached_weights(cache: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor
     return meta["config"], load_file(str(weights_file))
 
 
-def _write_cache(cache: Path, gguf: Path, entries: Dict[str, Any],
-                 state_dict: Dict[str, torch.Tensor]) -> None:
+def _write_cache(cache: Path, gguf: Path, entries: dict[str, Any],
+                 state_dict: dict[str, torch.Tensor]) -> None:
     from auto_circuit_dcd.files import save_tensors, write_text
 
     cache.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,10 @@ Any other name is a TransformerLens official model, downloaded from the hub.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any
 
 __all__ = ["ModelEntry", "MODELS", "OFFLINE_MODELS", "DEFAULT_MODEL", "DEFAULT_REAL_MODEL",
            "describe_models", "model_tokenizer", "embedded_dataset"]
@@ -35,8 +36,8 @@ class ModelEntry:
     """One built-in model (module docstring)."""
 
     loader: str
-    tokenizer: Optional[str] = None
-    dataset: Optional[str] = None
+    tokenizer: str | None = None
+    dataset: str | None = None
     offline: bool = True
 
     def load(self, **kwargs: Any) -> Any:
@@ -44,7 +45,7 @@ class ModelEntry:
         return _resolve(self.loader)(**kwargs)
 
 
-MODELS: Dict[str, ModelEntry] = {
+MODELS: dict[str, ModelEntry] = {
     "toy-two-task": ModelEntry("auto_circuit_dcd.toy:load_toy_model",
                                tokenizer="auto_circuit_dcd.toy:toy_tokenizer",
                                dataset="auto_circuit_dcd.toy.model:mixed_dataset_path"),
@@ -70,7 +71,7 @@ def describe_models() -> str:
     return ", ".join(named) + ", or a TransformerLens name (gpt2, ...)"
 
 
-def model_tokenizer(name: str) -> Optional[Any]:
+def model_tokenizer(name: str) -> Any | None:
     """The tokenizer of a built-in model without its weights, or None where the table has
     no such loader (load the model and use its ``tokenizer``)."""
     entry = MODELS.get(name)
@@ -79,7 +80,7 @@ def model_tokenizer(name: str) -> Optional[Any]:
     return _resolve(entry.tokenizer)()
 
 
-def embedded_dataset(name: str) -> Optional[Path]:
+def embedded_dataset(name: str) -> Path | None:
     """The path of a model's embedded dataset, or None where it has none."""
     entry = MODELS.get(name)
     if entry is None or entry.dataset is None:

@@ -14,7 +14,8 @@ tensor, or a list of 1-D id tensors (one per example, lengths may differ).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +23,7 @@ from torch import Tensor
 __all__ = ["METRICS", "max_diff", "avg_diff", "last_position", "check_metric", "metric_values"]
 
 
-def _gather(logits: Tensor, ids: Tensor | Sequence[Tensor]) -> List[Tensor]:
+def _gather(logits: Tensor, ids: Tensor | Sequence[Tensor]) -> list[Tensor]:
     if isinstance(ids, Tensor):
         return list(torch.gather(logits, 1, ids.to(logits.device)))
     return [logits[b, a.to(logits.device)] for b, a in enumerate(ids)]
@@ -49,7 +50,7 @@ def last_position(logits: Tensor) -> Tensor:
 
 
 #: metric name -> ``f(last-position logits [B, vocab], batch) -> mu [B]``
-METRICS: Dict[str, Callable[[Tensor, Any], Tensor]] = {
+METRICS: dict[str, Callable[[Tensor, Any], Tensor]] = {
     "max_diff": max_diff,
     "avg_diff": avg_diff,
 }

@@ -14,7 +14,7 @@ passes the one-token check), so :func:`encode`:
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 from auto_circuit_dcd.errors import UserError
 
@@ -24,13 +24,13 @@ __all__ = ["UnknownWordError", "encode", "unknown_words"]
 class UnknownWordError(UserError, ValueError):
     """Text with words the tokenizer does not know; ``words`` lists them."""
 
-    def __init__(self, text: str, words: List[str], unk: str):
+    def __init__(self, text: str, words: list[str], unk: str):
         self.text, self.words = text, words
         super().__init__(f"{text!r} has word(s) {words} that the tokenizer does not know "
                          f"(each would become {unk})")
 
 
-def _ids_and_words(tokenizer: Any, text: str) -> List[tuple]:
+def _ids_and_words(tokenizer: Any, text: str) -> list[tuple]:
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [(i, text[s:e]) for i, (s, e) in zip(enc["input_ids"], enc["offset_mapping"])]
@@ -41,7 +41,7 @@ def _ids_and_words(tokenizer: Any, text: str) -> List[tuple]:
         return out
 
 
-def unknown_words(tokenizer: Any, text: str) -> List[str]:
+def unknown_words(tokenizer: Any, text: str) -> list[str]:
     """The words of ``text`` that ``tokenizer`` turns into its unknown token (in order)."""
     unk_id = getattr(tokenizer, "unk_token_id", None)
     if unk_id is None:
@@ -54,7 +54,7 @@ def unknown_words(tokenizer: Any, text: str) -> List[str]:
     return list(dict.fromkeys(w.strip() for w in words))
 
 
-def encode(tokenizer: Any, text: str) -> List[int]:
+def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text`` (no special tokens); :class:`UnknownWordError` on unknown words."""
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     unk_id = getattr(tokenizer, "unk_token_id", None)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 __all__ = ["BrowserUnavailable", "PageCheck", "find_chromium", "check_page"]
 
@@ -60,13 +60,13 @@ class PageCheck:
     title: str
     figures: int
     drawn: int
-    errors: List[str] = field(default_factory=list)
-    warnings: List[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     #: the value of ``check_page``'s ``probe`` expression, evaluated in the loaded page
     probe: Any = None
 
 
-def find_chromium() -> Optional[str]:
+def find_chromium() -> str | None:
     """Path of a Chromium-family browser, from ``$CHROMIUM`` or the PATH."""
     env = os.environ.get("CHROMIUM")
     if env:
@@ -101,7 +101,7 @@ class _Pipe:
             os.close(from_browser_w)
         self._buf = b""
         self._id = 0
-        self.events: List[Dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
 
     def close(self) -> None:
         """Kill the browser and its helper processes (one process group)."""
@@ -113,7 +113,7 @@ class _Pipe:
         os.close(self._w)
         os.close(self._r)
 
-    def _recv(self, timeout: float) -> Optional[Dict[str, Any]]:
+    def _recv(self, timeout: float) -> dict[str, Any] | None:
         end = time.monotonic() + timeout
         while b"\0" not in self._buf:
             left = end - time.monotonic()
@@ -128,10 +128,10 @@ class _Pipe:
         msg, self._buf = self._buf.split(b"\0", 1)
         return json.loads(msg)
 
-    def call(self, method: str, params: Optional[Dict[str, Any]] = None,
-             session: Optional[str] = None, timeout: float = 30.0) -> Dict[str, Any]:
+    def call(self, method: str, params: dict[str, Any] | None = None,
+             session: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
         self._id += 1
-        msg: Dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if session:
             msg["sessionId"] = session
         os.write(self._w, json.dumps(msg).encode() + b"\0")
@@ -165,7 +165,7 @@ class _Pipe:
             self.events.append(msg)
 
 
-def _text(event: Dict[str, Any]) -> Optional[tuple]:
+def _text(event: dict[str, Any]) -> tuple | None:
     """``(level, text)`` of a console, exception or log event, else None."""
     method, params = event.get("method"), event.get("params", {})
     if method == "Runtime.consoleAPICalled":
@@ -180,9 +180,9 @@ def _text(event: Dict[str, Any]) -> Optional[tuple]:
     return None
 
 
-def check_page(path: str | Path, screenshot: Optional[str | Path] = None, *,
-               full_page: bool = False, height: Optional[int] = None, timeout: float = 60.0,
-               settle: float = 1.5, probe: Optional[str] = None) -> PageCheck:
+def check_page(path: str | Path, screenshot: str | Path | None = None, *,
+               full_page: bool = False, height: int | None = None, timeout: float = 60.0,
+               settle: float = 1.5, probe: str | None = None) -> PageCheck:
     """Load ``path`` in headless Chromium; console errors, figures drawn, optional PNG
     (the 1200 x 900 viewport, the whole page with ``full_page``, or the top ``height``
     pixels of the page, 1200 wide). ``probe``: a JavaScript expression evaluated in the
@@ -217,7 +217,7 @@ def check_page(path: str | Path, screenshot: Optional[str | Path] = None, *,
                 "Runtime.evaluate", {"expression": probe, "returnByValue": True},
                 session=session)["result"].get("value")
             if screenshot is not None:
-                params: Dict[str, Any] = {"format": "png",
+                params: dict[str, Any] = {"format": "png",
                                           "captureBeyondViewport": full_page or bool(height)}
                 if height:
                     params["clip"] = {"x": 0, "y": 0, "width": 1200, "height": int(height),

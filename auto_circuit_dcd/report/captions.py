@@ -21,7 +21,8 @@ MIB's names, with node colours by kind and a legend on the page.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -99,8 +100,8 @@ def distinguishing_caption(report: RunReport) -> str:
             "hover an edge for its effect size, q-value and means.")
 
 
-def _evaluated_mask(report: RunReport, evaluated: Optional[Mapping[str, Mapping[str, Any]]],
-                    name: str, fraction: float) -> Optional[np.ndarray]:
+def _evaluated_mask(report: RunReport, evaluated: Mapping[str, Mapping[str, Any]] | None,
+                    name: str, fraction: float) -> np.ndarray | None:
     """The edges circuit ``name`` was evaluated with at ``fraction`` under the run's CPR
     ranking, or None when that size was not evaluated."""
     results = (evaluated or {}).get(report.circuit_selection.ranking, {})
@@ -111,10 +112,10 @@ def _evaluated_mask(report: RunReport, evaluated: Optional[Mapping[str, Mapping[
     return np.asarray(result.edge_sets[hits[0]], dtype=bool)
 
 
-def page_extras(report: RunReport, rows: "AttributionMatrix",
-                circuits: Mapping[str, "Circuit"],
-                evaluated: Optional[Mapping[str, Mapping[str, "FaithfulnessResult"]]] = None
-                ) -> Dict[str, Any]:
+def page_extras(report: RunReport, rows: AttributionMatrix,
+                circuits: Mapping[str, Circuit],
+                evaluated: Mapping[str, Mapping[str, FaithfulnessResult]] | None = None
+                ) -> dict[str, Any]:
     """The page's figures beside the report (``write_html``'s ``extras``): each cluster's
     circuit (``circuits["cluster_<c>"]``) drawn with its caption, the edges that set the
     clusters apart, and the projection of the training ``rows`` (or the sentence saying why
@@ -127,8 +128,8 @@ def page_extras(report: RunReport, rows: "AttributionMatrix",
     sel = report.circuit_selection
     p_draw = draw_fraction(report)
     count = edge_count(p_draw, report.n_edges)
-    figures: Dict[int, Optional["go.Figure"]] = {}
-    captions: Dict[int, str] = {}
+    figures: dict[int, go.Figure | None] = {}
+    captions: dict[int, str] = {}
     for c in report.cross_faithfulness.labels:
         name = f"cluster_{c}"
         circuit = circuits[name]
@@ -142,7 +143,7 @@ def page_extras(report: RunReport, rows: "AttributionMatrix",
                                                  mask))
                       if 0 < drawn <= MAX_DRAWN_EDGES else None)
     x = rows.to_numpy()
-    extras: Dict[str, Any] = {"circuit_figures": figures, "circuit_captions": captions}
+    extras: dict[str, Any] = {"circuit_figures": figures, "circuit_captions": captions}
     extras.update(_distinguishing(report, x, rows.edge_names, circuits, evaluated))
     xy, note = projection(x)
     if xy is not None:
@@ -153,9 +154,9 @@ def page_extras(report: RunReport, rows: "AttributionMatrix",
 
 
 def _distinguishing(report: RunReport, x: np.ndarray, edge_names: Any,
-                    circuits: Mapping[str, "Circuit"],
-                    evaluated: Optional[Mapping[str, Mapping[str, "FaithfulnessResult"]]]
-                    ) -> Dict[str, Any]:
+                    circuits: Mapping[str, Circuit],
+                    evaluated: Mapping[str, Mapping[str, FaithfulnessResult]] | None
+                    ) -> dict[str, Any]:
     """``distinguishing_figure`` and its caption: the edges that set each cluster apart over
     the clusters' circuits evaluated at ``--p-cross`` (nothing without descriptions)."""
     from auto_circuit_dcd.report.diagram import distinguishing_edges, edge_diagram

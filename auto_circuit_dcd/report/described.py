@@ -19,10 +19,15 @@ Prompts and field values are the dataset's text: every one is escaped.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
-from auto_circuit_dcd.explain.records import (ClusterDescriptions, ClusterExemplars,
-                                              DifferenceTable, UnitDifference)
+from auto_circuit_dcd.explain.records import (
+    ClusterDescriptions,
+    ClusterExemplars,
+    DifferenceTable,
+    UnitDifference,
+)
 from auto_circuit_dcd.report.html import esc, figure_div, legend_html, table
 from auto_circuit_dcd.report.records import RunReport
 from auto_circuit_dcd.report.values import fmt, p_value, percent
@@ -94,7 +99,7 @@ def _exemplars(ex: ClusterExemplars) -> str:
 
 
 def _units(tab: DifferenceTable, shown: int, what: str, alpha: float) -> str:
-    def row(direction: str, u: UnitDifference) -> List[Any]:
+    def row(direction: str, u: UnitDifference) -> list[Any]:
         return [direction, u.name, _unit_kind(u.name), u.mean_a, u.mean_b, u.difference,
                 u.effect_size, p_value(u.q_value)]
 
@@ -155,7 +160,7 @@ def _differences(report: RunReport, desc: ClusterDescriptions) -> str:
                      "only in first", "only in second", "in both", "Jaccard"], rows) + lists)
 
 
-def described_section(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str:
+def described_section(report: RunReport, extras: Mapping[str, Any] | None = None) -> str:
     """The section's HTML (see the module docstring); a sentence when the report holds no
     descriptions."""
     from auto_circuit_dcd.explain import describe_in_words

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -37,7 +38,7 @@ __all__ = ["DrawnEdge", "NODE_KINDS", "KIND_NAMES", "POSITIVE", "NEGATIVE", "SHA
            "node_legend", "circuit_edges", "distinguishing_edges", "node_kind", "cluster_colour"]
 
 #: node kind -> (colour, what the legend says)
-NODE_KINDS: Dict[str, Tuple[str, str]] = {
+NODE_KINDS: dict[str, tuple[str, str]] = {
     "input": ("#7f7f7f", "input (token and position embeddings)"),
     "head": ("#2ca02c", "attention head a{layer}.h{head}"),
     "mlp": ("#9467bd", "MLP m{layer}"),
@@ -48,7 +49,7 @@ NODE_KINDS: Dict[str, Tuple[str, str]] = {
 WIDE_COLUMNS = 24
 PX_PER_COLUMN = 48
 #: node kind -> what a node's hover calls it
-KIND_NAMES: Dict[str, str] = {"input": "input (embeddings)", "head": "attention head",
+KIND_NAMES: dict[str, str] = {"input": "input (embeddings)", "head": "attention head",
                               "mlp": "MLP", "logits": "logits", "other": "node"}
 #: link colours of a circuit's edges by the sign of their score, and of the grey base
 POSITIVE = "rgba(31,119,180,0.45)"
@@ -84,7 +85,7 @@ def node_kind(node: str) -> str:
     return "other"
 
 
-def _ends(name: str) -> Tuple[str, str]:
+def _ends(name: str) -> tuple[str, str]:
     m = _EDGE.match(name)
     if m is None:
         src, _, dst = name.partition("->")
@@ -92,7 +93,7 @@ def _ends(name: str) -> Tuple[str, str]:
     return m["src"], m["dst"]
 
 
-def _place(node: str, last: int) -> Tuple[float, float]:
+def _place(node: str, last: int) -> tuple[float, float]:
     """(column, order in the column): input, then per layer its heads and its MLP, then
     the logits; a name MIB does not use sits in the middle."""
     head, mlp = _HEAD.match(node), _MLP.match(node)
@@ -107,7 +108,7 @@ def _place(node: str, last: int) -> Tuple[float, float]:
     return last + 1.5, 0.0
 
 
-def _positions(nodes: Sequence[str]) -> Tuple[List[float], List[float]]:
+def _positions(nodes: Sequence[str]) -> tuple[list[float], list[float]]:
     layers = [int(m[1]) for n in nodes for m in [_HEAD.match(n) or _MLP.match(n)] if m]
     last = max(layers, default=0)
     places = {n: _place(n, last) for n in nodes}
@@ -131,7 +132,7 @@ def _hover(text: str) -> str:
 
 
 def edge_diagram(edges: Sequence[DrawnEdge], title: str = "",
-                 height: Optional[int] = None) -> Optional[go.Figure]:
+                 height: int | None = None) -> go.Figure | None:
     """A Sankey diagram of ``edges`` (see the module docstring); ``None`` when there is
     nothing to draw or more than :data:`~auto_circuit_dcd.report.figures.MAX_DRAWN_EDGES`."""
     edges = [e for e in edges if e.value > 0 and np.isfinite(e.value)]
@@ -171,13 +172,13 @@ def cluster_colour(cluster: int, alpha: float = 0.6) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def node_legend(colours: Sequence[Tuple[str, str]] = ()) -> List[Tuple[str, str]]:
+def node_legend(colours: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
     """(colour, text) pairs of the node kinds, then ``colours`` (the links')."""
     kinds = [v for k, v in NODE_KINDS.items() if k != "other"]
     return list(kinds) + list(colours)
 
 
-def _mib(names: Sequence[str]) -> List[str]:
+def _mib(names: Sequence[str]) -> list[str]:
     from auto_circuit_dcd.circuits.mib import eap_ig_edge_name
 
     out = []
@@ -190,7 +191,7 @@ def _mib(names: Sequence[str]) -> List[str]:
 
 
 def circuit_edges(edge_names: Sequence[str], scores: np.ndarray,
-                  mask: np.ndarray) -> List[DrawnEdge]:
+                  mask: np.ndarray) -> list[DrawnEdge]:
     """The edges of ``mask`` (auto-circuit names, the package's order), width ``|score|``
     over the largest ``|score|`` among them, blue positive, red negative."""
     idx = np.flatnonzero(np.asarray(mask, dtype=bool))
@@ -206,9 +207,9 @@ def circuit_edges(edge_names: Sequence[str], scores: np.ndarray,
             for name, i in zip(names, idx)]
 
 
-def distinguishing_edges(desc: "ClusterDescriptions", edge_names: Sequence[str],
+def distinguishing_edges(desc: ClusterDescriptions, edge_names: Sequence[str],
                          means: Mapping[int, np.ndarray], circuits: Mapping[int, np.ndarray],
-                         per_cluster: int = 8, base: int = 30) -> List[DrawnEdge]:
+                         per_cluster: int = 8, base: int = 30) -> list[DrawnEdge]:
     """The edges that set each cluster apart, over the clusters' circuits.
 
     ``edge_names``: auto-circuit names in the package's order; ``means[c]``: each edge's mean
@@ -231,7 +232,7 @@ def distinguishing_edges(desc: "ClusterDescriptions", edge_names: Sequence[str],
                      "in no cluster's circuit at this size")
         return "\n".join(lines)
 
-    drawn: Dict[int, DrawnEdge] = {}
+    drawn: dict[int, DrawnEdge] = {}
     if len(clusters) > 1:
         for c in clusters:
             colour = cluster_colour(c)

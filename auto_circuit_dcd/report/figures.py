@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -66,7 +67,7 @@ def _log_fraction_axis(fig: go.Figure, **where: Any) -> None:
     fig.update_xaxes(type="log", tickformat=".1~%", title_text=FRACTION_AXIS, **where)
 
 
-def faithfulness_curves(report: "RunReport") -> go.Figure:
+def faithfulness_curves(report: RunReport) -> go.Figure:
     """Faithfulness vs edge fraction for the single circuit, DCD and K-random (oracle,
     routed), each with its interval band when the report has intervals, and a switch that
     draws the curves against the edges their circuits held (:func:`edges_held`)."""
@@ -83,7 +84,7 @@ def faithfulness_curves(report: "RunReport") -> go.Figure:
     bands = curve_bands(report)
     held = edges_held(report)
     fig = go.Figure()
-    by_edges: List[List[Optional[float]]] = []  # each trace's x on the "edges held" axis
+    by_edges: list[list[float | None]] = []  # each trace's x on the "edges held" axis
     for name, ys in series.items():
         if ys is None:
             continue
@@ -114,7 +115,7 @@ def faithfulness_curves(report: "RunReport") -> go.Figure:
 
 
 # ------------------------------------------------------------------- intervals
-def curve_bands(report: "RunReport") -> Dict[str, "tuple[list, list]"]:
+def curve_bands(report: RunReport) -> dict[str, tuple[list, list]]:
     """``{curve name: (low, high)}`` of :func:`faithfulness_curves`' curves, aligned with
     ``report.edge_fractions`` (None where a size has no interval); empty when the report
     has no intervals."""
@@ -127,26 +128,26 @@ def curve_bands(report: "RunReport") -> Dict[str, "tuple[list, list]"]:
             if c is not None}
 
 
-def level_name(report: "RunReport") -> str:
+def level_name(report: RunReport) -> str:
     """``"95% interval"``: how the page names the report's intervals ("" without them)."""
     u = report.uncertainty
     return "" if u is None else f"{u.settings.level:.0%} interval"
 
 
-def cluster_bands(report: "RunReport") -> Dict[Any, "tuple[list, list]"]:
+def cluster_bands(report: RunReport) -> dict[Any, tuple[list, list]]:
     """``{(cluster label, "own circuit" | "single circuit"): (low, high)}`` on the cluster's
     test examples, aligned with ``report.edge_fractions`` (empty without intervals)."""
     u = report.uncertainty
     if u is None:
         return {}
-    out: Dict[Any, "tuple[list, list]"] = {}
+    out: dict[Any, tuple[list, list]] = {}
     for c in u.clusters:
         out[(c.label, "own circuit")] = aligned_band(report, c.own.faithfulness)
         out[(c.label, "single circuit")] = aligned_band(report, c.single_on_group.faithfulness)
     return out
 
 
-def aligned_band(report: "RunReport", band: Any) -> "tuple[list, list]":
+def aligned_band(report: RunReport, band: Any) -> tuple[list, list]:
     """``(low, high)`` of a :class:`~auto_circuit_dcd.metrics.uncertainty.Band` at each of
     ``report.edge_fractions`` (None where the band has no such size)."""
     grid = report.uncertainty.grid.fractions if report.uncertainty is not None else []
@@ -158,8 +159,8 @@ def aligned_band(report: "RunReport", band: Any) -> "tuple[list, list]":
     return low, high
 
 
-def band_polygon(xs: Sequence[Optional[float]], low: Sequence[Optional[float]],
-                 high: Sequence[Optional[float]]) -> "tuple[list, list]":
+def band_polygon(xs: Sequence[float | None], low: Sequence[float | None],
+                 high: Sequence[float | None]) -> tuple[list, list]:
     """The closed outline of a band (along ``high``, back along ``low``) over the points
     where ``x``, ``low`` and ``high`` all exist."""
     keep = [i for i, (x, lo, hi) in enumerate(zip(xs, low, high))
@@ -178,7 +179,7 @@ def _translucent(color: str, alpha: float = 0.15) -> str:
     return color
 
 
-def edges_held(report: "RunReport") -> Dict[str, List[Optional[float]]]:
+def edges_held(report: RunReport) -> dict[str, list[float | None]]:
     """Per curve of :func:`faithfulness_curves`, the edges its circuits held at each size
     (``achieved_edge_counts``; a combined curve: the mean over its circuits; None where
     a circuit held none, which a log axis cannot place)."""
@@ -187,7 +188,7 @@ def edges_held(report: "RunReport") -> Dict[str, List[Optional[float]]]:
     clusters = [f"cluster_{c}" for c in report.cross_faithfulness.labels]
     k_random = [name for name in counts if name.startswith("k_random_")]
 
-    def mean_of(names: Sequence[str]) -> List[Optional[float]]:
+    def mean_of(names: Sequence[str]) -> list[float | None]:
         rows = [counts[c] for c in names if c in counts]
         if not rows:
             return [None] * n
@@ -199,7 +200,7 @@ def edges_held(report: "RunReport") -> Dict[str, List[Optional[float]]]:
             "K-random routed": mean_of(k_random)}
 
 
-def _edges_switch(fig: go.Figure, by_edges: List[List[Optional[float]]]) -> None:
+def _edges_switch(fig: go.Figure, by_edges: list[list[float | None]]) -> None:
     """Buttons that draw every trace against the edge fraction or against the edges its
     circuits held (``by_edges``: each trace's x on that axis, in trace order)."""
     by_fraction = [list(t.x) for t in fig.data]
@@ -215,7 +216,7 @@ def _edges_switch(fig: go.Figure, by_edges: List[List[Optional[float]]]) -> None
         ])])
 
 
-def cluster_faithfulness(report: "RunReport") -> go.Figure:
+def cluster_faithfulness(report: RunReport) -> go.Figure:
     """Per cluster: faithfulness of its own circuit vs the single circuit on its test examples."""
     fractions = finite_list(report.edge_fractions)
     n = len(fractions)
@@ -261,8 +262,8 @@ def cluster_faithfulness(report: "RunReport") -> go.Figure:
 
 
 def _heatmap(labels: Sequence[Any], values: Sequence[Sequence[float]], title: str,
-             colorbar: str, zmin: Optional[float], zmax: Optional[float],
-             colorscale: str, text: Optional[List[List[str]]] = None) -> go.Figure:
+             colorbar: str, zmin: float | None, zmax: float | None,
+             colorscale: str, text: list[list[str]] | None = None) -> go.Figure:
     labels = [str(x) for x in labels]
     matrix = [finite_list(row, len(labels)) for row in values]
     if not labels or not matrix:
@@ -282,7 +283,7 @@ def _heatmap(labels: Sequence[Any], values: Sequence[Sequence[float]], title: st
     return fig
 
 
-def cross_faithfulness_heatmap(report: "RunReport") -> go.Figure:
+def cross_faithfulness_heatmap(report: RunReport) -> go.Figure:
     """``matrix[i][j]``: faithfulness of cluster i's circuit on cluster j's test examples."""
     block = report.cross_faithfulness
     p = finite(block.p)
@@ -295,7 +296,7 @@ def cross_faithfulness_heatmap(report: "RunReport") -> go.Figure:
     return fig
 
 
-def cross_text(report: "RunReport") -> Optional[List[List[str]]]:
+def cross_text(report: RunReport) -> list[list[str]] | None:
     """Each cross-faithfulness cell as shown: its value and, when the report has them, its
     interval (``report.uncertainty.cross``, matched by cluster label); None without."""
     u = report.uncertainty
@@ -308,7 +309,7 @@ def cross_text(report: "RunReport") -> Optional[List[List[str]]]:
             for row, lows, highs in zip(block.matrix, u.cross.low, u.cross.high)]
 
 
-def edge_overlap_heatmap(report: "RunReport") -> go.Figure:
+def edge_overlap_heatmap(report: RunReport) -> go.Figure:
     """Jaccard overlap of the clusters' cumulative-mass edge sets."""
     block = report.edge_overlap
     gamma = finite(block.gamma)
@@ -320,7 +321,7 @@ def edge_overlap_heatmap(report: "RunReport") -> go.Figure:
     return fig
 
 
-def composition_bars(report: "RunReport") -> go.Figure:
+def composition_bars(report: RunReport) -> go.Figure:
     """Stacked bars: how many training examples of each known group fall in each cluster."""
     clusters = report.dcd.clusters
     if not clusters:
@@ -374,7 +375,7 @@ def projection_scatter(projection: Mapping[str, Any]) -> go.Figure:
     return _base_layout(fig, "Training examples, 2-D projection of their attribution rows", 480)
 
 
-def projection(rows: Any) -> "tuple[Optional[Dict[str, List[float]]], str]":
+def projection(rows: Any) -> tuple[dict[str, list[float]] | None, str]:
     """The rows' first two SVD components (centred), or ``None`` and why not: fewer than
     :data:`MIN_PROJECTED_ROWS` rows, or rows spanning fewer than two dimensions."""
     import numpy as np
@@ -426,7 +427,7 @@ def preserved_masks(pm: Any) -> Iterator[None]:
                 param.data = data
 
 
-def circuit_figure(pm: Any, circuit: Any, n_edges: int) -> Optional[go.Figure]:
+def circuit_figure(pm: Any, circuit: Any, n_edges: int) -> go.Figure | None:
     """The top ``n_edges`` edges by |score| of ``circuit`` (a ``dcd.Circuit`` or auto-circuit
     ``PruneScores`` of ``pm``), drawn with auto-circuit's Sankey.
 

@@ -21,7 +21,7 @@ escapes them.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from collections.abc import Callable
 
 from auto_circuit_dcd.report.glossary import K_RULES
 from auto_circuit_dcd.report.records import RunReport
@@ -36,12 +36,12 @@ def _num(x: float) -> str:
     return fmt(x)
 
 
-def _used_clusterer(report: RunReport) -> Optional[str]:
+def _used_clusterer(report: RunReport) -> str | None:
     return next((str(r.get("method")) for r in report.selection
                  if r.get("selected") and r.get("method") != "single-cluster test"), None)
 
 
-def clustering_sentences(report: RunReport) -> List[str]:
+def clustering_sentences(report: RunReport) -> list[str]:
     """How the training prompts were clustered and how k was chosen."""
     k = report.n_clusters
     head = (f"DCD grouped the {report.n_train} training prompts by their per-prompt "
@@ -63,7 +63,7 @@ def clustering_sentences(report: RunReport) -> List[str]:
     return [head + how + ")."]
 
 
-def cluster_sentences(report: RunReport) -> List[str]:
+def cluster_sentences(report: RunReport) -> list[str]:
     """One sentence per cluster: its size, the field values that stand out in it, the
     nodes with more attribution in it than elsewhere, its most typical prompt."""
     from auto_circuit_dcd.explain import describe_in_words
@@ -72,7 +72,7 @@ def cluster_sentences(report: RunReport) -> List[str]:
     return [] if desc is None else describe_in_words(desc)
 
 
-def quality_sentences(report: RunReport) -> List[str]:
+def quality_sentences(report: RunReport) -> list[str]:
     """Agreement of the clusters with the dataset's known groups (not used to cluster)."""
     q = report.cluster_quality
     if q is None:
@@ -82,7 +82,7 @@ def quality_sentences(report: RunReport) -> List[str]:
             f"purity {_num(q.purity)}."]
 
 
-def faithfulness_sentences(report: RunReport) -> List[str]:
+def faithfulness_sentences(report: RunReport) -> list[str]:
     """Each cluster's own circuit against the single circuit on its routed test prompts
     at ``p``; CPR of DCD routed, the single circuit and the random split."""
     j = report.p_index
@@ -102,7 +102,7 @@ def faithfulness_sentences(report: RunReport) -> List[str]:
     return out
 
 
-def verdict_sentences(report: RunReport) -> List[str]:
+def verdict_sentences(report: RunReport) -> list[str]:
     """The verdicts on the method's claims (``report.uncertainty.verdicts``), one sentence
     per claim: its outcome at the size of the per-cluster numbers and on CPR, flagged where
     the circuits compared hold different edge counts; none without verdicts."""
@@ -126,7 +126,7 @@ def verdict_sentences(report: RunReport) -> List[str]:
 
 
 #: the parts of the first paragraph, in order (each: report -> its sentences)
-FINDINGS: List[Callable[[RunReport], List[str]]] = [
+FINDINGS: list[Callable[[RunReport], list[str]]] = [
     clustering_sentences,
     cluster_sentences,
     quality_sentences,
@@ -136,11 +136,11 @@ FINDINGS: List[Callable[[RunReport], List[str]]] = [
 
 
 #: parts whose sentences are items of a list on the page (one per cluster)
-LISTED: Tuple[Callable[[RunReport], List[str]], ...] = (cluster_sentences,)
+LISTED: tuple[Callable[[RunReport], list[str]], ...] = (cluster_sentences,)
 #: parts that start a paragraph of their own on the page
-OWN_PARAGRAPH: Tuple[Callable[[RunReport], List[str]], ...] = (verdict_sentences,)
+OWN_PARAGRAPH: tuple[Callable[[RunReport], list[str]], ...] = (verdict_sentences,)
 
 
-def findings(report: RunReport) -> List[str]:
+def findings(report: RunReport) -> list[str]:
     """What the run found, in sentences (see the module docstring)."""
     return [s for part in FINDINGS for s in part(report)]

@@ -8,14 +8,15 @@ clusterer's elbow value is (their scales differ by clusterer).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.report.records import RunReport
 
 __all__ = ["TERMS", "FIRST_USE", "SHOWN_IF", "K_RULES", "ELBOW_CRITERIA", "definitions"]
 
-TERMS: Dict[str, str] = {
+TERMS: dict[str, str] = {
     "faithfulness": (
         "f(C) = (mean mu(C) - mean mu(empty)) / (mean mu(full) - mean mu(empty)) over test "
         "prompts, mu = the run's task metric (max_diff: the answer's logit minus the largest "
@@ -58,7 +59,7 @@ TERMS: Dict[str, str] = {
 }
 
 #: section anchor -> the terms whose numbers first appear there, in the order defined
-FIRST_USE: Dict[str, List[str]] = {
+FIRST_USE: dict[str, list[str]] = {
     "summary": ["faithfulness", "edge fraction", "CPR", "CMD", "single circuit", "routed",
                 "oracle", "K-random", "ARI", "NMI", "purity"],
     "clusters": ["own circuit"],
@@ -67,7 +68,7 @@ FIRST_USE: Dict[str, List[str]] = {
 }
 
 #: ``--k-rule`` (or ``clusterer's own``) -> how k was chosen, in words
-K_RULES: Dict[str, str] = {
+K_RULES: dict[str, str] = {
     "silhouette": "chosen as the k with the largest mean silhouette",
     "elbow": "chosen at the elbow of the clusterer's elbow curve",
     "gap": "chosen by the gap statistic (the smallest k with Gap(k) >= Gap(k+1) - s(k+1))",
@@ -78,7 +79,7 @@ K_RULES: Dict[str, str] = {
 }
 
 #: a clusterer's elbow value (its key in the k-selection rows) -> (name, what it is)
-ELBOW_CRITERIA: Dict[str, Tuple[str, str]] = {
+ELBOW_CRITERIA: dict[str, tuple[str, str]] = {
     "merge_gap": ("merge gap", "how much higher the next merge of the dendrogram is (its "
                                "elbow: the k with the largest jump)"),
     "within_distance": ("within distance", "summed distance of rows to their cluster's "
@@ -89,7 +90,7 @@ ELBOW_CRITERIA: Dict[str, Tuple[str, str]] = {
 
 
 #: terms whose numbers a report may lack -> whether ``report`` shows them
-SHOWN_IF: Dict[str, Callable[["RunReport"], bool]] = {
+SHOWN_IF: dict[str, Callable[[RunReport], bool]] = {
     "K-random": lambda r: r.k_random.faithfulness_oracle is not None,
     "ARI": lambda r: r.cluster_quality is not None,
     "NMI": lambda r: r.cluster_quality is not None,
@@ -97,7 +98,7 @@ SHOWN_IF: Dict[str, Callable[["RunReport"], bool]] = {
 }
 
 
-def definitions(anchor: str, report: Optional["RunReport"] = None) -> List[Tuple[str, str]]:
+def definitions(anchor: str, report: RunReport | None = None) -> list[tuple[str, str]]:
     """(term, definition) of the terms first used in section ``anchor`` (of ``report``:
     those whose numbers it shows)."""
     return [(t, TERMS[t]) for t in FIRST_USE.get(anchor, [])

@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import html
 import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 from auto_circuit_dcd.report import figures as F
-from auto_circuit_dcd.report.values import fmt, score_intervals, score_rows
 from auto_circuit_dcd.report.records import DroppedExamples, RunReport
+from auto_circuit_dcd.report.values import fmt, score_intervals, score_rows
 
 if TYPE_CHECKING:  # pragma: no cover
-    from auto_circuit_dcd.metrics.uncertainty import (Band, Comparison, ComparisonFamily,
-                                                      RunUncertainty, Verdict)
+    from auto_circuit_dcd.metrics.uncertainty import (
+        Band,
+        Comparison,
+        ComparisonFamily,
+        RunUncertainty,
+        Verdict,
+    )
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -163,7 +169,7 @@ def _scores(report: RunReport) -> str:
     intervals = score_intervals(report)
     u = report.uncertainty
     level = f" [{u.settings.level:.0%} interval]" if u is not None and intervals else ""
-    rows: List[tuple] = []
+    rows: list[tuple] = []
     for name, cpr, cmd in score_rows(report):
         if name in intervals:
             a, b = intervals[name]
@@ -247,13 +253,13 @@ def _circuit_selection(report: RunReport) -> str:
 
 
 def _section(anchor: str, title: str, body: str, note: str = "",
-             report: Optional[RunReport] = None) -> str:
+             report: RunReport | None = None) -> str:
     note_html = f'<p class="note">{esc(note)}</p>' if note else ""
     return (f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}'
             f"{_definitions(anchor, report)}{body}</section>\n")
 
 
-def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str:
+def render(report: RunReport, extras: Mapping[str, Any] | None = None) -> str:
     """The whole report page as a string (see :func:`write_html`)."""
     import plotly.offline
 
@@ -262,7 +268,7 @@ def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str
                         f"reads a report.json), got {type(report).__name__}")
     extras = extras or {}
     title = f"DCD report: {report.model} on {dataset_name(report.dataset)}"
-    parts: List[tuple] = [
+    parts: list[tuple] = [
         ("summary", "Run summary", _summary(report) + _scores(report),
          "CPR: area under faithfulness vs edge fraction; CMD: area of "
          + ("|1 - faithfulness|" if report.circuit_selection.cmd == "two-sided"
@@ -338,8 +344,8 @@ def render(report: RunReport, extras: Optional[Mapping[str, Any]] = None) -> str
     )
 
 
-def write_html(report: RunReport, path: "str | Path",
-               extras: Optional[Dict[str, Any]] = None) -> Path:
+def write_html(report: RunReport, path: str | Path,
+               extras: dict[str, Any] | None = None) -> Path:
     """Write the report as one self-contained HTML file at ``path`` and return its path.
 
     ``extras`` (optional, not JSON): ``projection`` = {"x", "y", "labels", "groups" or None}
@@ -371,8 +377,8 @@ def _findings(report: RunReport) -> str:
     (:mod:`auto_circuit_dcd.report.findings`)."""
     from auto_circuit_dcd.report.findings import FINDINGS, LISTED, OWN_PARAGRAPH
 
-    blocks: List[str] = []
-    text: List[str] = []
+    blocks: list[str] = []
+    text: list[str] = []
     for part in FINDINGS:
         sentences = part(report)
         if part not in LISTED and part not in OWN_PARAGRAPH:
@@ -390,7 +396,7 @@ def _findings(report: RunReport) -> str:
     return f'<div class="findings" id="findings">{"".join(blocks)}</div>'
 
 
-def _definitions(anchor: str, report: Optional[RunReport]) -> str:
+def _definitions(anchor: str, report: RunReport | None) -> str:
     """Definitions of the terms whose numbers first appear in section ``anchor``
     (:mod:`auto_circuit_dcd.report.glossary`)."""
     from auto_circuit_dcd.report.glossary import definitions
@@ -486,15 +492,15 @@ def interval(estimate: Any, low: Any, high: Any) -> str:
     return f"{fmt(estimate)} [{fmt(low)}, {fmt(high)}]"
 
 
-def _at(band: "Band", j: int) -> str:
+def _at(band: Band, j: int) -> str:
     return interval(band.estimate[j], band.low[j], band.high[j])
 
 
-def _size(size: Optional[float]) -> str:
+def _size(size: float | None) -> str:
     return ON_CPR if size is None else f"{100 * size:g}%"
 
 
-def _marked(text: str, comparisons: Sequence["Comparison"] = ()) -> Marked:
+def _marked(text: str, comparisons: Sequence[Comparison] = ()) -> Marked:
     """A mark or an outcome, coloured by what it says, and flagged when one of the
     ``comparisons`` behind it sets circuits of different edge counts (or an empty one)
     against each other (:func:`~auto_circuit_dcd.report.summary.size_flag`)."""
@@ -522,7 +528,7 @@ def _bands_note(report: RunReport) -> str:
             "against the share of edges asked for or against the edges each circuit held.")
 
 
-def _clusters_with_intervals(report: RunReport, u: "RunUncertainty", j: int, at: str) -> str:
+def _clusters_with_intervals(report: RunReport, u: RunUncertainty, j: int, at: str) -> str:
     """Per cluster: own and single circuit at ``p`` with intervals, their paired difference
     with its mark, and the edges each held."""
     from auto_circuit_dcd.report.summary import same_size
@@ -554,7 +560,7 @@ def _edges(counts: Mapping[str, int]) -> str:
     return ", ".join(str(v) for v in counts.values()) or "-"
 
 
-def _comparison_table(family: "ComparisonFamily") -> str:
+def _comparison_table(family: ComparisonFamily) -> str:
     from auto_circuit_dcd.report.summary import p_text
 
     rows = [(_size(c.size), c.a, c.b, c.n_examples, _edges(c.edges_a), _edges(c.edges_b),
@@ -577,7 +583,7 @@ FAMILY_TITLES = {
 }
 
 
-def _comparison_parts(report: RunReport) -> List[tuple]:
+def _comparison_parts(report: RunReport) -> list[tuple]:
     """The page section of paired comparisons (none without intervals)."""
     u = report.uncertainty
     if u is None:
@@ -596,15 +602,15 @@ def _comparison_parts(report: RunReport) -> List[tuple]:
              "(the edges columns), so the comparison is not at equal size.")]
 
 
-def _verdict_table(u: "RunUncertainty") -> str:
+def _verdict_table(u: RunUncertainty) -> str:
     """Claims by rows, sizes (and CPR) by columns, each cell the verdict's outcome."""
     from auto_circuit_dcd.report.summary import CLAIM_NAMES, same_size, verdict_text
 
-    sizes: List[Optional[float]] = list(u.grid.fractions) + [None]
+    sizes: list[float | None] = list(u.grid.fractions) + [None]
     claims = list(dict.fromkeys(v.claim for v in u.verdicts))
     rows = []
     for claim in claims:
-        row: List[Any] = [CLAIM_NAMES.get(claim, claim)]
+        row: list[Any] = [CLAIM_NAMES.get(claim, claim)]
         for size in sizes:
             v = next((v for v in u.verdicts if v.claim == claim and same_size(v.size, size)),
                      None)
@@ -614,7 +620,7 @@ def _verdict_table(u: "RunUncertainty") -> str:
     return table(["claim", *(_size(p) for p in sizes)], rows)
 
 
-def _verdict_details(u: "RunUncertainty", v: "Verdict") -> str:
+def _verdict_details(u: RunUncertainty, v: Verdict) -> str:
     """One verdict: its outcome, the numbers and intervals behind it, its rule and note."""
     from auto_circuit_dcd.report.summary import CLAIM_NAMES, p_text, verdict_text
 
@@ -629,7 +635,7 @@ def _verdict_details(u: "RunUncertainty", v: "Verdict") -> str:
     return f"<details><summary>{esc(head)}</summary>{note}{evidence}</details>"
 
 
-def _verdict_parts(report: RunReport) -> List[tuple]:
+def _verdict_parts(report: RunReport) -> list[tuple]:
     """The page section of verdicts, warnings and how the intervals were made (none
     without intervals)."""
     u = report.uncertainty

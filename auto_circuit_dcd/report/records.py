@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Union
 
 from auto_circuit_dcd.cluster.stability import ClusterStability
 from auto_circuit_dcd.explain.records import ClusterDescriptions
@@ -48,7 +48,7 @@ SCHEMA_VERSION = 1
 REPORT_FILE = "report.json"
 #: an example id as the dataset gives it (its ``id`` field, else its index)
 Id = Union[str, int]
-Curve = List[float]
+Curve = list[float]
 
 
 @dataclass
@@ -59,7 +59,7 @@ class CurveScores:
     faithfulness: Curve
     cpr: float
     cmd: float
-    faithfulness_cmd: Optional[Curve] = None
+    faithfulness_cmd: Curve | None = None
 
 
 @dataclass
@@ -88,7 +88,7 @@ class ClusterResult:
     label: int
     size: int
     n_test: int
-    composition: Dict[str, int]
+    composition: dict[str, int]
     faithfulness_own: Curve
     single_on_group: Curve
     cpr_own: float
@@ -103,7 +103,7 @@ class DcdResult:
     faithfulness_routed_excluding_noise: Curve
     cpr: DcdScores
     cmd: DcdScores
-    clusters: List[ClusterResult]
+    clusters: list[ClusterResult]
 
 
 @dataclass
@@ -111,13 +111,13 @@ class KRandomResult:
     """k circuits of a random equal split of the training examples (None and NaN when
     k = 1: there is nothing to split)."""
 
-    faithfulness_oracle: Optional[Curve]
-    faithfulness_routed: Optional[Curve]
+    faithfulness_oracle: Curve | None
+    faithfulness_routed: Curve | None
     cpr: OracleRouted
     cmd: OracleRouted
     #: each test example's K-random circuit (``k_random_<c>``, drawn at random with the
     #: run's seed) in ``test_example_ids``' order: what "K-random, routed" uses
-    test_routing: Optional[List[str]] = None
+    test_routing: list[str] | None = None
 
 
 @dataclass
@@ -136,8 +136,8 @@ class Routing:
 class DroppedExamples:
     """Ids of examples whose attribution rows were not finite (left out of everything)."""
 
-    train: List[Id]
-    test: List[Id]
+    train: list[Id]
+    test: list[Id]
 
 
 @dataclass
@@ -151,8 +151,8 @@ class CircuitSelection:
     cmd_ranking: str
     cmd: str
     base_algo: str
-    requested_edge_counts: List[int]
-    achieved_edge_counts: Dict[str, Dict[str, List[int]]]
+    requested_edge_counts: list[int]
+    achieved_edge_counts: dict[str, dict[str, list[int]]]
     note: str
 
 
@@ -162,8 +162,8 @@ class CrossFaithfulnessTable:
     routed to cluster ``labels[j]``."""
 
     p: float
-    labels: List[int]
-    matrix: List[List[float]]
+    labels: list[int]
+    matrix: list[list[float]]
     orientation: str
 
 
@@ -172,8 +172,8 @@ class EdgeOverlapTable:
     """Jaccard overlap of the clusters' edge sets holding ``gamma`` of their |score|."""
 
     gamma: float
-    labels: List[int]
-    matrix: List[List[float]]
+    labels: list[int]
+    matrix: list[list[float]]
 
 
 @dataclass
@@ -185,44 +185,44 @@ class RunReport(Record):
     dataset: str
     method: str
     metric: str
-    config: Dict[str, Any]
+    config: dict[str, Any]
     n_train: int
     n_test: int
     n_edges: int
     n_clusters: int
-    labels: List[int]
-    example_ids: List[Id]
-    groups: Optional[List[Optional[str]]]
-    test_example_ids: List[Id]
-    test_routing: List[int]
+    labels: list[int]
+    example_ids: list[Id]
+    groups: list[str | None] | None
+    test_example_ids: list[Id]
+    test_routing: list[int]
     dropped_examples: DroppedExamples
     routing: Routing
-    edge_fractions: List[float]
-    achieved_edge_counts: Dict[str, List[int]]
+    edge_fractions: list[float]
+    achieved_edge_counts: dict[str, list[int]]
     circuit_selection: CircuitSelection
     single: CurveScores
     dcd: DcdResult
     k_random: KRandomResult
     cross_faithfulness: CrossFaithfulnessTable
     edge_overlap: EdgeOverlapTable
-    cluster_quality: Optional[ClusterQuality]
-    stability: Optional[ClusterStability]
+    cluster_quality: ClusterQuality | None
+    stability: ClusterStability | None
     #: the k-selection rows of every clusterer tried (their criteria differ by clusterer)
-    selection: List[Dict[str, Any]]
+    selection: list[dict[str, Any]]
     world_size: int
-    timings: Dict[str, float]
-    versions: Dict[str, str]
+    timings: dict[str, float]
+    versions: dict[str, str]
     #: every faithfulness number above with its interval over the test examples, the paired
     #: comparisons, the verdicts, too-few-examples warnings and the size grid (None only in
     #: a report assembled without per-example values)
-    uncertainty: Optional[RunUncertainty] = None
+    uncertainty: RunUncertainty | None = None
     #: what each cluster is: exemplars, associated fields, distinguishing edges and nodes,
     #: circuit differences (:func:`~auto_circuit_dcd.explain.describe_clusters`; None in
     #: reports written before it was computed)
-    cluster_descriptions: Optional[ClusterDescriptions] = None
+    cluster_descriptions: ClusterDescriptions | None = None
     #: per clusterer tried, the k each criterion chose (``silhouette``, ``elbow``, ``gap``)
     #: and the k its rule took (``combined``, ``rule``): ``GroupedDiscovery.k_choices_``
-    k_choices: Optional[Dict[str, Dict[str, Any]]] = None
+    k_choices: dict[str, dict[str, Any]] | None = None
 
     @property
     def p_index(self) -> int:
@@ -230,17 +230,17 @@ class RunReport(Record):
         p = self.cross_faithfulness.p
         return min(range(len(self.edge_fractions)), key=lambda i: abs(self.edge_fractions[i] - p))
 
-    def to_json(self, indent: Optional[int] = 1) -> str:
+    def to_json(self, indent: int | None = 1) -> str:
         """``report.json``'s text (the one writer: NaN and infinities as ``null``)."""
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], where: str = "report") -> "RunReport":
+    def from_dict(cls, data: dict[str, Any], where: str = "report") -> RunReport:
         """A report from parsed JSON, every key and type checked (``SchemaError``)."""
         return from_jsonable(cls, data, where)
 
     @classmethod
-    def load(cls, path: "str | Path") -> "RunReport":
+    def load(cls, path: str | Path) -> RunReport:
         """Read ``report.json`` (or a run folder holding it)."""
         path = Path(path)
         if path.is_dir():
@@ -248,7 +248,7 @@ class RunReport(Record):
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     @classmethod
-    def json_schema(cls) -> Dict[str, Any]:
+    def json_schema(cls) -> dict[str, Any]:
         """The JSON Schema of ``report.json``."""
         return json_schema(cls, title="auto-circuit-dcd report.json, schema version "
                                       f"{SCHEMA_VERSION}")

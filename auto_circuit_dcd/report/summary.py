@@ -20,13 +20,19 @@ noise as 0). A report without intervals (``uncertainty`` null) prints the values
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from auto_circuit_dcd.report.records import RunReport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from auto_circuit_dcd.metrics.uncertainty import (Band, Comparison, Interval,
-                                                      RunUncertainty, Verdict)
+    from auto_circuit_dcd.metrics.uncertainty import (
+        Band,
+        Comparison,
+        Interval,
+        RunUncertainty,
+        Verdict,
+    )
 
 __all__ = ["summary_table", "comparison_line", "interval_text", "p_text", "same_size",
            "size_flag", "verdict_text", "CLAIM_NAMES", "CLAIM_FAMILIES", "SIZE_FLAGS"]
@@ -93,7 +99,7 @@ def summary_table(report: RunReport) -> str:
 
 
 # ------------------------------------------------------------------------ pieces
-def _composition(comp: Dict[str, int]) -> str:
+def _composition(comp: dict[str, int]) -> str:
     return ", ".join(f"{g}:{n}" for g, n in sorted(comp.items())) or "-"
 
 
@@ -101,7 +107,7 @@ def _percents(fractions: Sequence[float]) -> str:
     return ", ".join(f"{100 * p:g}%" for p in fractions)
 
 
-def interval_text(iv: "Interval", signed: bool = False) -> str:
+def interval_text(iv: Interval, signed: bool = False) -> str:
     """``0.658 [0.626, 0.687]`` (``signed``: ``+0.658 [+0.626, +0.687]``)."""
     from auto_circuit_dcd.report.values import fixed
 
@@ -121,7 +127,7 @@ def p_text(p: float) -> str:
     return "n/a" if v is None else "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
-def _edges(counts: Dict[str, int]) -> str:
+def _edges(counts: dict[str, int]) -> str:
     return ",".join(str(v) for v in counts.values()) or "-"
 
 
@@ -136,7 +142,7 @@ CLAIM_FAMILIES = {"own beats single": "own_vs_single",
 SIZE_FLAGS = ("sizes differ", "empty circuit", "sizes differ at some sizes")
 
 
-def size_flag(comparisons: Sequence["Comparison"]) -> str:
+def size_flag(comparisons: Sequence[Comparison]) -> str:
     """``"sizes differ"`` when a comparison's sides hold different numbers of edges,
     ``"empty circuit"`` when they hold as many but a side holds none, ``"sizes differ at
     some sizes"`` for a CPR comparison whose curves do so somewhere (its note), else ``""``."""
@@ -152,12 +158,12 @@ def size_flag(comparisons: Sequence["Comparison"]) -> str:
     return next((f for f in SIZE_FLAGS if f in flags), "")
 
 
-def _flagged(text: str, comparisons: Sequence["Comparison"]) -> str:
+def _flagged(text: str, comparisons: Sequence[Comparison]) -> str:
     flag = size_flag(comparisons)
     return f"{text} ({flag})" if flag else text
 
 
-def comparison_line(label: str, c: "Comparison") -> str:
+def comparison_line(label: str, c: Comparison) -> str:
     """One comparison as the summary prints it: label, examples, edges of each side,
     both values, the difference with its interval, the adjusted p-value and the mark
     (followed by ``(sizes differ)`` when the sides hold different numbers of edges,
@@ -170,18 +176,18 @@ def comparison_line(label: str, c: "Comparison") -> str:
             f"{interval_text(c.difference, signed=True):<25} {p_text(c.p_adjusted):>6}  {mark}")
 
 
-def same_size(a: Optional[float], b: Optional[float]) -> bool:
+def same_size(a: float | None, b: float | None) -> bool:
     """Whether two sizes of comparisons or verdicts are the same (None: CPR)."""
     return a is None and b is None or (a is not None and b is not None
                                        and abs(a - b) < 1e-12)
 
 
-def _at(comparisons: List["Comparison"], size: Optional[float]) -> List["Comparison"]:
+def _at(comparisons: list[Comparison], size: float | None) -> list[Comparison]:
     """The comparisons at ``size`` (None: those on CPR)."""
     return [c for c in comparisons if same_size(c.size, size)]
 
 
-def _comparisons(u: "RunUncertainty", p: float) -> List[str]:
+def _comparisons(u: RunUncertainty, p: float) -> list[str]:
     """The comparisons at ``p``, the headline values there, and the verdicts."""
     rows = []
     for c in _at(u.comparisons["own_vs_single"].comparisons, p):
@@ -208,13 +214,13 @@ def _comparisons(u: "RunUncertainty", p: float) -> List[str]:
     return lines + _verdicts(u, p)
 
 
-def _band(band: "Band", s: int) -> str:
+def _band(band: Band, s: int) -> str:
     from auto_circuit_dcd.metrics.uncertainty import Interval
 
     return interval_text(Interval(band.estimate[s], band.low[s], band.high[s]))
 
 
-def verdict_text(u: "RunUncertainty", v: Optional["Verdict"]) -> str:
+def verdict_text(u: RunUncertainty, v: Verdict | None) -> str:
     """A verdict's outcome, flagged when a comparison it rests on has sides of different
     edge counts."""
     if v is None:
@@ -223,9 +229,9 @@ def verdict_text(u: "RunUncertainty", v: Optional["Verdict"]) -> str:
     return v.outcome if family is None else _flagged(v.outcome, _at(family.comparisons, v.size))
 
 
-def _verdicts(u: "RunUncertainty", p: float) -> List[str]:
+def _verdicts(u: RunUncertainty, p: float) -> list[str]:
     """One line per claim: its verdict at ``p`` and on CPR, as ``report.json`` gives them."""
-    def find(claim: str, size: Optional[float]) -> Optional["Verdict"]:
+    def find(claim: str, size: float | None) -> Verdict | None:
         return next((v for v in u.verdicts if v.claim == claim and same_size(v.size, size)),
                     None)
 
@@ -239,7 +245,7 @@ def _verdicts(u: "RunUncertainty", p: float) -> List[str]:
     return lines
 
 
-def _score_rows(report: RunReport) -> List[tuple]:
+def _score_rows(report: RunReport) -> list[tuple]:
     """``(family, CPR text, CMD text)``: the values, with their intervals when the report
     has them."""
     from auto_circuit_dcd.metrics.uncertainty import Interval

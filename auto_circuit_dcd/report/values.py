@@ -15,7 +15,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.metrics.uncertainty import Interval
@@ -29,7 +30,7 @@ __all__ = ["ROUNDING_NOISE", "finite", "shown", "finite_list", "fmt", "fixed", "
 ROUNDING_NOISE = 5e-4
 
 
-def finite(x: Any) -> Optional[float]:
+def finite(x: Any) -> float | None:
     """``x`` as a float, or ``None`` when it is missing, NaN or not a number (for plotting:
     positions, colours, axes)."""
     if x is None or isinstance(x, bool):
@@ -41,7 +42,7 @@ def finite(x: Any) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def shown(x: Any) -> Optional[float]:
+def shown(x: Any) -> float | None:
     """``x`` as a number is read: :func:`finite`, and 0 when it is rounding noise
     (``|x| < ROUNDING_NOISE``). Every number printed in a table, a heatmap cell or the
     summary goes through this."""
@@ -49,7 +50,7 @@ def shown(x: Any) -> Optional[float]:
     return None if v is None else (0.0 if abs(v) < ROUNDING_NOISE else v)
 
 
-def finite_list(xs: Optional[Sequence[Any]], n: Optional[int] = None) -> List[Optional[float]]:
+def finite_list(xs: Sequence[Any] | None, n: int | None = None) -> list[float | None]:
     """``xs`` with missing values as ``None``, padded or cut to ``n`` entries when given."""
     out = [finite(x) for x in (xs or [])]
     if n is not None:
@@ -86,7 +87,7 @@ FAMILY_CURVES = {
 }
 
 
-def score_intervals(report: "RunReport") -> Dict[str, Tuple["Interval", "Interval"]]:
+def score_intervals(report: RunReport) -> dict[str, tuple[Interval, Interval]]:
     """``{family: (CPR interval, CMD interval)}`` for the families of :func:`score_rows`
     (empty when the report has no intervals)."""
     u = report.uncertainty
@@ -100,7 +101,7 @@ def score_intervals(report: "RunReport") -> Dict[str, Tuple["Interval", "Interva
     return out
 
 
-def score_rows(report: "RunReport") -> List[Tuple[str, float, float]]:
+def score_rows(report: RunReport) -> list[tuple[str, float, float]]:
     """``(family, CPR, CMD)`` per circuit family of a run report: the single circuit, DCD
     routed and oracle (and routed without the noise examples, when there are any),
     K-random routed and oracle (when the run has K-random circuits, k > 1)."""

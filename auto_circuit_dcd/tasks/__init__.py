@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-def registry_entries() -> Dict[str, Any]:
+def registry_entries() -> dict[str, Any]:
     """{key: auto-circuit Task} for every generated dataset (SmolLM2-135M, 200 prompts,
     seed 42); keys are the ``TASK_*`` constants of :mod:`auto_circuit_dcd.keys`."""
     from auto_circuit_dcd.tasks.auto_circuit_tasks import task_entries

@@ -18,9 +18,16 @@ sum, which is the wrong answer.
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
-from auto_circuit_dcd.tasks.common import GenStats, check_pair, collect, make_prompt, one_token_words
+from auto_circuit_dcd.tasks.common import (
+    GenStats,
+    check_pair,
+    collect,
+    make_prompt,
+    one_token_words,
+)
 
 __all__ = ["TASK", "PROMPT_TYPES", "DEFAULT_PROMPT_TYPES", "generate", "MAX_OPERAND", "MAX_SUM"]
 
@@ -38,7 +45,7 @@ PROMPT_TYPES = tuple(_TEMPLATES)
 DEFAULT_PROMPT_TYPES = ("2-operand",)
 
 
-def _operands(total: int, k: int, rng: random.Random) -> List[int]:
+def _operands(total: int, k: int, rng: random.Random) -> list[int]:
     """``k`` operands in 0..MAX_OPERAND summing to ``total`` (one is drawn at a time)."""
     out = []
     for left in range(k, 1, -1):
@@ -57,7 +64,7 @@ def _feasible(total: int, k: int) -> bool:
 
 
 def _candidates(prompt_type: str, tokenizer: Any, rng: random.Random, stats: GenStats,
-                sums: List[int]) -> Iterator[Optional[Dict]]:
+                sums: list[int]) -> Iterator[dict | None]:
     template = _TEMPLATES[prompt_type]
     k = template.count("{")
     sums = [s for s in sums if _feasible(s, k)]
@@ -71,7 +78,7 @@ def _candidates(prompt_type: str, tokenizer: Any, rng: random.Random, stats: Gen
 
 
 def generate(prompt_type: str, tokenizer: Any, n: int, rng: random.Random,
-             stats: GenStats) -> List[Dict[str, Any]]:
+             stats: GenStats) -> list[dict[str, Any]]:
     """``n`` distinct addition prompts of one type."""
     if prompt_type not in _TEMPLATES:
         raise ValueError(f"unknown arithmetic prompt type {prompt_type!r}; use one of "

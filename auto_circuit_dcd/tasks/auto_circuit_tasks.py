@@ -23,18 +23,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import torch
 from auto_circuit.tasks import Task
 
 from auto_circuit_dcd import keys
-from auto_circuit_dcd.paths import cache_root
 from auto_circuit_dcd.model.table import DEFAULT_REAL_MODEL
+from auto_circuit_dcd.paths import cache_root
 
 __all__ = ["GeneratedTask", "cache_dir", "task_entries"]
 
-_PATCHABLE: Dict[Any, Any] = {}  # model name or id(module) -> PatchableModel
+_PATCHABLE: dict[Any, Any] = {}  # model name or id(module) -> PatchableModel
 
 
 def cache_dir() -> Path:
@@ -66,7 +66,7 @@ class GeneratedTask(Task):
     """
 
     dataset_task: str = ""
-    dataset_prompt_types: Tuple[str, ...] = ()
+    dataset_prompt_types: tuple[str, ...] = ()
     dataset_n: int = 200
     dataset_seed: int = 42
 
@@ -111,7 +111,7 @@ class GeneratedTask(Task):
 _DEFAULT_MODEL = DEFAULT_REAL_MODEL
 
 # key -> (name, task, prompt types)
-_SPECS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
+_SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     keys.TASK_IOI_ABBA: ("IOI ABBA", "ioi", ("ABBA",)),
     keys.TASK_IOI_BABA: ("IOI BABA", "ioi", ("BABA",)),
     keys.TASK_IOI_MIXED: ("IOI mixed", "ioi", ("mixed",)),
@@ -136,7 +136,7 @@ _SPECS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
 
 
 def task_entries(model: Any = _DEFAULT_MODEL, n: int = 200, seed: int = 42,
-                 batch_size: int = 10) -> Dict[str, GeneratedTask]:
+                 batch_size: int = 10) -> dict[str, GeneratedTask]:
     """{key: GeneratedTask} for every registered dataset; nothing is loaded or generated.
 
     With ``n`` prompts split 60/20/20, train takes ``0.6 n`` and test ``0.2 n`` prompts

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import random
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any
 
 from auto_circuit_dcd.errors import UserError
 from auto_circuit_dcd.model.tokens import UnknownWordError, encode
@@ -38,8 +39,8 @@ __all__ = [
     "DEFAULT_SPLIT",
 ]
 
-DEFAULT_SPLIT: Tuple[float, float, float] = (0.6, 0.2, 0.2)
-SPLIT_NAMES: Tuple[str, str, str] = ("train", "val", "test")
+DEFAULT_SPLIT: tuple[float, float, float] = (0.6, 0.2, 0.2)
+SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 
 
 class GenerationError(UserError, ValueError):
@@ -50,14 +51,14 @@ class GenerationError(UserError, ValueError):
 class GenStats:
     """What a generator dropped on the way, per reason (all counts)."""
 
-    dropped_words: Dict[str, int] = field(default_factory=dict)  # word list -> words dropped
+    dropped_words: dict[str, int] = field(default_factory=dict)  # word list -> words dropped
     length_mismatch: int = 0  # candidate prompts whose clean/corrupt lengths differ
     not_one_token: int = 0  # candidate prompts with a multi-token answer
     duplicates: int = 0  # candidates whose clean prompt was already drawn
     incorrect: int = 0  # prompts the model got wrong (only_correct)
     short: int = 0  # prompts asked for but not produced (pool exhausted)
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "dropped_words": dict(sorted(self.dropped_words.items())),
             "length_mismatch": self.length_mismatch,
@@ -84,7 +85,7 @@ def _is_one_token(tokenizer: Any, text: str) -> bool:
 def one_token_words(
     tokenizer: Any, words: Sequence[str], stats: GenStats, list_name: str,
     prefix: str = " ", also_bare: bool = False,
-) -> List[str]:
+) -> list[str]:
     """The words that are one token as ``prefix + word`` (and bare, if ``also_bare``).
 
     Order is kept; the number dropped is recorded in ``stats.dropped_words[list_name]``.
@@ -123,7 +124,7 @@ def check_pair(tokenizer: Any, clean: str, corrupt: str, answers: Sequence[str],
 
 
 def make_prompt(task: str, prompt_type: str, clean: str, corrupt: str,
-                answers: Sequence[str], wrong_answers: Sequence[str]) -> Dict[str, Any]:
+                answers: Sequence[str], wrong_answers: Sequence[str]) -> dict[str, Any]:
     """One prompt dict; ``id`` and ``split`` are filled in later."""
     return {
         "clean": clean,
@@ -136,14 +137,14 @@ def make_prompt(task: str, prompt_type: str, clean: str, corrupt: str,
     }
 
 
-def collect(candidates: Iterable[Optional[Dict[str, Any]]], n: int, stats: GenStats,
-            max_tries: int) -> List[Dict[str, Any]]:
+def collect(candidates: Iterable[dict[str, Any] | None], n: int, stats: GenStats,
+            max_tries: int) -> list[dict[str, Any]]:
     """The first ``n`` valid prompts with distinct clean prompts (``None`` = rejected).
 
     Stops after ``max_tries`` candidates; what is missing is counted in ``stats.short``.
     Taking a prefix of the stream keeps smaller requests a prefix of larger ones.
     """
-    out: List[Dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     seen = set()
     for tries, cand in enumerate(candidates):
         if len(out) >= n or tries >= max_tries:
@@ -165,7 +166,7 @@ def component_rng(seed: int, name: str) -> random.Random:
     return random.Random((int(seed) << 32) ^ zlib.crc32(name.encode()))
 
 
-def split_counts(n: int, split: Sequence[float]) -> Tuple[int, int, int]:
+def split_counts(n: int, split: Sequence[float]) -> tuple[int, int, int]:
     """Train/val/test sizes for ``n`` prompts (rounded; test takes the remainder)."""
     if len(split) != 3 or any(s < 0 for s in split) or abs(sum(split) - 1.0) > 1e-6:
         raise GenerationError(f"split must be three non-negative shares summing to 1, got {split}")
@@ -174,9 +175,9 @@ def split_counts(n: int, split: Sequence[float]) -> Tuple[int, int, int]:
     return n_train, n_val, n - n_train - n_val
 
 
-def assign_splits(prompts: List[Dict[str, Any]], split: Sequence[float], seed: int) -> None:
+def assign_splits(prompts: list[dict[str, Any]], split: Sequence[float], seed: int) -> None:
     """Set each prompt's ``split`` field, in place, with the given shares within each group."""
-    by_group: Dict[str, List[int]] = {}
+    by_group: dict[str, list[int]] = {}
     for i, p in enumerate(prompts):
         by_group.setdefault(p["group"], []).append(i)
     for group in sorted(by_group):
@@ -188,8 +189,8 @@ def assign_splits(prompts: List[Dict[str, Any]], split: Sequence[float], seed: i
                                    else "val" if rank < n_train + n_val else "test")
 
 
-def write_dataset(prompts: List[Dict[str, Any]], out: str | Path,
-                  meta: Optional[Dict[str, Any]] = None) -> Path:
+def write_dataset(prompts: list[dict[str, Any]], out: str | Path,
+                  meta: dict[str, Any] | None = None) -> Path:
     """Write ``{"prompts": [...], "meta": {...}}`` (auto-circuit's format) atomically."""
     from auto_circuit_dcd.files import write_text
 

@@ -13,35 +13,42 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from auto_circuit_dcd.tasks import arithmetic, entity_binding, ioi, sequence
-from auto_circuit_dcd.tasks.common import (DEFAULT_SPLIT, GenerationError, GenStats, assign_splits, component_rng,
-                     write_dataset)
+from auto_circuit_dcd.tasks.common import (
+    DEFAULT_SPLIT,
+    GenerationError,
+    GenStats,
+    assign_splits,
+    component_rng,
+    write_dataset,
+)
 from auto_circuit_dcd.tasks.mixture import MIXTURES, Component, component_counts, parse_component
 
 __all__ = ["make_dataset", "generate_prompts", "GENERATORS", "DEFAULT_PROMPT_TYPES", "TASKS"]
 
-Generator = Callable[[str, Any, int, random.Random, GenStats], List[Dict[str, Any]]]
+Generator = Callable[[str, Any, int, random.Random, GenStats], list[dict[str, Any]]]
 
-GENERATORS: Dict[str, Generator] = {
+GENERATORS: dict[str, Generator] = {
     ioi.TASK: ioi.generate,
     entity_binding.TASK: entity_binding.generate,
     arithmetic.TASK: arithmetic.generate,
     sequence.TASK: sequence.generate,
 }
-DEFAULT_PROMPT_TYPES: Dict[str, Tuple[str, ...]] = {
+DEFAULT_PROMPT_TYPES: dict[str, tuple[str, ...]] = {
     ioi.TASK: ioi.DEFAULT_PROMPT_TYPES,
     entity_binding.TASK: entity_binding.DEFAULT_PROMPT_TYPES,
     arithmetic.TASK: arithmetic.DEFAULT_PROMPT_TYPES,
     sequence.TASK: sequence.DEFAULT_PROMPT_TYPES,
 }
-TASKS: Tuple[str, ...] = tuple(GENERATORS) + ("mixture",) + tuple(MIXTURES)
+TASKS: tuple[str, ...] = tuple(GENERATORS) + ("mixture",) + tuple(MIXTURES)
 _MAX_OVERDRAW = 16
 
 
-def resolve_components(task: str, prompt_types: Optional[Sequence[str]]) -> List[Component]:
+def resolve_components(task: str, prompt_types: Sequence[str] | None) -> list[Component]:
     """The components a ``(task, prompt_types)`` request stands for."""
     if task in GENERATORS:
         types = list(prompt_types or DEFAULT_PROMPT_TYPES[task])
@@ -72,7 +79,7 @@ def resolve_components(task: str, prompt_types: Optional[Sequence[str]]) -> List
 
 def generate_prompts(component: Component, tokenizer: Any, n: int, seed: int,
                      model: Any = None, only_correct: bool = False,
-                     ) -> Tuple[List[Dict[str, Any]], GenStats]:
+                     ) -> tuple[list[dict[str, Any]], GenStats]:
     """``n`` prompts of one component (ids set), and what was dropped on the way."""
     gen = GENERATORS[component.task]
     if not only_correct:
@@ -104,15 +111,15 @@ def generate_prompts(component: Component, tokenizer: Any, n: int, seed: int,
 
 def make_dataset(
     task: str,
-    prompt_types: Optional[List[str]],
+    prompt_types: list[str] | None,
     tokenizer: Any,
     n: int,
     seed: int,
     out: str | Path,
-    split: Tuple[float, float, float] = DEFAULT_SPLIT,
+    split: tuple[float, float, float] = DEFAULT_SPLIT,
     model: Any = None,
     only_correct: bool = False,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Generate ``n`` prompts, write them to ``out`` (auto-circuit JSON) and summarise.
 
     Args:
@@ -148,7 +155,7 @@ def make_dataset(
         if tokenizer is None:
             raise GenerationError("give a tokenizer (or a model that has one)")
     counts = component_counts(comps, n)
-    prompts: List[Dict[str, Any]] = []
+    prompts: list[dict[str, Any]] = []
     requested, dropped = {}, {}
     for comp, count in zip(comps, counts):
         requested[comp.group] = count
@@ -161,7 +168,7 @@ def make_dataset(
         raise GenerationError("no prompt could be generated: see the dropped counts")
     assign_splits(prompts, split, seed)
     random.Random(seed).shuffle(prompts)
-    per_group: Dict[str, Dict[str, int]] = {}
+    per_group: dict[str, dict[str, int]] = {}
     for p in prompts:
         g = per_group.setdefault(p["group"], {"train": 0, "val": 0, "test": 0, "total": 0})
         g[p["split"]] += 1

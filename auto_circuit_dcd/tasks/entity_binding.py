@@ -18,9 +18,16 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any
 
-from auto_circuit_dcd.tasks.common import GenStats, check_pair, collect, make_prompt, one_token_words
+from auto_circuit_dcd.tasks.common import (
+    GenStats,
+    check_pair,
+    collect,
+    make_prompt,
+    one_token_words,
+)
 from auto_circuit_dcd.tasks.words import COLOURS, ENTITIES, LETTERS
 
 __all__ = ["TASK", "PROMPT_TYPES", "DEFAULT_PROMPT_TYPES", "generate", "parse_prompt_type"]
@@ -32,7 +39,7 @@ PROMPT_TYPES = tuple(f"{k}-{sep}{c}" for k in range(2, 9) for sep in ("comma", "
 DEFAULT_PROMPT_TYPES = ("2-comma",)
 
 
-def parse_prompt_type(prompt_type: str) -> Tuple[int, str, bool, Optional[int]]:
+def parse_prompt_type(prompt_type: str) -> tuple[int, str, bool, int | None]:
     """``"8-comma-colour-q3"`` -> (8, "comma", True, 3)."""
     m = _PATTERN.match(prompt_type)
     if m is None:
@@ -52,7 +59,7 @@ def _box(label: str, colour: bool, start: bool) -> str:
 
 
 def _candidates(prompt_type: str, tokenizer: Any, rng: random.Random, stats: GenStats,
-                entities: List[str], labels: List[str]) -> Iterator[Optional[Dict]]:
+                entities: list[str], labels: list[str]) -> Iterator[dict | None]:
     k, sep, colour, q = parse_prompt_type(prompt_type)
     while True:
         ents = rng.sample(entities, k)
@@ -73,7 +80,7 @@ def _candidates(prompt_type: str, tokenizer: Any, rng: random.Random, stats: Gen
 
 
 def generate(prompt_type: str, tokenizer: Any, n: int, rng: random.Random,
-             stats: GenStats) -> List[Dict[str, Any]]:
+             stats: GenStats) -> list[dict[str, Any]]:
     """``n`` distinct entity binding prompts of one type."""
     k, _, colour, _ = parse_prompt_type(prompt_type)
     entities = one_token_words(tokenizer, ENTITIES, stats, "entities")

@@ -19,9 +19,16 @@ so no name is repeated and nothing points at the IO.
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
-from auto_circuit_dcd.tasks.common import GenStats, check_pair, collect, make_prompt, one_token_words
+from auto_circuit_dcd.tasks.common import (
+    GenStats,
+    check_pair,
+    collect,
+    make_prompt,
+    one_token_words,
+)
 from auto_circuit_dcd.tasks.words import FILLERS, LETTERS, NAMES, OBJECTS, PLACES
 
 __all__ = ["TASK", "PROMPT_TYPES", "DEFAULT_PROMPT_TYPES", "generate"]
@@ -56,9 +63,9 @@ _FILLER = (
 )
 
 
-def _pair_candidates(templates, names: List[str], rng: random.Random, order: Optional[str],
+def _pair_candidates(templates, names: list[str], rng: random.Random, order: str | None,
                      stats: GenStats, tokenizer: Any, prompt_type: str, person: bool,
-                     places: List[str], objects: List[str]) -> Iterator[Optional[Dict]]:
+                     places: list[str], objects: list[str]) -> Iterator[dict | None]:
     """Two-name IOI candidates; ``order`` "ABBA", "BABA" or None (random per prompt)."""
     fmt = (lambda n: f"Person {n}") if person else (lambda n: n)
     while True:
@@ -77,8 +84,8 @@ def _pair_candidates(templates, names: List[str], rng: random.Random, order: Opt
         yield make_prompt(TASK, prompt_type, clean, corrupt, answers, wrong) if ok else None
 
 
-def _three_candidates(names: List[str], rng: random.Random, stats: GenStats, tokenizer: Any,
-                      places: List[str], objects: List[str]) -> Iterator[Optional[Dict]]:
+def _three_candidates(names: list[str], rng: random.Random, stats: GenStats, tokenizer: Any,
+                      places: list[str], objects: list[str]) -> Iterator[dict | None]:
     while True:
         template = rng.choice(_THREE)
         io, s, t, c1, c2, c3, c4, c5 = rng.sample(names, 8)
@@ -92,7 +99,7 @@ def _three_candidates(names: List[str], rng: random.Random, stats: GenStats, tok
 
 
 def generate(prompt_type: str, tokenizer: Any, n: int, rng: random.Random,
-             stats: GenStats) -> List[Dict[str, Any]]:
+             stats: GenStats) -> list[dict[str, Any]]:
     """``n`` distinct IOI prompts of one type (fewer, counted in ``stats.short``, if the
     filtered vocabulary cannot make that many)."""
     if prompt_type not in PROMPT_TYPES:

@@ -12,8 +12,8 @@ of ``n`` prompts has exactly ``n`` asked for. Named mixtures:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
 
 __all__ = ["Component", "parse_component", "component_counts", "entity_addition", "MIXTURES"]
 
@@ -47,7 +47,7 @@ def parse_component(spec: str) -> Component:
     return Component(task.strip(), prompt_type.strip(), value)
 
 
-def component_counts(components: Sequence[Component], n: int) -> List[int]:
+def component_counts(components: Sequence[Component], n: int) -> list[int]:
     """Whole prompt counts summing to ``n`` in proportion to the shares (largest remainder)."""
     total = sum(c.share for c in components)
     if total <= 0:
@@ -60,7 +60,7 @@ def component_counts(components: Sequence[Component], n: int) -> List[int]:
     return counts
 
 
-def entity_addition(entity_share: float) -> Tuple[Component, Component]:
+def entity_addition(entity_share: float) -> tuple[Component, Component]:
     """Entity binding 2-comma (share ``entity_share``) + 2-operand addition (the rest)."""
     if not 0.0 <= entity_share <= 1.0:
         raise ValueError(f"entity_share must be in [0, 1], got {entity_share}")
@@ -68,7 +68,7 @@ def entity_addition(entity_share: float) -> Tuple[Component, Component]:
             Component("arithmetic", "2-operand", 1.0 - entity_share))
 
 
-MIXTURES: Dict[str, Tuple[Component, ...]] = {
+MIXTURES: dict[str, tuple[Component, ...]] = {
     "entity-addition": entity_addition(0.5),
     "all-tasks": tuple(Component("ioi", t) for t in ("mixed", "letter", "3-person"))
     + tuple(Component("sequence", t) for t in ("2-gram", "3-gram", "4-gram")),

@@ -9,8 +9,9 @@ TransformerLens' per-head flags off (:func:`auto_circuit_dcd.model.forward.plain
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 import torch
 
@@ -30,12 +31,12 @@ def as_model(model: Any) -> Any:
     return getattr(model, "wrapped_model", model)
 
 
-def _ids(tokenizer: Any, text: str) -> List[int]:
+def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 @torch.no_grad()
-def logit_margins(model: Any, tokenizer: Any, prompts: Sequence[Dict[str, Any]],
+def logit_margins(model: Any, tokenizer: Any, prompts: Sequence[dict[str, Any]],
                   batch_size: int = 16, field: str = "clean") -> torch.Tensor:
     """mu per prompt (float tensor, prompt order): > 0 means the model answers correctly."""
     model = as_model(model)
@@ -46,7 +47,7 @@ def logit_margins(model: Any, tokenizer: Any, prompts: Sequence[Dict[str, Any]],
         ans = [_ids(tokenizer, a)[0] for a in p["answers"]]
         wrong = [_ids(tokenizer, a)[0] for a in p["wrong_answers"]]
         rows.append((ids, ans, wrong))
-    by_len: Dict[int, List[int]] = {}
+    by_len: dict[int, list[int]] = {}
     for i, (ids, _, _) in enumerate(rows):
         by_len.setdefault(len(ids), []).append(i)
     out = torch.empty(len(rows))
@@ -56,7 +57,7 @@ def logit_margins(model: Any, tokenizer: Any, prompts: Sequence[Dict[str, Any]],
     return out
 
 
-def _score(model: Any, rows: List, by_len: Dict[int, List[int]], batch_size: int,
+def _score(model: Any, rows: list, by_len: dict[int, list[int]], batch_size: int,
            device: Any, out: torch.Tensor) -> None:
     for length in sorted(by_len):
         idx = by_len[length]

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
-from auto_circuit_dcd.tasks.common import GenStats, check_pair, collect, make_prompt, one_token_words
+from auto_circuit_dcd.tasks.common import (
+    GenStats,
+    check_pair,
+    collect,
+    make_prompt,
+    one_token_words,
+)
 from auto_circuit_dcd.tasks.words import NAMES
 
 __all__ = ["TASK", "PROMPT_TYPES", "DEFAULT_PROMPT_TYPES", "generate", "LIST_LENGTH"]
@@ -27,7 +34,7 @@ _PATTERN = re.compile(r"^([2-5])-gram$")
 
 
 def _candidates(prompt_type: str, m: int, tokenizer: Any, rng: random.Random, stats: GenStats,
-                names: List[str]) -> Iterator[Optional[Dict]]:
+                names: list[str]) -> Iterator[dict | None]:
     while True:
         seq = rng.sample(names, LIST_LENGTH + m - 1)
         first, fresh = seq[:LIST_LENGTH], seq[LIST_LENGTH:]
@@ -41,7 +48,7 @@ def _candidates(prompt_type: str, m: int, tokenizer: Any, rng: random.Random, st
 
 
 def generate(prompt_type: str, tokenizer: Any, n: int, rng: random.Random,
-             stats: GenStats) -> List[Dict[str, Any]]:
+             stats: GenStats) -> list[dict[str, Any]]:
     """``n`` distinct sequence-completion prompts of one type."""
     match = _PATTERN.match(prompt_type)
     if match is None:

@@ -9,20 +9,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
-from auto_circuit_dcd.toy.train import prompt_batch
 from auto_circuit_dcd.toy.model import encode
+from auto_circuit_dcd.toy.train import prompt_batch
 from auto_circuit_dcd.toy.vocab import vocabulary
 
 __all__ = ["Head", "logit_diff", "head_patching_effects", "ablated_accuracy"]
 
-Head = Tuple[int, int]
+Head = tuple[int, int]
 
 
-def _pairs(prompts: Sequence[Dict[str, Any]]) -> Tuple[torch.Tensor, ...]:
+def _pairs(prompts: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
     vocab = vocabulary()
     clean, answers = prompt_batch(prompts)
     corrupt = encode([p["corrupt"] for p in prompts])
@@ -37,7 +38,7 @@ def logit_diff(logits: torch.Tensor, answers: torch.Tensor, wrong: torch.Tensor)
 
 
 @torch.no_grad()
-def head_patching_effects(model: Any, prompts: Sequence[Dict[str, Any]]) -> torch.Tensor:
+def head_patching_effects(model: Any, prompts: Sequence[dict[str, Any]]) -> torch.Tensor:
     """``[n_layers, n_heads]``: mean logit-difference drop from patching one head's ``z``
     with its corrupt-run value, divided by the clean-minus-corrupt difference."""
     clean, corrupt, answers, wrong = _pairs(prompts)
@@ -57,8 +58,8 @@ def head_patching_effects(model: Any, prompts: Sequence[Dict[str, Any]]) -> torc
 
 
 @torch.no_grad()
-def ablated_accuracy(model: Any, prompts: Sequence[Dict[str, Any]], heads: Iterable[Head],
-                     reference: Sequence[Dict[str, Any]]) -> float:
+def ablated_accuracy(model: Any, prompts: Sequence[dict[str, Any]], heads: Iterable[Head],
+                     reference: Sequence[dict[str, Any]]) -> float:
     """Accuracy on ``prompts`` with ``heads`` mean-ablated (means over ``reference``'s
     clean prompts, per position)."""
     heads = list(heads)

@@ -9,14 +9,15 @@ only the held-out name pairs; IOI train prompts only the training pairs.
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from auto_circuit_dcd.toy.tasks import NamePair, sample_induction, sample_ioi
 
 __all__ = ["DATASET_SIZES", "task_prompts", "make_datasets"]
 
 # (train, test) prompts per task in each shipped file
-DATASET_SIZES: Dict[str, Dict[str, tuple]] = {
+DATASET_SIZES: dict[str, dict[str, tuple]] = {
     "ioi": {"ioi": (120, 120)},
     "induction": {"induction": (120, 120)},
     "mixed": {"ioi": (128, 32), "induction": (128, 32)},
@@ -24,7 +25,7 @@ DATASET_SIZES: Dict[str, Dict[str, tuple]] = {
 
 
 def task_prompts(task: str, n_train: int, n_test: int, train_pairs: Sequence[NamePair],
-                 test_pairs: Sequence[NamePair], seed: int) -> List[Dict[str, Any]]:
+                 test_pairs: Sequence[NamePair], seed: int) -> list[dict[str, Any]]:
     """``n_train`` then ``n_test`` prompts of one task, with ``split`` set."""
     rng = random.Random(f"{task}-{seed}")
     if task == "ioi":
@@ -40,7 +41,7 @@ def task_prompts(task: str, n_train: int, n_test: int, train_pairs: Sequence[Nam
 
 
 def make_datasets(train_pairs: Sequence[NamePair], test_pairs: Sequence[NamePair],
-                  seed: int = 1234) -> Dict[str, Dict[str, Any]]:
+                  seed: int = 1234) -> dict[str, dict[str, Any]]:
     """name -> ``{"prompts": [...]}`` for every shipped dataset; deterministic in ``seed``."""
     out = {}
     for name, sizes in DATASET_SIZES.items():

@@ -9,8 +9,9 @@ word-level vocabulary of :mod:`auto_circuit_dcd.toy.vocab`. The shipped weights 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 from auto_circuit_dcd.toy.vocab import BOS, PROMPT_WORDS, vocabulary, wrap_tokenizer
 
@@ -30,14 +31,14 @@ TOKENIZER_FILE = "tokenizer.json"
 DATASETS = ("ioi", "induction", "mixed")
 
 
-def architecture() -> Dict[str, Any]:
+def architecture() -> dict[str, Any]:
     """The ``HookedTransformerConfig`` fields of the toy model (JSON-serialisable)."""
     return dict(n_layers=2, d_model=64, n_heads=4, d_head=16, attn_only=True,
                 normalization_type="LN", n_ctx=PROMPT_WORDS + 1, d_vocab=len(vocabulary()),
                 act_fn="gelu", positional_embedding_type="standard")
 
 
-def build_model(arch: Optional[Dict[str, Any]] = None, seed: Optional[int] = None,
+def build_model(arch: dict[str, Any] | None = None, seed: int | None = None,
                 init_weights: bool = True, tokenizer: Any = None) -> Any:
     """A fresh ``HookedTransformer`` with the toy architecture and tokenizer.
 
@@ -51,7 +52,7 @@ def build_model(arch: Optional[Dict[str, Any]] = None, seed: Optional[int] = Non
     return HookedTransformer(cfg, tokenizer=tokenizer or wrap_tokenizer())
 
 
-def _assets(assets_dir: Optional[str | Path]) -> Path:
+def _assets(assets_dir: str | Path | None) -> Path:
     path = Path(assets_dir) if assets_dir is not None else ASSETS_DIR
     missing = [f for f in (CHECKPOINT_FILE, CONFIG_FILE, TOKENIZER_FILE)
                if not (path / f).exists()]
@@ -62,17 +63,17 @@ def _assets(assets_dir: Optional[str | Path]) -> Path:
     return path
 
 
-def toy_metadata(assets_dir: Optional[str | Path] = None) -> Dict[str, Any]:
+def toy_metadata(assets_dir: str | Path | None = None) -> dict[str, Any]:
     """The shipped ``config.json``: architecture, seed, training time, accuracies."""
     return json.loads((_assets(assets_dir) / CONFIG_FILE).read_text())
 
 
-def toy_tokenizer(assets_dir: Optional[str | Path] = None) -> Any:
+def toy_tokenizer(assets_dir: str | Path | None = None) -> Any:
     """The toy model's ``PreTrainedTokenizerFast`` (from the shipped ``tokenizer.json``)."""
     return wrap_tokenizer(_assets(assets_dir) / TOKENIZER_FILE)
 
 
-def load_toy_model(assets_dir: Optional[str | Path] = None, device: Any = "cpu") -> Any:
+def load_toy_model(assets_dir: str | Path | None = None, device: Any = "cpu") -> Any:
     """The trained toy model, its tokenizer attached; offline."""
     from safetensors.torch import load_file
 
@@ -113,7 +114,7 @@ def encode(texts: Sequence[str], prepend_bos: bool = True) -> torch.Tensor:
     import torch
 
     vocab = vocabulary()
-    bos: List[int] = [vocab[BOS]] if prepend_bos else []
+    bos: list[int] = [vocab[BOS]] if prepend_bos else []
     try:
         rows = [bos + [vocab[w] for w in t.split()] for t in texts]
     except KeyError as err:

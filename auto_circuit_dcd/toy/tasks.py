@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from auto_circuit_dcd.toy.vocab import IOI_TEMPLATES, NAMES, PROMPT_WORDS, SYMBOLS
 
@@ -26,11 +27,11 @@ __all__ = [
     "sample_ioi", "sample_induction", "sample_task",
 ]
 
-TASKS: Tuple[str, str] = ("ioi", "induction")
-NamePair = Tuple[str, str]
+TASKS: tuple[str, str] = ("ioi", "induction")
+NamePair = tuple[str, str]
 
 
-def name_pair_split(n_test: int = 30, seed: int = 0) -> Tuple[List[NamePair], List[NamePair]]:
+def name_pair_split(n_test: int = 30, seed: int = 0) -> tuple[list[NamePair], list[NamePair]]:
     """Unordered name pairs (sorted tuples) split into (train, test); deterministic."""
     pairs = list(itertools.combinations(sorted(NAMES), 2))
     if not 0 < n_test < len(pairs):
@@ -42,7 +43,7 @@ def name_pair_split(n_test: int = 30, seed: int = 0) -> Tuple[List[NamePair], Li
     return train, test
 
 
-def ioi_prompt(template: int, io: str, s: str, io_first: bool) -> Dict[str, Any]:
+def ioi_prompt(template: int, io: str, s: str, io_first: bool) -> dict[str, Any]:
     """One IOI prompt pair: ``io`` is the answer, ``s`` the repeated (wrong) name."""
     if io == s:
         raise ValueError("the two names of an IOI prompt must differ")
@@ -58,7 +59,7 @@ def ioi_prompt(template: int, io: str, s: str, io_first: bool) -> Dict[str, Any]
     }
 
 
-def induction_prompt(symbols: Sequence[str], first: int, replacement: str) -> Dict[str, Any]:
+def induction_prompt(symbols: Sequence[str], first: int, replacement: str) -> dict[str, Any]:
     """One induction prompt pair.
 
     ``symbols``: 14 distinct symbols; ``first``: index (0..12) of the query's first
@@ -84,7 +85,7 @@ def induction_prompt(symbols: Sequence[str], first: int, replacement: str) -> Di
     }
 
 
-def sample_ioi(rng: random.Random, n: int, pairs: Sequence[NamePair]) -> List[Dict[str, Any]]:
+def sample_ioi(rng: random.Random, n: int, pairs: Sequence[NamePair]) -> list[dict[str, Any]]:
     """``n`` IOI prompts: random template, pair from ``pairs``, answer and order."""
     out = []
     for _ in range(n):
@@ -94,7 +95,7 @@ def sample_ioi(rng: random.Random, n: int, pairs: Sequence[NamePair]) -> List[Di
     return out
 
 
-def sample_induction(rng: random.Random, n: int) -> List[Dict[str, Any]]:
+def sample_induction(rng: random.Random, n: int) -> list[dict[str, Any]]:
     """``n`` induction prompts over the 40 symbols."""
     out = []
     for _ in range(n):
@@ -104,7 +105,7 @@ def sample_induction(rng: random.Random, n: int) -> List[Dict[str, Any]]:
 
 
 def sample_task(task: str, rng: random.Random, n: int,
-                pairs: Sequence[NamePair] = ()) -> List[Dict[str, Any]]:
+                pairs: Sequence[NamePair] = ()) -> list[dict[str, Any]]:
     """``n`` prompts of ``task`` (``"ioi"`` needs ``pairs``)."""
     if task == "ioi":
         if not pairs:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ class TrainSettings:
     batch_per_task: int = 128
     lr: float = 1e-3
     weight_decay: float = 1.0
-    betas: Tuple[float, float] = (0.9, 0.98)
+    betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = 100
     cosine_decay: bool = True
     label_smoothing: float = 0.1
@@ -49,7 +50,7 @@ class TrainSettings:
     eval_per_task: int = 256
 
 
-def prompt_batch(prompts: Sequence[Dict[str, Any]]) -> Tuple[torch.Tensor, torch.Tensor]:
+def prompt_batch(prompts: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(clean token ids with BOS ``[n, 16]``, answer ids ``[n]``) of prompt dicts."""
     vocab = vocabulary()
     tokens = encode([p["clean"] for p in prompts])
@@ -58,7 +59,7 @@ def prompt_batch(prompts: Sequence[Dict[str, Any]]) -> Tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def accuracy(model: Any, prompts: Sequence[Dict[str, Any]]) -> float:
+def accuracy(model: Any, prompts: Sequence[dict[str, Any]]) -> float:
     """Share of prompts whose answer is the arg-max over the vocabulary at the last position."""
     tokens, answers = prompt_batch(prompts)
     logits = model(tokens)[:, -1]
@@ -76,7 +77,7 @@ def _lr_factor(s: TrainSettings, step: int) -> float:
 
 
 def train_toy_model(settings: TrainSettings, train_pairs: Sequence[NamePair],
-                    progress: bool = True) -> Tuple[Any, Dict[str, Any]]:
+                    progress: bool = True) -> tuple[Any, dict[str, Any]]:
     """Train from scratch; returns ``(model, record)`` with losses, accuracies and time."""
     from tqdm.auto import tqdm
 
@@ -89,7 +90,7 @@ def train_toy_model(settings: TrainSettings, train_pairs: Sequence[NamePair],
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay,
                             betas=s.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(s, step))
-    history: List[Dict[str, float]] = []
+    history: list[dict[str, float]] = []
     start = time.perf_counter()
     bar = tqdm(range(1, s.steps + 1), desc="train toy", disable=not progress)
     for step in bar:

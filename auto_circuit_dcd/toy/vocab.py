@@ -12,7 +12,7 @@ callers prepend BOS explicitly.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 __all__ = [
     "BOS", "EOS", "PAD", "UNK", "SPECIAL_TOKENS", "NAMES", "SYMBOLS", "IOI_TEMPLATES",
@@ -20,14 +20,14 @@ __all__ = [
 ]
 
 BOS, EOS, PAD, UNK = "<bos>", "<eos>", "<pad>", "<unk>"
-SPECIAL_TOKENS: List[str] = [BOS, EOS, PAD, UNK]
+SPECIAL_TOKENS: list[str] = [BOS, EOS, PAD, UNK]
 
-NAMES: List[str] = [
+NAMES: list[str] = [
     "Mary", "John", "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry",
     "Irene", "Jack", "Kate", "Louis", "Maria", "Nick", "Olivia", "Paul", "Rose", "Sam",
 ]
 
-SYMBOLS: List[str] = [
+SYMBOLS: list[str] = [
     "apple", "river", "stone", "cloud", "tiger", "lamp", "chair", "piano", "orange",
     "violet", "candle", "mirror", "rocket", "garden", "hammer", "pepper", "silver",
     "window", "basket", "anchor", "button", "castle", "dragon", "feather", "guitar",
@@ -37,7 +37,7 @@ SYMBOLS: List[str] = [
 
 # IOI-like templates: {A} and {B} are introduced, {S} (one of them) is repeated, the
 # answer is the other. Every template is 15 words, so prompts never need padding.
-IOI_TEMPLATES: List[str] = [
+IOI_TEMPLATES: list[str] = [
     "When {A} and {B} went to the store , then {S} gave a drink to",
     "Then , {A} and {B} had a long talk . {S} handed a book to",
     "After {A} and {B} met at the old park , {S} sent a gift to",
@@ -49,8 +49,8 @@ IOI_TEMPLATES: List[str] = [
 PROMPT_WORDS = 15  # words per prompt, BOS not counted
 
 
-def _template_words() -> List[str]:
-    words: List[str] = []
+def _template_words() -> list[str]:
+    words: list[str] = []
     for template in IOI_TEMPLATES:
         for w in template.split():
             if not w.startswith("{") and w not in words:
@@ -58,7 +58,7 @@ def _template_words() -> List[str]:
     return words
 
 
-def vocabulary() -> Dict[str, int]:
+def vocabulary() -> dict[str, int]:
     """word -> id: special tokens, names, symbols, template words (a fixed order)."""
     words = SPECIAL_TOKENS + NAMES + SYMBOLS + _template_words()
     if len(set(words)) != len(words):
@@ -76,7 +76,7 @@ def build_word_tokenizer() -> Any:
     return tok
 
 
-def wrap_tokenizer(tokenizer_file: Optional[str | Path] = None) -> Any:
+def wrap_tokenizer(tokenizer_file: str | Path | None = None) -> Any:
     """A ``PreTrainedTokenizerFast`` over the word tokenizer (from ``tokenizer_file`` if given).
 
     ``add_bos_token=True`` is only a marker for TransformerLens (which otherwise tries to
@@ -85,7 +85,7 @@ def wrap_tokenizer(tokenizer_file: Optional[str | Path] = None) -> Any:
     """
     from transformers import PreTrainedTokenizerFast
 
-    source: Dict[str, Any] = ({"tokenizer_file": str(tokenizer_file)} if tokenizer_file
+    source: dict[str, Any] = ({"tokenizer_file": str(tokenizer_file)} if tokenizer_file
                               else {"tokenizer_object": build_word_tokenizer()})
     return PreTrainedTokenizerFast(
         **source, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,

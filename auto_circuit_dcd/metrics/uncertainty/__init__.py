@@ -19,23 +19,48 @@ the verdict rules with their thresholds.
 
 from __future__ import annotations
 
-from auto_circuit_dcd.metrics.uncertainty.bootstrap import (INTERVALS, Bootstrap, Interval,
-                                                            Replicates, ratio_replicates)
-from auto_circuit_dcd.metrics.uncertainty.families import (Band, Comparison, ComparisonFamily,
-                                                           CrossIntervals, CurveIntervals,
-                                                           RunValues, compare,
-                                                           cross_intervals, curve_intervals)
-from auto_circuit_dcd.metrics.uncertainty.paired import (CORRECTIONS, benjamini_hochberg, holm,
-                                                         sign_flip_pvalues)
-from auto_circuit_dcd.metrics.uncertainty.run import (ClusterIntervals, RunUncertainty,
-                                                      UncertaintySettings, run_uncertainty)
+from auto_circuit_dcd.metrics.uncertainty.bootstrap import (
+                                                            INTERVALS,
+                                                            Bootstrap,
+                                                            Interval,
+                                                            Replicates,
+                                                            ratio_replicates,
+)
+from auto_circuit_dcd.metrics.uncertainty.families import (
+                                                            Band,
+                                                            Comparison,
+                                                            ComparisonFamily,
+                                                            CrossIntervals,
+                                                            CurveIntervals,
+                                                            RunValues,
+                                                            compare,
+                                                            cross_intervals,
+                                                            curve_intervals,
+)
+from auto_circuit_dcd.metrics.uncertainty.paired import (
+                                                            CORRECTIONS,
+                                                            benjamini_hochberg,
+                                                            holm,
+                                                            sign_flip_pvalues,
+)
+from auto_circuit_dcd.metrics.uncertainty.run import (
+                                                            ClusterIntervals,
+                                                            RunUncertainty,
+                                                            UncertaintySettings,
+                                                            run_uncertainty,
+)
 from auto_circuit_dcd.metrics.uncertainty.sizes import SizeGrid, size_grid, size_note
 from auto_circuit_dcd.metrics.uncertainty.values import Curve, TestValues
-from auto_circuit_dcd.metrics.uncertainty.verdicts import (OUTCOMES, Evidence,
-                                                           SampleSizeWarning, Thresholds,
-                                                           Verdict, sample_size_warning,
-                                                           separate_mechanisms,
-                                                           verdicts_from_comparisons)
+from auto_circuit_dcd.metrics.uncertainty.verdicts import (
+                                                            OUTCOMES,
+                                                            Evidence,
+                                                            SampleSizeWarning,
+                                                            Thresholds,
+                                                            Verdict,
+                                                            sample_size_warning,
+                                                            separate_mechanisms,
+                                                            verdicts_from_comparisons,
+)
 
 __all__ = [
     "Bootstrap", "Interval", "Replicates", "INTERVALS", "ratio_replicates",

@@ -36,9 +36,10 @@ are this package's usual case.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Dict, Literal, Optional, Tuple
+from typing import Literal
 
 import numpy as np
 
@@ -126,7 +127,7 @@ class Replicates:
     n_examples: np.ndarray
 
     def map(self, fn: Callable[[np.ndarray], np.ndarray],
-            n_examples: Optional[np.ndarray] = None) -> "Replicates":
+            n_examples: np.ndarray | None = None) -> Replicates:
         """``fn`` (``[R, K] -> [R, K']``, row by row) applied to all three; ``n_examples``
         ``[K']`` of the new statistics (needed when ``K'`` differs from ``K``)."""
         est = fn(self.estimate[None, :])[0]
@@ -135,17 +136,17 @@ class Replicates:
             raise ValueError(f"{est.size} statistics after the map: give their n_examples")
         return Replicates(est, fn(self.resampled), fn(self.jackknife), n)
 
-    def columns(self, index: "np.ndarray | slice | list") -> "Replicates":
+    def columns(self, index: np.ndarray | slice | list) -> Replicates:
         """The statistics ``index`` only."""
         return Replicates(self.estimate[index], self.resampled[:, index],
                           self.jackknife[:, index], self.n_examples[index])
 
     def interval(self, level: float,
-                 method: str = "expanded-percentile") -> Tuple[np.ndarray, np.ndarray]:
+                 method: str = "expanded-percentile") -> tuple[np.ndarray, np.ndarray]:
         """``(low [K], high [K])`` at ``level`` by ``method`` (:data:`INTERVALS`)."""
         return INTERVALS[check_interval_method(method)](self, level)
 
-    def intervals(self, level: float, method: str = "expanded-percentile") -> "list[Interval]":
+    def intervals(self, level: float, method: str = "expanded-percentile") -> list[Interval]:
         """One :class:`Interval` per statistic."""
         low, high = self.interval(level, method)
         return [Interval(float(e), float(lo), float(hi))
@@ -153,7 +154,7 @@ class Replicates:
 
 
 def ratio_replicates(num: np.ndarray, den: np.ndarray, weights: np.ndarray,
-                     n_examples: Optional[np.ndarray] = None) -> Replicates:
+                     n_examples: np.ndarray | None = None) -> Replicates:
     """Replicates of ``sum_i w_i num[i, k] / sum_i w_i den[i, k]`` for each column ``k``.
 
     ``num``, ``den``: ``[n, K]`` (``den`` may be ``[n]``, shared); an example outside a
@@ -213,7 +214,7 @@ def _quantiles(values: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def _percentile_at(reps: Replicates, alpha: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _percentile_at(reps: Replicates, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ``alpha / 2`` and ``1 - alpha / 2`` quantiles per column (``alpha [K]``)."""
     ok = np.isfinite(reps.estimate) & np.isfinite(alpha)
     alpha = np.where(ok, alpha, 0.5)
@@ -221,7 +222,7 @@ def _percentile_at(reps: Replicates, alpha: np.ndarray) -> Tuple[np.ndarray, np.
             np.where(ok, _quantiles(reps.resampled, 1 - alpha / 2), np.nan))
 
 
-def _percentile(reps: Replicates, level: float) -> Tuple[np.ndarray, np.ndarray]:
+def _percentile(reps: Replicates, level: float) -> tuple[np.ndarray, np.ndarray]:
     return _percentile_at(reps, np.full(reps.estimate.shape, 1.0 - level))
 
 
@@ -237,11 +238,11 @@ def expanded_alpha(n: np.ndarray, level: float) -> np.ndarray:
     return np.where(ok, 2 * _ndtr(-z), np.nan)
 
 
-def _expanded(reps: Replicates, level: float) -> Tuple[np.ndarray, np.ndarray]:
+def _expanded(reps: Replicates, level: float) -> tuple[np.ndarray, np.ndarray]:
     return _percentile_at(reps, expanded_alpha(reps.n_examples, level))
 
 
-def _bca(reps: Replicates, level: float) -> Tuple[np.ndarray, np.ndarray]:
+def _bca(reps: Replicates, level: float) -> tuple[np.ndarray, np.ndarray]:
     alpha = 1.0 - level
     r, est = reps.resampled, reps.estimate
     finite = np.isfinite(r)
@@ -270,7 +271,7 @@ def _bca(reps: Replicates, level: float) -> Tuple[np.ndarray, np.ndarray]:
 
 
 #: interval method -> ``f(replicates, level) -> (low [K], high [K])``
-INTERVALS: Dict[str, Callable[[Replicates, float], Tuple[np.ndarray, np.ndarray]]] = {
+INTERVALS: dict[str, Callable[[Replicates, float], tuple[np.ndarray, np.ndarray]]] = {
     "expanded-percentile": _expanded,
     "percentile": _percentile,
     "bca": _bca,

@@ -19,20 +19,28 @@ for CMD when it ranks differently) and a :class:`~.bootstrap.Bootstrap` plan giv
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
 from auto_circuit_dcd.metrics.convention import Convention
 from auto_circuit_dcd.metrics.uncertainty.bootstrap import Bootstrap, Interval, Replicates
-from auto_circuit_dcd.metrics.uncertainty.paired import (CORRECTIONS, check_correction,
-                                                         sign_flip_pvalues)
+from auto_circuit_dcd.metrics.uncertainty.paired import (
+    CORRECTIONS,
+    check_correction,
+    sign_flip_pvalues,
+)
 from auto_circuit_dcd.metrics.uncertainty.sizes import SizeGrid, size_note
-from auto_circuit_dcd.metrics.uncertainty.values import (Curve, TestValues, area_replicates,
-                                                         area_weights, curve_replicates,
-                                                         difference_replicates)
+from auto_circuit_dcd.metrics.uncertainty.values import (
+    Curve,
+    TestValues,
+    area_replicates,
+    area_weights,
+    curve_replicates,
+    difference_replicates,
+)
 
 __all__ = ["RunValues", "Band", "CurveIntervals", "CrossIntervals", "Comparison",
            "ComparisonFamily", "CurveBuilder", "curve_intervals", "cross_intervals",
@@ -55,7 +63,7 @@ class RunValues:
 
     @classmethod
     def from_results(cls, by_ranking: Mapping[str, Mapping[str, FaithfulnessResult]],
-                     convention: Convention, grid: Optional[SizeGrid] = None) -> "RunValues":
+                     convention: Convention, grid: SizeGrid | None = None) -> RunValues:
         """From ``{ranking: {circuit: FaithfulnessResult}}`` (one test set) at ``grid``'s
         sizes."""
         missing = [r for r in convention.rankings() if r not in by_ranking]
@@ -77,9 +85,9 @@ class RunValues:
 class Band:
     """A curve's value at each size with its interval (lists over the sizes)."""
 
-    estimate: List[float]
-    low: List[float]
-    high: List[float]
+    estimate: list[float]
+    low: list[float]
+    high: list[float]
 
 
 @dataclass
@@ -92,7 +100,7 @@ class CurveIntervals:
     cpr: Interval
     cmd: Interval
     n_examples: int
-    faithfulness_cmd: Optional[Band] = None
+    faithfulness_cmd: Band | None = None
 
 
 @dataclass
@@ -102,11 +110,11 @@ class CrossIntervals:
     examples."""
 
     p: float
-    labels: List[int]
-    estimate: List[List[float]]
-    low: List[List[float]]
-    high: List[List[float]]
-    n_examples: List[int]
+    labels: list[int]
+    estimate: list[list[float]]
+    low: list[list[float]]
+    high: list[list[float]]
+    n_examples: list[int]
     orientation: str
 
 
@@ -121,7 +129,7 @@ class Comparison:
 
     a: str
     b: str
-    size: Optional[float]
+    size: float | None
     n_examples: int
     a_value: float
     b_value: float
@@ -129,8 +137,8 @@ class Comparison:
     p_value: float
     p_adjusted: float
     mark: str
-    edges_a: Dict[str, int]
-    edges_b: Dict[str, int]
+    edges_a: dict[str, int]
+    edges_b: dict[str, int]
     note: str
 
 
@@ -143,10 +151,10 @@ class ComparisonFamily:
     level: float
     test: str
     correction: str
-    comparisons: List[Comparison]
+    comparisons: list[Comparison]
 
 
-def _bands(reps: Replicates, n_curves: int, boot: Bootstrap) -> List[Band]:
+def _bands(reps: Replicates, n_curves: int, boot: Bootstrap) -> list[Band]:
     low, high = reps.interval(boot.level, boot.method)
     s = reps.estimate.size // max(n_curves, 1)
     return [Band(*(list(map(float, x[c * s:(c + 1) * s])) for x in (reps.estimate, low, high)))
@@ -154,7 +162,7 @@ def _bands(reps: Replicates, n_curves: int, boot: Bootstrap) -> List[Band]:
 
 
 def curve_intervals(values: RunValues, curves: Sequence[CurveBuilder],
-                    boot: Bootstrap) -> List[CurveIntervals]:
+                    boot: Bootstrap) -> list[CurveIntervals]:
     """Faithfulness at each size, CPR and CMD (by ``values.convention``) of each curve."""
     if not curves:
         return []
@@ -191,7 +199,7 @@ def cross_intervals(values: RunValues, circuits: Mapping[int, str], groups: np.n
     low, high = reps.interval(boot.level, boot.method)
     k = len(labels)
 
-    def square(x: np.ndarray) -> List[List[float]]:
+    def square(x: np.ndarray) -> list[list[float]]:
         return [[float(v) for v in row] for row in x[cols].reshape(k, k)]
 
     return CrossIntervals(
@@ -210,7 +218,7 @@ def _mark(p_adj: float, low: float, high: float, alpha: float) -> str:
     return "not distinguishable"
 
 
-def compare(values: RunValues, pairs: Sequence[Tuple[str, str, CurveBuilder, CurveBuilder]],
+def compare(values: RunValues, pairs: Sequence[tuple[str, str, CurveBuilder, CurveBuilder]],
             boot: Bootstrap, name: str, correction: str = "holm") -> ComparisonFamily:
     """``a - b`` for each ``(a name, b name, a curve, b curve)`` at every size and on CPR
     (both curves on the same examples), marked at ``boot.level``."""
@@ -233,7 +241,7 @@ def compare(values: RunValues, pairs: Sequence[Tuple[str, str, CurveBuilder, Cur
     p_size_all = np.concatenate(p_size) if p_size else np.zeros(0)
     adj_size = CORRECTIONS[correction](p_size_all)
     adj_cpr = CORRECTIONS[correction](np.asarray(p_cpr, dtype=np.float64))
-    out: List[Comparison] = []
+    out: list[Comparison] = []
     for i, ((na, nb, _, _), (a, b)) in enumerate(zip(pairs, built)):
         unequal = []
         for j in range(s):

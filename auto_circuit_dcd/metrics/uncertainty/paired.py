@@ -33,7 +33,8 @@ NaN p-values are left out of the family and stay NaN.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
@@ -44,7 +45,7 @@ Correction = Literal["holm", "bh", "none"]
 _TIE = 1e-12  # relative: |t*| this close to the observed |t| counts as reaching it
 
 
-def _signs(n: int, n_flips: int, seed: int) -> "tuple[np.ndarray, bool]":
+def _signs(n: int, n_flips: int, seed: int) -> tuple[np.ndarray, bool]:
     """``([R, n] of +-1, exact)``: every sign vector when ``2^n <= n_flips``, else random."""
     if n <= 20 and 2 ** n <= n_flips:
         codes = np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]
@@ -108,7 +109,7 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 
 #: correction -> adjusted p-values of a family
-CORRECTIONS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+CORRECTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "holm": holm,
     "bh": benjamini_hochberg,
     "none": lambda p: np.asarray(p, dtype=np.float64).copy(),

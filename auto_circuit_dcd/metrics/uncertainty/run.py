@@ -19,23 +19,33 @@ and, with no model pass:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
 from auto_circuit_dcd.metrics.convention import Convention
 from auto_circuit_dcd.metrics.uncertainty.bootstrap import Bootstrap, Interval
-from auto_circuit_dcd.metrics.uncertainty.families import (ComparisonFamily, CrossIntervals,
-                                                           CurveBuilder, CurveIntervals,
-                                                           RunValues, compare,
-                                                           cross_intervals, curve_intervals)
+from auto_circuit_dcd.metrics.uncertainty.families import (
+    ComparisonFamily,
+    CrossIntervals,
+    CurveBuilder,
+    CurveIntervals,
+    RunValues,
+    compare,
+    cross_intervals,
+    curve_intervals,
+)
 from auto_circuit_dcd.metrics.uncertainty.sizes import SizeGrid, size_grid
-from auto_circuit_dcd.metrics.uncertainty.verdicts import (SampleSizeWarning, Thresholds,
-                                                           Verdict, sample_size_warning,
-                                                           separate_mechanisms,
-                                                           verdicts_from_comparisons)
+from auto_circuit_dcd.metrics.uncertainty.verdicts import (
+    SampleSizeWarning,
+    Thresholds,
+    Verdict,
+    sample_size_warning,
+    separate_mechanisms,
+    verdicts_from_comparisons,
+)
 
 __all__ = ["UncertaintySettings", "ClusterIntervals", "RunUncertainty", "run_uncertainty"]
 
@@ -83,13 +93,13 @@ class RunUncertainty:
     dcd_oracle: CurveIntervals
     dcd_routed: CurveIntervals
     dcd_routed_excluding_noise: CurveIntervals
-    k_random_oracle: Optional[CurveIntervals]
-    k_random_routed: Optional[CurveIntervals]
-    clusters: List[ClusterIntervals]
+    k_random_oracle: CurveIntervals | None
+    k_random_routed: CurveIntervals | None
+    clusters: list[ClusterIntervals]
     cross: CrossIntervals
-    comparisons: Dict[str, ComparisonFamily]
-    verdicts: List[Verdict]
-    warnings: List[SampleSizeWarning]
+    comparisons: dict[str, ComparisonFamily]
+    verdicts: list[Verdict]
+    warnings: list[SampleSizeWarning]
 
 
 def run_uncertainty(
@@ -101,12 +111,12 @@ def run_uncertainty(
     routing: Sequence[int],
     p: float,
     k_random: Sequence[str] = (),
-    k_random_routing: Optional[Sequence[str]] = None,
-    noise_fallback: Optional[int] = None,
+    k_random_routing: Sequence[str] | None = None,
+    noise_fallback: int | None = None,
     boot: Bootstrap = Bootstrap(),
     thresholds: Thresholds = Thresholds(),
     correction: str = "holm",
-    test_fraction: Optional[float] = None,
+    test_fraction: float | None = None,
 ) -> RunUncertainty:
     """Intervals, comparisons, verdicts and warnings of one run (module docstring).
 
@@ -148,7 +158,7 @@ def run_uncertainty(
     def group(j: int) -> np.ndarray:
         return route == j
 
-    curve: Dict[str, CurveBuilder] = {  # the families' curves, by name
+    curve: dict[str, CurveBuilder] = {  # the families' curves, by name
         "single": lambda v: v.circuit(single),
         "dcd_oracle": lambda v: v.oracle(list(names.values())),
         "dcd_routed": lambda v: v.routed(names, route, fallback=fallback),
@@ -229,7 +239,7 @@ def run_uncertainty(
         warnings=warnings)
 
 
-def _separate(values: RunValues, cross: CrossIntervals, clusters: List[ClusterIntervals],
+def _separate(values: RunValues, cross: CrossIntervals, clusters: list[ClusterIntervals],
               names: Mapping[int, str], single: str, route: np.ndarray, p: float,
               boot: Bootstrap, thresholds: Thresholds) -> Verdict:
     """Claim (b), with the refuting side's intervals at Bonferroni's level."""

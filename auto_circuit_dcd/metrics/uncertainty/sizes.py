@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import List, Mapping, Sequence
 
 import numpy as np
 
@@ -36,9 +36,9 @@ class SizeGrid:
         reason: why sizes were left out ("" when none was).
     """
 
-    fractions: List[float]
-    requested_counts: List[int]
-    dropped: List[float]
+    fractions: list[float]
+    requested_counts: list[int]
+    dropped: list[float]
     n_edges: int
     reason: str
 
@@ -72,7 +72,7 @@ def size_note(edges_a: Mapping[str, int], edges_b: Mapping[str, int]) -> str:
     return ". ".join(parts)
 
 
-def kept_columns(all_fractions: Sequence[float], grid: SizeGrid) -> List[int]:
+def kept_columns(all_fractions: Sequence[float], grid: SizeGrid) -> list[int]:
     """Positions in ``all_fractions`` of the grid's sizes (each must be there)."""
     allf = np.asarray(all_fractions, dtype=np.float64)
     out = []

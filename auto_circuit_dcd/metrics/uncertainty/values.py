@@ -24,8 +24,8 @@ integrates :data:`~auto_circuit_dcd.metrics.curves.CMD_FORMS` of the curve with 
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Curve:
 
     mu: np.ndarray
     rows: np.ndarray
-    circuits: Tuple[str, ...]
+    circuits: tuple[str, ...]
 
     @property
     def n_examples(self) -> int:
@@ -65,15 +65,15 @@ class TestValues:
     """
 
     fractions: np.ndarray
-    mu: Dict[str, np.ndarray]
-    achieved: Dict[str, np.ndarray]
+    mu: dict[str, np.ndarray]
+    achieved: dict[str, np.ndarray]
     mu_full: np.ndarray
     mu_empty: np.ndarray
-    example_ids: List[Hashable]
+    example_ids: list[Hashable]
 
     @classmethod
     def from_results(cls, results: Mapping[str, FaithfulnessResult],
-                     grid: Optional[SizeGrid] = None) -> "TestValues":
+                     grid: SizeGrid | None = None) -> TestValues:
         """The values of ``results`` (one test set, one ranking) at ``grid``'s sizes (all
         evaluated sizes when None)."""
         if not results:
@@ -101,7 +101,7 @@ class TestValues:
     def n_examples(self) -> int:
         return int(self.mu_full.shape[0])
 
-    def _rows(self, rows: Optional[np.ndarray]) -> np.ndarray:
+    def _rows(self, rows: np.ndarray | None) -> np.ndarray:
         if rows is None:
             return np.ones(self.n_examples, dtype=bool)
         rows = np.asarray(rows)
@@ -116,17 +116,17 @@ class TestValues:
             raise KeyError(f"no circuit {name!r}; circuits: {sorted(self.mu)}")
         return self.mu[name]
 
-    def circuit(self, name: str, rows: Optional[np.ndarray] = None) -> Curve:
+    def circuit(self, name: str, rows: np.ndarray | None = None) -> Curve:
         """Circuit ``name`` on ``rows`` (bool mask or positions; all by default)."""
         return Curve(self._get(name), self._rows(rows), (name,))
 
-    def oracle(self, names: Sequence[str], rows: Optional[np.ndarray] = None) -> Curve:
+    def oracle(self, names: Sequence[str], rows: np.ndarray | None = None) -> Curve:
         """Per example the best of ``names`` (the method's multi-circuit faithfulness)."""
         return Curve(np.max(np.stack([self._get(n) for n in names]), axis=0), self._rows(rows),
                      tuple(names))
 
     def routed(self, circuits: Mapping[Hashable, str], routing: Sequence[Hashable],
-               fallback: Optional[Hashable] = None, exclude: Sequence[Hashable] = ()) -> Curve:
+               fallback: Hashable | None = None, exclude: Sequence[Hashable] = ()) -> Curve:
         """Per example the circuit of its label in ``routing`` (``{label: circuit}``); labels
         without a circuit go to ``fallback``'s, those in ``exclude`` are left out."""
         from auto_circuit_dcd.metrics.multi import _routing_index
@@ -139,7 +139,7 @@ class TestValues:
         mu[rows] = stack[idx[rows], np.flatnonzero(rows)]
         return Curve(mu, rows, tuple(circuits[lab] for lab in labels))
 
-    def edges(self, curve: Curve, size: int) -> Dict[str, int]:
+    def edges(self, curve: Curve, size: int) -> dict[str, int]:
         """``{circuit: edges held at size index size}`` of the circuits ``curve`` uses."""
         return {name: int(self.achieved[name][size]) for name in curve.circuits}
 
@@ -162,7 +162,7 @@ def curve_replicates(values: TestValues, curves: Sequence[Curve],
     return ratio_replicates(num, den, weights, np.repeat([c.n_examples for c in curves], s))
 
 
-def difference_replicates(values: TestValues, pairs: Sequence[Tuple[Curve, Curve]],
+def difference_replicates(values: TestValues, pairs: Sequence[tuple[Curve, Curve]],
                           weights: np.ndarray) -> Replicates:
     """``f(a) - f(b)`` of each pair at each size (curve-major); a pair's curves must be
     taken on the same rows."""

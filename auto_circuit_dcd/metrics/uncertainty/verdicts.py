@@ -40,8 +40,8 @@ divided by the group's share of the test split and by the test fraction.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -83,7 +83,7 @@ class Evidence:
     low: float
     high: float
     reference: float
-    p_adjusted: Optional[float]
+    p_adjusted: float | None
     status: str
 
 
@@ -93,11 +93,11 @@ class Verdict:
 
     claim: str
     statement: str
-    size: Optional[float]
+    size: float | None
     outcome: str
     level: float
     rule: str
-    evidence: List[Evidence]
+    evidence: list[Evidence]
     note: str
 
 
@@ -113,7 +113,7 @@ class SampleSizeWarning:
     n_examples: int
     half_width: float
     n_needed: int
-    prompts_needed: Optional[int]
+    prompts_needed: int | None
     message: str
 
 
@@ -121,11 +121,11 @@ _STATUS = {"better": "above", "worse": "below", "not distinguishable": "undecide
 
 
 def verdicts_from_comparisons(family: ComparisonFamily, claim: str,
-                              statement: str) -> List[Verdict]:
+                              statement: str) -> list[Verdict]:
     """One verdict per size (and on CPR) of a family of ``a - b`` comparisons: holds when
     every comparison at that size is marked better, does not hold when one is marked
     worse, else not distinguishable."""
-    sizes: Dict[Optional[float], list] = {}
+    sizes: dict[float | None, list] = {}
     for c in family.comparisons:
         sizes.setdefault(c.size, []).append(c)
     out = []
@@ -156,8 +156,8 @@ def _status(low: float, high: float, reference: float) -> str:
 
 def separate_mechanisms(cross: CrossIntervals, single_on_group: Mapping[int, Interval],
                         thresholds: Thresholds, level: float,
-                        strict_cross: Optional[CrossIntervals] = None,
-                        strict_single: Optional[Mapping[int, Interval]] = None) -> Verdict:
+                        strict_cross: CrossIntervals | None = None,
+                        strict_single: Mapping[int, Interval] | None = None) -> Verdict:
     """Claim (b) at ``cross.p``: low cross-faithfulness between clusters while the single
     circuit is faithful on every group. ``cross``, ``single_on_group`` at ``level``;
     ``strict_*``: the same statistics at ``1 - (1 - level) / m`` (m = the number of parts),
@@ -211,7 +211,7 @@ def separate_mechanisms(cross: CrossIntervals, single_on_group: Mapping[int, Int
 
 def sample_size_warning(label: int, n_examples: int, half_width: float, n_test: int,
                         thresholds: Thresholds,
-                        test_fraction: Optional[float] = None) -> Optional[SampleSizeWarning]:
+                        test_fraction: float | None = None) -> SampleSizeWarning | None:
     """A warning when ``n_examples`` (the group's test examples, of ``n_test``) is below
     ``thresholds.min_examples`` or its interval's ``half_width`` exceeds the target; None
     otherwise."""
