@@ -134,7 +134,9 @@ def test_the_choices_shown_are_the_tables_that_implement_them():
     from auto_circuit_dcd.attribution.front import METHODS
     from auto_circuit_dcd.circuits.circuit import SELECTIONS
     from auto_circuit_dcd.circuits.selection import RANKINGS
-    from auto_circuit_dcd.cluster.discovery import CLUSTERER_NAMES, COMBINE, PREPROCESSORS
+    from auto_circuit_dcd.cluster.discovery import CLUSTERER_NAMES
+    from auto_circuit_dcd.cluster.preprocess import PREPROCESSORS
+    from auto_circuit_dcd.cluster.select_k import COMBINE
     from auto_circuit_dcd.job.config import RunConfig
     from auto_circuit_dcd.metrics.curves import CMD_FORMS
     from auto_circuit_dcd.model.devices import DTYPE_CHOICES
@@ -142,7 +144,9 @@ def test_the_choices_shown_are_the_tables_that_implement_them():
     from auto_circuit_dcd.tasks import TASKS
 
     tables = {"method": METHODS, "metric": METRICS, "clusterer": CLUSTERER_NAMES,
-              "k_rule": COMBINE, "preprocessing": PREPROCESSORS, "dtype": DTYPE_CHOICES,
+              # "auto": the space chosen from the rows among those of PREPROCESSORS
+              "k_rule": COMBINE, "preprocessing": ("auto", *PREPROCESSORS),
+              "dtype": DTYPE_CHOICES,
               "task": TASKS, "selection": SELECTIONS, "ranking": RANKINGS, "cmd": CMD_FORMS}
     shown = {f.name: f.metadata["choices"] for f in fields(RunConfig) if "choices" in f.metadata}
     assert set(shown) == set(tables)
@@ -176,7 +180,8 @@ def test_each_options_rule_is_declared_once(tmp_path):
                          ({"batch_size": None}, "--batch-size must be a whole number"),
                          ({"draw_fraction": 0.0}, "--draw-fraction is a fraction of edges in "
                                                   "(0, 1], got 0.0"),
-                         ({"base_algo": "nope"}, "--base-algo: base_algo must be one of")]:
+                         ({"circuit_method": "nope"}, "--circuit-method: must be eap or eap-ig "
+                                                      "or a key of auto-circuit's PRUNE_ALGO_DICT")]:
         with pytest.raises(ConfigError) as err:
             RunConfig(**good, **bad).check()
         assert str(err.value).startswith(message), str(err.value)

@@ -35,8 +35,10 @@ def write(path, prompts):
     return path
 
 
+#: the tiny random model has no mechanisms to find: under --preprocessing auto its rows give
+#: one cluster, so the runs that exercise the comparisons of several clusters name a space
 RUN = ["run", "--model", "tiny-random", "--quiet", "--max-clusters", "3", "--batch-size", "5",
-       "--edge-fractions", "0.05,0.2,1"]
+       "--edge-fractions", "0.05,0.2,1", "--preprocessing", "l2"]
 
 
 def run_tiny(dataset, out, *extra):
@@ -76,7 +78,8 @@ def report(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     code = main(["run", "--model", "tiny-random", "--dataset", str(tiny_dataset),
                  "--out", str(out), "--quiet", "--max-clusters", "3", "--batch-size", "5",
-                 "--edge-fractions", "0.05,0.2,1"])
+                 "--edge-fractions", "0.05,0.2,1", "--circuit-method", "eap",
+                 "--preprocessing", "l2"])
     assert code == 0
     return out, json.loads((out / "report.json").read_text())
 
@@ -223,6 +226,66 @@ def test_the_run_folder_reads_back_the_circuits_the_run_evaluated(report):
     with pytest.raises(KeyError, match="evaluated no size 0.3"):
         folder.circuits(at=0.3)
     assert folder.graph_config()["n_layers"] == 2
+
+
+def test_circuits_from_another_method_than_the_clusters(tiny_dataset, tiny_pm, tmp_path):
+    """--method eap --circuit-method eap-ig: the clusters from the EAP rows (saved), every
+    circuit the mean of EAP-IG rows of the same training examples. Oracle: EAP-IG rows
+    attributed here by ``dcd.attribute`` on a loader of the report's training ids, averaged
+    per cluster label of the report; they differ from the means of the EAP rows."""
+    import numpy as np
+
+    from auto_circuit_dcd.cluster.baselines import random_split
+    from auto_circuit_dcd.job.run_folder import RunFolder
+    from auto_circuit_dcd.report.summary import summary_table
+
+    prompts = json.loads(tiny_dataset.read_text())["prompts"]
+    out = tmp_path / "ig"
+    rep = run_tiny(tiny_dataset, out, "--method", "eap", "--circuit-method", "eap-ig",
+                   "--ig-steps", "3")
+    sel = rep["circuit_selection"]
+    assert (sel["cluster_method"], sel["circuit_method"]) == ("eap", "eap-ig")
+    assert sel["circuit_rows_missing"] == [] and "circuit_attribution" in rep["timings"]
+    folder = RunFolder(out)
+    assert "clusters from eap rows, circuits by eap-ig" in summary_table(folder.report())
+    ids, labels = rep["example_ids"], np.asarray(rep["labels"])
+    ig = dcd.attribute(tiny_pm, loader_of(prompts, ids), method="eap-ig", ig_steps=3,
+                       progress=False)
+    assert list(ig.example_ids) == ids
+    rows = ig.scores.double()
+    eap_rows = folder.attributions("train").scores.double()
+    circuits = folder.circuits()
+    for c in rep["cross_faithfulness"]["labels"]:
+        got = circuits[f"cluster_{c}"]
+        assert got.meta == {"label": f"cluster_{c}", "base_algo": "eap-ig"}
+        want = rows[torch.as_tensor(labels == c)].mean(0)
+        torch.testing.assert_close(got.scores.double(), want, rtol=1e-4, atol=1e-6)
+        eap_mean = eap_rows[torch.as_tensor(labels == c)].mean(0)
+        assert not torch.allclose(got.scores.double(), eap_mean, rtol=1e-2, atol=1e-4)
+    torch.testing.assert_close(circuits["single"].scores.double(), rows.mean(0),
+                               rtol=1e-4, atol=1e-6)
+    k = rep["n_clusters"]
+    for i, part in enumerate(random_split(len(ids), k, 42) if k > 1 else []):
+        torch.testing.assert_close(circuits[f"k_random_{i}"].scores.double(),
+                                   rows[torch.as_tensor(part)].mean(0), rtol=1e-4, atol=1e-6)
+
+
+def test_a_bad_circuit_method_is_refused_before_the_model_loads(tiny_dataset, tmp_path,
+                                                                 monkeypatch):
+    from auto_circuit_dcd.errors import ConfigError
+    from auto_circuit_dcd.job.pipeline import RunConfig, run
+    from auto_circuit_dcd.model import load
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(load, "load_model", never)
+    config = RunConfig(model="tiny-random", dataset=str(tiny_dataset), out=str(tmp_path / "o"),
+                       circuit_method="EAP-IG")
+    with pytest.raises(ConfigError, match="^--circuit-method: must be eap or eap-ig or a key "
+                                          "of auto-circuit's PRUNE_ALGO_DICT .*got 'EAP-IG'$"):
+        run(config, progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_folder_without_a_finished_run_of_this_version_is_named(tmp_path):

@@ -41,7 +41,7 @@ def one_line_error(capsys):
     (["--n", "-5"], "--n must be a whole number of at least 1, got -5"),
     (["--n", "0"], "--n must be a whole number of at least 1, got 0"),
     (["--clusterer", "foo"], "clusterer must be one of"),
-    (["--base-algo", "nope"], "base_algo must be"),
+    (["--circuit-method", "nope"], "--circuit-method: must be eap or eap-ig or a key of"),
     (["--batch-size", "0"], "--batch-size must be"),
     (["--test-fraction", "1.5"], "--test-fraction must lie strictly between 0 and 1"),
     (["--edge-fractions", "0.1,0.2"], r"lacks 0.05, where cross-faithfulness is taken"),
@@ -257,14 +257,14 @@ def test_a_non_eap_base_algorithm_through_the_pipeline(tmp_path, tiny_pm):
     key = "Edge Answer Log Prob Diff Gradient At Clean"
     prompts = tiny_prompts(24)
     out = tmp_path / "out"
-    rep = run_tiny(write(tmp_path / "d.json", prompts), out, "--base-algo", key)
+    rep = run_tiny(write(tmp_path / "d.json", prompts), out, "--circuit-method", key)
     circuits = saved_circuits(out)
     _, layout = edge_layout(tiny_pm)
     for c in rep["cross_faithfulness"]["labels"]:
         ids = [i for i, lab in zip(rep["example_ids"], rep["labels"]) if lab == c]
         ref = PRUNE_ALGO_DICT[key].func(tiny_pm, loader_of(prompts, ids), None)
         torch.testing.assert_close(circuits[f"cluster_{c}"], layout.from_prune_scores(ref).float())
-    assert rep["config"]["base_algo"] == key
+    assert rep["config"]["circuit_method"] == key
     # the single baseline: the same algorithm on all training examples, not the EAP mean
     ref = PRUNE_ALGO_DICT[key].func(tiny_pm, loader_of(prompts, rep["example_ids"]), None)
     torch.testing.assert_close(circuits["single"], layout.from_prune_scores(ref).float())

@@ -195,9 +195,11 @@ def test_toy_job_with_acdc_builds_its_baselines_with_acdc(tmp_path, monkeypatch)
     monkeypatch.setattr(acdc_module, "acdc_prune_scores", watched)
     monkeypatch.setitem(PRUNE_ALGO_DICT, "ACDC", dataclasses.replace(
         algo, func=partial(watched, *algo.func.args, **algo.func.keywords)))
-    rep, saved, listing = toy_run(tmp_path / "out", "--base-algo", "ACDC",
+    rep, saved, listing = toy_run(tmp_path / "out", "--circuit-method", "ACDC",
                                   "--selection", "topn-prune")
     assert rep["circuit_selection"]["base_algo"] == "ACDC"
+    assert rep["circuit_selection"]["circuit_method"] == "ACDC"
+    assert rep["circuit_selection"]["cluster_method"] == "eap"
     check_connected(rep, saved, listing)
     train, k = rep["example_ids"], rep["n_clusters"]
     parts = np.array_split(np.random.RandomState(42).permutation(len(train)), k)

@@ -10,21 +10,36 @@ clusters found again on resampled rows?), and :func:`registry_entries`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict
-
-from auto_circuit_dcd.cluster.baselines import (
-    k_random_circuits,
-    random_circuits,
-    representative_circuits,
-    single_circuit,
-)
-from auto_circuit_dcd.cluster.circuits import cluster_circuits
-from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
-from auto_circuit_dcd.cluster.divisive import DivisiveClustering
-from auto_circuit_dcd.cluster.stability import ClusterStability, cluster_stability
+import importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.prune_algos.prune_algos import PruneAlgo
+
+    from auto_circuit_dcd.cluster.baselines import (
+        k_random_circuits,
+        random_circuits,
+        representative_circuits,
+        single_circuit,
+    )
+    from auto_circuit_dcd.cluster.circuits import cluster_circuits
+    from auto_circuit_dcd.cluster.discovery import GroupedDiscovery
+    from auto_circuit_dcd.cluster.divisive import DivisiveClustering
+    from auto_circuit_dcd.cluster.stability import ClusterStability, cluster_stability
+
+#: public name -> the module that defines it (loaded on first use, so that importing a light
+#: module of this package, such as :mod:`.options`, loads no scikit-learn)
+_EXPORTS: dict[str, str] = {
+    "GroupedDiscovery": "auto_circuit_dcd.cluster.discovery",
+    "cluster_circuits": "auto_circuit_dcd.cluster.circuits",
+    "DivisiveClustering": "auto_circuit_dcd.cluster.divisive",
+    "single_circuit": "auto_circuit_dcd.cluster.baselines",
+    "k_random_circuits": "auto_circuit_dcd.cluster.baselines",
+    "representative_circuits": "auto_circuit_dcd.cluster.baselines",
+    "random_circuits": "auto_circuit_dcd.cluster.baselines",
+    "cluster_stability": "auto_circuit_dcd.cluster.stability",
+    "ClusterStability": "auto_circuit_dcd.cluster.stability",
+}
 
 __all__ = [
     "GroupedDiscovery",
@@ -51,3 +66,16 @@ def registry_entries() -> dict[str, PruneAlgo]:
         keys.ALGO_LARGEST_CLUSTER_EAP_IG: largest_cluster_algo(
             keys.ALGO_LARGEST_CLUSTER_EAP_IG, method="eap-ig"),
     }
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'auto_circuit_dcd.cluster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

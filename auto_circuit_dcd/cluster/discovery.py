@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
@@ -46,6 +46,7 @@ from auto_circuit_dcd.cluster.clusterers import (
     nearest_row,
     nearest_row_agreement,
 )
+from auto_circuit_dcd.cluster.options import ClustererName, KRule, Preprocessing, Reduction
 from auto_circuit_dcd.cluster.partition import PartitionSettings, partition, relabel_by_size
 from auto_circuit_dcd.cluster.preprocess import PREPROCESSORS, preprocess
 from auto_circuit_dcd.cluster.space_search import DEFAULT_SPACES, search_spaces
@@ -55,10 +56,6 @@ from auto_circuit_dcd.errors import ClusteringError
 __all__ = ["GroupedDiscovery", "CLUSTERER_NAMES", "PREPROCESSING_NAMES", "ROUTES", "Route",
            "ClustererName", "Preprocessing", "KRule", "Reduction"]
 
-ClustererName = Literal["auto", "agglomerative", "divisive", "kmeans", "hdbscan"]
-Preprocessing = Literal["auto", "raw", "absolute", "l2", "sparse", "binary", "rank"]
-KRule = Literal["silhouette", "largest", "smallest", "median", "elbow", "gap"]
-Reduction = Literal["svd", "pca", "none"]
 
 #: the clusterer names ``GroupedDiscovery`` takes
 CLUSTERER_NAMES: tuple[str, ...] = get_args(ClustererName)

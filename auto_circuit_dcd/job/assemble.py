@@ -30,6 +30,7 @@ import numpy as np
 from auto_circuit_dcd.report.records import (
     SCHEMA_VERSION,
     CircuitSelection,
+    ClusteringSpace,
     ClusterResult,
     CrossFaithfulnessTable,
     CurveScores,
@@ -57,7 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.metrics.quality import ClusterQuality
     from auto_circuit_dcd.metrics.uncertainty import RunUncertainty, SizeGrid
 
-__all__ = ["assemble_report", "ROUTING_NOTE", "UNLABELLED"]
+__all__ = ["assemble_report", "clustering_space", "ROUTING_NOTE", "UNLABELLED"]
 
 #: the composition entry of training examples without a group label
 UNLABELLED = "(no group)"
@@ -193,13 +194,16 @@ def _quality(groups: list[str | None] | None,
     return dataclasses.replace(q, n_unlabelled=len(groups) - len(rows))
 
 
-def _selection(conv: Convention, by_ranking: Mapping[str, Results],
-               base_algo: str) -> CircuitSelection:
-    """The convention, and the edges achieved per size and ranking (a rule can keep fewer
-    edges than asked: pruning, or more: ties)."""
+def _selection(conv: Convention, by_ranking: Mapping[str, Results], config: RunConfig,
+               missing: Sequence[object]) -> CircuitSelection:
+    """The convention, the methods that made the clusters and the circuits, and the edges
+    achieved per size and ranking (a rule can keep fewer edges than asked: pruning, or
+    more: ties)."""
     first = next(iter(by_ranking.values()))["single"]
     return CircuitSelection(
-        **conv.to_dict(), base_algo=str(base_algo),
+        **conv.to_dict(), base_algo=config.circuit_method,
+        cluster_method=config.method, circuit_method=config.circuit_method,
+        circuit_rows_missing=_ids(missing),
         requested_edge_counts=[int(n) for n in first.requested_counts],
         achieved_edge_counts={rank: {name: [int(n) for n in r.achieved_counts]
                                      for name, r in res.items()}
@@ -216,13 +220,16 @@ def assemble_report(*, config: RunConfig, dataset: str, A: AttributionMatrix,
                     stability: ClusterStability | None, world_size: int,
                     timings: dict[str, float], grid: SizeGrid | None = None,
                     test_share: float | None = None,
-                    descriptions: ClusterDescriptions | None = None) -> RunReport:
+                    descriptions: ClusterDescriptions | None = None,
+                    circuit_rows_missing: Sequence[object] = ()) -> RunReport:
     """The report of one run. ``routed``: each test row's cluster (``A_test``'s order);
     ``circuits``: ``single``, ``cluster_<c>`` per cluster and ``k_random_<c>``;
     ``stability``: None when switched off; ``grid``: the sizes asked for and those left out
     (default: the evaluated ones, none left out); ``test_share``: the share of the dataset's
     prompts in the test split (default ``config.test_fraction``); ``descriptions``: what
-    each cluster is (:func:`~auto_circuit_dcd.explain.describe_clusters`)."""
+    each cluster is (:func:`~auto_circuit_dcd.explain.describe_clusters`);
+    ``circuit_rows_missing``: clustered training examples the circuits left out (no finite
+    row under the circuit method)."""
     from auto_circuit_dcd.metrics import overlap_matrix
     from auto_circuit_dcd.metrics.aggregate import routed_cross_faithfulness
 
@@ -256,7 +263,7 @@ def assemble_report(*, config: RunConfig, dataset: str, A: AttributionMatrix,
         edge_fractions=fractions,
         achieved_edge_counts={name: [int(n) for n in r.achieved_counts]
                               for name, r in results.items()},
-        circuit_selection=_selection(conv, by_ranking, config.base_algo),
+        circuit_selection=_selection(conv, by_ranking, config, circuit_rows_missing),
         single=score.curve(single.f, cmd_results["single"].f),
         dcd=_dcd(results, cmd_results, score, cluster_labels, route, cross, train_labels,
                  A.groups),
@@ -275,7 +282,30 @@ def assemble_report(*, config: RunConfig, dataset: str, A: AttributionMatrix,
         uncertainty=_uncertainty(by_ranking, conv, cluster_labels, route, kr_routing,
                                  config.p_cross, grid, config.test_fraction
                                  if test_share is None else test_share),
-        cluster_descriptions=descriptions, k_choices=_k_choices(gd))
+        cluster_descriptions=descriptions, k_choices=_k_choices(gd),
+        clustering_space=clustering_space(gd))
+
+
+def clustering_space(gd: GroupedDiscovery) -> ClusteringSpace:
+    """The space ``gd`` clustered in and, when it chose it (``preprocessing="auto"``), its
+    search's table and choice (``gd.space_selection_``)."""
+    sel = getattr(gd, "space_selection_", None)
+    asked = str(gd.get_params().get("preprocessing", gd.preprocessing_))
+    if sel is None:
+        return ClusteringSpace(
+            asked=asked, space=str(gd.preprocessing_), clusterer=str(gd.method_),
+            candidates=[], one_cluster=int(gd.n_clusters_) == 1, near_tie=False,
+            runner_up_space=None, runner_up_clusterer=None, margin=None, margin_se=None,
+            criterion=f"the space was given (preprocessing={asked!r}): no search",
+            near_tie_rule="", n_resamples=0, fraction=0.0)
+    runner = sel.runner_up or (None, None)
+    return ClusteringSpace(
+        asked=asked, space=str(gd.preprocessing_), clusterer=str(gd.method_),
+        candidates=list(sel.candidates), one_cluster=bool(sel.one_cluster),
+        near_tie=bool(sel.near_tie), runner_up_space=runner[0], runner_up_clusterer=runner[1],
+        margin=sel.margin, margin_se=sel.margin_se, criterion=sel.criterion,
+        near_tie_rule=sel.near_tie_rule, n_resamples=int(sel.n_resamples),
+        fraction=float(sel.fraction))
 
 
 def _k_choices(gd: GroupedDiscovery) -> dict[str, dict[str, object]]:

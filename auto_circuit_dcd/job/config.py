@@ -36,24 +36,27 @@ from typing import (
     get_args,
 )
 
+from auto_circuit_dcd.cluster.options import ClustererName as Clusterer
+from auto_circuit_dcd.cluster.options import KRule, Preprocessing
 from auto_circuit_dcd.model.table import DEFAULT_MODEL, describe_models
 from auto_circuit_dcd.tasks.dataset import TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.metrics.convention import Convention
 
-__all__ = ["RunConfig", "DEFAULT_MODEL", "DEFAULT_SELECTION", "PARAMETER_CONSTRAINTS",
+__all__ = ["RunConfig", "DEFAULT_MODEL", "DEFAULT_SELECTION", "DEFAULT_CIRCUIT_METHOD",
+           "PARAMETER_CONSTRAINTS",
            "Method", "Metric", "Clusterer", "KRule", "Preprocessing", "Dtype", "Selection",
            "Ranking", "CmdForm"]
 
 #: the main job's selection rule (chosen by measurement: docs/choosing-options.md, "Choosing the selection rule")
 DEFAULT_SELECTION = "topn-fill"
+#: the method that builds the main job's circuits (chosen by measurement: docs/clustering.md,
+#: "What the main job passes")
+DEFAULT_CIRCUIT_METHOD = "eap-ig"
 
 Method = Literal["eap", "eap-ig"]
 Metric = Literal["max_diff", "avg_diff"]
-Clusterer = Literal["auto", "agglomerative", "divisive", "kmeans", "hdbscan"]
-KRule = Literal["silhouette", "largest", "smallest", "median", "elbow", "gap"]
-Preprocessing = Literal["l2", "raw", "absolute", "binary", "sparse"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 Selection = Literal["topn", "topn-prune", "topn-fill", "greedy"]
 Ranking = Literal["abs", "signed"]
@@ -168,14 +171,17 @@ class RunConfig:
     max_clusters: int = _opt(8, "largest k tried", group=CLUSTERING)
     k_rule: KRule = _opt("silhouette", "how the silhouette / elbow / gap choices of k combine "
                          "(the method's release: largest)", get_args(KRule), group=CLUSTERING)
-    # Rows are L2-normalised before clustering: on SmolLM2 (IOI + sequence completion)
-    # raw rows put one large-norm example in its own cluster (ARI 0.0), L2 rows give 0.967;
-    # on the toy model both give 0.984 (EAP). GroupedDiscovery itself defaults to "raw".
-    preprocessing: Preprocessing = _opt("l2", "row preprocessing before clustering (raw rows "
-                                        "let a few large-norm examples dominate)",
+    preprocessing: Preprocessing = _opt("auto", "the space the rows are clustered in (auto: "
+                                        "chosen from the rows by subsample stability, "
+                                        "docs/clustering.md; or a row preprocessing: raw "
+                                        "rows let a few large-norm examples dominate)",
                                         get_args(Preprocessing), group=CLUSTERING)
-    base_algo: str = _opt("eap", "cluster circuits: eap (cluster mean) or an auto-circuit "
-                          "PRUNE_ALGO_DICT key, e.g. ACDC", group=CIRCUITS)
+    circuit_method: str = _opt(DEFAULT_CIRCUIT_METHOD, "what builds each cluster's circuit and "
+                               "the single and K-random baselines, on the same training "
+                               "examples: eap or eap-ig (the mean of that method's rows; "
+                               "attributed again when it is not --method) or an auto-circuit "
+                               "PRUNE_ALGO_DICT key, e.g. ACDC; the clusters always come from "
+                               "--method's rows", group=CIRCUITS)
     n: int | None = _opt(None, "number of prompts to use (all when not given; 1000 "
                             "generated with --task); under torchrun write --prompts (torchrun "
                             "reads --n as an abbreviation of its own options)",
@@ -318,6 +324,17 @@ def _check_out(config: RunConfig) -> None:
           "folder")
 
 
+def _check_circuit_method(name: str) -> None:
+    from auto_circuit_dcd.cluster.circuits import EAP_FAMILY, check_base_algo
+    from auto_circuit_dcd.errors import ConfigError
+
+    try:
+        check_base_algo(name)
+    except ValueError:
+        raise ConfigError(f"must be {' or '.join(EAP_FAMILY)} or a key of auto-circuit's "
+                          f"PRUNE_ALGO_DICT (e.g. ACDC), got {name!r}") from None
+
+
 def _lazy(module: str, name: str, attr: str) -> Callable[[RunConfig], Any]:
     """``config -> module.name(config.attr)``, importing ``module`` only when it runs."""
     def check(config: RunConfig) -> Any:
@@ -339,6 +356,6 @@ _CHECKS: tuple[tuple[str, Callable[[RunConfig], Any]], ...] = (
     ("", _check_data),
     ("--metric", _lazy("auto_circuit_dcd.model.task_metric", "check_metric", "metric")),
     ("--task", _check_task),
-    ("--base-algo", _lazy("auto_circuit_dcd.cluster.circuits", "check_base_algo", "base_algo")),
+    ("--circuit-method", lambda config: _check_circuit_method(config.circuit_method)),
     ("", _check_out),
 )

@@ -15,9 +15,14 @@
    on their own attribution rows (so routing needs each test example's answers and
    corrupted prompt); cluster stability: the clusterer refitted on subsamples of the
    train rows (:func:`~auto_circuit_dcd.cluster.cluster_stability`; clustering only);
-4. circuits (:class:`~auto_circuit_dcd.circuits.circuit.Circuit`), all by the same base
-   algorithm: the single baseline (all train examples), one per cluster
-   (:func:`~auto_circuit_dcd.cluster.cluster_circuits`), K-random (same k);
+4. circuits (:class:`~auto_circuit_dcd.circuits.circuit.Circuit`), all by the run's circuit
+   method (``--circuit-method``) on the same training examples: the single baseline (all
+   train examples), one per cluster (:func:`~auto_circuit_dcd.cluster.cluster_circuits`),
+   K-random (same k). The clusters come from ``--method``'s rows; an EAP-family circuit
+   method other than ``--method`` attributes the train split again (cached), and its rows
+   take the cluster of their example id (an example whose row is finite under one method
+   only is left out of the circuits, and reported); the same method reuses the rows; an
+   auto-circuit algorithm runs on each cluster's examples;
 5. evaluate every circuit once on the whole test split at every edge fraction that asks
    for at least one edge (:func:`~auto_circuit_dcd.metrics.uncertainty.size_grid`: a size
    with ``floor(p * n_edges) = 0`` is the empty circuit whatever the scores, so it is left
@@ -48,6 +53,7 @@ import sys
 import time
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,9 +132,10 @@ def run(config: RunConfig, progress: bool = True) -> RunReport:
         if not is_main():  # the other ranks: evaluation only, then they wait for the report
             return _follow(handoff, config, pm, test, grid)
         gd, routed, stability = _cluster(config, A, A_test, timer, progress)
-        with timer.stage("circuits", "building the single, per-cluster and K-random "
-                                     "circuits"):
-            circuits = _circuits(config, pm, A, train, gd)
+        rows = _circuit_rows(config, pm, A, train, gd, folder, timer, progress)
+        with timer.stage("circuits", f"building the single, per-cluster and K-random "
+                                     f"circuits ({config.circuit_method})"):
+            circuits = _circuits(config, pm, rows, train, int(gd.n_clusters_))
         handoff.send(circuits)
         with timer.stage("evaluation", f"evaluating {len(circuits)} circuits at "
                          f"{len(grid.fractions)} sizes on {A_test.n_examples} test "
@@ -141,7 +148,8 @@ def run(config: RunConfig, progress: bool = True) -> RunReport:
                                  routed=routed, circuits=circuits, by_ranking=evaluated,
                                  dropped=dropped, stability=stability,
                                  world_size=world_size(), timings=timer.seconds, grid=grid,
-                                 test_share=test_share, descriptions=described)
+                                 test_share=test_share, descriptions=described,
+                                 circuit_rows_missing=rows.missing)
         timer.say(f"writing {folder.path}")
         _write(folder, report, pm, A, A_test, circuits, evaluated)
         handoff.send(report, last=True)
@@ -225,19 +233,61 @@ def _cluster(config: RunConfig, A: AttributionMatrix, A_test: AttributionMatrix,
     return gd, routed, stability
 
 
-def _circuits(config: RunConfig, pm: PatchableModel, A: AttributionMatrix,
-              train: ExampleLoader, gd: GroupedDiscovery) -> dict[str, Circuit]:
-    """The single baseline, one circuit per cluster and K-random, all by the run's base
-    algorithm."""
+@dataclass(frozen=True)
+class CircuitRows:
+    """The rows the circuits are built from, each row's cluster, and the clustered training
+    examples left out of the circuits (their row is not finite under the circuit method)."""
+
+    rows: AttributionMatrix
+    labels: np.ndarray
+    missing: list[Hashable]
+
+
+def _circuit_rows(config: RunConfig, pm: PatchableModel, A: AttributionMatrix,
+                  train: ExampleLoader, gd: GroupedDiscovery, folder: RunFolder,
+                  timer: _Timer, progress: bool) -> CircuitRows:
+    """``A`` itself when the circuit method is ``--method`` or an auto-circuit algorithm (it
+    runs on the clusters' examples); else the other EAP-family method's rows of the same
+    training examples (cached in the folder; timed as ``circuit_attribution``), each taking
+    the cluster of its example id: only the ids both methods kept are used."""
+    from auto_circuit_dcd.attribution.front import attribute
+    from auto_circuit_dcd.cluster.circuits import EAP_FAMILY
+
+    labels = np.asarray(gd.labels_)
+    method = config.circuit_method
+    if method == config.method or method not in EAP_FAMILY:
+        return CircuitRows(A, labels, [])
+    with timer.stage("circuit_attribution", f"{method} attribution of the "
+                     f"{len(train.examples)} train examples for the circuits (cached in "
+                     f"{folder.cache})"):
+        B = attribute(pm, train, method=method, ig_steps=config.ig_steps,
+                      metric=config.metric, cache_dir=folder.cache, progress=progress,
+                      nan_tolerance=config.nan_tolerance)
+    label_of = dict(zip(A.example_ids, labels.tolist()))
+    keep = [j for j, i in enumerate(B.example_ids) if i in label_of]
+    if len(keep) < B.n_examples:
+        B = B.subset(keep)
+    kept = set(B.example_ids)
+    missing = [i for i in A.example_ids if i not in kept]
+    if missing:
+        timer.say(f"{len(missing)} clustered train examples have no finite {method} row: "
+                  "left out of the circuits")
+    return CircuitRows(B, np.array([label_of[i] for i in B.example_ids], dtype=int), missing)
+
+
+def _circuits(config: RunConfig, pm: PatchableModel, rows: CircuitRows,
+              train: ExampleLoader, k: int) -> dict[str, Circuit]:
+    """The single baseline, one circuit per cluster and K-random (``k`` circuits), all by
+    the run's circuit method on the same rows."""
     from auto_circuit_dcd.cluster import cluster_circuits, k_random_circuits, single_circuit
 
-    algo = dict(base_algo=config.base_algo, model=pm, dataloader=train)
-    out = {"single": single_circuit(A, **algo)[0]}
-    out.update({c.meta["label"]: c for c in cluster_circuits(A, gd.labels_, **algo).values()})
-    k = int(gd.n_clusters_)
+    algo = dict(base_algo=config.circuit_method, model=pm, dataloader=train)
+    B = rows.rows
+    out = {"single": single_circuit(B, **algo)[0]}
+    out.update({c.meta["label"]: c for c in cluster_circuits(B, rows.labels, **algo).values()})
     if k > 1:
         out.update({c.meta["label"]: c for c in
-                    k_random_circuits(A, k, random_state=config.seed, **algo).values()})
+                    k_random_circuits(B, k, random_state=config.seed, **algo).values()})
     return out
 
 

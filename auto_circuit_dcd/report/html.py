@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from auto_circuit_dcd.report import figures as F
 from auto_circuit_dcd.report.records import DroppedExamples, RunReport
+from auto_circuit_dcd.report.space import circuit_method, cluster_method, near_tie_text, space_text
 from auto_circuit_dcd.report.values import fmt, score_intervals, score_rows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,9 @@ def _summary(report: RunReport) -> str:
     pairs = [
         ("model", report.model),
         ("dataset", dataset_name(report.dataset)),
-        ("attribution method", report.method),
+        ("clusters from the rows of", cluster_method(report)),
+        ("every circuit built by", circuit_method(report)),
+        ("clustering space", report.clustering_space and report.clustering_space.space),
         ("train examples", report.n_train),
         ("test examples", report.n_test),
         ("edges in the model", report.n_edges),
@@ -225,6 +228,44 @@ def _selection(report: RunReport) -> str:
     return notes + _k_choice_notes(report) + body
 
 
+#: the space search's table: (header, candidate field)
+_SPACE_COLUMNS = (("space", "space"), ("clusterer", "clusterer"), ("k", "k"),
+                  ("smallest cluster", "smallest"), ("structure (k=1 test)", "structure"),
+                  ("silhouette", "silhouette"), ("eligible", "eligible"),
+                  ("stability", "stability"), ("stability sd", "stability_std"),
+                  ("null stability", "null_stability"), ("excess", "excess"),
+                  ("admissible", "admissible"), ("chosen", "chosen"))
+
+
+def _space(report: RunReport) -> str:
+    """The clustering space: how it was chosen, a near tie as what to do, and every
+    candidate of the search."""
+    s = report.clustering_space
+    if s is None:
+        return '<p class="note">This report does not record the clustering space.</p>'
+    tie = near_tie_text(report)
+    body = f'<p>{esc(space_text(report))}.</p>'
+    if tie:
+        body += f'<p class="warning">{esc(tie)}.</p>'
+    if not s.candidates:
+        return body
+    body += kv_table([("criterion", s.criterion), ("near tie when", s.near_tie_rule),
+                      ("resamples", f"{s.n_resamples} subsamples of {_percent(s.fraction)} "
+                                    "of the training rows"),
+                      ("runner-up (another space, different clusters)",
+                       f"{s.runner_up_space} / {s.runner_up_clusterer}"
+                       if s.runner_up_space else "none"),
+                      ("margin (stability, chosen - runner-up)", s.margin),
+                      ("margin standard error", s.margin_se)])
+
+    def cell(c: Any, key: str) -> Any:
+        value = getattr(c, key)
+        return ("yes" if value else "") if isinstance(value, bool) else value
+
+    return body + table([h for h, _ in _SPACE_COLUMNS],
+                        [[cell(c, k) for _, k in _SPACE_COLUMNS] for c in s.candidates])
+
+
 def _circuit_selection(report: RunReport) -> str:
     """The convention circuits were chosen and scored by, edges achieved per size, and
     cluster stability."""
@@ -232,7 +273,10 @@ def _circuit_selection(report: RunReport) -> str:
     body = kv_table([("convention", sel.convention), ("selection rule", sel.rule),
                      ("ranking (curves, CPR)", sel.ranking),
                      ("ranking (CMD)", sel.cmd_ranking), ("CMD", sel.cmd),
-                     ("base algorithm (clusters and baselines)", sel.base_algo)])
+                     ("clusters from the rows of", cluster_method(report)),
+                     ("circuits (each cluster's, single, K-random) by", circuit_method(report)),
+                     ("clustered examples left out of the circuits (no finite row)",
+                      len(sel.circuit_rows_missing or []))])
     achieved = sel.achieved_edge_counts.get(sel.ranking, {})
     if achieved:
         body += table(["circuit", *(f"{fmt(f)} ({n} asked)" for f, n in
@@ -322,6 +366,12 @@ def render(report: RunReport, extras: Mapping[str, Any] | None = None) -> str:
                       "names (hover a link for its score); link width is proportional to "
                       "|score|, scaled so the largest drawn is 1."))
     parts.append(_described_part(report, extras))
+    parts.append(("space", "Clustering space", _space(report),
+                  "Under --preprocessing auto each candidate space (row preprocessing, then "
+                  "the SVD) is partitioned by each clusterer; the candidates whose clusters "
+                  "come back on subsamples of the rows clearly more often than on "
+                  "structureless data of the same shape compete on that stability. Labels "
+                  "are never read (docs/clustering.md)."))
     parts.append(("selection", "Choosing k", _selection(report)))
     parts.append(("circuit-selection", "Circuit selection and cluster stability",
                   _circuit_selection(report),

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from auto_circuit_dcd.cluster.space_search import SpaceCandidate
 from auto_circuit_dcd.cluster.stability import ClusterStability
 from auto_circuit_dcd.explain.records import ClusterDescriptions
 from auto_circuit_dcd.metrics.quality import ClusterQuality
@@ -39,7 +40,7 @@ from auto_circuit_dcd.schema import Record, from_jsonable, json_schema
 
 __all__ = ["SCHEMA_VERSION", "REPORT_FILE", "RunReport", "CurveScores", "ClusterResult", "DcdResult",
            "DcdScores", "KRandomResult", "OracleRouted", "Routing", "DroppedExamples",
-           "CircuitSelection", "CrossFaithfulnessTable", "EdgeOverlapTable",
+           "CircuitSelection", "ClusteringSpace", "SpaceCandidate", "CrossFaithfulnessTable", "EdgeOverlapTable",
            "ClusterQuality", "ClusterStability", "RunUncertainty", "ClusterDescriptions"]
 
 #: version of report.json's keys
@@ -150,10 +151,51 @@ class CircuitSelection:
     ranking: str
     cmd_ranking: str
     cmd: str
+    #: what built the circuits (the same as ``circuit_method``; the name earlier reports read)
     base_algo: str
     requested_edge_counts: list[int]
     achieved_edge_counts: dict[str, dict[str, list[int]]]
     note: str
+    #: the attribution method whose rows made the clusters (``--method``; None in reports
+    #: written before it was recorded)
+    cluster_method: str | None = None
+    #: what built every circuit, the single and K-random baselines included, from the same
+    #: training examples (``--circuit-method``: ``eap``, ``eap-ig`` or an auto-circuit
+    #: algorithm)
+    circuit_method: str | None = None
+    #: clustered training examples left out of the circuits: their circuit-method row was not
+    #: finite (the other rows keep the cluster of their example id)
+    circuit_rows_missing: list[Id] | None = None
+
+
+@dataclass
+class ClusteringSpace:
+    """The space the training rows were clustered in and, under ``--preprocessing auto``,
+    the search that chose it (:class:`~auto_circuit_dcd.cluster.space_search.SpaceSelection`
+    as JSON: every (space, clusterer) candidate and the criterion's choice)."""
+
+    #: ``--preprocessing`` as given (``auto`` or a space)
+    asked: str
+    #: the space used (``GroupedDiscovery.preprocessing_``) and the clusterer kept
+    space: str
+    clusterer: str
+    #: every candidate of the search, in the order tried (empty for a named space)
+    candidates: list[SpaceCandidate]
+    #: no candidate was admissible: one cluster
+    one_cluster: bool
+    #: another space's candidate, with different labels, came within the tie rule
+    near_tie: bool
+    #: that candidate's space and clusterer (None when no other space's candidate was
+    #: admissible with different labels)
+    runner_up_space: str | None
+    runner_up_clusterer: str | None
+    #: chosen stability minus the runner-up's, and its standard error over the resamples
+    margin: float | None
+    margin_se: float | None
+    criterion: str
+    near_tie_rule: str
+    n_resamples: int
+    fraction: float
 
 
 @dataclass
@@ -223,6 +265,9 @@ class RunReport(Record):
     #: per clusterer tried, the k each criterion chose (``silhouette``, ``elbow``, ``gap``)
     #: and the k its rule took (``combined``, ``rule``): ``GroupedDiscovery.k_choices_``
     k_choices: dict[str, dict[str, Any]] | None = None
+    #: the space the rows were clustered in and the search that chose it (None in reports
+    #: written before it was recorded)
+    clustering_space: ClusteringSpace | None = None
 
     @property
     def p_index(self) -> int:

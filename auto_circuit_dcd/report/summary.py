@@ -1,7 +1,9 @@
 """The run's summary as plain text: what ``auto-circuit-dcd run`` prints when it ends.
 
-1. one header line (model, method, split sizes, edges, k), cluster quality against the
-   known groups, a line per cluster (sizes, composition);
+1. one header line (model, the method whose rows made the clusters and the one that built
+   the circuits, split sizes, edges, k), the clustering space and how it was chosen (and a
+   near tie between spaces with the flag that reruns in the other), cluster quality
+   against the known groups, a line per cluster (sizes, composition);
 2. the comparisons at ``p`` (``--p-cross``, default 5%), each on the same test examples:
    each cluster's own circuit vs the single circuit on its group, DCD routed vs the
    single circuit and vs K-random routed: both values, the difference with its interval,
@@ -47,6 +49,7 @@ def summary_table(report: RunReport) -> str:
     """Plain text: clusters and their composition, the comparisons at ``p`` with intervals
     and marks, the verdicts, CPR/CMD per circuit family with intervals, and warnings
     (numbers shown by the report's rule, rounding noise as 0)."""
+    from auto_circuit_dcd.report.space import methods_text, near_tie_text, space_text
     from auto_circuit_dcd.report.values import fixed
 
     def num(v: float) -> str:
@@ -54,8 +57,9 @@ def summary_table(report: RunReport) -> str:
 
     u = report.uncertainty
     fr, j = report.edge_fractions, report.p_index
-    lines = [f"{report.model} | {report.method} | {report.n_train} train / "
+    lines = [f"{report.model} | {methods_text(report)} | {report.n_train} train / "
              f"{report.n_test} test | {report.n_edges} edges | k = {report.n_clusters}"]
+    lines += [t for t in (space_text(report), near_tie_text(report)) if t]
     q = report.cluster_quality
     if q is not None:
         lines.append(f"cluster quality vs known groups: ARI {num(q.ari)}, NMI {num(q.nmi)}")
