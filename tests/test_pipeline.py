@@ -155,7 +155,8 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"prompts": [{"clean": [1, 2], "corrupt": [1, 2, 3],
                                             "answers": [1], "wrong_answers": [2]}]}))
-    assert main(["run", "--model", "tiny-random", "--dataset", str(bad), "--out", str(tmp_path)]) == 2
+    assert main(["run", "--model", "tiny-random", "--dataset", str(bad),
+                 "--out", str(tmp_path)]) == 2
     assert "different token lengths" in capsys.readouterr().err
     assert main(["run", "--model", "no-such-model", "--out", str(tmp_path)]) == 2
     assert "unknown model" in capsys.readouterr().err

@@ -23,7 +23,7 @@ import dataclasses
 import platform
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -68,7 +68,7 @@ ROUTING_NOTE = ("each test example is routed by its own attribution row, which n
 OVERLAP_GAMMA = 0.99
 Results = Mapping[str, "FaithfulnessResult"]
 #: an example id as the report holds it
-Id = Union[str, int]
+Id = str | int
 
 
 def versions() -> dict[str, str]:
@@ -162,7 +162,7 @@ def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels:
     known, known_cmd = _combined(results, cmd_results, names, routing, exclude=(-1,))
     single_on = per_group(results["single"], route, cluster_labels)
     clusters = []
-    for c, name in names.items():
+    for c in names:
         members = np.flatnonzero(train_labels == c)
         comp = {} if train_groups is None else dict(Counter(
             UNLABELLED if train_groups[i] is None else str(train_groups[i]) for i in members))

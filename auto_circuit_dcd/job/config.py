@@ -32,7 +32,6 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Literal,
-    Union,
     get_args,
 )
 
@@ -49,7 +48,8 @@ __all__ = ["RunConfig", "DEFAULT_MODEL", "DEFAULT_SELECTION", "DEFAULT_CIRCUIT_M
            "Method", "Metric", "Clusterer", "KRule", "Preprocessing", "Dtype", "Selection",
            "Ranking", "CmdForm"]
 
-#: the main job's selection rule (chosen by measurement: docs/choosing-options.md, "Choosing the selection rule")
+#: the main job's selection rule (chosen by measurement: docs/choosing-options.md, "Choosing
+#: the selection rule")
 DEFAULT_SELECTION = "topn-fill"
 #: the method that builds the main job's circuits (chosen by measurement: docs/clustering.md,
 #: "What the main job passes")
@@ -108,7 +108,7 @@ class OneOf:
 
 
 #: an option's rule: ``rule.problem(value)`` is None or what is wrong
-Constraint = Union[Whole, Between, OneOf]
+Constraint = Whole | Between | OneOf
 #: option -> its rule; ``None`` passes for an option whose default is ``None``
 PARAMETER_CONSTRAINTS: dict[str, Constraint] = {
     "n": Whole(1), "batch_size": Whole(1), "ig_steps": Whole(1), "max_clusters": Whole(2),

@@ -1,7 +1,8 @@
 """Assemble the run report into one self-contained HTML page.
 
-1. Tables (run summary, scores, clusters, k selection, timings, versions) are built from the
-   run's :class:`~auto_circuit_dcd.report.records.RunReport`; every string is HTML-escaped, missing numbers read "n/a" and rounding noise 0
+1. Tables (run summary, scores, clusters, clustering space, k selection, timings,
+   versions) are built from the run's :class:`~auto_circuit_dcd.report.records.RunReport`;
+   every string is HTML-escaped, missing numbers read "n/a" and rounding noise 0
    (:mod:`auto_circuit_dcd.report.values`); wide tables scroll inside the page.
 2. Figures come from :mod:`auto_circuit_dcd.report.figures` (and, for circuits, from ``extras``),
    each embedded as a ``<div>`` with its data as JSON (plotly escapes ``<`` there).
@@ -466,6 +467,10 @@ def _circuit_legend() -> str:
                                     (NEGATIVE, "edge with a negative score")]))
 
 
+#: how a node's value sums its edges, by ``settings.node_edges``
+_NODE_EDGES = {"out": "leaves", "in": "enters"}
+
+
 def _described_part(report: RunReport, extras: Mapping[str, Any]) -> tuple:
     """The section on what each cluster is (:mod:`auto_circuit_dcd.report.described`)."""
     from auto_circuit_dcd.report.described import described_section
@@ -482,7 +487,8 @@ def _described_part(report: RunReport, extras: Mapping[str, Any]) -> tuple:
                  f"(smallest p-value {desc.settings.min_p_value:.2g}); values compared: "
                  f"{'|score|' if desc.settings.scores == 'abs' else 'signed score'} per edge "
                  f"in the task metric's units ({report.metric}), "
-                 f"a node sums the edges it {'leaves' if desc.settings.node_edges == 'out' else 'enters' if desc.settings.node_edges == 'in' else 'touches'}.")
+                 "a node sums the edges it "
+                 f"{_NODE_EDGES.get(desc.settings.node_edges, 'touches')}.")
     return ("described", "What each cluster is", described_section(report, extras), note)
 
 

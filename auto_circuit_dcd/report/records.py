@@ -3,11 +3,12 @@
 :class:`RunReport` is written by :func:`auto_circuit_dcd.job.pipeline.run` and read by the
 HTML page, the printed summary and the notebooks. It holds the records the computations
 return (:class:`~auto_circuit_dcd.metrics.quality.ClusterQuality`,
-:class:`~auto_circuit_dcd.cluster.stability.ClusterStability`), not copies of them. Its JSON form is :meth:`RunReport.to_json`
-(one writer, NaN as ``null``); :meth:`RunReport.load` reads ``report.json`` back, checking
-every key and type (:mod:`auto_circuit_dcd.schema`); :meth:`RunReport.json_schema` gives
-the JSON Schema of the file. :data:`SCHEMA_VERSION` rises when a key changes meaning or
-goes away; adding a key keeps it.
+:class:`~auto_circuit_dcd.cluster.stability.ClusterStability`,
+:class:`~auto_circuit_dcd.cluster.space_search.SpaceCandidate`), not copies of them. Its
+JSON form is :meth:`RunReport.to_json` (one writer, NaN as ``null``); :meth:`RunReport.load`
+reads ``report.json`` back, checking every key and type (:mod:`auto_circuit_dcd.schema`);
+:meth:`RunReport.json_schema` gives the JSON Schema of the file. :data:`SCHEMA_VERSION`
+rises when a key changes meaning or goes away; adding a key keeps it.
 
 Curves are lists with one value per edge fraction (``edge_fractions``); a value that does
 not exist (a cluster with no test examples, a zero denominator) is NaN here and ``null``
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from auto_circuit_dcd.cluster.space_search import SpaceCandidate
 from auto_circuit_dcd.cluster.stability import ClusterStability
@@ -38,9 +39,10 @@ from auto_circuit_dcd.metrics.quality import ClusterQuality
 from auto_circuit_dcd.metrics.uncertainty import RunUncertainty
 from auto_circuit_dcd.schema import Record, from_jsonable, json_schema
 
-__all__ = ["SCHEMA_VERSION", "REPORT_FILE", "RunReport", "CurveScores", "ClusterResult", "DcdResult",
-           "DcdScores", "KRandomResult", "OracleRouted", "Routing", "DroppedExamples",
-           "CircuitSelection", "ClusteringSpace", "SpaceCandidate", "CrossFaithfulnessTable", "EdgeOverlapTable",
+__all__ = ["SCHEMA_VERSION", "REPORT_FILE", "RunReport", "CurveScores", "ClusterResult",
+           "DcdResult", "DcdScores", "KRandomResult", "OracleRouted", "Routing",
+           "DroppedExamples", "CircuitSelection", "ClusteringSpace", "SpaceCandidate",
+           "CrossFaithfulnessTable", "EdgeOverlapTable",
            "ClusterQuality", "ClusterStability", "RunUncertainty", "ClusterDescriptions"]
 
 #: version of report.json's keys
@@ -48,7 +50,7 @@ SCHEMA_VERSION = 1
 #: the report's file in a run folder (:class:`~auto_circuit_dcd.job.run_folder.RunFolder`)
 REPORT_FILE = "report.json"
 #: an example id as the dataset gives it (its ``id`` field, else its index)
-Id = Union[str, int]
+Id = str | int
 Curve = list[float]
 
 
