@@ -459,8 +459,11 @@ def test_the_toy_jobs_verdicts_recover_the_planted_mechanisms(tmp_path):
     from auto_circuit_dcd.report.records import RunReport
 
     out = tmp_path / "toy"
+    # the planted separation at 20% is a statement about the EAP circuits: with EAP-IG
+    # circuits the IOI cluster's keeps 0.40-0.51 of the induction task there (results.md)
     assert main(["run", "--out", str(out), "--quiet", "--edge-fractions", "0.05,0.2,1",
-                 "--p-cross", "0.2", "--stability-resamples", "0"]) == 0
+                 "--p-cross", "0.2", "--stability-resamples", "0",
+                 "--circuit-method", "eap"]) == 0
     rep = RunReport.load(out)
     u = rep.uncertainty
     assert rep.n_clusters == 2 and rep.cluster_quality.ari >= 0.9

@@ -236,7 +236,8 @@ def test_changed_groups_or_ids_come_from_the_dataset_not_the_cache(tmp_path):
         p["group"] = p["group"].replace("family", "kind")
         p["id"] = f"renamed-{len(p['clean'])}-{id(p)}"
     second = run_tiny(write(tmp_path / "d.json", prompts), out)
-    assert len(list((out / "cache").glob("attribution-*"))) == 2  # the same rows, reused
+    # the same rows, reused: train and test under --method, train under --circuit-method
+    assert len(list((out / "cache").glob("attribution-*"))) == 3
     assert second["labels"] == first["labels"]
     assert set(second["groups"]) == {"kind0", "kind1"}
     for c in second["dcd"]["clusters"]:

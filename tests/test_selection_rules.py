@@ -123,8 +123,11 @@ def test_conventions_and_their_contradictions():
             make_convention(**bad)
 
 
+#: 40 prompts: under --preprocessing auto their 32 training rows give one cluster, so the
+#: runs that build per-cluster and K-random circuits name a space
 TOY_RUN = ["run", "--quiet", "--n", "40", "--clusterer", "kmeans", "--max-clusters", "3",
-           "--edge-fractions", "0.02,0.05,0.1,0.3,1", "--stability-resamples", "2"]
+           "--edge-fractions", "0.02,0.05,0.1,0.3,1", "--stability-resamples", "2",
+           "--preprocessing", "l2"]
 
 
 def toy_run(out, *extra):
