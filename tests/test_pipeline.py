@@ -249,6 +249,9 @@ def test_circuits_from_another_method_than_the_clusters(tiny_dataset, tiny_pm, t
     assert sel["circuit_rows_missing"] == [] and "circuit_attribution" in rep["timings"]
     folder = RunFolder(out)
     assert "clusters from eap rows, circuits by eap-ig" in summary_table(folder.report())
+    page = (out / "report.html").read_text()
+    assert "<th>clusters from the rows of</th><td>eap</td>" in page
+    assert "<th>every circuit built by</th><td>eap-ig</td>" in page
     ids, labels = rep["example_ids"], np.asarray(rep["labels"])
     ig = dcd.attribute(tiny_pm, loader_of(prompts, ids), method="eap-ig", ig_steps=3,
                        progress=False)
@@ -269,6 +272,46 @@ def test_circuits_from_another_method_than_the_clusters(tiny_dataset, tiny_pm, t
     for i, part in enumerate(random_split(len(ids), k, 42) if k > 1 else []):
         torch.testing.assert_close(circuits[f"k_random_{i}"].scores.double(),
                                    rows[torch.as_tensor(part)].mean(0), rtol=1e-4, atol=1e-6)
+
+
+def test_an_example_without_a_circuit_row_is_left_out_by_id(tiny_dataset, tiny_pm, tmp_path,
+                                                          monkeypatch):
+    """The circuit method's rows lose one training example (as a non-finite row would): it is
+    left out of the circuits and listed, and every other row keeps the cluster of its own id
+    (a positional match would shift the labels). Oracle: EAP-IG rows of the kept ids
+    attributed here, averaged per the report's label of each id."""
+    import numpy as np
+
+    from auto_circuit_dcd.attribution import front
+    from auto_circuit_dcd.job.run_folder import RunFolder
+
+    real = front.attribute
+    lost = {}
+
+    def losing(model, loader, method="eap", **kw):
+        A = real(model, loader, method, **kw)
+        if method != "eap-ig":
+            return A
+        lost["id"] = A.example_ids[1]
+        return A.subset([i for i in range(A.n_examples) if i != 1])
+
+    monkeypatch.setattr(front, "attribute", losing)
+    prompts = json.loads(tiny_dataset.read_text())["prompts"]
+    out = tmp_path / "lost"
+    rep = run_tiny(tiny_dataset, out, "--method", "eap", "--circuit-method", "eap-ig",
+                   "--ig-steps", "3")
+    assert rep["circuit_selection"]["circuit_rows_missing"] == [lost["id"]]
+    label_of = dict(zip(rep["example_ids"], rep["labels"]))
+    kept = [i for i in rep["example_ids"] if i != lost["id"]]
+    ig = real(tiny_pm, loader_of(prompts, kept), method="eap-ig", ig_steps=3, progress=False)
+    labels = np.array([label_of[i] for i in ig.example_ids])
+    circuits = RunFolder(out).circuits()
+    for c in rep["cross_faithfulness"]["labels"]:
+        want = ig.scores.double()[torch.as_tensor(labels == c)].mean(0)
+        torch.testing.assert_close(circuits[f"cluster_{c}"].scores.double(), want,
+                                   rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(circuits["single"].scores.double(), ig.scores.double().mean(0),
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_a_bad_circuit_method_is_refused_before_the_model_loads(tiny_dataset, tmp_path,
