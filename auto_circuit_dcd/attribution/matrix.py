@@ -65,7 +65,8 @@ class AttributionMatrix:
         if not isinstance(self.scores, torch.Tensor):
             self.scores = torch.as_tensor(np.asarray(self.scores))
         if self.scores.ndim != 2:
-            raise ValueError(f"scores must be 2-D [n_examples, n_edges], got {tuple(self.scores.shape)}")
+            raise ValueError("scores must be 2-D [n_examples, n_edges], got "
+                             f"{tuple(self.scores.shape)}")
         n, e = self.scores.shape
         self.edge_names = list(self.edge_names)
         if len(self.edge_names) != e:

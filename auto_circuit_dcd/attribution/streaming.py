@@ -46,7 +46,8 @@ def iter_row_chunks(path: str | Path, chunk_rows: int = 1024) -> Iterator[tuple[
             yield start, sl[start:start + chunk_rows].double().numpy()
 
 
-def reduce_in_chunks(path: str | Path, n_components: int = 20, chunk_rows: int = 1024) -> np.ndarray:
+def reduce_in_chunks(path: str | Path, n_components: int = 20,
+                     chunk_rows: int = 1024) -> np.ndarray:
     """PCA projection ``[n_examples, n_components]`` of a saved matrix, fitted chunk by chunk.
 
     ``IncrementalPCA`` needs at least ``n_components`` rows per step: chunks have at least

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
-    Union,
 )
 
 import numpy as np
@@ -255,7 +254,7 @@ class Circuit:
 #: what the evaluation and the metrics take as a circuit: a ``Circuit``, auto-circuit
 #: ``PruneScores`` of the model (``{module name: scores}``) or an ``[n_edges]`` vector in the
 #: package's edge order
-CircuitLike = Union[Circuit, Mapping[str, Tensor], Tensor, np.ndarray]
+CircuitLike = Circuit | Mapping[str, Tensor] | Tensor | np.ndarray
 
 
 #: selection rule -> ``f(circuit, count, ranking)``, the circuit of about ``count`` edges:

@@ -10,7 +10,7 @@ clusters found again on resampled rows?), and :func:`registry_entries`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict
+from typing import TYPE_CHECKING
 
 from auto_circuit_dcd.cluster.baselines import (
     k_random_circuits,

@@ -215,7 +215,8 @@ class PatchedForward:
 
     # --------------------------------------------------------------------- plans
     def plan(self, in_circuit: Tensor) -> CircuitPlan:
-        """The plan of the circuit whose edges are ``in_circuit [n_edges]`` (bool, package order)."""
+        """The plan of the circuit whose edges are ``in_circuit [n_edges]`` (bool, package
+        order)."""
         in_circuit = torch.as_tensor(in_circuit).to(torch.bool).cpu()
         if in_circuit.shape != (self.n_edges,):
             raise ValueError(f"a circuit needs {self.n_edges} booleans (one per edge in "
@@ -528,7 +529,8 @@ class _Pass:
                 patch = self.patch.flat[hd + hs_slice.start]
             out = out.transpose(0, 1)  # [h, n_c*B, pos, d], contiguous
             a = int(slots[heads[0]])
-            self.D[:, a:a + n] = out.to(pf.acc).reshape(n, self.n_c, -1).transpose(0, 1) - patch[None]
+            out = out.to(pf.acc).reshape(n, self.n_c, -1).transpose(0, 1)
+            self.D[:, a:a + n] = out - patch[None]
         return hook
 
     def _attn_out(self, l: int) -> Any:
