@@ -87,8 +87,11 @@ def _text(value: Any, decode: Callable[[Sequence[int]], str]) -> str:
 
 
 def _dataset_by_id(dataset: Dataset) -> dict[Any, Mapping[str, Any]]:
-    if isinstance(dataset, (str, Path, dict)):
-        prompts: Sequence[Mapping[str, Any]] = read_prompts(dataset)  # type: ignore[arg-type]
+    prompts: Sequence[Mapping[str, Any]]
+    if isinstance(dataset, (str, Path)):
+        prompts = read_prompts(dataset)
+    elif isinstance(dataset, Mapping):
+        prompts = read_prompts(dict(dataset))
     else:
         prompts = list(dataset)
     by_id: dict[Any, Mapping[str, Any]] = {}

@@ -87,7 +87,7 @@ class MultiCircuitResult:
         })
 
 
-def _routing_index(routing: Routing, labels: list[Hashable], ids: list[Hashable],
+def _routing_index(routing: Routing, labels: Sequence[Hashable], ids: Sequence[Hashable],
                    fallback: Hashable | None, exclude: Sequence[Hashable] = ()) -> np.ndarray:
     """Index into ``labels`` per example from an aligned sequence or an ``{id: label}`` map;
     ``-1`` for an example routed to an ``exclude`` label."""
