@@ -10,7 +10,7 @@ until :func:`register` is called.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict
+from typing import Any
 
 __version__ = "0.1.0"
 

@@ -269,7 +269,7 @@ def _length_batches(examples: Sequence[Example], batch_size: int) -> list[list[i
     by_len: dict[int, list[int]] = {}
     for i, e in enumerate(examples):
         by_len.setdefault(e.length, []).append(i)
-    batches = []
+    batches: list[list[int]] = []
     for length in sorted(by_len):
         idx = by_len[length]
         batches.extend(idx[s:s + batch_size] for s in range(0, len(idx), batch_size))
@@ -305,7 +305,7 @@ class ExampleLoader(PromptDataLoader):
         self.diverge_idx = 0
         self.kv_cache = None
         self.seq_labels = None
-        self.word_idxs = {}
+        self.word_idxs: dict[str, int] = {}
         self.batch_positions: list[list[int]] = batches
         self.batch_example_ids: list[list[Any]] = [
             [self.examples[i].id for i in b] for b in batches]

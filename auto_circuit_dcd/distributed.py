@@ -40,7 +40,8 @@ from typing import Any, TypeVar
 from auto_circuit_dcd.errors import ConfigError, WorkerFailed
 
 __all__ = ["Launch", "launch_from_env", "process_group", "worker_device", "is_distributed",
-           "rank", "world_size", "is_main", "assign", "shard", "map_shards", "all_gather", "broadcast",
+           "rank", "world_size", "is_main", "assign", "shard", "map_shards", "all_gather",
+           "broadcast",
            "barrier", "from_main", "main_first", "Handoff", "WorkerFailed", "TIMEOUT_ENV",
            "DEFAULT_TIMEOUT_S"]
 

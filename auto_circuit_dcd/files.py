@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,7 +119,7 @@ def _tensor_chunks(t: torch.Tensor) -> Iterable[memoryview]:
         part = flat[start:start + step]
         if part.device.type != "cpu":
             part = part.cpu()
-        yield memoryview(part.contiguous().view(torch.uint8).numpy())
+        yield part.contiguous().view(torch.uint8).numpy().data
 
 
 def digest(*parts: bytes | str) -> str:
@@ -152,9 +153,7 @@ def file_digest(path: str | Path) -> str:
 
 # ----------------------------------------------------------------------------- locks
 def _try_lock(f: Any) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - Windows
         import msvcrt
 
         try:
@@ -162,6 +161,8 @@ def _try_lock(f: Any) -> bool:
             return True
         except OSError:
             return False
+    import fcntl
+
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
@@ -170,14 +171,14 @@ def _try_lock(f: Any) -> bool:
 
 
 def _unlock(f: Any) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - Windows
         import msvcrt
 
         f.seek(0)
         msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
         return
+    import fcntl
+
     fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 

@@ -51,7 +51,7 @@ def register(tasks: bool = True, algos: bool = True, metrics: bool = True) -> di
             continue
         entries = entries_of()
         owned = getattr(register, _OWNED_ATTR, {}).get(name, {})
-        for key, value in entries.items():
+        for key in entries:
             if key in target and owned.get(key) is not target[key]:
                 raise RegistrationError(
                     f"auto-circuit's {name} registry already has {key!r}, not registered "

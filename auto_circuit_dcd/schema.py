@@ -152,7 +152,7 @@ def _decode(data: Any, tp: Any, where: str) -> Any:
             raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
         key, value = _args(tp) or (str, Any)
         return {_key(k, key, where): _decode(v, value, f"{where}.{k}") for k, v in data.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_jsonable(tp, data, where)
     if tp is float:
         if data is None:
@@ -193,6 +193,8 @@ def _number_type(form: Any) -> type:
 
 def from_jsonable(cls: type[T], data: Any, where: str = "report") -> T:
     """``data`` (parsed JSON) as a ``cls`` record, checked field by field."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{where}: {cls} is not a dataclass, so not a record type")
     if not isinstance(data, dict):
         raise SchemaError(f"{where}: expected an object, got {type(data).__name__}")
     hints = _hints(cls)
@@ -208,13 +210,14 @@ def from_jsonable(cls: type[T], data: Any, where: str = "report") -> T:
             if f.init:  # a field the record computes is checked, then computed again
                 values[name] = value
         elif (f.default is dataclasses.MISSING
-              and f.default_factory is dataclasses.MISSING):  # type: ignore[misc]
+              and f.default_factory is dataclasses.MISSING):
             raise SchemaError(f"{where}: missing key {name!r}")
     return cls(**values)
 
 
-_PRIMITIVE = {bool: {"type": "boolean"}, int: {"type": "integer"}, str: {"type": "string"},
-              float: {"type": ["number", "null"]}}  # null: the NaN rule
+_PRIMITIVE: dict[type, dict[str, Any]] = {
+    bool: {"type": "boolean"}, int: {"type": "integer"}, str: {"type": "string"},
+    float: {"type": ["number", "null"]}}  # null: the NaN rule
 
 
 def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
@@ -239,7 +242,7 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
     if origin is dict:
         _, value = _args(tp) or (str, Any)
         return {"type": "object", "additionalProperties": _schema_of(value, defs)}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         name = tp.__name__
         if name not in defs:
             defs[name] = {}  # placeholder against recursion
@@ -251,7 +254,7 @@ def _schema_of(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
                 "properties": {f.name: _schema_of(hints[f.name], defs) for f in fields},
                 "required": [f.name for f in fields
                              if f.default is dataclasses.MISSING
-                             and f.default_factory is dataclasses.MISSING],  # type: ignore[misc]
+                             and f.default_factory is dataclasses.MISSING],
                 "additionalProperties": False,
             }
         return {"$ref": f"#/$defs/{name}"}

@@ -222,7 +222,7 @@ def test_silhouettes_from_one_distance_matrix_equal_scikit_learns():
     rs = np.random.RandomState(0)
     X = rs.normal(size=(50, 4))
     X[5] = X[6]  # a duplicate row: a zero distance off the diagonal
-    for trial in range(10):
+    for _ in range(10):
         lab = rs.randint(-1, 4, size=50)
         lab[:3] = 7  # a cluster of three, and one of one (sklearn scores its member 0)
         lab[10] = 9

@@ -10,7 +10,7 @@ PACKAGE = Path(dcd.__file__).resolve().parent
 #: the stages and root modules, lowest first; a unit may import only units listed before it
 LAYERS = [
     {"errors"},
-    {"files", "paths", "keys", "schema", "distributed"},
+    {"arrays", "files", "paths", "keys", "schema", "distributed"},
     {"model"},
     {"data"},
     {"tasks", "attribution", "toy"},

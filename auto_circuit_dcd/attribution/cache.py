@@ -61,7 +61,7 @@ def model_digest(model: Any) -> str:
     """
     wrapped = getattr(model, "wrapped_model", model)
     cfg = getattr(wrapped, "cfg", None)
-    cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+    cfg_dict = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else {}
     parts: list[str] = [json.dumps(cfg_dict, sort_keys=True, default=repr)]
     for name, t in wrapped.state_dict().items():
         if name.endswith("patch_mask") or not torch.is_tensor(t):

@@ -45,6 +45,7 @@ from auto_circuit_dcd.model.forward import (
     WrapperGraph,
     accumulation_dtype,
     head_outputs,
+    node_match,
     plain_forward,
     unsupported_reason,
 )
@@ -68,7 +69,7 @@ def fast_attribute_batch(
         raise ValueError(f"fast attribution does not support this model: {why}; "
                          "use the hooks backend")
     tl = model.wrapped_model
-    head_src = {int(SRC_NODE.match(w.module_name).group(1)): w.src_idxs
+    head_src = {int(node_match(SRC_NODE, w.module_name).group(1)): w.src_idxs
                 for w in graph.srcs if w.module_name.endswith("attn.hook_result")}
     plain_srcs = [w for w in graph.srcs if not w.module_name.endswith("attn.hook_result")]
     diffs = SourceDiffs(batch.clean.shape[0], graph.n_src)
@@ -87,7 +88,8 @@ def fast_attribute_batch(
             dz = z[: diffs.bsz].to(acc) - z_corrupt.pop(layer).to(acc)
             out = head_outputs(dz, W_O)  # [B, H, pos, d_model], in acc
             # the embedding (recorded first in every forward) has allocated diffs.d
-            diffs.d[:, head_src[layer]] = out.flatten(2).to(diffs.d.device)
+            d = diffs.recorded()
+            d[:, head_src[layer]] = out.flatten(2).to(d.device)
         return hook
 
     def source_hooks(sign: int) -> list[Any]:
@@ -116,7 +118,7 @@ def _dest_hooks(tl: Any, graph: WrapperGraph, diffs: SourceDiffs, rows: Tensor,
     handles: list[Any] = []
     heads: dict[int, _LayerHeads] = {}
     for wrapper, _shape, start, stop in graph.dests:
-        layer_s, kind = DEST_NODE.match(wrapper.module_name).groups()
+        layer_s, kind = node_match(DEST_NODE, wrapper.module_name).groups()
         layer = int(layer_s)
         block = tl.blocks[layer]
         in_srcs = wrapper.in_srcs
@@ -124,7 +126,7 @@ def _dest_hooks(tl: Any, graph: WrapperGraph, diffs: SourceDiffs, rows: Tensor,
         if kind == "hook_resid_post":
             def on_grad(grad: Tensor, start=start, stop=stop, in_srcs=in_srcs) -> None:
                 accumulate(rows, start, stop, grad.reshape(grad.shape[0], 1, -1),
-                           diffs.d[:, in_srcs], n_steps)
+                           diffs.recorded()[:, in_srcs], n_steps)
 
             def fwd(module: Any, args: Any, out: Tensor, on_grad=on_grad) -> None:
                 if out.requires_grad:
@@ -134,7 +136,7 @@ def _dest_hooks(tl: Any, graph: WrapperGraph, diffs: SourceDiffs, rows: Tensor,
         elif kind == "hook_mlp_in":
             def on_grad(grad: Tensor, start=start, stop=stop, in_srcs=in_srcs) -> None:
                 accumulate(rows, start, stop, grad.reshape(grad.shape[0], 1, -1),
-                           diffs.d[:, in_srcs], n_steps)
+                           diffs.recorded()[:, in_srcs], n_steps)
 
             def pre(module: Any, args: tuple[Any, ...], on_grad=on_grad) -> Any:
                 x = args[0]
@@ -211,8 +213,9 @@ class _LayerHeads:
         return on_grad
 
     def _contract(self, heads: int) -> None:
-        assert self.buf is not None and self.diffs.d is not None
-        block = contract(self.buf, self.diffs.d[:, self.in_srcs])  # [B, letters*H, n_in]
+        assert self.buf is not None, "the first letter's gradient allocates buf"
+        # [B, letters*H, n_in]
+        block = contract(self.buf, self.diffs.recorded()[:, self.in_srcs])
         block = block.to(self.rows.device, self.rows.dtype)
         for i, (start, stop) in enumerate(self.spans):
             part = block[:, i * heads:(i + 1) * heads].reshape(self.bsz, -1)

@@ -21,7 +21,8 @@ before one contraction with the source differences), keeps rows per batch in the
 with the current loader's example ids and groups. Inside an initialised process group
 (:mod:`auto_circuit_dcd.distributed`) every rank calls it with the same arguments; the
 batches are split over the ranks by size (examples x tokens), each rank writes those it
-computes into the cache, and every rank returns the whole matrix. Nothing is stored per destination (auto-circuit keeps a
+computes into the cache, and every rank returns the whole matrix. Nothing is stored per
+destination (auto-circuit keeps a
 source-difference copy in each of its destination wrappers); the model is never put in
 patch mode.
 """
@@ -159,7 +160,8 @@ def attribute(
         cache_dir: if given, rows are written there per batch as they are computed; a
             second call with the same model weights and config, data and parameters
             resumes or loads; every file is verified when read (see
-            :mod:`auto_circuit_dcd.attribution.cache`). Ids and groups always come from ``dataloader``.
+            :mod:`auto_circuit_dcd.attribution.cache`). Ids and groups always come from
+            ``dataloader``.
         dtype: storage dtype of the scores (``torch.float32`` or ``torch.float16``).
         nan_tolerance: largest share of examples whose row is not finite that is dropped
             (with a warning naming them, and their ids in ``meta["dropped_ids"]``);

@@ -45,7 +45,7 @@ def _dest_hook(wrapper: Any, start: int, stop: int, diffs: SourceDiffs, rows: Te
             g = grad.reshape(bsz, 1, -1)
         else:
             g = grad.movedim(wrapper.head_dim, 1).reshape(bsz, grad.shape[wrapper.head_dim], -1)
-        accumulate(rows, start, stop, g, diffs.d[:, in_srcs], n_steps)
+        accumulate(rows, start, stop, g, diffs.recorded()[:, in_srcs], n_steps)
 
     def hook(module: Any, args: Any, out: Tensor) -> None:
         if out.requires_grad:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from auto_circuit_dcd.arrays import Indices
 from auto_circuit_dcd.errors import DamagedFileError
 from auto_circuit_dcd.files import load_bundle, save_bundle
 from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
@@ -65,7 +66,8 @@ class AttributionMatrix:
         if not isinstance(self.scores, torch.Tensor):
             self.scores = torch.as_tensor(np.asarray(self.scores))
         if self.scores.ndim != 2:
-            raise ValueError(f"scores must be 2-D [n_examples, n_edges], got {tuple(self.scores.shape)}")
+            raise ValueError("scores must be 2-D [n_examples, n_edges], got "
+                             f"{tuple(self.scores.shape)}")
         n, e = self.scores.shape
         self.edge_names = list(self.edge_names)
         if len(self.edge_names) != e:
@@ -110,7 +112,7 @@ class AttributionMatrix:
         """Scores as a float64 numpy array (for scikit-learn)."""
         return self.scores.detach().cpu().double().numpy()
 
-    def subset(self, rows: Sequence[int] | np.ndarray | torch.Tensor) -> AttributionMatrix:
+    def subset(self, rows: Indices | torch.Tensor) -> AttributionMatrix:
         """A new matrix with only the given row positions (not example ids)."""
         idx = _as_positions(rows, self.n_examples)
         return AttributionMatrix(
@@ -122,7 +124,7 @@ class AttributionMatrix:
             layout=self.layout,
         )
 
-    def mean(self, rows: Sequence[int] | None = None) -> torch.Tensor:
+    def mean(self, rows: Indices | None = None) -> torch.Tensor:
         """Mean score vector ``[n_edges]`` over the chosen row positions (all by default)."""
         idx = None if rows is None else _as_positions(rows, self.n_examples)
         block = self.scores if idx is None else self.scores[idx]
@@ -133,7 +135,7 @@ class AttributionMatrix:
     # ------------------------------------------------------------ auto-circuit
     def prune_scores(
         self,
-        rows: Sequence[int] | None = None,
+        rows: Indices | None = None,
         model: PatchableModel | None = None,
     ) -> dict[str, torch.Tensor]:
         """auto-circuit ``PruneScores`` of the mean over ``rows`` (all rows by default).

@@ -71,6 +71,13 @@ class SourceDiffs:
         block = block.to(self.d.device, self.d.dtype)  # layers may sit on other devices
         self.d[:, sl] = block if sign < 0 else block - self.d[:, sl]
 
+    def recorded(self) -> Tensor:
+        """``d``, once a source has been stored (the embedding's, first in every forward)."""
+        if self.d is None:
+            raise RuntimeError("no source output recorded before a destination read the "
+                               "source differences")
+        return self.d
+
     def recorder(self, sign: int) -> Callable:
         """A forward hook for a source wrapper."""
         @record_function("attribution.source_diffs")
@@ -158,7 +165,7 @@ def _repeated(batch: Any, copies: int) -> Any:
         return list(x) * copies
 
     fields = {"answers": rep(batch.answers), "wrong_answers": rep(batch.wrong_answers)}
-    if dataclasses.is_dataclass(batch):
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
         return dataclasses.replace(batch, **fields)
     return SimpleNamespace(**{**vars(batch), **fields})
 

@@ -15,11 +15,13 @@ Peak memory is one chunk of rows plus the projection, whatever the number of exa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from auto_circuit_dcd.arrays import Indices
 
 __all__ = ["iter_row_chunks", "reduce_in_chunks", "cluster_means_in_chunks"]
 
@@ -46,7 +48,8 @@ def iter_row_chunks(path: str | Path, chunk_rows: int = 1024) -> Iterator[tuple[
             yield start, sl[start:start + chunk_rows].double().numpy()
 
 
-def reduce_in_chunks(path: str | Path, n_components: int = 20, chunk_rows: int = 1024) -> np.ndarray:
+def reduce_in_chunks(path: str | Path, n_components: int = 20,
+                     chunk_rows: int = 1024) -> np.ndarray:
     """PCA projection ``[n_examples, n_components]`` of a saved matrix, fitted chunk by chunk.
 
     ``IncrementalPCA`` needs at least ``n_components`` rows per step: chunks have at least
@@ -71,17 +74,17 @@ def reduce_in_chunks(path: str | Path, n_components: int = 20, chunk_rows: int =
     return np.vstack(parts)
 
 
-def cluster_means_in_chunks(path: str | Path, labels: Sequence[int],
+def cluster_means_in_chunks(path: str | Path, labels: Indices,
                             chunk_rows: int = 1024) -> dict[int, torch.Tensor]:
     """Mean row ``[n_edges]`` of each cluster label (``-1``, noise, is skipped)."""
-    labels = np.asarray(labels)
+    lab_all = np.asarray(labels)
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
     seen = 0
     for start, rows in iter_row_chunks(path, chunk_rows):
-        lab = labels[start:start + len(rows)]
+        lab = lab_all[start:start + len(rows)]
         if len(lab) != len(rows):
-            raise ValueError(f"{len(labels)} labels for a matrix with more rows")
+            raise ValueError(f"{len(lab_all)} labels for a matrix with more rows")
         for c in np.unique(lab):
             if c == -1:
                 continue
@@ -89,6 +92,6 @@ def cluster_means_in_chunks(path: str | Path, labels: Sequence[int],
             sums[int(c)] = sums.get(int(c), 0) + block.sum(0)
             counts[int(c)] = counts.get(int(c), 0) + len(block)
         seen += len(rows)
-    if seen != len(labels):
-        raise ValueError(f"{len(labels)} labels for a matrix of {seen} rows")
+    if seen != len(lab_all):
+        raise ValueError(f"{len(lab_all)} labels for a matrix of {seen} rows")
     return {c: torch.from_numpy(sums[c] / counts[c]).float() for c in sorted(sums)}

@@ -38,20 +38,19 @@ format (:class:`~auto_circuit_dcd.job.run_folder.RunFolder`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
-    Union,
 )
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from auto_circuit_dcd.arrays import Indices
 from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
 from auto_circuit_dcd.circuits.selection import mass_mask, rank_key, top_mask
 from auto_circuit_dcd.files import load_bundle, save_bundle
@@ -74,7 +73,7 @@ FORMAT_VERSION = 2
 _ONE = "circuit"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Circuit:
     """Edge scores, the edges chosen from them, and what the selection rules need.
 
@@ -92,12 +91,17 @@ class Circuit:
     scores: Tensor
     edge_names: tuple[str, ...]
     layout: EdgeLayout
-    graph: EdgeGraph | None = None
-    mask: Tensor | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    graph: EdgeGraph
+    mask: Tensor
+    meta: dict[str, Any]
 
-    def __post_init__(self) -> None:
-        scores = _cpu_copy(self.scores).to(torch.float64)
+    def __init__(self, scores: Tensor | np.ndarray, edge_names: Sequence[str],
+                 layout: EdgeLayout, graph: EdgeGraph | None = None,
+                 mask: Tensor | np.ndarray | None = None,
+                 meta: Mapping[str, Any] | None = None) -> None:
+        # a hand-written __init__ so that ``graph`` and ``mask`` are optional arguments but
+        # always-set attributes (derived here when not given)
+        scores = _cpu_copy(scores).to(torch.float64)
         if scores.ndim != 1:
             raise ValueError(f"circuit scores are one vector [n_edges], got {tuple(scores.shape)}")
         n = int(scores.shape[0])
@@ -107,22 +111,25 @@ class Circuit:
                 f"circuit scores contain NaN or inf at {bad.numel()} edge(s) (first: "
                 f"{bad[:5].tolist()}); ACDC keeps inf for the edges it never removed: map them "
                 "with auto_circuit_dcd.cluster.circuits.finite_scores first")
-        names = tuple(self.edge_names)
+        names = tuple(edge_names)
         if len(names) != n:
             raise ValueError(f"{len(names)} edge names for {n} scores")
-        if self.layout.n_edges != n:
-            raise ValueError(f"layout covers {self.layout.n_edges} edges, scores have {n}")
-        graph = self.graph if self.graph is not None else EdgeGraph.from_layout(names, self.layout)
+        if layout.n_edges != n:
+            raise ValueError(f"layout covers {layout.n_edges} edges, scores have {n}")
+        if graph is None:
+            graph = EdgeGraph.from_layout(names, layout)
         if graph.n_edges != n:
             raise ValueError(f"graph has {graph.n_edges} edges, scores have {n}")
-        mask = torch.ones(n, dtype=torch.bool) if self.mask is None else _cpu_copy(self.mask)
-        if mask.dtype != torch.bool or tuple(mask.shape) != (n,):
-            raise ValueError(f"mask must be bool [{n}], got {mask.dtype} {tuple(mask.shape)}")
+        mask_t = torch.ones(n, dtype=torch.bool) if mask is None else _cpu_copy(mask)
+        if mask_t.dtype != torch.bool or tuple(mask_t.shape) != (n,):
+            raise ValueError(f"mask must be bool [{n}], got {mask_t.dtype} "
+                             f"{tuple(mask_t.shape)}")
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "edge_names", names)
+        object.__setattr__(self, "layout", layout)
         object.__setattr__(self, "graph", graph)
-        object.__setattr__(self, "mask", mask)
-        object.__setattr__(self, "meta", dict(self.meta))
+        object.__setattr__(self, "mask", mask_t)
+        object.__setattr__(self, "meta", dict(meta or {}))
 
     # ------------------------------------------------------------------ basics
     @property
@@ -146,7 +153,7 @@ class Circuit:
 
     def with_mask(self, mask: Tensor | np.ndarray) -> Circuit:
         """The same scores with another edge set (bool ``[n_edges]``, torch or numpy)."""
-        return dataclasses.replace(self, mask=mask)
+        return Circuit(self.scores, self.edge_names, self.layout, self.graph, mask, self.meta)
 
     def __repr__(self) -> str:
         label = f" {self.meta['label']!r}" if "label" in self.meta else ""
@@ -233,7 +240,7 @@ class Circuit:
                    graph=edge_graph(model), meta=meta or {})
 
     @classmethod
-    def from_matrix(cls, A: AttributionMatrix, rows: Sequence[int] | None = None,
+    def from_matrix(cls, A: AttributionMatrix, rows: Indices | None = None,
                     model: PatchableModel | None = None,
                     meta: dict[str, Any] | None = None) -> Circuit:
         """The circuit of the mean of ``rows`` of an attribution matrix (all rows by default);
@@ -255,7 +262,7 @@ class Circuit:
 #: what the evaluation and the metrics take as a circuit: a ``Circuit``, auto-circuit
 #: ``PruneScores`` of the model (``{module name: scores}``) or an ``[n_edges]`` vector in the
 #: package's edge order
-CircuitLike = Union[Circuit, Mapping[str, Tensor], Tensor, np.ndarray]
+CircuitLike = Circuit | Mapping[str, Tensor] | Tensor | np.ndarray
 
 
 #: selection rule -> ``f(circuit, count, ranking)``, the circuit of about ``count`` edges:

@@ -19,12 +19,12 @@ those of the ``AttributionMatrix`` (which carries its layout), or of ``model``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from sklearn.utils import check_random_state
 
+from auto_circuit_dcd.arrays import Indices
 from auto_circuit_dcd.circuits.circuit import Circuit
 from auto_circuit_dcd.cluster.circuits import BaseAlgo, CircuitBuilder, Rows
 
@@ -69,25 +69,25 @@ def k_random_circuits(A: Rows, k: int, random_state: RandomState = 42,
             for i, part in enumerate(random_split(build.n_rows, k, random_state))}
 
 
-def medoid(X: np.ndarray, rows: Sequence[int]) -> int:
+def medoid(X: np.ndarray, rows: Indices) -> int:
     """Row position of the medoid of ``rows`` (smallest summed distance to the others)."""
-    rows = np.asarray(rows, dtype=int)
-    block = X[rows]
+    idx = np.asarray(rows, dtype=int)
+    block = X[idx]
     sq = (block ** 2).sum(1)
     d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * block @ block.T, 0.0))
-    return int(rows[int(np.argmin(d.sum(1)))])
+    return int(idx[int(np.argmin(d.sum(1)))])
 
 
-def representative_circuits(A: Rows, labels: Sequence[int],
+def representative_circuits(A: Rows, labels: Indices,
                             model: PatchableModel | None = None) -> dict[int, Circuit]:
     """Per cluster label (noise ``-1`` skipped), its medoid example's own row."""
     build = CircuitBuilder.of(A, model=model)
-    labels = np.asarray(labels)
-    if labels.shape != (build.n_rows,):
-        raise ValueError(f"{labels.shape[0]} labels for {build.n_rows} rows")
-    return {int(c): build([medoid(build.X, np.flatnonzero(labels == c))],
+    lab = np.asarray(labels)
+    if lab.shape != (build.n_rows,):
+        raise ValueError(f"{lab.shape[0]} labels for {build.n_rows} rows")
+    return {int(c): build([medoid(build.X, np.flatnonzero(lab == c))],
                           f"representative_{c}")
-            for c in sorted(set(labels.tolist())) if c >= 0}
+            for c in sorted(set(lab.tolist())) if c >= 0}
 
 
 def random_circuits(A: Rows, n_circuits: int = 1, random_state: RandomState = 42,

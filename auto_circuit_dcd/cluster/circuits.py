@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 import torch
 
+from auto_circuit_dcd.arrays import Indices
 from auto_circuit_dcd.circuits.circuit import Circuit
 from auto_circuit_dcd.circuits.graph import EdgeGraph, edge_graph
 from auto_circuit_dcd.model.edges import EdgeLayout, edge_layout
@@ -66,7 +67,7 @@ BaseAlgo = Union[str, "PruneAlgo"]
 Rows = Union["AttributionMatrix", np.ndarray, torch.Tensor]
 
 
-def cluster_circuits(A: Rows, labels: Sequence[int], *, base_algo: BaseAlgo = "eap",
+def cluster_circuits(A: Rows, labels: Indices, *, base_algo: BaseAlgo = "eap",
                      model: PatchableModel | None = None,
                      dataloader: ExampleLoader | None = None,
                      batch_size: int | None = None) -> dict[int, Circuit]:
@@ -81,11 +82,11 @@ def cluster_circuits(A: Rows, labels: Sequence[int], *, base_algo: BaseAlgo = "e
     """
     build = CircuitBuilder.of(A, base_algo=base_algo, model=model, dataloader=dataloader,
                               batch_size=batch_size)
-    labels = np.asarray(labels)
-    if labels.shape != (build.n_rows,):
-        raise ValueError(f"{labels.size} labels for {build.n_rows} rows: give one per row")
-    kept = sorted(int(c) for c in set(labels.tolist()) if c >= 0)
-    return {c: build(np.flatnonzero(labels == c), f"cluster_{c}") for c in kept}
+    lab = np.asarray(labels)
+    if lab.shape != (build.n_rows,):
+        raise ValueError(f"{lab.size} labels for {build.n_rows} rows: give one per row")
+    kept = sorted(int(c) for c in set(lab.tolist()) if c >= 0)
+    return {c: build(np.flatnonzero(lab == c), f"cluster_{c}") for c in kept}
 
 
 def check_base_algo(base_algo: BaseAlgo) -> BaseAlgo:
@@ -169,16 +170,20 @@ class CircuitBuilder:
         return Circuit(scores, e.names, e.layout, graph=e.graph,
                        meta={"label": label, "base_algo": base_algo_name(self.base_algo)})
 
-    def __call__(self, rows: Sequence[int], label: str) -> Circuit:
+    def __call__(self, rows: Indices, label: str) -> Circuit:
         """The circuit of the rows at positions ``rows``, by the base algorithm."""
-        rows = np.asarray(rows, dtype=int)
-        if rows.size == 0:
+        idx = np.asarray(rows, dtype=int)
+        if idx.size == 0:
             raise ValueError(f"{label}: a set of no rows has no circuit")
         if self.base_algo in EAP_FAMILY:
-            mean = (self.matrix.mean(rows) if self.matrix is not None  # as A.prune_scores
-                    else torch.as_tensor(self.X[rows].mean(0)))
+            mean = (self.matrix.mean(idx) if self.matrix is not None  # as A.prune_scores
+                    else torch.as_tensor(self.X[idx].mean(0)))
             return self.from_scores(mean, label)
-        ids = [self.matrix.example_ids[int(i)] for i in rows]
+        if self.matrix is None or self.model is None or self.dataloader is None:
+            raise ValueError(f"base_algo={base_algo_name(self.base_algo)!r} runs on the "
+                             "examples themselves: build with CircuitBuilder.of(A, model=, "
+                             "dataloader=) from the AttributionMatrix")
+        ids = [self.matrix.example_ids[int(i)] for i in idx]
         ps = run_base_algo(resolve_base_algo(self.base_algo), self.model, self.dataloader, ids,
                            batch_size=self.batch_size, label=label)
         return self.from_scores(self.edges.layout.from_prune_scores(ps), label)
@@ -207,25 +212,25 @@ def as_rows(A: Rows) -> tuple[np.ndarray, AttributionMatrix | None]:
     return X, matrix
 
 
-def mean_circuit(X: np.ndarray, matrix: AttributionMatrix | None, rows: Sequence[int],
+def mean_circuit(X: np.ndarray, matrix: AttributionMatrix | None, rows: Indices,
                  model: PatchableModel | None = None,
                  ) -> dict[str, torch.Tensor] | np.ndarray | torch.Tensor:
     """The mean of ``rows`` in ``GroupedDiscovery.circuits_``'s form: auto-circuit
     ``PruneScores`` when the matrix knows its layout (or ``model`` is given), else the mean
     vector (numpy for plain arrays, torch otherwise). :func:`cluster_circuits` gives
     ``Circuit`` objects."""
-    rows = np.asarray(rows, dtype=int)
-    if rows.size == 0:
+    idx = np.asarray(rows, dtype=int)
+    if idx.size == 0:
         raise ValueError("a cluster with no rows has no circuit")
     if matrix is None:
-        return X[rows].mean(0)
+        return X[idx].mean(0)
     if matrix.layout is None and model is None:
-        return matrix.mean(rows)
-    return matrix.prune_scores(rows, model=model)
+        return matrix.mean(idx)
+    return matrix.prune_scores(idx, model=model)
 
 
 def rows_circuit(base_algo: BaseAlgo, X: np.ndarray, matrix: AttributionMatrix | None,
-                 rows: Sequence[int], *, example_ids: Sequence[Hashable] | None = None,
+                 rows: Indices, *, example_ids: Sequence[Hashable] | None = None,
                  model: PatchableModel | None = None,
                  dataloader: ExampleLoader | None = None, batch_size: int | None = None,
                  label: Hashable = None,

@@ -66,7 +66,8 @@ MIN_EXCESS = 0.2
 #: structureless samples each candidate's null stability is averaged over
 NULL_DRAWS = 10
 CRITERION = ("admissible candidates (structure in the k=1 test, no cluster below "
-             f"min_cluster_size or a tenth of the rows, stability at least {MIN_EXCESS} above the same clustering's "
+             "min_cluster_size or a tenth of the rows, stability at least "
+             f"{MIN_EXCESS} above the same clustering's "
              "on a Gaussian of the data's shape): the highest mean subsample stability; "
              f"within {TIE_TOLERANCE} of it, the best silhouette")
 NEAR_TIE_RULE = (f"an admissible candidate of another space whose labels differ (ARI < "

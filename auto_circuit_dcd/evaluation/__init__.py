@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from auto_circuit_dcd.evaluation.ablation import ABLATIONS
 from auto_circuit_dcd.evaluation.faithfulness import (

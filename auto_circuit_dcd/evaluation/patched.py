@@ -58,6 +58,7 @@ from auto_circuit_dcd.model.forward import (
     WrapperGraph,
     head_outputs,
     last_position_only,
+    node_match,
     plain_forward,
     removing,
     source_outputs,
@@ -134,10 +135,13 @@ def _block(masks: Sequence[Tensor], in_start: int, dtype: torch.dtype,
            device: torch.device, forms: Sequence[bool | None] | None = None) -> _Block:
     """The plan of destination modules whose circuit masks are ``masks[j] [rows, n_in]``
     (columns = sources ``in_start ..``); ``forms[j]`` imposes module ``j``'s form."""
-    sparse, used, head, sign = [], [], [], []
+    sparse: list[bool] = []
+    used: list[Tensor] = []
+    head: list[Tensor] = []
+    sign: list[Tensor] = []
     for j, m in enumerate(masks):
-        sp = forms[j] if forms is not None and forms[j] is not None else (
-            2 * int(m.sum()) <= m.numel())
+        form = forms[j] if forms is not None else None
+        sp = form if form is not None else 2 * int(m.sum()) <= m.numel()
         u = m if sp else ~m
         rows = u.any(1).nonzero().flatten()
         sparse.append(sp)
@@ -198,7 +202,7 @@ class PatchedForward:
         self.mlp_src: list[int | None] = [None] * self.n_layers
         self.embed_src = self.graph.input_wrapper.src_idxs.start
         for w in self.graph.srcs:
-            layer, kind = SRC_NODE.match(w.module_name).groups()
+            layer, kind = node_match(SRC_NODE, w.module_name).groups()
             if kind == "attn.hook_result":
                 self.heads[int(layer)] = w.src_idxs
             elif kind == "hook_mlp_out":
@@ -206,7 +210,7 @@ class PatchedForward:
         # destination blocks: name -> (edge columns start, stop, mask shape, sources read)
         self.dest: dict[tuple[str, int], tuple[int, int, tuple[int, ...], slice]] = {}
         for w, shape, a, b in self.graph.dests:
-            layer, kind = DEST_NODE.match(w.module_name).groups()
+            layer, kind = node_match(DEST_NODE, w.module_name).groups()
             self.dest[(kind, int(layer))] = (a, b, tuple(shape), w.in_srcs)
         self.attn_stop = [self.dest[("hook_q_input", l)][3].stop for l in range(self.n_layers)]
         self.mlp_stop = [self.dest[("hook_mlp_in", l)][3].stop if ("hook_mlp_in", l) in self.dest
@@ -215,7 +219,8 @@ class PatchedForward:
 
     # --------------------------------------------------------------------- plans
     def plan(self, in_circuit: Tensor) -> CircuitPlan:
-        """The plan of the circuit whose edges are ``in_circuit [n_edges]`` (bool, package order)."""
+        """The plan of the circuit whose edges are ``in_circuit [n_edges]`` (bool, package
+        order)."""
         in_circuit = torch.as_tensor(in_circuit).to(torch.bool).cpu()
         if in_circuit.shape != (self.n_edges,):
             raise ValueError(f"a circuit needs {self.n_edges} booleans (one per edge in "
@@ -225,10 +230,12 @@ class PatchedForward:
             a, b, shape, in_srcs = self.dest[(kind, layer)]
             return in_circuit[a:b].reshape(-1, shape[-1]), in_srcs.start
 
-        attn, mlp = [], []
+        attn: list[_Block] = []
+        mlp: list[_Block | None] = []
         for l in range(self.n_layers):
             parts = [masks(f"hook_{x}_input", l) for x in _LETTERS]
-            ms, forms = [m for m, _ in parts], [None, None, None]
+            ms = [m for m, _ in parts]
+            forms: list[bool | None] = [None, None, None]
             start = parts[0][1]
             if ("hook_mlp_in", l) in self.dest:
                 # the MLP's edges from sources before the attention join the attention's
@@ -333,7 +340,9 @@ class _Pass:
         self.added = 0
         self.pending: deque[tuple[int, int, Tensor]] = deque()
         self.x_attn: Tensor | None = None
-        self.head_inputs: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        #: per letter: the copies, heads, own-input mask and normed inputs of the rows with
+        #: an input of their own
+        self.head_inputs: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
         self.mlp_early: dict[int, Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -400,7 +409,7 @@ class _Pass:
             if self.plans[0].mlp[l] is not None:
                 handles.append(block.ln2.register_forward_pre_hook(self._mlp_in(l)))
                 handles.append(block.hook_mlp_out.register_forward_hook(self._mlp_out(l)))
-        handles.append(pf.graph.output_wrapper.register_forward_pre_hook(self._final))
+        handles.append(pf.graph.final_wrapper().register_forward_pre_hook(self._final))
         return handles
 
     def _plain_source(self, idx: int, out: Tensor) -> None:
@@ -428,6 +437,8 @@ class _Pass:
         def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> Any:
             blocks = [p.attn[l] for p in self.plans]
             sparse = torch.tensor([blk.sparse[:3] for blk in blocks])  # [n_c, 3]
+            if self.x_attn is None:
+                raise RuntimeError(f"blocks.{l}.hook_resid_pre did not run before the attention")
             x, x_ap = self._bases(self.x_attn, pf.attn_stop[l], sparse)
             if x_ap is not None:
                 ln_ap = ln1(x_ap.to(pf.dtype))
@@ -450,7 +461,11 @@ class _Pass:
                     if n and j == 3:  # the MLP's share, added at the MLP
                         self.mlp_early[c] = corr[start]
                     elif n:
-                        base = x_ap[rows] if blk.sparse[j] else x[rows]
+                        if blk.sparse[j]:
+                            assert x_ap is not None, "a sparse-form row makes _bases give x - S"
+                            base = x_ap[rows]
+                        else:
+                            base = x[rows]
                         xs[j].append(base[None] + corr[start:start + n])
                         heads[j].append(blk.head[start:start + n])
                         copies[j].append(torch.full((n,), c, dtype=torch.long))
@@ -528,7 +543,8 @@ class _Pass:
                 patch = self.patch.flat[hd + hs_slice.start]
             out = out.transpose(0, 1)  # [h, n_c*B, pos, d], contiguous
             a = int(slots[heads[0]])
-            self.D[:, a:a + n] = out.to(pf.acc).reshape(n, self.n_c, -1).transpose(0, 1) - patch[None]
+            out = out.to(pf.acc).reshape(n, self.n_c, -1).transpose(0, 1)
+            self.D[:, a:a + n] = out - patch[None]
         return hook
 
     def _attn_out(self, l: int) -> Any:
@@ -544,15 +560,19 @@ class _Pass:
 
     def _mlp_in(self, l: int) -> Any:
         pf = self.pf
+        stop = pf.mlp_stop[l]
+        planned = [p.mlp[l] for p in self.plans]
+        blocks = [blk for blk in planned if blk is not None]
+        if stop is None or len(blocks) != len(planned):
+            raise ValueError(f"layer {l} has no MLP destination (hook_mlp_in) to hook")
 
         def hook(module: Any, args: tuple[Any, ...]) -> Any:
-            blocks = [p.mlp[l] for p in self.plans]
             sparse = torch.tensor([blk.sparse[0] for blk in blocks])
             early, self.mlp_early = self.mlp_early, {}
             if not bool(sparse.any()) and not early and all(blk.n_rows == 0 for blk in blocks):
-                self.prefix(pf.mlp_stop[l])
+                self.prefix(stop)
                 return None
-            x, x_ap = self._bases(args[0], pf.mlp_stop[l], sparse)
+            x, x_ap = self._bases(args[0], stop, sparse)
             new = x.clone() if x_ap is None else torch.where(
                 sparse.repeat_interleave(self.b).to(pf.device)[:, None, None], x_ap, x)
             for c, blk in enumerate(blocks):
@@ -565,6 +585,8 @@ class _Pass:
 
     def _mlp_out(self, l: int) -> Any:
         idx = self.pf.mlp_src[l]
+        if idx is None:
+            raise ValueError(f"layer {l} has no MLP source (hook_mlp_out) to hook")
 
         def hook(module: Any, args: Any, out: Tensor) -> None:
             self._plain_source(idx, out)

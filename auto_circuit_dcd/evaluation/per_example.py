@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ TENSORS_FILE = "per_example.safetensors"
 META_FILE = "per_example.json"
 FORMAT_VERSION = 1
 #: an example id as the file holds it (strings and whole numbers as given, others as text)
-Id = Union[str, int]
+Id = str | int
 ByRanking = Mapping[str, Mapping[str, FaithfulnessResult]]
 
 

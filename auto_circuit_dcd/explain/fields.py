@@ -135,7 +135,7 @@ def _one_field(name: str, source: str, values: Sequence[Any], labels: np.ndarray
     else:
         test, statistic = "chi-square permutation", chi2
         perms = np.argsort(rng.random_sample((n_permutations, len(rows))), axis=1)
-        null = _chi2_statistics(rows[perms], codes, table.shape, expected)
+        null = _chi2_statistics(rows[perms], codes, (len(clusters), len(categories)), expected)
         p = (1.0 + np.sum(null >= chi2 * (1 - 1e-9))) / (n_permutations + 1.0)
     overall = table.sum(0) / table.sum()
     typical = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -31,7 +31,7 @@ __all__ = ["PromptTable", "prompt_table", "DERIVED", "PROMPT_KEYS"]
 #: keys of a prompt that are the prompt itself, not a field describing it
 PROMPT_KEYS = ("clean", "corrupt", "answers", "wrong_answers", "id")
 
-Dataset = Union[str, Path, Mapping[str, Any], Sequence[Mapping[str, Any]]]
+Dataset = str | Path | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,11 @@ def _text(value: Any, decode: Callable[[Sequence[int]], str]) -> str:
 
 
 def _dataset_by_id(dataset: Dataset) -> dict[Any, Mapping[str, Any]]:
-    if isinstance(dataset, (str, Path, dict)):
-        prompts: Sequence[Mapping[str, Any]] = read_prompts(dataset)  # type: ignore[arg-type]
+    prompts: Sequence[Mapping[str, Any]]
+    if isinstance(dataset, (str, Path)):
+        prompts = read_prompts(dataset)
+    elif isinstance(dataset, Mapping):
+        prompts = read_prompts(dict(dataset))
     else:
         prompts = list(dataset)
     by_id: dict[Any, Mapping[str, Any]] = {}

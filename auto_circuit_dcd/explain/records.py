@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from auto_circuit_dcd.schema import from_jsonable, json_schema, to_jsonable
 
@@ -21,7 +21,7 @@ __all__ = ["Id", "Exemplar", "ClusterExemplars", "CategoryShare", "FieldAssociat
            "DescriptionSettings", "ClusterDescriptions"]
 
 #: an example id as the dataset gives it (its ``id`` field, else its index)
-Id = Union[str, int]
+Id = str | int
 
 
 @dataclass

@@ -20,6 +20,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from auto_circuit_dcd.arrays import Indices
 from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult, ratio_of_means
 from auto_circuit_dcd.metrics.curves import cpr
 from auto_circuit_dcd.metrics.multi import CrossFaithfulness
@@ -27,15 +28,15 @@ from auto_circuit_dcd.metrics.multi import CrossFaithfulness
 __all__ = ["subset", "per_group", "routed_cross_faithfulness", "random_routing"]
 
 
-def subset(result: FaithfulnessResult, rows: Sequence[int]) -> FaithfulnessResult:
+def subset(result: FaithfulnessResult, rows: Indices) -> FaithfulnessResult:
     """``result`` on the examples at positions ``rows`` only (f NaN when there are none)."""
-    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-    f = (ratio_of_means(result.mu_circuit[rows], result.mu_full[rows], result.mu_empty[rows])
-         if rows.size else np.full(result.fractions.shape, np.nan))
-    pick = rows.tolist()
+    idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+    f = (ratio_of_means(result.mu_circuit[idx], result.mu_full[idx], result.mu_empty[idx])
+         if idx.size else np.full(result.fractions.shape, np.nan))
+    pick = idx.tolist()
     return dataclasses.replace(
-        result, f=f, mu_circuit=result.mu_circuit[rows], mu_full=result.mu_full[rows],
-        mu_empty=result.mu_empty[rows], example_ids=[result.example_ids[i] for i in pick],
+        result, f=f, mu_circuit=result.mu_circuit[idx], mu_full=result.mu_full[idx],
+        mu_empty=result.mu_empty[idx], example_ids=[result.example_ids[i] for i in pick],
         groups=None if result.groups is None else [result.groups[i] for i in pick])
 
 

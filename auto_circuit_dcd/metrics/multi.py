@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: per test example the label of its circuit, aligned with the loader's examples, or
 #: ``{example id: label}``
-Routing = Union[Sequence[Hashable], np.ndarray, Mapping[Hashable, Hashable]]
+Routing = Sequence[Hashable] | np.ndarray | Mapping[Hashable, Hashable]
 
 __all__ = [
     "Routing",
@@ -87,7 +87,7 @@ class MultiCircuitResult:
         })
 
 
-def _routing_index(routing: Routing, labels: list[Hashable], ids: list[Hashable],
+def _routing_index(routing: Routing, labels: Sequence[Hashable], ids: Sequence[Hashable],
                    fallback: Hashable | None, exclude: Sequence[Hashable] = ()) -> np.ndarray:
     """Index into ``labels`` per example from an aligned sequence or an ``{id: label}`` map;
     ``-1`` for an example routed to an ``exclude`` label."""

@@ -14,7 +14,7 @@ with a reshape, and back with a flatten.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +78,7 @@ class EdgeLayout:
             for name, shape, start, stop in self.blocks
         }
 
-    def from_prune_scores(self, prune_scores: dict[str, torch.Tensor]) -> torch.Tensor:
+    def from_prune_scores(self, prune_scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Flatten auto-circuit ``PruneScores`` into a ``[n_edges]`` vector in this order."""
         missing = [name for name, *_ in self.blocks if name not in prune_scores]
         if missing:

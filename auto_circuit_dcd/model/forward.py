@@ -45,7 +45,7 @@ from torch import Tensor
 from auto_circuit_dcd.model.edges import edge_layout
 
 __all__ = [
-    "NORM_KINDS", "SRC_NODE", "DEST_NODE", "WrapperGraph", "frozen", "removing",
+    "NORM_KINDS", "SRC_NODE", "DEST_NODE", "node_match", "WrapperGraph", "frozen", "removing",
     "src_block", "plain_forward", "unsupported_reason", "supports_fast", "norm_vjp",
     "head_outputs", "accumulation_dtype", "HALF_DTYPES", "source_outputs",
     "last_position_only", "choose_backend", "stack_cap_bytes",
@@ -57,6 +57,16 @@ NORM_KINDS = {"LayerNorm": "ln", "LayerNormPre": "ln_pre", "RMSNorm": "rms",
 #: source and destination hook points of auto-circuit's factorized TransformerLens graph
 SRC_NODE = re.compile(r"^blocks\.(\d+)\.(hook_resid_pre|attn\.hook_result|hook_mlp_out)$")
 DEST_NODE = re.compile(r"^blocks\.(\d+)\.(hook_[qkv]_input|hook_mlp_in|hook_resid_post)$")
+
+
+def node_match(pattern: re.Pattern[str], module_name: str) -> re.Match[str]:
+    """``pattern`` (:data:`SRC_NODE` or :data:`DEST_NODE`) matched against a wrapper's module
+    name; a ``ValueError`` naming the module when it does not match."""
+    m = pattern.match(module_name)
+    if m is None:
+        raise ValueError(f"module {module_name!r} is not a node of the TransformerLens graph "
+                         f"({pattern.pattern})")
+    return m
 #: model dtypes run in half precision, with float32 accumulation
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -139,6 +149,12 @@ class WrapperGraph:
         ends = [w for w, *_ in self.dests if w.module_name.endswith("hook_resid_post")]
         #: the final residual's destination wrapper (``None`` outside TransformerLens graphs)
         self.output_wrapper = ends[0] if ends else None
+
+    def final_wrapper(self) -> Any:
+        """``output_wrapper``, or a ``ValueError`` for a graph without one."""
+        if self.output_wrapper is None:
+            raise ValueError("the graph has no final residual destination (hook_resid_post)")
+        return self.output_wrapper
 
 
 def src_block(out: Tensor, wrapper: Any) -> Tensor:
@@ -256,9 +272,7 @@ def last_position_only(graph: WrapperGraph) -> Any:
     def keep_last(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (args[0][:, -1:],) + tuple(args[1:])
 
-    if graph.output_wrapper is None:
-        raise ValueError("the graph has no final residual destination (hook_resid_post)")
-    return graph.output_wrapper.register_forward_pre_hook(keep_last)
+    return graph.final_wrapper().register_forward_pre_hook(keep_last)
 
 
 def source_outputs(model: Any, graph: WrapperGraph, tokens: Tensor) -> tuple[Tensor, Tensor]:

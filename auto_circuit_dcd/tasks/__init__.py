@@ -11,7 +11,7 @@ Importing this package loads no model and imports neither torch nor auto-circuit
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from auto_circuit_dcd.tasks.common import GenerationError, GenStats
 from auto_circuit_dcd.tasks.dataset import DEFAULT_PROMPT_TYPES, GENERATORS, TASKS, make_dataset

@@ -38,7 +38,8 @@ _PATCHABLE: dict[Any, Any] = {}  # model name or id(module) -> PatchableModel
 
 
 def cache_dir() -> Path:
-    """Where generated datasets live: ``$AUTO_CIRCUIT_DCD_CACHE`` or ``~/.cache/auto-circuit-dcd``."""
+    """Where generated datasets live: ``$AUTO_CIRCUIT_DCD_CACHE`` or
+    ``~/.cache/auto-circuit-dcd``."""
     return cache_root()
 
 

@@ -53,7 +53,8 @@ def head_patching_effects(model: Any, prompts: Sequence[dict[str, Any]]) -> torc
                 z[:, :, h] = cache[hook.name][:, :, h]
                 return z
             logits = model.run_with_hooks(clean, fwd_hooks=[(name, patch)])
-            effects[layer, head] = (base - logit_diff(logits, answers, wrong).mean()) / (base - floor)
+            ablated = logit_diff(logits, answers, wrong).mean()
+            effects[layer, head] = (base - ablated) / (base - floor)
     return effects
 
 
@@ -70,7 +71,8 @@ def ablated_accuracy(model: Any, prompts: Sequence[dict[str, Any]], heads: Itera
     for layer, head in heads:
         mean = cache[f"blocks.{layer}.attn.hook_z"][:, :, head].mean(0)
 
-        def ablate(z: torch.Tensor, hook: Any, h: int = head, m: torch.Tensor = mean) -> torch.Tensor:
+        def ablate(z: torch.Tensor, hook: Any, h: int = head,
+                   m: torch.Tensor = mean) -> torch.Tensor:
             z[:, :, h] = m
             return z
         hooks.append((f"blocks.{layer}.attn.hook_z", ablate))

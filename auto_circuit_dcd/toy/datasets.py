@@ -43,7 +43,7 @@ def task_prompts(task: str, n_train: int, n_test: int, train_pairs: Sequence[Nam
 def make_datasets(train_pairs: Sequence[NamePair], test_pairs: Sequence[NamePair],
                   seed: int = 1234) -> dict[str, dict[str, Any]]:
     """name -> ``{"prompts": [...]}`` for every shipped dataset; deterministic in ``seed``."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, sizes in DATASET_SIZES.items():
         prompts = []
         for task, (n_train, n_test) in sizes.items():

@@ -168,8 +168,8 @@ def run_uncertainty(
     }
     if not has_kr:
         del curve["k_random_oracle"], curve["k_random_routed"]
-    own = {j: (lambda v, j=j: v.circuit(names[j], group(j))) for j in labels}
-    single_on = {j: (lambda v, j=j: v.circuit(single, group(j))) for j in labels}
+    own = {j: _on_rows(names[j], group(j)) for j in labels}
+    single_on = {j: _on_rows(single, group(j)) for j in labels}
 
     families = list(curve.values())
     per_cluster = [b for j in labels for b in (own[j], single_on[j])]
@@ -239,6 +239,11 @@ def run_uncertainty(
         warnings=warnings)
 
 
+def _on_rows(name: str, rows: np.ndarray) -> CurveBuilder:
+    """The curve of circuit ``name`` on the examples ``rows`` (a bool mask)."""
+    return lambda v: v.circuit(name, rows)
+
+
 def _separate(values: RunValues, cross: CrossIntervals, clusters: list[ClusterIntervals],
               names: Mapping[int, str], single: str, route: np.ndarray, p: float,
               boot: Bootstrap, thresholds: Thresholds) -> Verdict:
@@ -256,8 +261,7 @@ def _separate(values: RunValues, cross: CrossIntervals, clusters: list[ClusterIn
         return Interval(b.estimate[s], b.low[s], b.high[s])
 
     single_on = {c.label: at(c.single_on_group) for c in clusters}
-    strict = curve_intervals(values, [lambda v, j=j: v.circuit(single, route == j)
-                                      for j in names], strict_boot)
+    strict = curve_intervals(values, [_on_rows(single, route == j) for j in names], strict_boot)
     strict_single = {j: at(c) for j, c in zip(names, strict)}
     return separate_mechanisms(cross, single_on, thresholds, boot.level,
                                strict_cross=strict_cross, strict_single=strict_single)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from auto_circuit_dcd.arrays import Floats
 from auto_circuit_dcd.evaluation.faithfulness import edge_count
 
 __all__ = ["SizeGrid", "size_grid", "size_note", "kept_columns"]
@@ -72,7 +73,7 @@ def size_note(edges_a: Mapping[str, int], edges_b: Mapping[str, int]) -> str:
     return ". ".join(parts)
 
 
-def kept_columns(all_fractions: Sequence[float], grid: SizeGrid) -> list[int]:
+def kept_columns(all_fractions: Floats, grid: SizeGrid) -> list[int]:
     """Positions in ``all_fractions`` of the grid's sizes (each must be there)."""
     allf = np.asarray(all_fractions, dtype=np.float64)
     out = []

@@ -26,13 +26,21 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from auto_circuit_dcd.arrays import Floats
 from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
 from auto_circuit_dcd.metrics.curves import CMD_FORMS, check_cmd_form, cpr
 from auto_circuit_dcd.metrics.uncertainty.bootstrap import Replicates, ratio_replicates
 from auto_circuit_dcd.metrics.uncertainty.sizes import SizeGrid, kept_columns
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.metrics.multi import Routing
+
+#: a routing label (a cluster label or a circuit name)
+L = TypeVar("L", bound=Hashable)
 
 __all__ = ["TestValues", "Curve", "curve_replicates", "difference_replicates",
            "area_weights", "areas", "area_replicates"]
@@ -125,8 +133,8 @@ class TestValues:
         return Curve(np.max(np.stack([self._get(n) for n in names]), axis=0), self._rows(rows),
                      tuple(names))
 
-    def routed(self, circuits: Mapping[Hashable, str], routing: Sequence[Hashable],
-               fallback: Hashable | None = None, exclude: Sequence[Hashable] = ()) -> Curve:
+    def routed(self, circuits: Mapping[L, str], routing: Routing,
+               fallback: L | None = None, exclude: Sequence[L] = ()) -> Curve:
         """Per example the circuit of its label in ``routing`` (``{label: circuit}``); labels
         without a circuit go to ``fallback``'s, those in ``exclude`` are left out."""
         from auto_circuit_dcd.metrics.multi import _routing_index
@@ -177,7 +185,7 @@ def difference_replicates(values: TestValues, pairs: Sequence[tuple[Curve, Curve
                             weights, np.repeat([a.n_examples for a, _ in pairs], s))
 
 
-def area_weights(fractions: Sequence[float]) -> np.ndarray:
+def area_weights(fractions: Floats) -> np.ndarray:
     """``[n_sizes]`` weights with ``cpr((fractions, f)) == weights @ f`` for every curve
     ``f`` (NaN with fewer than two sizes: no area)."""
     p = np.asarray(fractions, dtype=np.float64)
