@@ -158,8 +158,9 @@ class RunConfig:
     prompt_types: list[str] | None = _opt(None, "with --task: comma-separated prompt types; "
                                              "for --task mixture task/type[:share], e.g. "
                                              "ioi/mixed,sequence/2-gram", group=DATA)
-    method: Method = _opt("eap", "per-example attribution method", get_args(Method),
-                          group=ATTRIBUTION)
+    method: Method = _opt("eap", "per-example attribution method whose rows the examples are "
+                          "clustered and routed by (the circuits: --circuit-method)",
+                          get_args(Method), group=ATTRIBUTION)
     ig_steps: int = _opt(5, "EAP-IG interpolation steps", group=ATTRIBUTION)
     metric: Metric = _opt("max_diff", "task metric: max_diff = logit of the answer minus the "
                           "largest wrong logit; avg_diff = auto-circuit's mean difference",
