@@ -41,7 +41,7 @@ def main() -> None:
     pm, train, _ = dcd.prepare(dcd.load_model("toy-two-task"), path)
     A = dcd.attribute(pm, train, method=args.method, progress=False)
     gd = dcd.GroupedDiscovery(clusterer="auto", max_clusters=8,
-                              k_rule="silhouette", preprocessing="l2", random_state=42).fit(A)
+                              k_rule="silhouette", preprocessing="auto", random_state=42).fit(A)
     desc = dcd.describe_clusters(A, gd, train, dataset=path, size=int(0.05 * A.n_edges))
 
     print(f"toy-two-task, {args.method}: {A.n_examples} prompts, {A.n_edges} edges, "
