@@ -74,7 +74,8 @@ def _fractions(value: str) -> list[float]:
     try:
         out = [float(v) for v in _csv(value)]
     except ValueError:
-        raise argparse.ArgumentTypeError("edge fractions are numbers, e.g. 0.01,0.05,0.1")
+        raise argparse.ArgumentTypeError(
+            "edge fractions are numbers, e.g. 0.01,0.05,0.1") from None
     if not out:
         raise argparse.ArgumentTypeError("give edge fractions as numbers, e.g. 0.01,0.05,0.1")
     wrong = [v for v in out if not 0.0 <= v <= 1.0]

@@ -36,13 +36,15 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, TypedDict
 
 import numpy as np
 
+from auto_circuit_dcd.circuits.selection import Ranking
+
 __all__ = ["eap_ig_node_name", "eap_ig_edge_name", "package_edge_name", "graph_config",
            "eap_ig_edge_names", "missing_edge_score", "to_eap_ig_graph", "from_eap_ig_graph",
-           "describe_selection", "describe_missing", "circuit_files", "Ranking",
+           "describe_selection", "describe_missing", "circuit_files", "MibFile", "Ranking",
            "ZERO_LIFT"]
 
 #: the score a real edge of score exactly 0 is written with in a file ranked by ``|score|``
@@ -50,8 +52,6 @@ __all__ = ["eap_ig_node_name", "eap_ig_edge_name", "package_edge_name", "graph_c
 ZERO_LIFT = float(np.finfo(np.float32).tiny)
 #: the file of a circuit's importances (every edge, all in the graph)
 IMPORTANCES_FILE = "importances.json"
-#: how the edges of a file are ranked when it is cut at a size: by ``|score|`` or by score
-Ranking = Literal["abs", "signed"]
 
 _SRC = [(re.compile(r"^Resid Start$"), lambda m: "input"),
         (re.compile(r"^A(\d+)\.(\d+)$"), lambda m: f"a{m[1]}.h{m[2]}"),
@@ -269,9 +269,23 @@ def describe_missing(cfg: Mapping[str, Any], n_edges: int) -> str:
             "the lowest real score); hence one importances file per ranking")
 
 
+class MibFile(TypedDict):
+    """One written file: its circuit, its size (None: importances of every edge), the
+    ranking it is read with (``"abs and signed"`` where either serves), the selection rule
+    and the edges it asked for (None for importances), and the edges in its graph."""
+
+    circuit: str
+    file: str
+    edge_fraction: float | None
+    ranking: str
+    selection: str | None
+    requested_edges: int | None
+    n_edges: int
+
+
 def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[float],
                   cfg: Mapping[str, Any], rule: str,
-                  ranking: Ranking) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+                  ranking: Ranking) -> list[tuple[str, dict[str, Any], MibFile]]:
     """``(file, graph JSON, index entry)`` of each file of one circuit of a run.
 
     Args:
@@ -290,7 +304,7 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
     names, scores = list(circuit.edge_names), circuit.scores.numpy()
     lacks = len(eap_ig_edge_names(cfg)) - len(names)
     everything = np.ones(len(names), dtype=bool)
-    files: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    files: list[tuple[str, dict[str, Any], MibFile]] = []
     meta: dict[str, Any]
     importances: list[tuple[str, Ranking | None, str]] = (
         [(IMPORTANCES_FILE, None, "abs and signed")] if not lacks else
@@ -301,9 +315,9 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
                 "edges_lacking": lacks}
         files.append((f"{name}/{file_name}",
                       to_eap_ig_graph(names, scores, everything, cfg, file_ranking, meta),
-                      {"circuit": name, "file": f"{name}/{file_name}", "edge_fraction": None,
-                       "ranking": read_with, "selection": None, "requested_edges": None,
-                       "n_edges": len(names)}))
+                      MibFile(circuit=name, file=f"{name}/{file_name}", edge_fraction=None,
+                              ranking=read_with, selection=None, requested_edges=None,
+                              n_edges=len(names))))
     sets = np.asarray(edge_sets, dtype=bool)
     for j, p in enumerate(fractions):
         chosen = sets[j]
@@ -314,9 +328,8 @@ def circuit_files(name: str, circuit: Any, edge_sets: Any, fractions: Sequence[f
                 "holds": "the edges the run evaluated at this size: "
                          + describe_selection(rule, ranking, str(count)),
                 "edges_lacking": lacks}
-        entry: dict[str, Any] = {"circuit": name, "file": file, "edge_fraction": p,
-                                 "selection": rule, "ranking": ranking,
-                                 "requested_edges": count, "n_edges": int(chosen.sum())}
+        entry = MibFile(circuit=name, file=file, edge_fraction=p, selection=rule,
+                        ranking=ranking, requested_edges=count, n_edges=int(chosen.sum()))
         files.append((file, to_eap_ig_graph(names, scores, chosen, cfg, ranking, meta), entry))
     return files
 

@@ -24,7 +24,7 @@ on the CPU are accepted) and return bool masks of the same shape.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
@@ -34,7 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
 #: edge scores: a numpy array or a CPU torch tensor
 Scores = Union[np.ndarray, "torch.Tensor"]
 
-__all__ = ["RANKINGS", "check_ranking", "rank_key", "top_mask", "mass_mask"]
+__all__ = ["Ranking", "RANKINGS", "check_ranking", "rank_key", "top_mask", "mass_mask"]
+
+#: how edges are ranked: by ``|score|`` or by score (the keys of :data:`RANKINGS`)
+Ranking = Literal["abs", "signed"]
 
 #: ranking name -> the key edges are sorted by (largest first)
 RANKINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

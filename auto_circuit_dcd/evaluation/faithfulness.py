@@ -37,7 +37,7 @@ import math
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ from auto_circuit_dcd.evaluation.patched import fast_metrics, fast_unsupported_r
 from auto_circuit_dcd.model.edges import edge_layout
 from auto_circuit_dcd.model.forward import choose_backend
 from auto_circuit_dcd.model.task_metric import check_metric
+
+#: a circuit label: ``evaluate_circuits`` keys its results as its circuits are keyed
+_Label = TypeVar("_Label", bound=Hashable)
 
 __all__ = [
     "MIB_GRID",
@@ -246,7 +249,7 @@ def _example_ids(dataloader: Any, batches: Sequence[Any]) -> list[Any]:
 def evaluate_circuits(
     model: Any,
     dataloader: Any,
-    circuits: Mapping[Hashable, Any],
+    circuits: Mapping[_Label, Any],
     edge_fractions: Sequence[float] = MIB_GRID,
     ablation: str = "resample",
     metric: str = "max_diff",
@@ -256,7 +259,7 @@ def evaluate_circuits(
     max_stack_gib: float | None = None,
     selection: str = "topn",
     ranking: str = "abs",
-) -> dict[Hashable, FaithfulnessResult]:
+) -> dict[_Label, FaithfulnessResult]:
     """Faithfulness curves of several circuits on one test set, sharing the common work.
 
     Patch activations, ``mu(full)`` and ``mu(empty)`` are computed once per batch; then
@@ -314,7 +317,7 @@ def evaluate_circuits(
     ids = _example_ids(dataloader, batches)
     groups = getattr(dataloader, "groups", None)
     n_f = len(fractions)
-    out: dict[Hashable, FaithfulnessResult] = {}
+    out: dict[_Label, FaithfulnessResult] = {}
     for i, lab in enumerate(labels):
         mu = res.mu[:, i * n_f:(i + 1) * n_f]
         sets = in_circuit[i * n_f:(i + 1) * n_f].numpy()

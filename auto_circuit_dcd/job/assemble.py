@@ -23,7 +23,7 @@ import dataclasses
 import platform
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -101,8 +101,11 @@ class _Scorer:
         return CurveScores(list(f), self.cpr(f), self.cmd(f_cmd),
                            None if f_cmd is f else list(f_cmd))
 
+#: a circuit label of the combined circuits (a cluster, a K-random split)
+_Label = TypeVar("_Label", bound=Hashable)
 
-def _combined(results: Results, cmd_results: Results, names: Mapping[Hashable, str],
+
+def _combined(results: Results, cmd_results: Results, names: Mapping[_Label, str],
               routing: list[Hashable], fallback: Hashable | None = None,
               exclude: Sequence[Hashable] = ()
               ) -> tuple[MultiCircuitResult, MultiCircuitResult]:
@@ -110,11 +113,19 @@ def _combined(results: Results, cmd_results: Results, names: Mapping[Hashable, s
     ranked for CPR and for CMD."""
     from auto_circuit_dcd.metrics import combine_circuits
 
-    kw = dict(routing=routing, fallback=fallback, exclude=exclude)
-    a = combine_circuits({lab: results[n] for lab, n in names.items()}, **kw)
-    b = a if cmd_results is results else combine_circuits(
-        {lab: cmd_results[n] for lab, n in names.items()}, **kw)
-    return a, b
+    def combined(res: Results) -> MultiCircuitResult:
+        return combine_circuits({lab: res[n] for lab, n in names.items()}, routing,
+                                fallback=fallback, exclude=exclude)
+
+    a = combined(results)
+    return a, a if cmd_results is results else combined(cmd_results)
+
+
+def _routed_f(combined: MultiCircuitResult) -> np.ndarray:
+    """The routed faithfulness of circuits combined under a routing."""
+    if combined.routed_f is None:
+        raise ValueError("the circuits were combined without a routing: no routed faithfulness")
+    return combined.routed_f
 
 
 def _ids(ids: Sequence[object]) -> list[Id]:
@@ -142,9 +153,9 @@ def _k_random(results: Results, cmd_results: Results, score: _Scorer,
     labels = [name for name in results if name.startswith("k_random_")]
     kr, kr_cmd = _combined(results, cmd_results, {lab: lab for lab in labels},
                            list(routing))
-    return KRandomResult(list(kr.oracle_f), list(kr.routed_f),
-                         OracleRouted(score.cpr(kr.oracle_f), score.cpr(kr.routed_f)),
-                         OracleRouted(score.cmd(kr_cmd.oracle_f), score.cmd(kr_cmd.routed_f)),
+    return KRandomResult(list(kr.oracle_f), list(_routed_f(kr)),
+                         OracleRouted(score.cpr(kr.oracle_f), score.cpr(_routed_f(kr))),
+                         OracleRouted(score.cmd(kr_cmd.oracle_f), score.cmd(_routed_f(kr_cmd))),
                          test_routing=list(routing))
 
 
@@ -172,11 +183,11 @@ def _dcd(results: Results, cmd_results: Results, score: _Scorer, cluster_labels:
             composition=comp, faithfulness_own=list(own.f),
             single_on_group=list(single_on[c].f), cpr_own=score.cpr(own.f)))
     pairs = {"oracle": (routed.oracle_f, routed_cmd.oracle_f),
-             "routed": (routed.routed_f, routed_cmd.routed_f),
-             "routed_excluding_noise": (known.routed_f, known_cmd.routed_f)}
+             "routed": (_routed_f(routed), _routed_f(routed_cmd)),
+             "routed_excluding_noise": (_routed_f(known), _routed_f(known_cmd))}
     return DcdResult(
-        faithfulness_oracle=list(routed.oracle_f), faithfulness_routed=list(routed.routed_f),
-        faithfulness_routed_excluding_noise=list(known.routed_f),
+        faithfulness_oracle=list(routed.oracle_f), faithfulness_routed=list(_routed_f(routed)),
+        faithfulness_routed_excluding_noise=list(_routed_f(known)),
         cpr=DcdScores(**{k: score.cpr(a) for k, (a, _) in pairs.items()}),
         cmd=DcdScores(**{k: score.cmd(b) for k, (_, b) in pairs.items()}),
         clusters=clusters)

@@ -35,6 +35,7 @@ from typing import (
     get_args,
 )
 
+from auto_circuit_dcd.circuits.selection import Ranking
 from auto_circuit_dcd.cluster.options import ClustererName as Clusterer
 from auto_circuit_dcd.cluster.options import KRule, Preprocessing
 from auto_circuit_dcd.model.table import DEFAULT_MODEL, describe_models
@@ -59,7 +60,6 @@ Method = Literal["eap", "eap-ig"]
 Metric = Literal["max_diff", "avg_diff"]
 Dtype = Literal["float32", "float16", "bfloat16"]
 Selection = Literal["topn", "topn-prune", "topn-fill", "greedy"]
-Ranking = Literal["abs", "signed"]
 CmdForm = Literal["one-sided", "two-sided"]
 
 

@@ -30,11 +30,10 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
 
 import numpy as np
 
-from auto_circuit_dcd.circuits.mib import size_file_name
+from auto_circuit_dcd.circuits.mib import MibFile, size_file_name
 from auto_circuit_dcd.job.run_folder import RunFolder, RunFolderError
 
 __all__ = ["MIB_FOLDER", "MibExport", "MibFile", "export_mib", "size_file_name",
@@ -42,20 +41,6 @@ __all__ = ["MIB_FOLDER", "MibExport", "MibFile", "export_mib", "size_file_name",
 
 MIB_FOLDER = "mib"
 INDEX_FILE = "index.json"
-
-
-class MibFile(TypedDict):
-    """One written file: its circuit, its size (None: importances of every edge), the
-    ranking it is read with (``"abs and signed"`` where either serves), the selection rule
-    and the edges it asked for (None for importances), and the edges in its graph."""
-
-    circuit: str
-    file: str
-    edge_fraction: float | None
-    ranking: str
-    selection: str | None
-    requested_edges: int | None
-    n_edges: int
 
 
 @dataclass(frozen=True)
@@ -90,7 +75,7 @@ def export_mib(run_dir: str | Path) -> MibExport:
             for file, graph, entry in circuit_files(name, circuit, sets, sizes.fractions, cfg,
                                                     sizes.selection, ranking):
                 write_text(folder / file, json.dumps(graph))
-                files.append(MibFile(**entry))
+                files.append(entry)
         n_edges = next(iter(circuits.values())).n_edges if circuits else 0
         write_text(folder / INDEX_FILE, json.dumps({
             "format": "EAP-IG graph JSON (eap.graph.Graph.from_json)",

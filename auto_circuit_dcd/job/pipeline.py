@@ -199,9 +199,10 @@ def _attribute(config: RunConfig, pm: PatchableModel, train: ExampleLoader,
     with timer.stage("attribution", f"{config.method} attribution of {len(train.examples)} "
                      f"train and {len(test.examples)} test examples (cached in "
                      f"{folder.cache})"):
-        kw = dict(method=config.method, ig_steps=config.ig_steps, metric=config.metric,
-                  cache_dir=folder.cache, progress=progress, nan_tolerance=config.nan_tolerance)
-        A, A_test = attribute(pm, train, **kw), attribute(pm, test, **kw)
+        A, A_test = (attribute(pm, loader, config.method, ig_steps=config.ig_steps,
+                               metric=config.metric, cache_dir=folder.cache,
+                               progress=progress, nan_tolerance=config.nan_tolerance)
+                     for loader in (train, test))
     dropped = {"train": list(A.meta.get("dropped_ids", [])),
                "test": list(A_test.meta.get("dropped_ids", []))}
     if dropped["train"]:

@@ -34,14 +34,13 @@ import json
 import math
 import shutil
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import (
     TYPE_CHECKING,
     Any,
-    ContextManager,
     Literal,
 )
 
@@ -55,6 +54,7 @@ from auto_circuit_dcd.report.records import REPORT_FILE
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.attribution.matrix import AttributionMatrix
     from auto_circuit_dcd.circuits.circuit import Circuit, CircuitFiles
+    from auto_circuit_dcd.circuits.selection import Ranking
     from auto_circuit_dcd.evaluation.faithfulness import FaithfulnessResult
     from auto_circuit_dcd.report.records import RunReport
 
@@ -77,7 +77,7 @@ class EvaluatedSizes:
 
     fractions: list[float]
     selection: str
-    rankings: list[str]
+    rankings: list[Ranking]
 
 
 class RunFolder:
@@ -131,7 +131,7 @@ class RunFolder:
         return any(self.cache.glob("attribution-*/*.safetensors"))
 
     # ---------------------------------------------------------------- holding
-    def lock(self, what: str = "run") -> ContextManager[Path]:
+    def lock(self, what: str = "run") -> AbstractContextManager[Path]:
         """The folder's lock (a second holder is refused, naming the first)."""
         return folder_lock(self.path, what=what)
 
@@ -256,7 +256,7 @@ class RunFolder:
         return AttributionMatrix.load(self.attribution_folder(split))
 
     def circuits(self, at: float | None = None,
-                 ranking: str | None = None) -> dict[str, Circuit]:
+                 ranking: Ranking | None = None) -> dict[str, Circuit]:
         """The run's circuits by name (``single``, ``cluster_<c>``, ``k_random_<c>``), no
         model needed: with all their edges, or with ``at`` (one of the evaluated edge
         fractions) the edges the run evaluated at that size under ``ranking`` (default:

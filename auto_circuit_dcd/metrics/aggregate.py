@@ -40,7 +40,7 @@ def subset(result: FaithfulnessResult, rows: Indices) -> FaithfulnessResult:
         groups=None if result.groups is None else [result.groups[i] for i in pick])
 
 
-def _rows_of(routing: Sequence[Hashable], n: int) -> dict[Hashable, np.ndarray]:
+def _rows_of(routing: Sequence[Hashable] | np.ndarray, n: int) -> dict[Hashable, np.ndarray]:
     routing = list(np.asarray(routing).tolist())
     if len(routing) != n:
         raise ValueError(f"routing has {len(routing)} labels for {n} test examples")
@@ -50,7 +50,7 @@ def _rows_of(routing: Sequence[Hashable], n: int) -> dict[Hashable, np.ndarray]:
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
-def per_group(result: FaithfulnessResult, routing: Sequence[Hashable],
+def per_group(result: FaithfulnessResult, routing: Sequence[Hashable] | np.ndarray,
               groups: Sequence[Hashable]) -> dict[Hashable, FaithfulnessResult]:
     """``{group: result on the examples routed to it}`` for each of ``groups`` (a group
     nothing is routed to gets NaN curves)."""
@@ -60,7 +60,8 @@ def per_group(result: FaithfulnessResult, routing: Sequence[Hashable],
 
 
 def routed_cross_faithfulness(results: Mapping[Hashable, FaithfulnessResult],
-                              routing: Sequence[Hashable], p: float) -> CrossFaithfulness:
+                              routing: Sequence[Hashable] | np.ndarray,
+                              p: float) -> CrossFaithfulness:
     """Circuit of group ``i`` (the keys of ``results``) on the test examples routed to
     group ``j``: f at ``p`` in ``matrix``, the area under each curve in ``cpr_matrix``."""
     labels = list(results)

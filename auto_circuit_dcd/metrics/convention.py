@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auto_circuit_dcd.circuits.circuit import check_selection
-from auto_circuit_dcd.circuits.selection import check_ranking
+from auto_circuit_dcd.circuits.selection import Ranking, check_ranking
 from auto_circuit_dcd.metrics.curves import check_cmd_form, cmd, cpr
 
 __all__ = ["Convention", "MIB_PARITY", "make_convention"]
@@ -33,8 +33,8 @@ class Convention:
     """Selection rule, edge rankings for CPR and CMD, and CMD's form."""
 
     selection: str = "topn"
-    cpr_ranking: str = "abs"
-    cmd_ranking: str = "abs"
+    cpr_ranking: Ranking = "abs"
+    cmd_ranking: Ranking = "abs"
     cmd_form: str = "one-sided"
     name: str = "custom"
 
@@ -44,7 +44,7 @@ class Convention:
         check_ranking(self.cmd_ranking)
         check_cmd_form(self.cmd_form)
 
-    def rankings(self) -> list[str]:
+    def rankings(self) -> list[Ranking]:
         """The distinct rankings to evaluate, CPR's first."""
         return list(dict.fromkeys((self.cpr_ranking, self.cmd_ranking)))
 
@@ -67,7 +67,7 @@ MIB_PARITY = Convention("topn-prune", cpr_ranking="signed", cmd_ranking="abs",
                         cmd_form="two-sided", name="mib-parity")
 
 
-def make_convention(selection: str | None = None, ranking: str | None = None,
+def make_convention(selection: str | None = None, ranking: Ranking | None = None,
                     cmd_form: str | None = None, mib_parity: bool = False,
                     default_selection: str = "topn") -> Convention:
     """The convention of the given options (``None``: the default). ``mib_parity`` takes

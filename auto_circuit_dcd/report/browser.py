@@ -169,7 +169,8 @@ def _text(event: dict[str, Any]) -> tuple | None:
     """``(level, text)`` of a console, exception or log event, else None."""
     method, params = event.get("method"), event.get("params", {})
     if method == "Runtime.consoleAPICalled":
-        args = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+        args = " ".join(str(a.get("value", a.get("description", "")))
+                        for a in params.get("args", []))
         return params.get("type", "log"), args
     if method == "Runtime.exceptionThrown":
         details = params.get("exceptionDetails", {})

@@ -34,8 +34,9 @@ from auto_circuit_dcd.report.figures import FONT, MAX_DRAWN_EDGES, PALETTE, TEMP
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.explain.records import ClusterDescriptions
 
-__all__ = ["DrawnEdge", "NODE_KINDS", "KIND_NAMES", "POSITIVE", "NEGATIVE", "SHARED", "edge_diagram",
-           "node_legend", "circuit_edges", "distinguishing_edges", "node_kind", "cluster_colour"]
+__all__ = ["DrawnEdge", "NODE_KINDS", "KIND_NAMES", "POSITIVE", "NEGATIVE", "SHARED",
+           "edge_diagram", "node_legend", "circuit_edges", "distinguishing_edges", "node_kind",
+           "cluster_colour"]
 
 #: node kind -> (colour, what the legend says)
 NODE_KINDS: dict[str, tuple[str, str]] = {

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from auto_circuit_dcd.report.glossary import K_RULES
 from auto_circuit_dcd.report.records import RunReport
 
-__all__ = ["FINDINGS", "LISTED", "OWN_PARAGRAPH", "findings", "clustering_sentences", "cluster_sentences",
-           "quality_sentences", "faithfulness_sentences", "verdict_sentences"]
+__all__ = ["FINDINGS", "LISTED", "OWN_PARAGRAPH", "findings", "clustering_sentences",
+           "cluster_sentences", "quality_sentences", "faithfulness_sentences", "verdict_sentences"]
 
 
 def _num(x: float) -> str:

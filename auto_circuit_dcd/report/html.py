@@ -297,7 +297,11 @@ def _circuit_selection(report: RunReport) -> str:
                          for c, v in st.co_assignment.items()])
 
 
-def _section(anchor: str, title: str, body: str, note: str = "",
+#: a section of the page: its anchor, title, body and (optionally) a note under the title
+_Part = tuple[str, str, str] | tuple[str, str, str, str]
+
+
+def _section(anchor: str, title: str, body: str, note: str = "", *,
              report: RunReport | None = None) -> str:
     note_html = f'<p class="note">{esc(note)}</p>' if note else ""
     return (f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}'
@@ -313,7 +317,7 @@ def render(report: RunReport, extras: Mapping[str, Any] | None = None) -> str:
                         f"reads a report.json), got {type(report).__name__}")
     extras = extras or {}
     title = f"DCD report: {report.model} on {dataset_name(report.dataset)}"
-    parts: list[tuple] = [
+    parts: list[_Part] = [
         ("summary", "Run summary", _summary(report) + _scores(report),
          "CPR: area under faithfulness vs edge fraction; CMD: area of "
          + ("|1 - faithfulness|" if report.circuit_selection.cmd == "two-sided"
@@ -471,7 +475,7 @@ def _circuit_legend() -> str:
 _NODE_EDGES = {"out": "leaves", "in": "enters"}
 
 
-def _described_part(report: RunReport, extras: Mapping[str, Any]) -> tuple:
+def _described_part(report: RunReport, extras: Mapping[str, Any]) -> _Part:
     """The section on what each cluster is (:mod:`auto_circuit_dcd.report.described`)."""
     from auto_circuit_dcd.report.described import described_section
 
@@ -639,7 +643,7 @@ FAMILY_TITLES = {
 }
 
 
-def _comparison_parts(report: RunReport) -> list[tuple]:
+def _comparison_parts(report: RunReport) -> list[_Part]:
     """The page section of paired comparisons (none without intervals)."""
     u = report.uncertainty
     if u is None:
@@ -691,7 +695,7 @@ def _verdict_details(u: RunUncertainty, v: Verdict) -> str:
     return f"<details><summary>{esc(head)}</summary>{note}{evidence}</details>"
 
 
-def _verdict_parts(report: RunReport) -> list[tuple]:
+def _verdict_parts(report: RunReport) -> list[_Part]:
     """The page section of verdicts, warnings and how the intervals were made (none
     without intervals)."""
     u = report.uncertainty
