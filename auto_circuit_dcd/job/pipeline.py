@@ -128,11 +128,13 @@ def run(config: RunConfig, progress: bool = True) -> RunReport:
         path, train, test, test_share = _load_data(config, pm, folder, timer)
         A, A_test, train, test, dropped = _attribute(config, pm, train, test, folder, timer,
                                                      progress)
+        # every rank takes part (attribution shards its work under torchrun)
+        B = _circuit_attribution(config, pm, train, folder, timer, progress)
         handoff.open()
         if not is_main():  # the other ranks: evaluation only, then they wait for the report
             return _follow(handoff, config, pm, test, grid)
         gd, routed, stability = _cluster(config, A, A_test, timer, progress)
-        rows = _circuit_rows(config, pm, A, train, gd, folder, timer, progress)
+        rows = _circuit_rows(config, A, B, gd, timer)
         with timer.stage("circuits", f"building the single, per-cluster and K-random "
                                      f"circuits ({config.circuit_method})"):
             circuits = _circuits(config, pm, rows, train, int(gd.n_clusters_))
@@ -244,26 +246,34 @@ class CircuitRows:
     missing: list[Hashable]
 
 
-def _circuit_rows(config: RunConfig, pm: PatchableModel, A: AttributionMatrix,
-                  train: ExampleLoader, gd: GroupedDiscovery, folder: RunFolder,
-                  timer: _Timer, progress: bool) -> CircuitRows:
-    """``A`` itself when the circuit method is ``--method`` or an auto-circuit algorithm (it
-    runs on the clusters' examples); else the other EAP-family method's rows of the same
-    training examples (cached in the folder; timed as ``circuit_attribution``), each taking
-    the cluster of its example id: only the ids both methods kept are used."""
+def _circuit_attribution(config: RunConfig, pm: PatchableModel, train: ExampleLoader,
+                         folder: RunFolder, timer: _Timer,
+                         progress: bool) -> AttributionMatrix | None:
+    """The training rows of ``--circuit-method`` when it is the other EAP-family method
+    (cached in the folder; timed as ``circuit_attribution``); None when the circuits reuse
+    ``--method``'s rows or come from an auto-circuit algorithm."""
     from auto_circuit_dcd.attribution.front import attribute
     from auto_circuit_dcd.cluster.circuits import EAP_FAMILY
 
-    labels = np.asarray(gd.labels_)
     method = config.circuit_method
     if method == config.method or method not in EAP_FAMILY:
-        return CircuitRows(A, labels, [])
+        return None
     with timer.stage("circuit_attribution", f"{method} attribution of the "
                      f"{len(train.examples)} train examples for the circuits (cached in "
                      f"{folder.cache})"):
-        B = attribute(pm, train, method=method, ig_steps=config.ig_steps,
-                      metric=config.metric, cache_dir=folder.cache, progress=progress,
-                      nan_tolerance=config.nan_tolerance)
+        return attribute(pm, train, method=method, ig_steps=config.ig_steps,
+                         metric=config.metric, cache_dir=folder.cache, progress=progress,
+                         nan_tolerance=config.nan_tolerance)
+
+
+def _circuit_rows(config: RunConfig, A: AttributionMatrix, B: AttributionMatrix | None,
+                  gd: GroupedDiscovery, timer: _Timer) -> CircuitRows:
+    """``A`` itself when there are no circuit-method rows ``B``; else ``B``'s rows, each
+    taking the cluster of its example id: only the ids both methods kept are used."""
+    labels = np.asarray(gd.labels_)
+    if B is None:
+        return CircuitRows(A, labels, [])
+    method = config.circuit_method
     label_of = dict(zip(A.example_ids, labels.tolist()))
     keep = [j for j, i in enumerate(B.example_ids) if i in label_of]
     if len(keep) < B.n_examples:
