@@ -110,7 +110,9 @@ def test_a_run_failing_after_attribution_keeps_the_cache_to_resume(tmp_path, cap
     # a bug: the traceback, then where to report it
     assert "Traceback" in err and "ZeroDivisionError: a bug" in err
     assert "this is a bug in auto-circuit-dcd" in err.strip().splitlines()[-1]
-    assert len(list((out / "cache").glob("attribution-*/rows.safetensors"))) == 2
+    # every attribution precedes clustering: EAP rows of both splits and the circuit
+    # method's (EAP-IG) training rows are all kept for the rerun
+    assert len(list((out / "cache").glob("attribution-*/rows.safetensors"))) == 3
 
 
 def test_a_prompt_longer_than_the_context_is_named_with_the_limit(tmp_path, capsys):
