@@ -9,8 +9,7 @@ until :func:`register` is called.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from auto_circuit_dcd.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -80,14 +79,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'auto_circuit_dcd' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports("auto_circuit_dcd", globals(), _EXPORTS)

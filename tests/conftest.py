@@ -140,3 +140,26 @@ def nan_row_for_first(pm, examples):
         yield
     finally:
         W_E.data[poison] = saved
+
+
+def assert_json_close(got, want, *, rel: float, abs_: float, where: str = "value",
+                      ordered: bool = False) -> None:
+    """``got`` equals ``want`` (JSON data) key for key (in the same order if ``ordered``) and
+    item for item; numbers to the given tolerance (None stands for NaN and must match
+    None), everything else exactly."""
+    kw = dict(rel=rel, abs_=abs_, ordered=ordered)
+    if isinstance(want, dict):
+        assert isinstance(got, dict), where
+        assert (list(got) == list(want)) if ordered else (set(got) == set(want)), where
+        for k in want:
+            assert_json_close(got[k], want[k], where=f"{where}.{k}", **kw)
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_json_close(a, b, where=f"{where}[{i}]", **kw)
+    elif isinstance(want, float) or isinstance(got, float):
+        assert got is not None and want is not None, (where, got, want)
+        assert got == pytest.approx(want, rel=rel, abs=abs_), (where, got, want)
+    else:
+        assert got == want, (where, got, want)
+

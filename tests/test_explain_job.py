@@ -4,10 +4,10 @@ leads to the toy model's planted heads without the labels (mean-ablating L0H3 br
 only, L0H1 induction only: README, "The embedded toy model"). The labels only name the
 clusters here; neither the clustering nor the descriptions see them."""
 
-import math
 from collections import Counter
 
 import pytest
+from conftest import assert_json_close
 
 pytestmark = pytest.mark.slow
 
@@ -24,23 +24,6 @@ def toy_job(tmp_path_factory):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["run", "--out", str(out), "--quiet", "--threads", "1"]) == 0
     return out
-
-
-def _close(a, b, where="descriptions"):
-    """``a`` equals ``b`` (JSON data): numbers to a tolerance, everything else exactly."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), where
-        for k in a:
-            _close(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert a is not None and b is not None, where
-        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6), (where, a, b)
-    else:
-        assert a == b, (where, a, b)
 
 
 def test_the_reports_descriptions_are_those_of_the_saved_run(toy_job):
@@ -73,7 +56,8 @@ def test_the_reports_descriptions_are_those_of_the_saved_run(toy_job):
         size=edge_count(config.p_cross, A.n_edges), selection=conv.selection,
         ranking=conv.cpr_ranking, random_state=config.seed)
     assert report.cluster_descriptions is not None
-    _close(report.cluster_descriptions.to_dict(), desc.to_dict())
+    assert_json_close(report.cluster_descriptions.to_dict(), desc.to_dict(), rel=1e-5, abs_=1e-6,
+                      where="descriptions", ordered=True)
     # the circuits compared are those evaluated at --p-cross (5% of 81 edges: 4 asked, by
     # the run's selection rule)
     evaluated = folder.circuits(at=config.p_cross)

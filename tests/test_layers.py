@@ -9,7 +9,7 @@ import auto_circuit_dcd as dcd
 PACKAGE = Path(dcd.__file__).resolve().parent
 #: the stages and root modules, lowest first; a unit may import only units listed before it
 LAYERS = [
-    {"errors"},
+    {"errors", "lazy"},
     {"arrays", "files", "paths", "keys", "schema", "distributed"},
     {"model"},
     {"data"},

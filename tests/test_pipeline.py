@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_json_close
 
 import auto_circuit_dcd as dcd
 from auto_circuit_dcd.cli import main
@@ -343,23 +344,6 @@ def test_a_folder_without_a_finished_run_of_this_version_is_named(tmp_path):
 
 
 # ------------------------------------------------------- per-example values and intervals
-def _close(got, want, where="uncertainty"):
-    """``got`` (JSON data) equals ``want`` key for key, numbers to 1e-9 (None for NaN)."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and set(got) == set(want), where
-        for k in want:
-            _close(got[k], want[k], f"{where}.{k}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), where
-        for i, (a, b) in enumerate(zip(got, want)):
-            _close(a, b, f"{where}[{i}]")
-    elif isinstance(want, float) or isinstance(got, float):
-        assert got is not None and want is not None, (where, got, want)
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), where
-    else:
-        assert got == want, (where, got, want)
-
-
 def test_the_per_example_file_matches_the_report(report):
     """Oracle: report.json's ids, circuit names, edge counts and routings, and its curves
     (assembled by the package's aggregates) recomputed here by hand as ratios of means of
@@ -426,7 +410,7 @@ def test_the_reports_intervals_are_a_recomputation_from_the_per_example_file(rep
                         k_random_routing=routings["k_random"],
                         noise_fallback=rep["routing"]["noise_fallback"],
                         test_fraction=rep["n_test"] / (rep["n_train"] + rep["n_test"]))
-    _close(to_jsonable(u), rep["uncertainty"])
+    assert_json_close(to_jsonable(u), rep["uncertainty"], rel=1e-9, abs_=1e-12, where="uncertainty")
 
 
 def test_every_faithfulness_number_has_its_interval(report):

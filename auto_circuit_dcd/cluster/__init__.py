@@ -10,8 +10,9 @@ clusters found again on resampled rows?), and :func:`registry_entries`
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from auto_circuit_dcd.lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit.prune_algos.prune_algos import PruneAlgo
@@ -68,14 +69,4 @@ def registry_entries() -> dict[str, PruneAlgo]:
     }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'auto_circuit_dcd.cluster' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports("auto_circuit_dcd.cluster", globals(), _EXPORTS)
