@@ -24,11 +24,8 @@ def scored(tiny_pm):
 
 def _acdc_circuits(gd, A, pm, loader, algo="ACDC"):
     """One circuit per cluster of ``gd``, by ``algo`` on that cluster's examples."""
-    from auto_circuit_dcd.cluster.circuits import rows_circuit
-
-    X = A.to_numpy()
-    return {c: rows_circuit(algo, X, A, np.flatnonzero(gd.labels_ == c), model=pm,
-                            dataloader=loader, label=c) for c in range(gd.n_clusters_)}
+    circuits = dcd.cluster_circuits(A, gd.labels_, base_algo=algo, model=pm, dataloader=loader)
+    return {c: circuit.to_prune_scores() for c, circuit in circuits.items()}
 
 
 def test_acdc_runs_per_cluster_on_that_clusters_examples(tiny_pm, scored):

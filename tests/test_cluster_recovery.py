@@ -104,17 +104,6 @@ def test_two_close_but_separated_blobs_are_not_called_one():
     assert adjusted_rand_score(y, gd.labels_) == 1.0
 
 
-def test_eap_circuits_from_the_labels_are_cluster_means(planted):
-    from auto_circuit_dcd.cluster.circuits import rows_circuit
-
-    X, y, _ = planted
-    gd = GroupedDiscovery(clusterer="agglomerative", max_clusters=6, gap_references=10,
-                          random_state=0).fit(X)
-    for c in range(gd.n_clusters_):
-        rows = np.flatnonzero(gd.labels_ == c)
-        np.testing.assert_allclose(rows_circuit("eap", X, None, rows), X[rows].mean(0))
-
-
 @pytest.mark.parametrize("preprocessing", ["raw", "absolute", "l2", "sparse", "binary", "rank",
                                            "auto"])
 def test_every_preprocessing_recovers_blobs_of_distinct_edge_sets(preprocessing):

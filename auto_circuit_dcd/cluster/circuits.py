@@ -26,9 +26,6 @@ scores, so :func:`finite_scores` maps ``+inf`` to ``M`` and ``-inf`` to ``-M``, 
 twice the largest finite ``|score|`` (1 when there is none): every order among the edges,
 by ``|score|`` or signed, stays as it was (infinite edges stay tied with each other and
 above every finite one). Every base algorithm's scores pass through it.
-
-:func:`rows_circuit` and :func:`mean_circuit` give the older form (``PruneScores`` or a
-vector) that ``GroupedDiscovery.circuits_`` holds.
 """
 
 from __future__ import annotations
@@ -55,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from auto_circuit_dcd.data import ExampleLoader
 
 __all__ = ["EAP_FAMILY", "BaseAlgo", "Rows", "CircuitBuilder", "cluster_circuits",
-           "as_rows", "check_base_algo", "base_algo_name", "mean_circuit", "rows_circuit",
+           "as_rows", "check_base_algo", "base_algo_name",
            "resolve_base_algo", "run_base_algo", "finite_scores"]
 
 #: base algorithms whose per-cluster circuit is the mean of the cluster's rows
@@ -210,49 +207,6 @@ def as_rows(A: Rows) -> tuple[np.ndarray, AttributionMatrix | None]:
             f"{bad.size} row(s) contain NaN or inf (positions {bad[:10].tolist()}); drop them "
             "first, e.g. A.subset(rows_to_keep) (dcd.attribute drops such rows itself)")
     return X, matrix
-
-
-def mean_circuit(X: np.ndarray, matrix: AttributionMatrix | None, rows: Indices,
-                 model: PatchableModel | None = None,
-                 ) -> dict[str, torch.Tensor] | np.ndarray | torch.Tensor:
-    """The mean of ``rows`` in ``GroupedDiscovery.circuits_``'s form: auto-circuit
-    ``PruneScores`` when the matrix knows its layout (or ``model`` is given), else the mean
-    vector (numpy for plain arrays, torch otherwise). :func:`cluster_circuits` gives
-    ``Circuit`` objects."""
-    idx = np.asarray(rows, dtype=int)
-    if idx.size == 0:
-        raise ValueError("a cluster with no rows has no circuit")
-    if matrix is None:
-        return X[idx].mean(0)
-    if matrix.layout is None and model is None:
-        return matrix.mean(idx)
-    return matrix.prune_scores(idx, model=model)
-
-
-def rows_circuit(base_algo: BaseAlgo, X: np.ndarray, matrix: AttributionMatrix | None,
-                 rows: Indices, *, example_ids: Sequence[Hashable] | None = None,
-                 model: PatchableModel | None = None,
-                 dataloader: ExampleLoader | None = None, batch_size: int | None = None,
-                 label: Hashable = None,
-                 ) -> dict[str, torch.Tensor] | np.ndarray | torch.Tensor:
-    """The circuit of the examples at ``rows`` by ``base_algo`` in ``GroupedDiscovery.circuits_``'s
-    form: their mean row (EAP family, :func:`mean_circuit`) or the algorithm's
-    ``PruneScores`` on a loader of those examples only (:func:`run_base_algo`; needs
-    ``model``, an ``ExampleLoader`` and the rows' example ids, ``matrix.example_ids`` by
-    default). :func:`cluster_circuits` gives ``Circuit`` objects by the same rule."""
-    if base_algo in EAP_FAMILY:
-        return mean_circuit(X, matrix, rows, model)
-    algo = resolve_base_algo(base_algo)
-    if model is None or dataloader is None:
-        raise ValueError(f"base_algo={getattr(algo, 'key', algo)!r} runs on the examples "
-                         "themselves: pass model= and dataloader=")
-    if example_ids is None:
-        if matrix is None:
-            raise ValueError("a non-EAP base algorithm needs the rows' example ids: pass an "
-                             "AttributionMatrix or example_ids=")
-        example_ids = matrix.example_ids
-    ids = [example_ids[int(i)] for i in rows]
-    return run_base_algo(algo, model, dataloader, ids, batch_size=batch_size, label=label)
 
 
 def resolve_base_algo(base_algo: BaseAlgo) -> PruneAlgo:
