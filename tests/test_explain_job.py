@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 from conftest import assert_json_close
 
+import auto_circuit_dcd as dcd
+
 pytestmark = pytest.mark.slow
 
 
@@ -87,3 +89,33 @@ def test_the_reports_clusters_lead_to_their_planted_heads(toy_job, task, planted
     layer0 = [h for h in heads if h.startswith("a0.")]
     assert layer0[0] == planted, heads
     assert next(u for u in nodes.higher if u.name == planted).q_value <= 0.05
+
+
+def test_the_first_paragraphs_comparisons_carry_their_intervals_and_sizes(toy_job):
+    """Oracle: report.json's own-vs-single comparisons at p and DCD-vs-single on CPR,
+    formatted here by hand: both values, the edges of each side, the signed difference
+    with its interval, the mark."""
+    import json
+
+    from auto_circuit_dcd.report.findings import findings
+
+    said = " ".join(findings(dcd.RunFolder(toy_job).report()))
+    rep = json.loads((toy_job / "report.json").read_text())
+    p = rep["cross_faithfulness"]["p"]
+    fams = rep["uncertainty"]["comparisons"]
+
+    def signed(x):
+        return f"{x:+.3f}"
+
+    own = [c for c in fams["own_vs_single"]["comparisons"]
+           if c["size"] is not None and abs(c["size"] - p) < 1e-12]
+    cpr = [c for c in fams["dcd_routed_vs_single"]["comparisons"] if c["size"] is None]
+    assert len(own) == rep["n_clusters"] and len(cpr) == 1
+    for c in own + cpr:
+        d = c["difference"]
+        text = (f"{c['a_value']:.3f} against {c['b_value']:.3f}"
+                + (f" ({'/'.join(map(str, c['edges_a'].values()))} and "
+                   f"{'/'.join(map(str, c['edges_b'].values()))} edges)" if c["edges_a"] else "")
+                + f", {signed(d['estimate'])} [{signed(d['low'])}, {signed(d['high'])}], "
+                f"{c['mark']}")
+        assert text in said, text

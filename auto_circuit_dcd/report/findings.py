@@ -22,9 +22,13 @@ escapes them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from auto_circuit_dcd.report.glossary import K_RULES
 from auto_circuit_dcd.report.records import RunReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from auto_circuit_dcd.metrics.uncertainty.families import Comparison
 
 __all__ = ["FINDINGS", "LISTED", "OWN_PARAGRAPH", "findings", "clustering_sentences",
            "cluster_sentences", "quality_sentences", "faithfulness_sentences", "verdict_sentences"]
@@ -84,7 +88,12 @@ def quality_sentences(report: RunReport) -> list[str]:
 
 def faithfulness_sentences(report: RunReport) -> list[str]:
     """Each cluster's own circuit against the single circuit on its routed test prompts
-    at ``p``; CPR of DCD routed, the single circuit and the random split."""
+    at ``p``; CPR of DCD routed, the single circuit and the random split. With the run's
+    intervals (``report.uncertainty``) each comparison is said as the summary prints it:
+    both values, the edges each side held, the difference with its interval and its mark
+    (:func:`compared_sentences`); a report without them gives the values alone."""
+    if report.uncertainty is not None:
+        return compared_sentences(report)
     j = report.p_index
     p = report.edge_fractions[j]
     parts = [f"{_num(c.faithfulness_own[j])} on cluster {c.label} (the single circuit "
@@ -99,6 +108,52 @@ def faithfulness_sentences(report: RunReport) -> list[str]:
         sentence += (f" and {_num(report.k_random.cpr.routed)} for a random split into "
                      f"{report.n_clusters}")
     out.append(sentence + ".")
+    return out
+
+
+def _compared(c: Comparison) -> str:
+    """``0.673 against 0.347 (4 and 4 edges), +0.326 [+0.238, +0.407], better``."""
+    from auto_circuit_dcd.report.summary import interval_text, size_flag
+    from auto_circuit_dcd.report.values import fixed
+
+    edges = (f" ({'/'.join(map(str, c.edges_a.values()))} and "
+             f"{'/'.join(map(str, c.edges_b.values()))} edges)" if c.edges_a else "")
+    flag = size_flag([c])
+    return (f"{fixed(c.a_value)} against {fixed(c.b_value)}{edges}, "
+            f"{interval_text(c.difference, signed=True)}, {c.mark}"
+            + (f" ({flag})" if flag else ""))
+
+
+def compared_sentences(report: RunReport) -> list[str]:
+    """The first paragraph's comparisons from the run's paired tests: each cluster's own
+    circuit against the single circuit at ``p`` on the test prompts routed to it, then DCD
+    routed against the single circuit and the random split on CPR; values, edge counts,
+    the difference with its interval and the mark (level and correction as the summary)."""
+    from auto_circuit_dcd.report.summary import same_size
+
+    u = report.uncertainty
+    assert u is not None, "compared_sentences reads report.uncertainty"
+    p = report.edge_fractions[report.p_index]
+
+    def at(family: str, size: float | None) -> list[Comparison]:
+        fam = u.comparisons.get(family)
+        return [] if fam is None else [c for c in fam.comparisons if same_size(c.size, size)]
+
+    out = []
+    own = at("own_vs_single", p)
+    if own:
+        out.append(f"At {100 * p:.3g}% of edges, on the test prompts routed to each cluster, "
+                   "each cluster's own circuit against the single circuit (difference with "
+                   f"its {u.settings.level:.0%} interval, mark after correction): "
+                   + "; ".join(f"{c.a.replace(' own', '')}: {_compared(c)}" for c in own)
+                   + ".")
+    cpr = [(f"the single circuit: {_compared(c)}", c)
+           for c in at("dcd_routed_vs_single", None)]
+    cpr += [(f"a random split into {report.n_clusters}: {_compared(c)}", c)
+            for c in at("dcd_routed_vs_k_random_routed", None)]
+    if cpr:
+        out.append("Over all circuit sizes (CPR), DCD routed against "
+                   + "; against ".join(text for text, _ in cpr) + ".")
     return out
 
 
